@@ -1,0 +1,155 @@
+//! The event contract of sessionfold.
+//!
+//! Everything that crosses a Kafka topic is defined here: the Avro schemas
+//! (`schemas/*.avsc`, the public contract, with every published version under
+//! `schemas/history/`), the Rust types of the input events and of the folded
+//! state on the changelog topics, and the Avro single-object codec that reads a
+//! record written with any known schema version. No I/O happens here.
+
+/// Defines an Avro enum as a Rust enum with its symbols in schema order.
+macro_rules! symbols {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $sym:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $(#[doc = $sym] $variant),+
+        }
+
+        impl $name {
+            /// Every symbol, in schema order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The Avro symbol.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $sym),+ }
+            }
+
+            /// Position in the schema's symbol list.
+            pub fn index(self) -> usize {
+                Self::ALL.iter().position(|v| *v == self).unwrap_or(0)
+            }
+
+            /// The value for a symbol, if it is one.
+            pub fn parse(s: &str) -> Option<$name> {
+                match s { $($sym => Some($name::$variant),)+ _ => None }
+            }
+
+            #[allow(dead_code)]
+            pub(crate) fn to_value(self) -> apache_avro::types::Value {
+                $crate::avro::symbol(self.index(), self.as_str())
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+
+mod activity;
+mod avro;
+mod codec;
+mod error;
+mod import;
+mod state;
+mod topics;
+
+pub use activity::{
+    ActivityBody, ActivityEvent, EndReason, Interaction, MAX_ID_LEN, MAX_TEXT_LEN, SessionStarted,
+};
+pub use codec::{HEADER_LEN, MAGIC, SchemaSet, fingerprint, header_fingerprint};
+pub use error::SchemaError;
+pub use import::{ImportBody, ImportEvent};
+pub use state::{EndedReason, ImportState, ImportStatus, SeenEvent, SessionState, UserPresence};
+pub use topics::Topics;
+
+/// Milliseconds since the Unix epoch, UTC: the one time type of the pipeline.
+pub type Millis = i64;
+
+/// Text of the current activity schema.
+pub const ACTIVITY_AVSC: &str = include_str!("../activity.avsc");
+/// Text of the current import schema.
+pub const IMPORT_AVSC: &str = include_str!("../import.avsc");
+/// Text of the presence state schema.
+pub const PRESENCE_AVSC: &str = include_str!("../presence.avsc");
+/// Text of the import state schema.
+pub const IMPORT_STATE_AVSC: &str = include_str!("../import_state.avsc");
+/// Every published activity schema version, oldest first.
+pub const ACTIVITY_HISTORY: &[&str] = &[
+    include_str!("../history/activity.v1.avsc"),
+    include_str!("../history/activity.v2.avsc"),
+];
+/// Every published import schema version, oldest first.
+pub const IMPORT_HISTORY: &[&str] = &[include_str!("../history/import.v1.avsc")];
+
+/// The codecs of all four record types, parsed once.
+#[derive(Debug, Clone)]
+pub struct Contract {
+    /// Activity events.
+    pub activity: SchemaSet,
+    /// Import events.
+    pub import: SchemaSet,
+    /// Presence state.
+    pub presence: SchemaSet,
+    /// Import state.
+    pub import_state: SchemaSet,
+}
+
+impl Contract {
+    /// Parses the schemas compiled into this build.
+    pub fn load() -> Result<Contract, SchemaError> {
+        Ok(Contract {
+            activity: SchemaSet::new("ActivityEvent", ACTIVITY_AVSC, ACTIVITY_HISTORY)?,
+            import: SchemaSet::new("ImportEvent", IMPORT_AVSC, IMPORT_HISTORY)?,
+            presence: SchemaSet::new("UserPresence", PRESENCE_AVSC, &[])?,
+            import_state: SchemaSet::new("ImportState", IMPORT_STATE_AVSC, &[])?,
+        })
+    }
+
+    /// Encodes an activity event.
+    pub fn encode_activity(&self, e: &ActivityEvent) -> Result<Vec<u8>, SchemaError> {
+        self.activity.encode(e.to_value())
+    }
+
+    /// Decodes and validates an activity event.
+    pub fn decode_activity(&self, bytes: &[u8]) -> Result<ActivityEvent, SchemaError> {
+        let e = ActivityEvent::from_value(self.activity.decode(bytes)?)?;
+        e.validate()?;
+        Ok(e)
+    }
+
+    /// Encodes an import event.
+    pub fn encode_import(&self, e: &ImportEvent) -> Result<Vec<u8>, SchemaError> {
+        self.import.encode(e.to_value())
+    }
+
+    /// Decodes and validates an import event.
+    pub fn decode_import(&self, bytes: &[u8]) -> Result<ImportEvent, SchemaError> {
+        let e = ImportEvent::from_value(self.import.decode(bytes)?)?;
+        e.validate()?;
+        Ok(e)
+    }
+
+    /// Encodes a presence state.
+    pub fn encode_presence(&self, s: &UserPresence) -> Result<Vec<u8>, SchemaError> {
+        self.presence.encode(s.to_value())
+    }
+
+    /// Decodes a presence state.
+    pub fn decode_presence(&self, bytes: &[u8]) -> Result<UserPresence, SchemaError> {
+        UserPresence::from_value(self.presence.decode(bytes)?)
+    }
+
+    /// Encodes an import state.
+    pub fn encode_import_state(&self, s: &ImportState) -> Result<Vec<u8>, SchemaError> {
+        self.import_state.encode(s.to_value())
+    }
+
+    /// Decodes an import state.
+    pub fn decode_import_state(&self, bytes: &[u8]) -> Result<ImportState, SchemaError> {
+        ImportState::from_value(self.import_state.decode(bytes)?)
+    }
+}

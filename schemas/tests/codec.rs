@@ -1,0 +1,305 @@
+//! The single-object codec against the published schema files.
+
+use apache_avro::Schema;
+use apache_avro::schema_compatibility::SchemaCompatibility;
+use proptest::prelude::*;
+use sessionfold_schemas::*;
+
+fn contract() -> Contract {
+    Contract::load().expect("schemas parse")
+}
+
+fn started(user: &str) -> ActivityEvent {
+    ActivityEvent {
+        event_id: "e-1".into(),
+        occurred_at: 1_700_000_000_123,
+        user_id: user.into(),
+        session_id: "s-1".into(),
+        body: ActivityBody::SessionStarted(SessionStarted {
+            email: "ada@example.com".into(),
+            full_name: Some("Ada".into()),
+            membership: None,
+            roles: vec!["editor".into()],
+            device_type: Some("desktop".into()),
+            browser: Some("Firefox".into()),
+            os: Some("Linux".into()),
+            ip_address: Some("10.0.0.1".into()),
+            user_agent: None,
+            page: Some("/home".into()),
+        }),
+        received_at: Some(1_700_000_000_200),
+    }
+}
+
+#[test]
+fn header_is_marker_and_little_endian_fingerprint() {
+    let c = contract();
+    let bytes = c.encode_activity(&started("u1")).expect("encodes");
+    assert_eq!(&bytes[..2], &[0xC3, 0x01]);
+    assert_eq!(&bytes[2..10], &c.activity.fingerprint().to_le_bytes());
+    let schema = Schema::parse_str(ACTIVITY_AVSC).expect("parses");
+    assert_eq!(c.activity.fingerprint(), fingerprint(&schema));
+}
+
+#[test]
+fn current_schema_files_are_the_latest_published_versions() {
+    let norm = |s: &str| Schema::parse_str(s).expect("parses").canonical_form();
+    assert_eq!(
+        norm(ACTIVITY_AVSC),
+        norm(ACTIVITY_HISTORY[ACTIVITY_HISTORY.len() - 1])
+    );
+    assert_eq!(
+        norm(IMPORT_AVSC),
+        norm(IMPORT_HISTORY[IMPORT_HISTORY.len() - 1])
+    );
+}
+
+#[test]
+fn activity_round_trips_every_kind() {
+    let c = contract();
+    let mut events = vec![started("u1")];
+    for (i, body) in [
+        ActivityBody::Heartbeat {
+            page: Some("/a".into()),
+            activity: Interaction::Scroll,
+        },
+        ActivityBody::Heartbeat {
+            page: None,
+            activity: Interaction::Navigation,
+        },
+        ActivityBody::PageViewed {
+            page: "/b".into(),
+            title: Some("B".into()),
+        },
+        ActivityBody::SessionEnded {
+            reason: EndReason::Closed,
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut e = started("u2");
+        e.event_id = format!("e-{i}");
+        e.body = body;
+        e.received_at = None;
+        events.push(e);
+    }
+    for e in events {
+        let bytes = c.encode_activity(&e).expect("encodes");
+        assert_eq!(c.decode_activity(&bytes).expect("decodes"), e);
+    }
+}
+
+#[test]
+fn import_round_trips_every_kind() {
+    let c = contract();
+    let bodies = [
+        ImportBody::Started {
+            owner_id: None,
+            json_hash: "h".into(),
+            file_name: "f.json".into(),
+            questions_total: 40,
+        },
+        ImportBody::Progressed {
+            step: "parse".into(),
+            progress: 50,
+            questions_imported: 20,
+            questions_total: 40,
+        },
+        ImportBody::Accessed,
+        ImportBody::Completed,
+        ImportBody::Abandoned {
+            reason: "wrong file".into(),
+        },
+        ImportBody::Transferred {
+            new_owner_id: "u9".into(),
+        },
+        ImportBody::Deleted,
+    ];
+    for body in bodies {
+        let e = ImportEvent {
+            event_id: "x".into(),
+            occurred_at: 5,
+            import_id: "imp-1".into(),
+            actor_id: Some("u1".into()),
+            body,
+            received_at: Some(6),
+        };
+        let bytes = c.encode_import(&e).expect("encodes");
+        assert_eq!(c.decode_import(&bytes).expect("decodes"), e);
+    }
+}
+
+/// A version 1 record (no received_at) read by the current reader gets the default.
+#[test]
+fn new_reader_reads_old_writer() {
+    let c = contract();
+    let v1 = SchemaSet::new("ActivityEvent", ACTIVITY_HISTORY[0], &[]).expect("v1 parses");
+    assert_ne!(v1.fingerprint(), c.activity.fingerprint());
+    let mut value = started("u1").to_value();
+    if let apache_avro::types::Value::Record(fields) = &mut value {
+        fields.retain(|(name, _)| name != "received_at");
+    }
+    let old_bytes = v1.encode(value).expect("v1 encodes");
+    let e = c.decode_activity(&old_bytes).expect("current reads v1");
+    assert_eq!(e.received_at, None);
+    assert_eq!(e.user_id, "u1");
+    assert_eq!(
+        e.body,
+        started("u1").body,
+        "fields of the old record survive"
+    );
+}
+
+/// A current record read by a client that only knows version 1 drops the new field.
+#[test]
+fn old_reader_reads_new_writer() {
+    let c = contract();
+    let old_reader = c
+        .activity
+        .with_reader(ACTIVITY_HISTORY[0])
+        .expect("v1 reader");
+    let bytes = c.encode_activity(&started("u7")).expect("encodes");
+    let value = old_reader.decode(&bytes).expect("v1 reader reads v2");
+    let apache_avro::types::Value::Record(fields) = &value else {
+        panic!("record expected")
+    };
+    assert!(fields.iter().all(|(n, _)| n != "received_at"));
+    let e = ActivityEvent::from_value(value).expect("typed");
+    assert_eq!(e.user_id, "u7");
+    assert_eq!(e.received_at, None);
+}
+
+#[test]
+fn versions_are_compatible_both_ways() {
+    let v1 = Schema::parse_str(ACTIVITY_HISTORY[0]).expect("parses");
+    let v2 = Schema::parse_str(ACTIVITY_HISTORY[1]).expect("parses");
+    assert!(SchemaCompatibility::can_read(&v1, &v2).is_ok());
+    assert!(SchemaCompatibility::can_read(&v2, &v1).is_ok());
+}
+
+#[test]
+fn garbage_is_a_typed_error() {
+    let c = contract();
+    assert_eq!(
+        c.decode_activity(b"hello").map_err(|e| e.kind()).err(),
+        Some("not_single_object")
+    );
+    let mut unknown = vec![0xC3, 0x01];
+    unknown.extend_from_slice(&42u64.to_le_bytes());
+    unknown.push(0);
+    let err = c.decode_activity(&unknown).expect_err("unknown fingerprint");
+    assert_eq!(err.kind(), "unknown_schema");
+    assert_eq!(
+        err.to_string(),
+        "unknown writer schema fingerprint 000000000000002a for ActivityEvent"
+    );
+    let good = c.encode_activity(&started("u1")).expect("encodes");
+    let truncated = &good[..good.len() - 3];
+    assert_eq!(
+        c.decode_activity(truncated).expect_err("truncated").kind(),
+        "undecodable"
+    );
+    let mut long = good.clone();
+    long.push(7);
+    assert_eq!(
+        c.decode_activity(&long).expect_err("trailing").to_string(),
+        "1 trailing bytes after the Avro body"
+    );
+}
+
+#[test]
+fn invalid_values_are_rejected_on_decode() {
+    let c = contract();
+    let mut e = started("u1");
+    e.user_id = " ".into();
+    let bytes = c.encode_activity(&e).expect("schema allows it");
+    assert_eq!(
+        c.decode_activity(&bytes).expect_err("invalid").to_string(),
+        "invalid user_id: must not be empty"
+    );
+}
+
+#[test]
+fn presence_state_round_trips() {
+    let c = contract();
+    let s = UserPresence {
+        user_id: "u1".into(),
+        email: Some("a@b".into()),
+        full_name: None,
+        membership: Some("pro".into()),
+        roles: vec!["admin".into()],
+        profile_at: 10,
+        sessions: vec![SessionState {
+            session_id: "s".into(),
+            started_at: Some(10),
+            current_page: Some("/x".into()),
+            page_at: 11,
+            last_activity: 12,
+            active: false,
+            ended_at: Some(12),
+            ended_reason: Some(EndedReason::Expired),
+            page_views: 3,
+            heartbeats: 4,
+            ..SessionState::default()
+        }],
+        recent_events: vec![SeenEvent {
+            id_hash: -5,
+            occurred_at: 12,
+        }],
+        source_partition: 2,
+        source_offset: 99,
+    };
+    let bytes = c.encode_presence(&s).expect("encodes");
+    assert_eq!(c.decode_presence(&bytes).expect("decodes"), s);
+}
+
+fn opt_text() -> impl Strategy<Value = Option<String>> {
+    proptest::option::of("[a-zA-Z0-9 /._-]{0,20}")
+}
+
+prop_compose! {
+    fn any_activity()(
+        id in "[a-z0-9-]{1,36}", user in "[a-z0-9]{1,12}", session in "[a-z0-9]{1,12}",
+        at in 0i64..4_000_000_000_000, received in proptest::option::of(0i64..4_000_000_000_000),
+        kind in 0u8..4, page in opt_text(), title in opt_text(), which in 0usize..7,
+        email in "[a-z]{1,8}@[a-z]{1,8}", roles in proptest::collection::vec("[a-z]{1,8}", 0..3),
+    ) -> ActivityEvent {
+        let body = match kind {
+            0 => ActivityBody::SessionStarted(SessionStarted {
+                email, roles, page: page.clone(), browser: title.clone(), ..SessionStarted::default()
+            }),
+            1 => ActivityBody::Heartbeat { page, activity: Interaction::ALL[which] },
+            2 => ActivityBody::PageViewed { page: page.unwrap_or_else(|| "/".into()), title },
+            _ => ActivityBody::SessionEnded { reason: EndReason::ALL[which % 2] },
+        };
+        ActivityEvent { event_id: id, occurred_at: at, user_id: user, session_id: session, body, received_at: received }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn any_activity_round_trips(e in any_activity()) {
+        let c = contract();
+        let bytes = c.encode_activity(&e).expect("encodes");
+        let value = c.activity.decode(&bytes).expect("decodes");
+        prop_assert_eq!(ActivityEvent::from_value(value).expect("typed"), e);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let c = contract();
+        let _ = c.decode_activity(&bytes);
+        let mut framed = vec![0xC3, 0x01];
+        framed.extend_from_slice(&c.activity.fingerprint().to_le_bytes());
+        framed.extend_from_slice(&bytes);
+        let _ = c.decode_activity(&framed);
+    }
+}
