@@ -2,9 +2,9 @@
 
 use apache_avro::types::Value;
 
+use crate::Millis;
 use crate::avro::{self, Fields, Record};
 use crate::error::SchemaError;
-use crate::Millis;
 
 symbols! {
     /// What the user did that caused a heartbeat.
@@ -205,10 +205,9 @@ impl ActivityEvent {
                     .put("title", avro::opt_string(title))
                     .build(),
             ),
-            ActivityBody::SessionEnded { reason } => avro::branch(
-                3,
-                Record::new().put("reason", reason.to_value()).build(),
-            ),
+            ActivityBody::SessionEnded { reason } => {
+                avro::branch(3, Record::new().put("reason", reason.to_value()).build())
+            }
         };
         Record::new()
             .put("event_id", avro::string(&self.event_id))

@@ -50,7 +50,10 @@ impl Fields {
         }
     }
 
-    pub(crate) fn opt_string(&mut self, field: &'static str) -> Result<Option<String>, SchemaError> {
+    pub(crate) fn opt_string(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Option<String>, SchemaError> {
         match unwrap_union(self.take(field)?) {
             Value::Null => Ok(None),
             Value::String(s) => Ok(Some(s)),
@@ -64,7 +67,9 @@ impl Fields {
                 .into_iter()
                 .map(|v| match v {
                     Value::String(s) => Ok(s),
-                    other => Err(self.err(field, format!("expected strings, found {}", kind(&other)))),
+                    other => {
+                        Err(self.err(field, format!("expected strings, found {}", kind(&other))))
+                    }
                 })
                 .collect(),
             other => Err(self.err(field, format!("expected an array, found {}", kind(&other)))),
@@ -104,11 +109,17 @@ impl Fields {
         self.long(field)
     }
 
-    pub(crate) fn opt_millis(&mut self, field: &'static str) -> Result<Option<Millis>, SchemaError> {
+    pub(crate) fn opt_millis(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Option<Millis>, SchemaError> {
         match unwrap_union(self.take(field)?) {
             Value::Null => Ok(None),
             Value::TimestampMillis(i) | Value::Long(i) => Ok(Some(i)),
-            other => Err(self.err(field, format!("expected a timestamp, found {}", kind(&other)))),
+            other => Err(self.err(
+                field,
+                format!("expected a timestamp, found {}", kind(&other)),
+            )),
         }
     }
 

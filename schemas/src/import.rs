@@ -117,7 +117,10 @@ impl ImportEvent {
             } => {
                 check_id("step", step)?;
                 if !(0..=100).contains(progress) {
-                    return Err(SchemaError::invalid("progress", "must be between 0 and 100"));
+                    return Err(SchemaError::invalid(
+                        "progress",
+                        "must be between 0 and 100",
+                    ));
                 }
                 if *questions_total < 0 {
                     return Err(SchemaError::invalid("questions_total", "must be 0 or more"));
@@ -170,10 +173,9 @@ impl ImportEvent {
             ),
             ImportBody::Accessed => avro::branch(2, empty()),
             ImportBody::Completed => avro::branch(3, empty()),
-            ImportBody::Abandoned { reason } => avro::branch(
-                4,
-                Record::new().put("reason", avro::string(reason)).build(),
-            ),
+            ImportBody::Abandoned { reason } => {
+                avro::branch(4, Record::new().put("reason", avro::string(reason)).build())
+            }
             ImportBody::Transferred { new_owner_id } => avro::branch(
                 5,
                 Record::new()

@@ -48,7 +48,6 @@ macro_rules! symbols {
     };
 }
 
-
 mod activity;
 mod avro;
 mod codec;

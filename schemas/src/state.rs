@@ -3,9 +3,9 @@
 
 use apache_avro::types::Value;
 
+use crate::Millis;
 use crate::avro::{self, Fields, Record};
 use crate::error::SchemaError;
-use crate::Millis;
 
 symbols! {
     /// Why a session stopped being active.
@@ -262,7 +262,10 @@ impl ImportState {
         Record::new()
             .put("import_id", avro::string(&self.import_id))
             .put("owner_id", avro::opt_string(&self.owner_id))
-            .put("previous_owner_id", avro::opt_string(&self.previous_owner_id))
+            .put(
+                "previous_owner_id",
+                avro::opt_string(&self.previous_owner_id),
+            )
             .put("status", self.status.to_value())
             .put("json_hash", avro::string(&self.json_hash))
             .put("file_name", avro::string(&self.file_name))

@@ -188,7 +188,9 @@ fn garbage_is_a_typed_error() {
     let mut unknown = vec![0xC3, 0x01];
     unknown.extend_from_slice(&42u64.to_le_bytes());
     unknown.push(0);
-    let err = c.decode_activity(&unknown).expect_err("unknown fingerprint");
+    let err = c
+        .decode_activity(&unknown)
+        .expect_err("unknown fingerprint");
     assert_eq!(err.kind(), "unknown_schema");
     assert_eq!(
         err.to_string(),

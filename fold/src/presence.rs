@@ -1,0 +1,349 @@
+//! Presence: activity events folded into per-user state, with windowed expiry.
+
+use std::collections::{BTreeSet, HashMap};
+
+use sessionfold_schemas::{
+    ActivityBody, ActivityEvent, EndReason, EndedReason, Millis, SessionState, UserPresence,
+};
+
+use crate::dedup::{event_hash, forget_before, remember, seen};
+use crate::{Applied, Position, Rejected};
+
+/// The rules of presence, all durations in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceConfig {
+    /// A session without activity for this long is no longer active.
+    pub idle_timeout: Millis,
+    /// A session is forgotten this long after its last activity.
+    pub retention: Millis,
+    /// Event ids are remembered for this long (in event time) behind a user's
+    /// latest activity; older events are refused as late.
+    pub dedup_window: Millis,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            idle_timeout: 5 * 60_000,
+            retention: 24 * 3_600_000,
+            dedup_window: 10 * 60_000,
+        }
+    }
+}
+
+/// Recomputes `active` and the expiry reason of one session at `now`;
+/// returns whether either changed.
+pub fn refresh_session(s: &mut SessionState, cfg: &PresenceConfig, now: Millis) -> bool {
+    let started = s.started_at.is_some();
+    let ended = s.ended_at.is_some();
+    let active = started && !ended && s.last_activity + cfg.idle_timeout > now;
+    let reason = if ended {
+        s.ended_reason
+    } else if started && !active {
+        Some(EndedReason::Expired)
+    } else {
+        None
+    };
+    let changed = s.active != active || s.ended_reason != reason;
+    s.active = active;
+    s.ended_reason = reason;
+    changed
+}
+
+fn latest_activity(u: &UserPresence) -> Option<Millis> {
+    u.sessions.iter().map(|s| s.last_activity).max()
+}
+
+/// The next time anything about this user changes without new events.
+fn deadline(u: &UserPresence, cfg: &PresenceConfig) -> Option<Millis> {
+    u.sessions
+        .iter()
+        .map(|s| {
+            if s.active {
+                s.last_activity + cfg.idle_timeout
+            } else {
+                s.last_activity + cfg.retention
+            }
+        })
+        .min()
+}
+
+fn set_page(s: &mut SessionState, page: &Option<String>, at: Millis) {
+    if let Some(p) = page
+        && at >= s.page_at
+    {
+        s.current_page = Some(p.clone());
+        s.page_at = at;
+    }
+}
+
+fn session_mut<'a>(u: &'a mut UserPresence, id: &str, at: Millis) -> &'a mut SessionState {
+    let i = match u
+        .sessions
+        .binary_search_by(|s| s.session_id.as_str().cmp(id))
+    {
+        Ok(i) => i,
+        Err(i) => {
+            u.sessions.insert(
+                i,
+                SessionState {
+                    session_id: id.to_owned(),
+                    page_at: Millis::MIN,
+                    last_activity: at,
+                    ..SessionState::default()
+                },
+            );
+            i
+        }
+    };
+    &mut u.sessions[i]
+}
+
+fn apply_body(u: &mut UserPresence, e: &ActivityEvent) {
+    let at = e.occurred_at;
+    if let ActivityBody::SessionStarted(st) = &e.body
+        && (u.email.is_none() || at >= u.profile_at)
+    {
+        u.email = Some(st.email.clone());
+        u.full_name.clone_from(&st.full_name);
+        u.membership.clone_from(&st.membership);
+        u.roles.clone_from(&st.roles);
+        u.profile_at = at;
+    }
+    let s = session_mut(u, &e.session_id, at);
+    s.last_activity = s.last_activity.max(at);
+    match &e.body {
+        ActivityBody::SessionStarted(st) => {
+            if s.started_at.is_none_or(|t| at <= t) {
+                s.started_at = Some(at);
+                s.device_type.clone_from(&st.device_type);
+                s.browser.clone_from(&st.browser);
+                s.os.clone_from(&st.os);
+                s.ip_address.clone_from(&st.ip_address);
+                s.user_agent.clone_from(&st.user_agent);
+            }
+            set_page(s, &st.page, at);
+        }
+        ActivityBody::Heartbeat { page, .. } => {
+            s.heartbeats += 1;
+            set_page(s, page, at);
+        }
+        ActivityBody::PageViewed { page, .. } => {
+            s.page_views += 1;
+            set_page(s, &Some(page.clone()), at);
+        }
+        ActivityBody::SessionEnded { reason } => {
+            if s.ended_at.is_none_or(|t| at < t) {
+                s.ended_at = Some(at);
+                s.ended_reason = Some(match reason {
+                    EndReason::Logout => EndedReason::Logout,
+                    EndReason::Closed => EndedReason::Closed,
+                });
+            }
+        }
+    }
+}
+
+/// The presence state of one input partition, with its deadline index.
+#[derive(Debug, Clone, Default)]
+pub struct PresenceTable {
+    cfg: PresenceConfig,
+    users: HashMap<String, UserPresence>,
+    deadlines: BTreeSet<(Millis, String)>,
+    deadline_of: HashMap<String, Millis>,
+    dirty: BTreeSet<String>,
+    sessions: usize,
+}
+
+impl PresenceTable {
+    /// An empty table with these rules.
+    pub fn new(cfg: PresenceConfig) -> PresenceTable {
+        PresenceTable {
+            cfg,
+            ..PresenceTable::default()
+        }
+    }
+
+    /// The rules in force.
+    pub fn config(&self) -> &PresenceConfig {
+        &self.cfg
+    }
+
+    /// Number of users tracked.
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// True when no user is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// Number of sessions tracked.
+    pub fn session_count(&self) -> usize {
+        self.sessions
+    }
+
+    /// A user's state.
+    pub fn get(&self, user_id: &str) -> Option<&UserPresence> {
+        self.users.get(user_id)
+    }
+
+    /// Every user, in no particular order.
+    pub fn users(&self) -> impl Iterator<Item = &UserPresence> {
+        self.users.values()
+    }
+
+    /// The earliest time at which [`PresenceTable::tick`] has work.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.deadlines.first().map(|(t, _)| *t)
+    }
+
+    /// Puts back a state read from the store or the changelog; not marked changed.
+    pub fn restore(&mut self, state: UserPresence) {
+        let id = state.user_id.clone();
+        self.remove(&id);
+        self.sessions += state.sessions.len();
+        self.users.insert(id.clone(), state);
+        self.reindex(&id);
+    }
+
+    fn remove(&mut self, user_id: &str) {
+        if let Some(old) = self.users.remove(user_id) {
+            self.sessions -= old.sessions.len();
+        }
+        if let Some(t) = self.deadline_of.remove(user_id) {
+            self.deadlines.remove(&(t, user_id.to_owned()));
+        }
+    }
+
+    fn reindex(&mut self, user_id: &str) {
+        let new = self.users.get(user_id).and_then(|u| deadline(u, &self.cfg));
+        let old = self.deadline_of.get(user_id).copied();
+        if old == new {
+            return;
+        }
+        if let Some(t) = old {
+            self.deadlines.remove(&(t, user_id.to_owned()));
+            self.deadline_of.remove(user_id);
+        }
+        if let Some(t) = new {
+            self.deadlines.insert((t, user_id.to_owned()));
+            self.deadline_of.insert(user_id.to_owned(), t);
+        }
+    }
+
+    /// Applies one event read at `pos`, with `now` as the current time.
+    /// `key` is the record key, which must be the user id when present.
+    pub fn apply(
+        &mut self,
+        key: Option<&str>,
+        e: &ActivityEvent,
+        pos: Position,
+        now: Millis,
+    ) -> Result<Applied, Rejected> {
+        if let Some(k) = key
+            && k != e.user_id
+        {
+            return Err(Rejected::KeyMismatch {
+                key: k.to_owned(),
+                field: "user_id",
+                value: e.user_id.clone(),
+            });
+        }
+        let cfg = self.cfg;
+        let hash = event_hash(&e.event_id);
+        let user = match self.users.get_mut(&e.user_id) {
+            Some(u) => {
+                if u.source_partition == pos.partition && u.source_offset >= pos.offset {
+                    return Ok(Applied::AlreadyApplied);
+                }
+                if seen(&u.recent_events, hash) {
+                    return Ok(Applied::Duplicate);
+                }
+                if let Some(latest) = latest_activity(u) {
+                    let horizon = latest - cfg.dedup_window;
+                    if e.occurred_at < horizon {
+                        return Err(Rejected::Late {
+                            entity: e.user_id.clone(),
+                            late_by_ms: horizon - e.occurred_at,
+                            window_ms: cfg.dedup_window,
+                        });
+                    }
+                }
+                u
+            }
+            None => self
+                .users
+                .entry(e.user_id.clone())
+                .or_insert_with(|| UserPresence {
+                    user_id: e.user_id.clone(),
+                    profile_at: Millis::MIN,
+                    ..UserPresence::default()
+                }),
+        };
+        let before = user.sessions.len();
+        apply_body(user, e);
+        for s in &mut user.sessions {
+            refresh_session(s, &cfg, now);
+        }
+        remember(&mut user.recent_events, hash, e.occurred_at);
+        if let Some(latest) = latest_activity(user) {
+            forget_before(&mut user.recent_events, latest - cfg.dedup_window);
+        }
+        user.source_partition = pos.partition;
+        user.source_offset = pos.offset;
+        self.sessions += user.sessions.len() - before;
+        self.dirty.insert(e.user_id.clone());
+        self.reindex(&e.user_id);
+        Ok(Applied::Changed)
+    }
+
+    /// Expires and purges what is due at `now`; returns how many users changed.
+    /// Costs the number of users with a deadline passed, not the number stored.
+    pub fn tick(&mut self, now: Millis) -> usize {
+        let mut changed = 0;
+        while let Some((t, _)) = self.deadlines.first() {
+            if *t > now {
+                break;
+            }
+            let Some((_, id)) = self.deadlines.pop_first() else {
+                break;
+            };
+            self.deadline_of.remove(&id);
+            let cfg = self.cfg;
+            let Some(u) = self.users.get_mut(&id) else {
+                continue;
+            };
+            let before = u.sessions.len();
+            let mut touched = false;
+            for s in &mut u.sessions {
+                touched |= refresh_session(s, &cfg, now);
+            }
+            u.sessions.retain(|s| s.last_activity + cfg.retention > now);
+            touched |= u.sessions.len() != before;
+            self.sessions -= before - u.sessions.len();
+            if u.sessions.is_empty() {
+                self.users.remove(&id);
+                touched = true;
+            }
+            if touched {
+                changed += 1;
+                self.dirty.insert(id.clone());
+            }
+            self.reindex(&id);
+        }
+        changed
+    }
+
+    /// The ids of users changed since the last call, sorted; a user no longer
+    /// in the table was deleted.
+    pub fn take_dirty(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.dirty).into_iter().collect()
+    }
+
+    /// True when changes are waiting to be taken.
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+}
