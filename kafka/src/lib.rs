@@ -1,1 +1,206 @@
-//! placeholder
+//! What the three sessionfold services share at their edge.
+//!
+//! The producer, the processor and the projections all talk to the same broker,
+//! name topics from the same prefix, create them on start if missing, log the
+//! same way and expose Prometheus metrics the same way. That common ground
+//! lives here so each binary stays a thin layer over its own library.
+
+use std::time::Duration;
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prometheus::{Encoder, Registry, TextEncoder};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use sessionfold_schemas::Topics;
+use thiserror::Error;
+
+/// Errors at the broker edge.
+#[derive(Debug, Error)]
+pub enum EdgeError {
+    /// The Kafka client failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// A topic could not be created.
+    #[error("creating topic {topic}: {reason}")]
+    CreateTopic {
+        /// Topic name.
+        topic: String,
+        /// Broker's answer.
+        reason: String,
+    },
+    /// The broker did not answer in time.
+    #[error("broker {brokers} unreachable after {waited:?}")]
+    Unreachable {
+        /// Bootstrap list.
+        brokers: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Options every service takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "SESSIONFOLD_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Prefix of every topic name.
+    #[arg(long, env = "SESSIONFOLD_TOPIC_PREFIX", default_value = "sessionfold")]
+    pub topic_prefix: String,
+    /// Partitions of topics created on start.
+    #[arg(long, env = "SESSIONFOLD_PARTITIONS", default_value_t = 6)]
+    pub partitions: i32,
+    /// Log format.
+    #[arg(
+        long,
+        env = "SESSIONFOLD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+impl CommonArgs {
+    /// Topic names under the configured prefix.
+    pub fn topics(&self) -> Topics {
+        Topics::new(&self.topic_prefix)
+    }
+
+    /// A client configuration pointing at the brokers.
+    pub fn client_config(&self) -> ClientConfig {
+        client_config(&self.brokers)
+    }
+}
+
+/// A client configuration with the settings every sessionfold client shares.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("socket.keepalive.enable", "true")
+        .set("topic.metadata.refresh.interval.ms", "10000");
+    c
+}
+
+/// Starts logging to stderr; `RUST_LOG` filters (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests start several services in one process) is harmless.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Creates every sessionfold topic that does not exist yet, waiting for the
+/// broker (with a log line per attempt) up to `patience`.
+pub async fn ensure_topics(
+    brokers: &str,
+    topics: &Topics,
+    partitions: i32,
+    patience: Duration,
+) -> Result<(), EdgeError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create()?;
+    let compacted = [("cleanup.policy", "compact")];
+    let specs: Vec<(&str, &[(&str, &str)])> = vec![
+        (&topics.activity, &[]),
+        (&topics.imports, &[]),
+        (&topics.presence, &compacted),
+        (&topics.import_ownership, &compacted),
+        (&topics.dead_letter, &[]),
+    ];
+    let new: Vec<NewTopic> = specs
+        .iter()
+        .map(|(name, cfg)| {
+            cfg.iter().fold(
+                NewTopic::new(name, partitions, TopicReplication::Fixed(1)),
+                |t, (k, v)| t.set(k, v),
+            )
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match admin.create_topics(new.iter(), &opts).await {
+            Ok(results) => {
+                for r in results {
+                    match r {
+                        Ok(name) => tracing::info!(topic = %name, partitions, "created topic"),
+                        Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((topic, code)) => {
+                            return Err(EdgeError::CreateTopic {
+                                topic,
+                                reason: code.to_string(),
+                            });
+                        }
+                    }
+                }
+                return Ok(());
+            }
+            Err(e) if started.elapsed() < patience => {
+                tracing::warn!(brokers, error = %e, retry_in = ?delay, "broker not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(_) => {
+                return Err(EdgeError::Unreachable {
+                    brokers: brokers.to_owned(),
+                    waited: started.elapsed(),
+                });
+            }
+        }
+    }
+}
+
+/// The Prometheus text exposition of a registry, as an HTTP response.
+pub fn metrics_response(registry: &Registry) -> Response {
+    let mut buf = Vec::new();
+    match TextEncoder::new().encode(&registry.gather(), &mut buf) {
+        Ok(()) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "encoding metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Parses a humantime duration such as `500ms`, `5s`, `5m`, `24h` (for clap).
+pub fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(s)
+}

@@ -1,1 +1,111 @@
-//! placeholder
+//! The sessionfold processor.
+//!
+//! A member of a Kafka consumer group that owns some partitions of the activity
+//! topic. For each it keeps the folded per-user state in sled, folds incoming
+//! events in batches with the pure fold of `sessionfold-fold`, publishes every
+//! changed user to the compacted presence changelog (same partition number as
+//! the input) and commits state and input offsets in one sled write. A
+//! wall-clock tick expires idle sessions even when no event arrives.
+
+mod error;
+pub mod metrics;
+pub mod pipeline;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+
+pub use error::ProcessorError;
+pub use pipeline::{LoopSettings, Processor, Status};
+pub use store::Store;
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The loop's settings.
+    pub looping: LoopSettings,
+    /// Directory of the sled store.
+    pub state_dir: PathBuf,
+    /// Partitions of topics created on start.
+    pub partitions: i32,
+}
+
+#[derive(Clone)]
+struct Ops {
+    metrics: metrics::Metrics,
+    status: Arc<Status>,
+}
+
+/// The processor's HTTP surface: health and metrics.
+fn ops_router(ops: Ops) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(ops): State<Ops>| async move {
+                if ops.status.running.load(Ordering::SeqCst) {
+                    (axum::http::StatusCode::OK, "ready")
+                } else {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(ops): State<Ops>| async move {
+                sessionfold_kafka::metrics_response(&ops.metrics.registry)
+            }),
+        )
+        .with_state(ops)
+}
+
+/// Runs the processor until `shutdown` resolves, serving health and metrics on `listener`.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ProcessorError> {
+    let metrics = metrics::Metrics::new()?;
+    sessionfold_kafka::ensure_topics(
+        &settings.looping.brokers,
+        &settings.looping.topics,
+        settings.partitions,
+        std::time::Duration::from_secs(300),
+    )
+    .await?;
+    let store = Store::open(&settings.state_dir)?;
+    let status = Arc::new(Status::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(?addr, state_dir = %settings.state_dir.display(), "processor starting");
+    let app = ops_router(Ops {
+        metrics: metrics.clone(),
+        status: status.clone(),
+    });
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let runtime = tokio::runtime::Handle::current();
+    let mut worker = {
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || {
+            let p = Processor::new(settings.looping, store, metrics, runtime)?;
+            p.run(stop, status)
+        })
+    };
+    tokio::pin!(shutdown);
+    let result = tokio::select! {
+        r = &mut worker => r,
+        _ = &mut shutdown => {
+            tracing::info!("stopping: finishing the current batch");
+            stop.store(true, Ordering::SeqCst);
+            worker.await
+        }
+    };
+    server.abort();
+    result.map_err(|e| ProcessorError::Worker(e.to_string()))?
+}

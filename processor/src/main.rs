@@ -1,1 +1,113 @@
-fn main() {}
+//! `sessionfold-processor`: folds the event topics into state and changelogs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sessionfold_fold::PresenceConfig;
+use sessionfold_kafka::{CommonArgs, parse_duration};
+use sessionfold_processor::{LoopSettings, Settings, run};
+
+/// Folds activity and import events into per-user state and publishes changelogs.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sessionfold-processor",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the live processor (the default).
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address of the health and metrics endpoint.
+    #[arg(long, env = "SESSIONFOLD_LISTEN", default_value = "127.0.0.1:8082")]
+    listen: String,
+    /// Directory of the local state store.
+    #[arg(
+        long,
+        env = "SESSIONFOLD_STATE_DIR",
+        default_value = ".local/processor"
+    )]
+    state_dir: PathBuf,
+    /// Consumer group shared by all processor instances.
+    #[arg(
+        long,
+        env = "SESSIONFOLD_GROUP_ID",
+        default_value = "sessionfold-processor"
+    )]
+    group_id: String,
+    /// A session with no activity for this long goes inactive.
+    #[arg(long, env = "SESSIONFOLD_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// A session is forgotten this long after its last activity.
+    #[arg(long, env = "SESSIONFOLD_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    retention: Duration,
+    /// An in-progress import not accessed for this long is stale.
+    #[arg(long, env = "SESSIONFOLD_STALE_AFTER", default_value = "24h", value_parser = parse_duration)]
+    stale_after: Duration,
+    /// Event ids are remembered this long behind a user's latest activity;
+    /// older events are dead-lettered as late rather than risk a double apply.
+    #[arg(long, env = "SESSIONFOLD_DEDUP_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    dedup_window: Duration,
+    /// Interval of the wall-clock expiry tick.
+    #[arg(long, env = "SESSIONFOLD_TICK_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    tick_interval: Duration,
+    /// Most records folded in one batch.
+    #[arg(long, env = "SESSIONFOLD_BATCH_MAX", default_value_t = 10_000)]
+    batch_max: usize,
+    /// Longest a batch waits to fill.
+    #[arg(long, env = "SESSIONFOLD_BATCH_WAIT", default_value = "50ms", value_parser = parse_duration)]
+    batch_wait: Duration,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Run(a)) => a,
+        None => cli.run,
+    };
+    sessionfold_kafka::init_logging(args.common.log_format);
+    let settings = Settings {
+        looping: LoopSettings {
+            brokers: args.common.brokers.clone(),
+            topics: args.common.topics(),
+            group_id: args.group_id,
+            presence: PresenceConfig {
+                idle_timeout: millis(args.idle_timeout),
+                retention: millis(args.retention),
+                dedup_window: millis(args.dedup_window),
+            },
+            tick: args.tick_interval,
+            batch_max: args.batch_max,
+            batch_wait: args.batch_wait,
+        },
+        state_dir: args.state_dir,
+        partitions: args.common.partitions,
+    };
+    let _ = args.stale_after;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    run(listener, settings, sessionfold_kafka::shutdown_signal())
+        .await
+        .context("processor stopped")
+}

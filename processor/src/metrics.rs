@@ -1,0 +1,95 @@
+//! Prometheus metrics of the processor.
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// Every metric the processor exports.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Registry served on `/metrics`.
+    pub registry: Registry,
+    /// Input records by kind and outcome (applied, duplicate, already_applied).
+    pub events_in: IntCounterVec,
+    /// Changelog records written, by topic.
+    pub records_out: IntCounterVec,
+    /// Records sent to the dead-letter topic, by reason.
+    pub dead_lettered: IntCounterVec,
+    /// Users changed by expiry ticks.
+    pub expired: IntCounterVec,
+    /// Seconds to fold one batch.
+    pub fold_seconds: Histogram,
+    /// Seconds to deliver a batch's output and write it to sled.
+    pub commit_seconds: Histogram,
+    /// Users and sessions held, by kind.
+    pub state_size: IntGaugeVec,
+    /// Input partitions assigned and restored.
+    pub partitions: IntGauge,
+    /// Records between the stored position and the end of each partition.
+    pub lag: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new_custom(Some("sessionfold_processor".into()), None)?;
+        let events_in = IntCounterVec::new(
+            Opts::new("events_in_total", "Input records by kind and outcome"),
+            &["kind", "outcome"],
+        )?;
+        let records_out = IntCounterVec::new(
+            Opts::new("records_out_total", "Records written, by topic"),
+            &["topic"],
+        )?;
+        let dead_lettered = IntCounterVec::new(
+            Opts::new(
+                "dead_lettered_total",
+                "Records sent to the dead-letter topic",
+            ),
+            &["reason"],
+        )?;
+        let expired = IntCounterVec::new(
+            Opts::new("expiry_changes_total", "Users changed by an expiry tick"),
+            &["what"],
+        )?;
+        let buckets = prometheus::exponential_buckets(0.0001, 2.0, 16)?;
+        let fold_seconds = Histogram::with_opts(
+            HistogramOpts::new("fold_seconds", "Time to fold one batch").buckets(buckets.clone()),
+        )?;
+        let commit_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "commit_seconds",
+                "Time to deliver a batch's output and write state and offsets",
+            )
+            .buckets(buckets),
+        )?;
+        let state_size = IntGaugeVec::new(
+            Opts::new("state_entities", "Entities held in state"),
+            &["kind"],
+        )?;
+        let partitions = IntGauge::new("partitions_assigned", "Input partitions owned")?;
+        let lag = IntGaugeVec::new(
+            Opts::new("consumer_lag", "Records not yet processed"),
+            &["topic", "partition"],
+        )?;
+        registry.register(Box::new(events_in.clone()))?;
+        registry.register(Box::new(records_out.clone()))?;
+        registry.register(Box::new(dead_lettered.clone()))?;
+        registry.register(Box::new(expired.clone()))?;
+        registry.register(Box::new(fold_seconds.clone()))?;
+        registry.register(Box::new(commit_seconds.clone()))?;
+        registry.register(Box::new(state_size.clone()))?;
+        registry.register(Box::new(partitions.clone()))?;
+        registry.register(Box::new(lag.clone()))?;
+        Ok(Metrics {
+            registry,
+            events_in,
+            records_out,
+            dead_lettered,
+            expired,
+            fold_seconds,
+            commit_seconds,
+            state_size,
+            partitions,
+            lag,
+        })
+    }
+}
