@@ -204,3 +204,50 @@ pub async fn shutdown_signal() {
 pub fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
 }
+
+/// Request counts and latency by route, for any axum service.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    requests: prometheus::IntCounterVec,
+    latency: prometheus::HistogramVec,
+}
+
+impl HttpMetrics {
+    /// Registers the HTTP metrics in `registry`.
+    pub fn register(registry: &Registry) -> Result<HttpMetrics, prometheus::Error> {
+        let requests = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("http_requests_total", "HTTP requests by route and status"),
+            &["route", "status"],
+        )?;
+        let latency = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new("http_request_seconds", "HTTP latency by route")
+                .buckets(prometheus::exponential_buckets(0.00005, 2.0, 18)?),
+            &["route"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        Ok(HttpMetrics { requests, latency })
+    }
+}
+
+/// Middleware recording [`HttpMetrics`]; use with `axum::middleware::from_fn_with_state`.
+pub async fn track_http(
+    axum::extract::State(m): axum::extract::State<HttpMetrics>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    m.latency
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    m.requests
+        .with_label_values(&[&route, response.status().as_str()])
+        .inc();
+    response
+}

@@ -1,1 +1,286 @@
-//! placeholder
+//! The sessionfold producer: HTTP ingest in front of Kafka.
+//!
+//! Browsers and services post JSON events; the producer validates them (with a
+//! field-level message when something is wrong), clamps event times that lie
+//! too far ahead, encodes them as Avro single-object records and hands them to
+//! an idempotent Kafka producer keyed by user (activity) or import (imports).
+//! The [`client`] module is the Rust client other services use, and
+//! [`simulate`] generates realistic traffic through it.
+
+pub mod client;
+mod error;
+pub mod input;
+pub mod simulate;
+mod sink;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use prometheus::{IntCounterVec, Opts, Registry};
+use sessionfold_kafka::HttpMetrics;
+use sessionfold_schemas::{Contract, Millis, Topics};
+
+pub use error::ApiError;
+pub use sink::{Sink, SinkError};
+
+/// Limits and rules of the ingest.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Most events in one request.
+    pub max_events: usize,
+    /// Most an event time may lie ahead of the time received.
+    pub max_clock_skew: Millis,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1 << 20,
+            max_events: 1000,
+            max_clock_skew: 60_000,
+        }
+    }
+}
+
+/// Counters of the ingest.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Registry served on `/metrics`.
+    pub registry: Registry,
+    /// Events accepted, by kind.
+    pub accepted: IntCounterVec,
+    /// Requests rejected, by reason.
+    pub rejected: IntCounterVec,
+    /// Deliveries acknowledged or failed.
+    pub delivered: IntCounterVec,
+    http: HttpMetrics,
+}
+
+impl Metrics {
+    /// Registers every producer metric.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new_custom(Some("sessionfold_producer".into()), None)?;
+        let accepted = IntCounterVec::new(
+            Opts::new("events_accepted_total", "Events accepted, by kind"),
+            &["kind"],
+        )?;
+        let rejected = IntCounterVec::new(
+            Opts::new("requests_rejected_total", "Requests rejected, by reason"),
+            &["reason"],
+        )?;
+        let delivered = IntCounterVec::new(
+            Opts::new("deliveries_total", "Kafka deliveries by result"),
+            &["result"],
+        )?;
+        registry.register(Box::new(accepted.clone()))?;
+        registry.register(Box::new(rejected.clone()))?;
+        registry.register(Box::new(delivered.clone()))?;
+        let http = HttpMetrics::register(&registry)?;
+        Ok(Metrics {
+            registry,
+            accepted,
+            rejected,
+            delivered,
+            http,
+        })
+    }
+}
+
+/// Shared state of the ingest handlers.
+#[derive(Clone)]
+pub struct AppState {
+    contract: Arc<Contract>,
+    sink: Sink,
+    topics: Arc<Topics>,
+    metrics: Metrics,
+    limits: Limits,
+}
+
+impl AppState {
+    /// Builds the state; the sink is created from `brokers` and counts into `metrics`.
+    pub fn new(
+        brokers: &str,
+        topics: Topics,
+        limits: Limits,
+        buffer_messages: usize,
+        metrics: Metrics,
+    ) -> Result<AppState, ApiError> {
+        let contract = Contract::load().map_err(|e| ApiError::Internal(e.to_string()))?;
+        let sink = Sink::new(brokers, buffer_messages, metrics.delivered.clone())
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(AppState {
+            contract: Arc::new(contract),
+            sink,
+            topics: Arc::new(topics),
+            metrics,
+            limits,
+        })
+    }
+
+    /// The sink, to flush on shutdown.
+    pub fn sink(&self) -> &Sink {
+        &self.sink
+    }
+}
+
+fn now_millis() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The ingest's routes.
+pub fn app(state: AppState) -> Router {
+    let http = state.metrics.http.clone();
+    Router::new()
+        .route("/v1/activity", post(post_activity))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(|State(s): State<AppState>| async move {
+                sessionfold_kafka::metrics_response(&s.metrics.registry)
+            }),
+        )
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            http,
+            sessionfold_kafka::track_http,
+        ))
+        .with_state(state)
+}
+
+fn json_body(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<serde_json::Value, ApiError> {
+    let bytes = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(format!(
+                "request body over {} bytes",
+                state.limits.max_body_bytes
+            ))
+        } else {
+            ApiError::BadRequest(input::FieldError {
+                field: "body".into(),
+                message: r.body_text(),
+            })
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::BadRequest(input::FieldError {
+            field: "body".into(),
+            message: format!("malformed JSON: {e}"),
+        })
+    })
+}
+
+async fn post_activity(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = ingest_activity(&state, body);
+    if let Err(e) = &result {
+        state
+            .metrics
+            .rejected
+            .with_label_values(&[e.reason()])
+            .inc();
+    }
+    match result {
+        Ok(accepted) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "accepted": accepted })),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn ingest_activity(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Vec<String>, ApiError> {
+    let value = json_body(state, body)?;
+    let receipt = input::Receipt {
+        received_at: now_millis(),
+        max_clock_skew: state.limits.max_clock_skew,
+    };
+    let events = input::activity_request(&value, receipt, state.limits.max_events)
+        .map_err(ApiError::BadRequest)?;
+    let mut encoded = Vec::with_capacity(events.len());
+    for e in &events {
+        let bytes = state
+            .contract
+            .encode_activity(e)
+            .map_err(|err| ApiError::Internal(format!("encoding {}: {err}", e.event_id)))?;
+        encoded.push(bytes);
+    }
+    let mut accepted = Vec::with_capacity(events.len());
+    for (e, bytes) in events.iter().zip(&encoded) {
+        match state.sink.send(&state.topics.activity, &e.user_id, bytes) {
+            Ok(()) => {
+                state
+                    .metrics
+                    .accepted
+                    .with_label_values(&[e.body.kind()])
+                    .inc();
+                accepted.push(e.event_id.clone());
+            }
+            Err(SinkError::BufferFull) => return Err(ApiError::Unavailable { accepted }),
+            Err(other) => return Err(ApiError::Internal(other.to_string())),
+        }
+    }
+    Ok(accepted)
+}
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Topic names.
+    pub topics: Topics,
+    /// Partitions of topics created on start.
+    pub partitions: i32,
+    /// Ingest limits.
+    pub limits: Limits,
+    /// Records buffered while the broker is away.
+    pub buffer_messages: usize,
+}
+
+/// Serves the ingest on `listener` until `shutdown` resolves, then flushes the buffer.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    sessionfold_kafka::ensure_topics(
+        &settings.brokers,
+        &settings.topics,
+        settings.partitions,
+        Duration::MAX,
+    )
+    .await?;
+    let metrics = Metrics::new()?;
+    let state = AppState::new(
+        &settings.brokers,
+        settings.topics,
+        settings.limits,
+        settings.buffer_messages,
+        metrics,
+    )?;
+    let sink = state.sink().clone();
+    tracing::info!(addr = ?listener.local_addr().ok(), "producer listening");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(10))).await??;
+    Ok(())
+}

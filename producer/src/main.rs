@@ -1,1 +1,141 @@
-fn main() {}
+//! `sessionfold-producer`: the HTTP ingest, and a traffic simulator.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sessionfold_kafka::{CommonArgs, parse_duration};
+use sessionfold_producer::client::Client;
+use sessionfold_producer::simulate::{SimConfig, simulate};
+use sessionfold_producer::{Limits, Settings, run};
+
+/// Accepts JSON events over HTTP and writes them to Kafka as Avro.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sessionfold-producer",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the ingest API (the default).
+    Serve(ServeArgs),
+    /// Send realistic traffic to a running producer.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// HTTP address to listen on.
+    #[arg(long, env = "SESSIONFOLD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// An event time further ahead of the time received than this is clamped to the time received.
+    #[arg(long, env = "SESSIONFOLD_MAX_CLOCK_SKEW", default_value = "60s", value_parser = parse_duration)]
+    max_clock_skew: Duration,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "SESSIONFOLD_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Most events in one request.
+    #[arg(long, env = "SESSIONFOLD_MAX_EVENTS", default_value_t = 1000)]
+    max_events: usize,
+    /// Events buffered while the broker is unreachable; past this, requests get 503.
+    #[arg(long, env = "SESSIONFOLD_BUFFER_MESSAGES", default_value_t = 100_000)]
+    buffer_messages: usize,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct SimulateArgs {
+    /// Base URL of the producer.
+    #[arg(
+        long,
+        env = "SESSIONFOLD_PRODUCER_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    producer_url: String,
+    /// Bearer token to send.
+    #[arg(long, env = "SESSIONFOLD_TOKEN")]
+    token: Option<String>,
+    /// Distinct simulated users.
+    #[arg(long, env = "SESSIONFOLD_SIM_USERS", default_value_t = 50)]
+    users: usize,
+    /// Events per second.
+    #[arg(long, env = "SESSIONFOLD_SIM_RATE", default_value_t = 20.0)]
+    rate: f64,
+    /// How long to run.
+    #[arg(long, env = "SESSIONFOLD_SIM_DURATION", default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Seed of the random choices.
+    #[arg(long, env = "SESSIONFOLD_SIM_SEED", default_value_t = 1)]
+    seed: u64,
+    /// Log format.
+    #[arg(
+        long,
+        env = "SESSIONFOLD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: sessionfold_kafka::LogFormat,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Simulate(a)) => {
+            sessionfold_kafka::init_logging(a.log_format);
+            let mut client = Client::new(&a.producer_url);
+            if let Some(t) = a.token {
+                client = client.with_token(t);
+            }
+            let report = simulate(
+                &client,
+                SimConfig {
+                    users: a.users,
+                    rate: a.rate,
+                    duration: a.duration,
+                    seed: a.seed,
+                },
+            )
+            .await
+            .context("simulation stopped")?;
+            tracing::info!(total = report.total(), by_kind = ?report.by_kind, "simulation done");
+            Ok(())
+        }
+        Some(Command::Serve(a)) => serve(a).await,
+        None => serve(cli.serve).await,
+    }
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    sessionfold_kafka::init_logging(a.common.log_format);
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .with_context(|| format!("binding {}", a.listen))?;
+    let settings = Settings {
+        brokers: a.common.brokers.clone(),
+        topics: a.common.topics(),
+        partitions: a.common.partitions,
+        limits: Limits {
+            max_body_bytes: a.max_body_bytes,
+            max_events: a.max_events,
+            max_clock_skew: millis(a.max_clock_skew),
+        },
+        buffer_messages: a.buffer_messages,
+    };
+    run(listener, settings, sessionfold_kafka::shutdown_signal())
+        .await
+        .context("producer stopped")
+}

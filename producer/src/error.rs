@@ -1,0 +1,80 @@
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::input::FieldError;
+
+/// An ingest request that could not be accepted whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not valid; names the field.
+    #[error("{0}")]
+    BadRequest(FieldError),
+    /// The body is over the size limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The producer buffer is full; `accepted` lists the events queued before it filled.
+    #[error("broker unavailable and buffer full")]
+    Unavailable {
+        /// Events queued before the buffer filled.
+        accepted: Vec<String>,
+    },
+    /// Something on our side failed; details go to the log only.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "invalid",
+            ApiError::TooLarge(_) => "too_large",
+            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        ApiError::Internal(format!("{e:#}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::BadRequest(f) => (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": f.to_string(), "field": f.field })),
+            )
+                .into_response(),
+            ApiError::TooLarge(m) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({ "error": m }))).into_response()
+            }
+            ApiError::Unavailable { accepted } => {
+                let mut r = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({
+                        "error": "broker unavailable and buffer full; retry the events not accepted, with the same event ids",
+                        "accepted": accepted,
+                    })),
+                )
+                    .into_response();
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(json!({ "error": "internal error" })),
+                )
+                    .into_response()
+            }
+        }
+    }
+}
