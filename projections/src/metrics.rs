@@ -1,0 +1,41 @@
+//! Prometheus metrics of the projections.
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use sessionfold_kafka::HttpMetrics;
+
+/// Every metric the projections export.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Registry served on `/metrics`.
+    pub registry: Registry,
+    /// Changelog records read, by outcome.
+    pub records: IntCounterVec,
+    /// Users held in the presence view.
+    pub users: IntGauge,
+    /// Request counts and latency by route.
+    pub http: HttpMetrics,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new_custom(Some("sessionfold_projections".into()), None)?;
+        let records = IntCounterVec::new(
+            Opts::new(
+                "changelog_records_total",
+                "Changelog records read, by outcome",
+            ),
+            &["outcome"],
+        )?;
+        let users = IntGauge::new("presence_users", "Users held in the presence view")?;
+        registry.register(Box::new(records.clone()))?;
+        registry.register(Box::new(users.clone()))?;
+        let http = HttpMetrics::register(&registry)?;
+        Ok(Metrics {
+            registry,
+            records,
+            users,
+            http,
+        })
+    }
+}

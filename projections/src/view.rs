@@ -1,0 +1,416 @@
+//! The presence view: changelog records in, query answers out. No I/O here.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, SecondsFormat};
+use serde::Serialize;
+use sessionfold_schemas::{EndedReason, Millis, SessionState, UserPresence};
+
+/// Formats event time as RFC 3339 in UTC.
+pub fn rfc3339(t: Millis) -> String {
+    DateTime::from_timestamp_millis(t)
+        .map(|d| d.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// A session as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SessionJson {
+    /// Session id.
+    pub session_id: String,
+    /// Device type.
+    pub device_type: Option<String>,
+    /// Browser.
+    pub browser: Option<String>,
+    /// Operating system.
+    pub os: Option<String>,
+    /// Client address.
+    pub ip_address: Option<String>,
+    /// Current page.
+    pub current_page: Option<String>,
+    /// When it started.
+    pub started_at: Option<String>,
+    /// Latest activity.
+    pub last_activity: String,
+    /// Active now.
+    pub active: bool,
+    /// logout, closed, expired, or null while active.
+    pub ended_reason: Option<&'static str>,
+    /// page_viewed events applied.
+    pub page_views: i64,
+    /// heartbeat events applied.
+    pub heartbeats: i64,
+}
+
+/// A user as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UserJson {
+    /// User id.
+    pub user_id: String,
+    /// E-mail.
+    pub email: Option<String>,
+    /// Display name.
+    pub full_name: Option<String>,
+    /// Membership tier.
+    pub membership: Option<String>,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Has an active session now.
+    pub online: bool,
+    /// Latest activity over all sessions.
+    pub last_seen: String,
+    /// Sessions, most recent activity first.
+    pub sessions: Vec<SessionJson>,
+}
+
+/// One page of `GET /v1/presence/active`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ActivePage {
+    /// The time the answer was computed for.
+    pub as_of: String,
+    /// The window, in seconds.
+    pub window_seconds: i64,
+    /// Users active in the window, over all pages.
+    pub total: usize,
+    /// This page.
+    pub users: Vec<UserJson>,
+    /// Cursor of the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/presence/summary`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    /// The time the answer was computed for.
+    pub as_of: String,
+    /// The window, in seconds.
+    pub window_seconds: i64,
+    /// Users active in the window.
+    pub users: usize,
+    /// Sessions active in the window.
+    pub sessions: usize,
+    /// Active sessions by device type.
+    pub by_device: BTreeMap<String, usize>,
+    /// Active sessions by browser.
+    pub by_browser: BTreeMap<String, usize>,
+}
+
+fn last_seen(u: &UserPresence) -> Millis {
+    u.sessions
+        .iter()
+        .map(|s| s.last_activity)
+        .max()
+        .unwrap_or(Millis::MIN)
+}
+
+/// True when a session counts as active for a window ending at `now`:
+/// started, not ended, and with activity inside the window.
+fn in_window(s: &SessionState, now: Millis, window: Millis) -> bool {
+    s.started_at.is_some() && s.ended_at.is_none() && s.last_activity > now - window
+}
+
+/// The folded presence of every user, as read from the changelog.
+#[derive(Debug, Default)]
+pub struct PresenceView {
+    idle_timeout: Millis,
+    users: HashMap<String, UserPresence>,
+    by_recency: BTreeSet<(Reverse<Millis>, String)>,
+}
+
+/// What applying a changelog record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Update {
+    /// The user's state was replaced.
+    Upserted,
+    /// The user was deleted.
+    Deleted,
+    /// The record was older than the state held, so it was dropped.
+    Stale,
+}
+
+impl PresenceView {
+    /// An empty view; `idle_timeout` decides who is online now.
+    pub fn new(idle_timeout: Millis) -> PresenceView {
+        PresenceView {
+            idle_timeout,
+            ..PresenceView::default()
+        }
+    }
+
+    /// Users held.
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// True when no user is held.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// Applies a changelog record: a state, or a tombstone (`None`) for `user_id`.
+    /// A state from an input position older than the one held is a replay and is dropped.
+    pub fn apply(&mut self, user_id: &str, state: Option<UserPresence>) -> Update {
+        let Some(new) = state else {
+            if let Some(old) = self.users.remove(user_id) {
+                self.by_recency
+                    .remove(&(Reverse(last_seen(&old)), user_id.to_owned()));
+            }
+            return Update::Deleted;
+        };
+        if let Some(old) = self.users.get(user_id) {
+            if old.source_partition == new.source_partition && new.source_offset < old.source_offset
+            {
+                return Update::Stale;
+            }
+            self.by_recency
+                .remove(&(Reverse(last_seen(old)), user_id.to_owned()));
+        }
+        self.by_recency
+            .insert((Reverse(last_seen(&new)), user_id.to_owned()));
+        self.users.insert(user_id.to_owned(), new);
+        Update::Upserted
+    }
+
+    fn session_json(&self, s: &SessionState, now: Millis) -> SessionJson {
+        let active = s.active && in_window(s, now, self.idle_timeout);
+        let ended_reason = match s.ended_reason {
+            Some(r @ (EndedReason::Logout | EndedReason::Closed)) => Some(r.as_str()),
+            _ if s.started_at.is_some() && !active => Some(EndedReason::Expired.as_str()),
+            _ => None,
+        };
+        SessionJson {
+            session_id: s.session_id.clone(),
+            device_type: s.device_type.clone(),
+            browser: s.browser.clone(),
+            os: s.os.clone(),
+            ip_address: s.ip_address.clone(),
+            current_page: s.current_page.clone(),
+            started_at: s.started_at.map(rfc3339),
+            last_activity: rfc3339(s.last_activity),
+            active,
+            ended_reason,
+            page_views: s.page_views,
+            heartbeats: s.heartbeats,
+        }
+    }
+
+    /// A user as the API shows it at `now`.
+    pub fn user_json(&self, u: &UserPresence, now: Millis) -> UserJson {
+        let mut sessions: Vec<SessionJson> = u
+            .sessions
+            .iter()
+            .map(|s| self.session_json(s, now))
+            .collect();
+        sessions.sort_by(|a, b| {
+            b.last_activity
+                .cmp(&a.last_activity)
+                .then(a.session_id.cmp(&b.session_id))
+        });
+        UserJson {
+            user_id: u.user_id.clone(),
+            email: u.email.clone(),
+            full_name: u.full_name.clone(),
+            membership: u.membership.clone(),
+            roles: u.roles.clone(),
+            online: sessions.iter().any(|s| s.active),
+            last_seen: rfc3339(last_seen(u)),
+            sessions,
+        }
+    }
+
+    /// One user, if known.
+    pub fn user(&self, user_id: &str, now: Millis) -> Option<UserJson> {
+        self.users.get(user_id).map(|u| self.user_json(u, now))
+    }
+
+    /// Users with a session active within `window` of `now`, most recent first,
+    /// `limit` per page, starting after `cursor`.
+    pub fn active(
+        &self,
+        now: Millis,
+        window: Millis,
+        limit: usize,
+        cursor: Option<&Cursor>,
+    ) -> ActivePage {
+        let horizon = now - window;
+        let qualifies = |u: &UserPresence| u.sessions.iter().any(|s| in_window(s, now, window));
+        let recent = self
+            .by_recency
+            .iter()
+            .take_while(|(Reverse(t), _)| *t > horizon)
+            .filter_map(|(_, id)| self.users.get(id))
+            .filter(|u| qualifies(u));
+        let total = recent.clone().count();
+        let after = cursor.map(|c| (Reverse(c.last_seen), c.user_id.clone()));
+        let mut page: Vec<&UserPresence> = Vec::with_capacity(limit.min(1024));
+        let mut more = false;
+        for u in recent {
+            let key = (Reverse(last_seen(u)), u.user_id.clone());
+            if after.as_ref().is_some_and(|a| key <= *a) {
+                continue;
+            }
+            if page.len() == limit {
+                more = true;
+                break;
+            }
+            page.push(u);
+        }
+        let next_cursor = match (more, page.last()) {
+            (true, Some(u)) => Some(
+                Cursor {
+                    last_seen: last_seen(u),
+                    user_id: u.user_id.clone(),
+                }
+                .encode(),
+            ),
+            _ => None,
+        };
+        ActivePage {
+            as_of: rfc3339(now),
+            window_seconds: window / 1000,
+            total,
+            users: page.into_iter().map(|u| self.user_json(u, now)).collect(),
+            next_cursor,
+        }
+    }
+
+    /// Counts of sessions active within `window`, by device type and browser.
+    pub fn summary(&self, now: Millis, window: Millis) -> Summary {
+        let horizon = now - window;
+        let mut out = Summary {
+            as_of: rfc3339(now),
+            window_seconds: window / 1000,
+            users: 0,
+            sessions: 0,
+            by_device: BTreeMap::new(),
+            by_browser: BTreeMap::new(),
+        };
+        for (_, id) in self
+            .by_recency
+            .iter()
+            .take_while(|(Reverse(t), _)| *t > horizon)
+        {
+            let Some(u) = self.users.get(id) else {
+                continue;
+            };
+            let mut any = false;
+            for s in u.sessions.iter().filter(|s| in_window(s, now, window)) {
+                any = true;
+                out.sessions += 1;
+                let unknown = || "unknown".to_owned();
+                *out.by_device
+                    .entry(s.device_type.clone().unwrap_or_else(unknown))
+                    .or_default() += 1;
+                *out.by_browser
+                    .entry(s.browser.clone().unwrap_or_else(unknown))
+                    .or_default() += 1;
+            }
+            out.users += usize::from(any);
+        }
+        out
+    }
+}
+
+/// Position in the active list: the last user of the previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// That user's last activity.
+    pub last_seen: Millis,
+    /// That user's id.
+    pub user_id: String,
+}
+
+impl Cursor {
+    /// The opaque text form handed to clients.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.last_seen, self.user_id)
+    }
+
+    /// Reads a cursor from its text form.
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let (t, id) = s.split_once('.')?;
+        Some(Cursor {
+            last_seen: t.parse().ok()?,
+            user_id: id.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: Millis = 1_700_000_000_000;
+    const MIN: Millis = 60_000;
+
+    fn user(id: &str, last: Millis, ended: bool, device: &str, offset: i64) -> UserPresence {
+        UserPresence {
+            user_id: id.into(),
+            email: Some(format!("{id}@x")),
+            sessions: vec![SessionState {
+                session_id: format!("{id}-s"),
+                started_at: Some(last - MIN),
+                device_type: Some(device.into()),
+                browser: Some("Firefox".into()),
+                last_activity: last,
+                active: !ended,
+                ended_at: ended.then_some(last),
+                ended_reason: ended.then_some(EndedReason::Logout),
+                ..SessionState::default()
+            }],
+            source_offset: offset,
+            ..UserPresence::default()
+        }
+    }
+
+    #[test]
+    fn active_window_pagination_and_summary() {
+        let mut v = PresenceView::new(5 * MIN);
+        v.apply("a", Some(user("a", T0 - MIN, false, "desktop", 1)));
+        v.apply("b", Some(user("b", T0 - 2 * MIN, false, "mobile", 2)));
+        v.apply("c", Some(user("c", T0 - 10 * MIN, false, "desktop", 3)));
+        v.apply("d", Some(user("d", T0 - 30_000, true, "desktop", 4)));
+        let page = v.active(T0, 5 * MIN, 1, None);
+        assert_eq!(page.total, 2);
+        assert_eq!(
+            page.users
+                .iter()
+                .map(|u| u.user_id.as_str())
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert!(page.users[0].online);
+        let cursor = Cursor::decode(page.next_cursor.as_deref().expect("more")).expect("cursor");
+        let page2 = v.active(T0, 5 * MIN, 1, Some(&cursor));
+        assert_eq!(page2.users[0].user_id, "b");
+        assert_eq!(page2.next_cursor, None);
+        // A wider window takes in c, idle for 10 minutes: listed, but not online.
+        let hour = v.active(T0, 60 * MIN, 10, None);
+        assert_eq!(hour.total, 3);
+        let c = &hour.users[2];
+        assert_eq!((c.user_id.as_str(), c.online), ("c", false));
+        assert_eq!(c.sessions[0].ended_reason, Some("expired"));
+        let s = v.summary(T0, 60 * MIN);
+        assert_eq!((s.users, s.sessions), (3, 3));
+        assert_eq!(s.by_device.get("desktop"), Some(&2));
+        assert_eq!(s.by_device.get("mobile"), Some(&1));
+    }
+
+    #[test]
+    fn replays_are_dropped_and_tombstones_delete() {
+        let mut v = PresenceView::new(5 * MIN);
+        assert_eq!(
+            v.apply("a", Some(user("a", T0, false, "d", 10))),
+            Update::Upserted
+        );
+        assert_eq!(
+            v.apply("a", Some(user("a", T0 - MIN, false, "d", 9))),
+            Update::Stale
+        );
+        assert_eq!(v.user("a", T0).map(|u| u.last_seen), Some(rfc3339(T0)));
+        assert_eq!(v.apply("a", None), Update::Deleted);
+        assert!(v.is_empty());
+        assert_eq!(v.active(T0, 5 * MIN, 10, None).total, 0);
+    }
+}
