@@ -138,7 +138,26 @@ pub async fn ensure_topics(
     let started = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(200);
     loop {
-        match admin.create_topics(new.iter(), &opts).await {
+        // Creating topics on an absent broker just waits; a short metadata probe
+        // tells at once whether it is there, so the wait is logged and retried.
+        let probe = {
+            let config = client_config(brokers);
+            tokio::task::spawn_blocking(move || {
+                let consumer: rdkafka::consumer::BaseConsumer = config.create()?;
+                rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(2))
+                    .map(|_| ())
+            })
+            .await
+            .map_err(|e| EdgeError::CreateTopic {
+                topic: "(probe)".into(),
+                reason: e.to_string(),
+            })?
+        };
+        let result = match probe {
+            Ok(()) => admin.create_topics(new.iter(), &opts).await,
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(results) => {
                 for r in results {
                     match r {

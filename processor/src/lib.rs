@@ -72,13 +72,6 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProcessorError> {
     let metrics = metrics::Metrics::new()?;
-    sessionfold_kafka::ensure_topics(
-        &settings.looping.brokers,
-        &settings.looping.topics,
-        settings.partitions,
-        std::time::Duration::from_secs(300),
-    )
-    .await?;
     let store = Store::open(&settings.state_dir)?;
     let status = Arc::new(Status::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -89,6 +82,20 @@ pub async fn run(
         status: status.clone(),
     });
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::pin!(shutdown);
+    let topics = sessionfold_kafka::ensure_topics(
+        &settings.looping.brokers,
+        &settings.looping.topics,
+        settings.partitions,
+        std::time::Duration::MAX,
+    );
+    tokio::select! {
+        r = topics => r?,
+        _ = &mut shutdown => {
+            server.abort();
+            return Ok(());
+        }
+    }
     let runtime = tokio::runtime::Handle::current();
     let mut worker = {
         let stop = stop.clone();
@@ -97,7 +104,6 @@ pub async fn run(
             p.run(stop, status)
         })
     };
-    tokio::pin!(shutdown);
     let result = tokio::select! {
         r = &mut worker => r,
         _ = &mut shutdown => {

@@ -261,13 +261,20 @@ pub async fn run(
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    sessionfold_kafka::ensure_topics(
-        &settings.brokers,
-        &settings.topics,
+    // Serve at once: while the broker is away, events wait in the buffer and
+    // a full buffer answers 503; topics are created as soon as it is reachable.
+    let (brokers, topics, partitions) = (
+        settings.brokers.clone(),
+        settings.topics.clone(),
         settings.partitions,
-        Duration::MAX,
-    )
-    .await?;
+    );
+    tokio::spawn(async move {
+        if let Err(e) =
+            sessionfold_kafka::ensure_topics(&brokers, &topics, partitions, Duration::MAX).await
+        {
+            tracing::error!(error = %e, "creating topics");
+        }
+    });
     let metrics = Metrics::new()?;
     let state = AppState::new(
         &settings.brokers,

@@ -205,15 +205,9 @@ pub async fn run(
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    sessionfold_kafka::ensure_topics(
-        &settings.brokers,
-        &settings.topics,
-        settings.partitions,
-        Duration::MAX,
-    )
-    .await?;
     let state = AppState::new(settings.idle_timeout, Metrics::new()?);
     let stop = Arc::new(AtomicBool::new(false));
+    // Serve at once (readyz answers 503 until caught up); follow once the broker answers.
     let follower = {
         let (view, ready, metrics, stop) = (
             state.presence.clone(),
@@ -221,9 +215,20 @@ pub async fn run(
             state.metrics.clone(),
             stop.clone(),
         );
-        let (brokers, topic) = (settings.brokers.clone(), settings.topics.presence.clone());
-        tokio::task::spawn_blocking(move || {
-            follow::follow_presence(&brokers, &topic, view, ready, metrics, stop)
+        tokio::spawn(async move {
+            sessionfold_kafka::ensure_topics(
+                &settings.brokers,
+                &settings.topics,
+                settings.partitions,
+                Duration::MAX,
+            )
+            .await?;
+            let topic = settings.topics.presence.clone();
+            tokio::task::spawn_blocking(move || {
+                follow::follow_presence(&settings.brokers, &topic, view, ready, metrics, stop)
+            })
+            .await??;
+            anyhow::Ok(())
         })
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "projections listening");
@@ -231,7 +236,10 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await;
     stop.store(true, Ordering::SeqCst);
-    follower.await??;
     served?;
+    match tokio::time::timeout(Duration::from_secs(5), follower).await {
+        Ok(joined) => joined??,
+        Err(_) => tracing::warn!("changelog follower still waiting for the broker; leaving it"),
+    }
     Ok(())
 }

@@ -1,0 +1,153 @@
+//! Records that cannot be decoded or applied go to the dead-letter topic with
+//! the reason and their source position; the events around them are applied.
+
+use std::time::Duration;
+
+use sessionfold_it::{Service, consume_all, eventually, get_json, produce_raw, unique_prefix};
+use sessionfold_schemas::{
+    ActivityBody, ActivityEvent, Contract, Interaction, SessionStarted, Topics,
+};
+
+fn event(id: &str, user: &str, at: i64, body: ActivityBody) -> ActivityEvent {
+    ActivityEvent {
+        event_id: id.into(),
+        occurred_at: at,
+        user_id: user.into(),
+        session_id: format!("{user}-s"),
+        body,
+        received_at: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_invalid_events_are_dead_lettered() -> anyhow::Result<()> {
+    let prefix = unique_prefix("dlq");
+    let topics = Topics::new(&prefix);
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state").to_string_lossy().into_owned();
+    let _processor = Service::start(
+        "sessionfold-processor",
+        &prefix,
+        &["--state-dir", &state, "--group-id", &prefix],
+        dir.path(),
+    )
+    .await?;
+    let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
+    let c = Contract::load()?;
+    let now = chrono_now();
+    let start = c.encode_activity(&event(
+        "e1",
+        "v1",
+        now,
+        ActivityBody::SessionStarted(SessionStarted {
+            email: "v1@example.com".into(),
+            ..SessionStarted::default()
+        }),
+    ))?;
+    let beat = |id: &str| {
+        c.encode_activity(&event(
+            id,
+            "v1",
+            now + 1,
+            ActivityBody::Heartbeat {
+                page: None,
+                activity: Interaction::Click,
+            },
+        ))
+    };
+    let (b1, b2) = (beat("e2")?, beat("e3")?);
+    let mut unknown = vec![0xC3, 0x01];
+    unknown.extend_from_slice(&7u64.to_le_bytes());
+    unknown.extend_from_slice(b"\x02ab");
+    let mut empty_user = event(
+        "e4",
+        "v1",
+        now,
+        ActivityBody::Heartbeat {
+            page: None,
+            activity: Interaction::Timer,
+        },
+    );
+    empty_user.session_id = " ".into();
+    let invalid = c.encode_activity(&empty_user)?;
+    let misrouted = beat("e5")?;
+    produce_raw(
+        &topics.activity,
+        &[
+            (Some("v1"), &start),
+            (Some("v1"), b"this is not avro"),
+            (Some("v1"), &b1),
+            (Some("v1"), &unknown),
+            (Some("v1"), &invalid),
+            (Some("v2"), &misrouted),
+            (Some("v1"), &b2),
+        ],
+    )
+    .await?;
+
+    let dead = consume_all(&topics.dead_letter, 4, Duration::from_secs(60)).await?;
+    let mut kinds: Vec<&str> = dead
+        .iter()
+        .map(|r| {
+            r.headers
+                .get("sessionfold-error-kind")
+                .map_or("", String::as_str)
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "invalid_value",
+            "key_mismatch",
+            "not_single_object",
+            "unknown_schema"
+        ]
+    );
+    let garbage = dead
+        .iter()
+        .find(|r| r.payload.as_deref() == Some(b"this is not avro".as_slice()))
+        .expect("raw bytes kept");
+    assert_eq!(
+        garbage.headers.get("sessionfold-source-topic"),
+        Some(&topics.activity)
+    );
+    assert!(garbage.headers.contains_key("sessionfold-source-offset"));
+    assert!(garbage.headers.contains_key("sessionfold-source-partition"));
+    assert_eq!(
+        garbage.headers.get("sessionfold-error").map(String::as_str),
+        Some("not Avro single-object encoding: header starts 74 68, expected c3 01")
+    );
+    let invalid = dead.iter().find(|r| {
+        r.headers.get("sessionfold-error-kind").map(String::as_str) == Some("invalid_value")
+    });
+    assert_eq!(
+        invalid
+            .and_then(|r| r.headers.get("sessionfold-error"))
+            .map(String::as_str),
+        Some("invalid session_id: must not be empty")
+    );
+
+    let url = format!("{}/v1/presence/users/v1", projections.url);
+    let user = eventually(
+        Duration::from_secs(60),
+        "v1 with both heartbeats",
+        || async {
+            let (status, u) = get_json(&url).await?;
+            Ok((status == 200 && u["sessions"][0]["heartbeats"] == 2).then_some(u))
+        },
+    )
+    .await?;
+    assert_eq!(user["sessions"][0]["page_views"], 0);
+    assert_eq!(user["online"], true);
+    let (status, _) = get_json(&format!("{}/v1/presence/users/v2", projections.url)).await?;
+    assert_eq!(status, 404);
+    Ok(())
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,276 @@
+//! Test harness of sessionfold's end-to-end tests.
+//!
+//! Starts the real `sessionfold-*` binaries as child processes against the
+//! broker named by `SESSIONFOLD_TEST_BROKERS` (default `127.0.0.1:9092`), each
+//! test with its own topic prefix, consumer group, state directory and ports,
+//! so tests run side by side on one broker. Binaries are found next to the
+//! test executable, never through the working directory.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+
+/// Broker the tests talk to.
+pub fn brokers() -> String {
+    std::env::var("SESSIONFOLD_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A topic prefix no other test (or earlier run) uses.
+pub fn unique_prefix(test: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "t{}-{}-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000,
+        COUNTER.fetch_add(1, Ordering::SeqCst),
+        test
+    )
+}
+
+/// Path of a workspace binary, built next to the test executable.
+pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("test executable has no profile directory")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is not built; run `cargo build --workspace --bins` first (scripts/test does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A free loopback port (bound once, then released for the child to take).
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// A running service; killed when dropped.
+pub struct Service {
+    child: Child,
+    /// `http://127.0.0.1:PORT` of its HTTP surface.
+    pub url: String,
+    /// Its log file.
+    pub log: PathBuf,
+    /// Its name, for messages.
+    pub name: String,
+}
+
+impl Service {
+    /// Starts binary `name` with `args` (plus `--listen` on a free port and the
+    /// common broker options) and waits until `/healthz` answers.
+    pub async fn start(
+        name: &str,
+        prefix: &str,
+        args: &[&str],
+        logs: &std::path::Path,
+    ) -> anyhow::Result<Service> {
+        Service::start_on(&brokers(), name, prefix, args, logs).await
+    }
+
+    /// Like [`Service::start`], against the given brokers.
+    pub async fn start_on(
+        brokers: &str,
+        name: &str,
+        prefix: &str,
+        args: &[&str],
+        logs: &std::path::Path,
+    ) -> anyhow::Result<Service> {
+        let port = free_port()?;
+        let log = logs.join(format!("{name}-{port}.log"));
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(bin(name)?)
+            .args(args)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--brokers",
+                brokers,
+                "--topic-prefix",
+                prefix,
+                "--partitions",
+                "3",
+            ])
+            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let mut s = Service {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+            name: name.to_owned(),
+        };
+        s.wait_http("/healthz", Duration::from_secs(60)).await?;
+        Ok(s)
+    }
+
+    /// Waits until `path` answers 200.
+    pub async fn wait_http(&mut self, path: &str, within: Duration) -> anyhow::Result<()> {
+        let url = format!("{}{path}", self.url);
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = reqwest::get(&url).await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                bail!(
+                    "{} exited with {status}; log:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            if started.elapsed() > within {
+                bail!(
+                    "{url} not ready within {within:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Calls `f` until it returns `Some`, at most `within`; the last error explains a timeout.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let started = Instant::now();
+    loop {
+        let last = match f().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => "condition not met yet".to_owned(),
+            Err(e) => format!("{e:#}"),
+        };
+        if started.elapsed() > within {
+            bail!("{what}: not within {within:?} ({last})");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// GETs a URL and parses JSON, returning the status too.
+pub async fn get_json(url: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+    let r = reqwest::get(url).await?;
+    let status = r.status().as_u16();
+    Ok((status, r.json().await?))
+}
+
+/// POSTs JSON and parses the JSON answer, returning the status too.
+pub async fn post_json(
+    url: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let r = reqwest::Client::new().post(url).json(body).send().await?;
+    let status = r.status().as_u16();
+    Ok((status, r.json().await?))
+}
+
+/// Produces raw records to a topic, waiting for each to be acknowledged.
+pub async fn produce_raw(topic: &str, records: &[(Option<&str>, &[u8])]) -> anyhow::Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("partitioner", "murmur2_random")
+        .create()?;
+    for (key, payload) in records {
+        let mut r: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).payload(*payload);
+        if let Some(k) = key {
+            r = r.key(*k);
+        }
+        producer
+            .send(r, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("producing to {topic}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A record read back from a topic, with its headers as text.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Payload bytes.
+    pub payload: Option<Vec<u8>>,
+    /// Headers, as UTF-8 text.
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// Reads every partition of `topic` from the beginning until `want` records
+/// arrived or `within` passed.
+pub async fn consume_all(
+    topic: &str,
+    want: usize,
+    within: Duration,
+) -> anyhow::Result<Vec<Record>> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Headers;
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique_prefix("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while out.len() < want {
+        let Ok(msg) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
+            break;
+        };
+        let m = msg?;
+        let mut headers = std::collections::BTreeMap::new();
+        if let Some(h) = m.headers() {
+            for header in h.iter() {
+                let v = header
+                    .value
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                headers.insert(header.key.to_owned(), v);
+            }
+        }
+        out.push(Record {
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            headers,
+        });
+    }
+    Ok(out)
+}
