@@ -5,7 +5,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bins \
+RUN cargo build --release --locked --workspace --bins \
  && cp target/release/sessionfold-producer target/release/sessionfold-processor \
        target/release/sessionfold-projections /usr/local/bin/
 

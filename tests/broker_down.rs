@@ -10,7 +10,7 @@ use sessionfold_it::{Service, free_port, post_json, unique_prefix};
 async fn services_wait_for_a_missing_broker() -> anyhow::Result<()> {
     let nowhere = format!("127.0.0.1:{}", free_port()?);
     let prefix = unique_prefix("down");
-    let dir = tempfile::tempdir()?;
+    let dir = sessionfold_it::scratch()?;
     let state = dir.path().join("state").to_string_lossy().into_owned();
     let mut producer =
         Service::start_on(&nowhere, "sessionfold-producer", &prefix, &[], dir.path()).await?;

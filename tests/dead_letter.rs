@@ -23,7 +23,7 @@ fn event(id: &str, user: &str, at: i64, body: ActivityBody) -> ActivityEvent {
 async fn garbage_and_invalid_events_are_dead_lettered() -> anyhow::Result<()> {
     let prefix = unique_prefix("dlq");
     let topics = Topics::new(&prefix);
-    let dir = tempfile::tempdir()?;
+    let dir = sessionfold_it::scratch()?;
     let state = dir.path().join("state").to_string_lossy().into_owned();
     let _processor = Service::start(
         "sessionfold-processor",

@@ -15,7 +15,7 @@ struct Stack {
 
 async fn stack(test: &str, processor_args: &[&str]) -> anyhow::Result<Stack> {
     let prefix = unique_prefix(test);
-    let dir = tempfile::tempdir()?;
+    let dir = sessionfold_it::scratch()?;
     let state = dir.path().join("state");
     let state = state.to_string_lossy().into_owned();
     let mut args = vec![

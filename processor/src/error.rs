@@ -29,6 +29,14 @@ pub enum ProcessorError {
     /// A state could not be encoded.
     #[error("encoding state: {0}")]
     Encode(#[from] sessionfold_schemas::SchemaError),
+    /// A partition could not be restored from its changelog.
+    #[error("restoring partition {partition}: {reason}")]
+    Restore {
+        /// Input partition.
+        partition: i32,
+        /// What went wrong.
+        reason: String,
+    },
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),

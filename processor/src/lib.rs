@@ -10,6 +10,7 @@
 mod error;
 pub mod metrics;
 pub mod pipeline;
+pub mod restore;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -100,8 +101,8 @@ pub async fn run(
     let mut worker = {
         let stop = stop.clone();
         tokio::task::spawn_blocking(move || {
-            let p = Processor::new(settings.looping, store, metrics, runtime)?;
-            p.run(stop, status)
+            let p = Processor::new(settings.looping, store, metrics, status, runtime)?;
+            p.run(stop)
         })
     };
     let result = tokio::select! {

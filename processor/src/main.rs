@@ -66,6 +66,9 @@ struct RunArgs {
     /// Interval of the wall-clock expiry tick.
     #[arg(long, env = "SESSIONFOLD_TICK_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     tick_interval: Duration,
+    /// Static group membership id (unique per instance, stable across restarts).
+    #[arg(long, env = "SESSIONFOLD_INSTANCE_ID")]
+    instance_id: Option<String>,
     /// Most records folded in one batch.
     #[arg(long, env = "SESSIONFOLD_BATCH_MAX", default_value_t = 10_000)]
     batch_max: usize,
@@ -98,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
             },
             tick: args.tick_interval,
             batch_max: args.batch_max,
+            instance_id: args.instance_id,
             batch_wait: args.batch_wait,
         },
         state_dir: args.state_dir,

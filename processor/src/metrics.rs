@@ -23,6 +23,10 @@ pub struct Metrics {
     pub state_size: IntGaugeVec,
     /// Input partitions assigned and restored.
     pub partitions: IntGauge,
+    /// Partitions being restored from the changelog now.
+    pub restoring: IntGauge,
+    /// Changelog records read while restoring.
+    pub restored: prometheus::IntCounter,
     /// Records between the stored position and the end of each partition.
     pub lag: IntGaugeVec,
 }
@@ -66,6 +70,11 @@ impl Metrics {
             &["kind"],
         )?;
         let partitions = IntGauge::new("partitions_assigned", "Input partitions owned")?;
+        let restoring = IntGauge::new("restoring_partitions", "Partitions being restored")?;
+        let restored = prometheus::IntCounter::new(
+            "restored_records_total",
+            "Changelog records read while restoring",
+        )?;
         let lag = IntGaugeVec::new(
             Opts::new("consumer_lag", "Records not yet processed"),
             &["topic", "partition"],
@@ -79,6 +88,8 @@ impl Metrics {
         registry.register(Box::new(state_size.clone()))?;
         registry.register(Box::new(partitions.clone()))?;
         registry.register(Box::new(lag.clone()))?;
+        registry.register(Box::new(restoring.clone()))?;
+        registry.register(Box::new(restored.clone()))?;
         Ok(Metrics {
             registry,
             events_in,
@@ -89,6 +100,8 @@ impl Metrics {
             commit_seconds,
             state_size,
             partitions,
+            restoring,
+            restored,
             lag,
         })
     }

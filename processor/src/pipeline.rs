@@ -1,14 +1,17 @@
 //! The consume → fold → publish → commit loop.
 //!
-//! One thread owns the consumer and the state. It polls a batch, folds it in
+//! One thread owns the consumer. It polls records into a batch, folds them in
 //! memory, publishes the changed states and dead letters and waits for the
-//! broker to acknowledge them, then writes states and the next input offsets in
-//! one sled batch per partition. Rebalance callbacks run inside `poll`, so they
-//! only ever see fully committed work.
+//! broker to acknowledge them, then writes states and next input offsets in one
+//! sled batch per partition. Rebalance callbacks run inside `poll` on the same
+//! thread. On revocation they commit the pending batch before the partitions
+//! go. On assignment they restore each partition (from the changelog unless
+//! the local store is current) and load it before reading starts, at the
+//! offset stored with the state.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
@@ -23,6 +26,7 @@ use sessionfold_schemas::{Contract, Topics};
 
 use crate::ProcessorError;
 use crate::metrics::Metrics;
+use crate::restore::{BATCH_END, BATCH_START, restore_partition};
 use crate::store::{PartitionWrite, Store};
 
 /// How the loop runs.
@@ -40,22 +44,89 @@ pub struct LoopSettings {
     pub tick: Duration,
     /// Most records folded per batch.
     pub batch_max: usize,
+    /// Static group membership id: a restart with the same id takes over at
+    /// once instead of waiting for the old member's session to time out.
+    pub instance_id: Option<String>,
     /// Longest a batch waits to fill up.
     pub batch_wait: Duration,
 }
 
-/// Partition changes seen by the rebalance callback, handled by the loop.
-enum Reassign {
-    Assigned(Vec<i32>),
-    Revoked(Vec<i32>),
+/// Current wall-clock time in milliseconds.
+pub fn now_millis() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
 }
 
-/// Consumer context: starts each assigned partition at the offset stored with
-/// its state in sled, never at the group's committed offset.
-struct Ctx {
+/// What the HTTP surface reports about the loop.
+#[derive(Default)]
+pub struct Status {
+    /// True once the loop is consuming and no partition is being restored.
+    pub running: AtomicBool,
+    /// True once the group has given this instance an assignment (maybe empty).
+    pub joined: AtomicBool,
+    /// Partitions being restored or loaded now.
+    pub restoring: AtomicUsize,
+}
+
+/// A record that goes to the dead-letter topic.
+struct DeadLetter {
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    kind: &'static str,
+    error: String,
+    source_topic: String,
+    pos: Position,
+}
+
+/// Records folded but not yet committed.
+#[derive(Default)]
+struct Batch {
+    records: usize,
+    /// First input offset folded per partition in this batch.
+    starts: BTreeMap<i32, i64>,
+    /// Next input offset per partition after this batch.
+    ends: BTreeMap<i32, i64>,
+    dead: Vec<DeadLetter>,
+}
+
+/// The state and output side of the processor, shared with the rebalance callback.
+struct Core {
+    settings: LoopSettings,
+    contract: Contract,
     store: Store,
+    metrics: Metrics,
+    producer: FutureProducer,
+    runtime: tokio::runtime::Handle,
+    status: Arc<Status>,
+    tables: BTreeMap<i32, PresenceTable>,
+    /// Next input offset per owned partition, as committed.
+    positions: BTreeMap<i32, i64>,
+    /// Next input offset to fold per partition; anything else is a repeat or a gap.
+    expected: BTreeMap<i32, i64>,
+    /// How far back the last seek for a gap went, per partition.
+    rewinds: BTreeMap<i32, i64>,
+    batch: Batch,
+    /// An error raised inside a rebalance callback, for the loop to return.
+    failed: Option<ProcessorError>,
+}
+
+type Shared = Arc<Mutex<Core>>;
+
+fn lock(core: &Shared) -> MutexGuard<'_, Core> {
+    match core.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Consumer context: restores and loads partitions on assignment, commits
+/// pending work on revocation, and starts each partition at the offset stored
+/// with its state, never at the group's committed offset.
+struct Ctx {
+    core: Shared,
     topic: String,
-    pending: Mutex<Vec<Reassign>>,
 }
 
 impl ClientContext for Ctx {}
@@ -73,14 +144,18 @@ impl ConsumerContext for Ctx {
             .filter(|e| e.topic() == self.topic)
             .map(|e| e.partition())
             .collect();
+        let mut core = lock(&self.core);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                tracing::info!(?partitions, "partitions assigned");
+                core.status.joined.store(true, Ordering::SeqCst);
                 for p in &partitions {
-                    let offset = match self.store.next_offset(*p) {
+                    let offset = match core.take_partition(*p) {
                         Ok(Some(o)) => Offset::Offset(o),
                         Ok(None) => Offset::Beginning,
                         Err(e) => {
-                            tracing::error!(partition = p, error = %e, "reading stored offset; starting from the beginning");
+                            tracing::error!(partition = p, error = %e, "restoring partition");
+                            core.failed.get_or_insert(e);
                             Offset::Beginning
                         }
                     };
@@ -88,15 +163,25 @@ impl ConsumerContext for Ctx {
                         tracing::error!(partition = p, error = %e, "setting start offset");
                     }
                 }
-                tracing::info!(?partitions, "partitions assigned");
                 if let Err(e) = consumer.assign(tpl) {
                     tracing::error!(error = %e, "assigning partitions");
                 }
-                self.push(Reassign::Assigned(partitions));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                tracing::info!(?partitions, "partitions revoked");
-                self.push(Reassign::Revoked(partitions));
+                tracing::info!(
+                    ?partitions,
+                    "partitions revoked; committing pending work first"
+                );
+                if let Err(e) = core.commit() {
+                    core.failed.get_or_insert(e);
+                }
+                for p in &partitions {
+                    core.tables.remove(p);
+                    core.positions.remove(p);
+                    core.expected.remove(p);
+                    core.rewinds.remove(p);
+                }
+                core.metrics.partitions.set(core.tables.len() as i64);
                 if let Err(e) = consumer.unassign() {
                     tracing::error!(error = %e, "unassigning partitions");
                 }
@@ -106,62 +191,10 @@ impl ConsumerContext for Ctx {
     }
 }
 
-impl Ctx {
-    fn push(&self, r: Reassign) {
-        match self.pending.lock() {
-            Ok(mut p) => p.push(r),
-            Err(poisoned) => poisoned.into_inner().push(r),
-        }
-    }
-
-    fn take(&self) -> Vec<Reassign> {
-        match self.pending.lock() {
-            Ok(mut p) => std::mem::take(&mut *p),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
-    }
-}
-
-/// A record that goes to the dead-letter topic.
-struct DeadLetter {
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-    kind: &'static str,
-    error: String,
-    source_topic: String,
-    pos: Position,
-}
-
-/// Current wall-clock time in milliseconds.
-pub fn now_millis() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
-
-/// State shared between the loop and the HTTP surface.
-#[derive(Default)]
-pub struct Status {
-    /// True once the loop has joined the group and loaded its partitions.
-    pub running: AtomicBool,
-}
-
 /// The processing loop; owns the consumer, the producer and the state.
 pub struct Processor {
     consumer: BaseConsumer<Ctx>,
-    core: Core,
-}
-
-/// Everything but the consumer, so a borrowed message and the state can be used together.
-struct Core {
-    settings: LoopSettings,
-    contract: Contract,
-    store: Store,
-    metrics: Metrics,
-    producer: FutureProducer,
-    tables: BTreeMap<i32, PresenceTable>,
-    runtime: tokio::runtime::Handle,
+    core: Shared,
 }
 
 impl Processor {
@@ -171,84 +204,155 @@ impl Processor {
         settings: LoopSettings,
         store: Store,
         metrics: Metrics,
+        status: Arc<Status>,
         runtime: tokio::runtime::Handle,
     ) -> Result<Processor, ProcessorError> {
-        let contract = Contract::load()?;
-        let ctx = Ctx {
-            store: store.clone(),
-            topic: settings.topics.activity.clone(),
-            pending: Mutex::new(Vec::new()),
-        };
-        let consumer: BaseConsumer<Ctx> = sessionfold_kafka::client_config(&settings.brokers)
-            .set("group.id", &settings.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("max.poll.interval.ms", "300000")
-            .create_with_context(ctx)?;
-        consumer.subscribe(&[settings.topics.activity.as_str()])?;
         let producer: FutureProducer = sessionfold_kafka::client_config(&settings.brokers)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .create()?;
-        Ok(Processor {
-            consumer,
-            core: Core {
-                settings,
-                contract,
-                store,
-                metrics,
-                producer,
-                tables: BTreeMap::new(),
-                runtime,
-            },
-        })
+        let topic = settings.topics.activity.clone();
+        let core = Arc::new(Mutex::new(Core {
+            contract: Contract::load()?,
+            settings,
+            store,
+            metrics,
+            producer,
+            runtime,
+            status,
+            tables: BTreeMap::new(),
+            positions: BTreeMap::new(),
+            expected: BTreeMap::new(),
+            rewinds: BTreeMap::new(),
+            batch: Batch::default(),
+            failed: None,
+        }));
+        let settings = lock(&core).settings.clone();
+        let mut config = sessionfold_kafka::client_config(&settings.brokers);
+        if let Some(id) = &settings.instance_id {
+            config.set("group.instance.id", id);
+        }
+        let consumer: BaseConsumer<Ctx> = config
+            .set("group.id", &settings.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("max.poll.interval.ms", "600000")
+            .create_with_context(Ctx {
+                core: core.clone(),
+                topic: topic.clone(),
+            })?;
+        consumer.subscribe(&[topic.as_str()])?;
+        Ok(Processor { consumer, core })
     }
 
     /// Runs until `stop` is set; returns after committing the last batch.
-    pub fn run(mut self, stop: Arc<AtomicBool>, status: Arc<Status>) -> Result<(), ProcessorError> {
+    pub fn run(self, stop: Arc<AtomicBool>) -> Result<(), ProcessorError> {
+        let (tick, batch_max, batch_wait) = {
+            let core = lock(&self.core);
+            (
+                core.settings.tick,
+                core.settings.batch_max,
+                core.settings.batch_wait,
+            )
+        };
         let mut next_tick = Instant::now();
-        status.running.store(true, Ordering::SeqCst);
-        let core = &mut self.core;
+        let mut started = Instant::now();
         while !stop.load(Ordering::SeqCst) {
-            let mut batch = Batch::default();
-            let started = Instant::now();
-            let mut timeout = Duration::from_millis(100);
-            let now = now_millis();
-            while batch.records < core.settings.batch_max {
-                let polled = self.consumer.poll(timeout);
-                core.reassign(self.consumer.context().take())?;
-                match polled {
-                    None => break,
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "consumer error");
-                        break;
+            // Never hold the lock across poll: the rebalance callback takes it.
+            let pending = lock(&self.core).batch.records > 0;
+            let wait = if pending {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(100)
+            };
+            let polled = self.consumer.poll(wait);
+            let mut core = lock(&self.core);
+            if let Some(e) = core.failed.take() {
+                return Err(e);
+            }
+            core.status.running.store(
+                core.status.restoring.load(Ordering::SeqCst) == 0,
+                Ordering::SeqCst,
+            );
+            let idle = match polled {
+                None => true,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    true
+                }
+                Some(Ok(msg)) => {
+                    if core.batch.records == 0 {
+                        started = Instant::now();
                     }
-                    Some(Ok(msg)) => core.fold_one(&msg, now, &mut batch),
+                    if let Some((p, at)) = core.fold_one(&msg, now_millis()) {
+                        drop(msg);
+                        let topic = core.settings.topics.activity.clone();
+                        if let Err(e) = self.consumer.seek(
+                            &topic,
+                            p,
+                            Offset::Offset(at),
+                            Duration::from_secs(10),
+                        ) {
+                            tracing::warn!(partition = p, offset = at, error = %e, "seeking back over an input gap");
+                        }
+                    }
+                    false
                 }
-                if started.elapsed() >= core.settings.batch_wait {
-                    break;
-                }
-                timeout = Duration::ZERO;
+            };
+            let full = core.batch.records >= batch_max || started.elapsed() >= batch_wait;
+            if !(idle || full) {
+                continue;
             }
             core.metrics
                 .fold_seconds
                 .observe(started.elapsed().as_secs_f64());
             if Instant::now() >= next_tick {
                 core.tick(now_millis());
-                next_tick = Instant::now() + core.settings.tick;
+                next_tick = Instant::now() + tick;
             }
-            core.commit(batch)?;
+            core.commit()?;
         }
+        let mut core = lock(&self.core);
+        core.commit()?;
         core.store.flush()?;
+        drop(core);
         self.consumer.unsubscribe();
         Ok(())
     }
 }
 
 impl Core {
+    /// Restores (if needed) and loads one assigned partition; returns where to read from.
+    fn take_partition(&mut self, p: i32) -> Result<Option<i64>, ProcessorError> {
+        self.status.restoring.fetch_add(1, Ordering::SeqCst);
+        self.status.running.store(false, Ordering::SeqCst);
+        let result = (|| {
+            let how = restore_partition(
+                &self.settings.brokers,
+                &self.settings.topics.presence,
+                p,
+                &self.store,
+                &self.metrics,
+            )?;
+            let mut table = PresenceTable::new(self.settings.presence);
+            let next = self.store.load(p, &self.contract, &mut table)?;
+            tracing::info!(partition = p, users = table.len(), next_offset = ?next, restore = ?how, "partition loaded");
+            self.tables.insert(p, table);
+            if let Some(o) = next {
+                self.positions.insert(p, o);
+                self.expected.insert(p, o);
+            }
+            self.metrics.partitions.set(self.tables.len() as i64);
+            Ok(next)
+        })();
+        self.status.restoring.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
     fn tick(&mut self, now: Millis) {
         for table in self.tables.values_mut() {
             let n = table.tick(now);
@@ -259,42 +363,65 @@ impl Core {
         }
     }
 
-    fn reassign(&mut self, changes: Vec<Reassign>) -> Result<(), ProcessorError> {
-        for change in changes {
-            match change {
-                Reassign::Assigned(parts) => {
-                    for p in parts {
-                        let mut table = PresenceTable::new(self.settings.presence);
-                        let next = self.store.load(p, &self.contract, &mut table)?;
-                        tracing::info!(partition = p, users = table.len(), next_offset = ?next, "partition state loaded");
-                        self.tables.insert(p, table);
-                    }
-                }
-                Reassign::Revoked(parts) => {
-                    for p in parts {
-                        self.tables.remove(&p);
-                    }
-                }
-            }
-        }
-        self.metrics.partitions.set(self.tables.len() as i64);
-        Ok(())
-    }
-
-    fn fold_one(&mut self, msg: &BorrowedMessage<'_>, now: Millis, batch: &mut Batch) {
+    /// Folds one record. Returns `Some((partition, offset))` when the record
+    /// lies past the next expected offset: the broker skipped records (tansu
+    /// 0.6.0 does when a fetch starts inside a record batch), so the caller
+    /// seeks back to `offset`, further each time, and records already folded
+    /// are then dropped by offset. Only when even the partition's beginning
+    /// starts past the expected offset (data deleted) is the gap accepted.
+    fn fold_one(&mut self, msg: &BorrowedMessage<'_>, now: Millis) -> Option<(i32, i64)> {
         let pos = Position {
             partition: msg.partition(),
             offset: msg.offset(),
         };
-        batch.records += 1;
-        let Some(table) = self.tables.get_mut(&pos.partition) else {
+        if !self.tables.contains_key(&pos.partition) {
             tracing::warn!(
                 partition = pos.partition,
-                "record from a partition not loaded; skipped"
+                "record from a partition not owned; skipped"
             );
-            return;
-        };
-        batch.next_offsets.insert(pos.partition, pos.offset + 1);
+            return None;
+        }
+        if let Some(&want) = self.expected.get(&pos.partition) {
+            if pos.offset < want {
+                self.metrics
+                    .events_in
+                    .with_label_values(&["any", "reread"])
+                    .inc();
+                return None;
+            }
+            if pos.offset > want {
+                let back = self.rewinds.get(&pos.partition).map_or(64, |b| b * 2);
+                if back <= 2 * want.max(1) {
+                    self.rewinds.insert(pos.partition, back);
+                    let to = (want - back).max(0);
+                    tracing::info!(
+                        partition = pos.partition,
+                        expected = want,
+                        got = pos.offset,
+                        seek_to = to,
+                        "input gap; seeking back"
+                    );
+                    return Some((pos.partition, to));
+                }
+                tracing::warn!(
+                    partition = pos.partition,
+                    expected = want,
+                    got = pos.offset,
+                    "records missing from the input partition; continuing after the gap"
+                );
+                self.metrics
+                    .dead_lettered
+                    .with_label_values(&["input_gap"])
+                    .inc();
+            }
+        }
+        self.expected.insert(pos.partition, pos.offset + 1);
+        self.rewinds.remove(&pos.partition);
+        let table = self.tables.get_mut(&pos.partition)?;
+        let batch = &mut self.batch;
+        batch.records += 1;
+        batch.starts.entry(pos.partition).or_insert(pos.offset);
+        batch.ends.insert(pos.partition, pos.offset + 1);
         let dead = |kind: &'static str, error: String| DeadLetter {
             key: msg.key().map(<[u8]>::to_vec),
             payload: msg.payload().map(<[u8]>::to_vec),
@@ -309,7 +436,7 @@ impl Core {
                 batch
                     .dead
                     .push(dead("bad_key", "record key is not UTF-8".into()));
-                return;
+                return None;
             }
         };
         let event = match self
@@ -319,10 +446,9 @@ impl Core {
             Ok(e) => e,
             Err(e) => {
                 batch.dead.push(dead(e.kind(), e.to_string()));
-                return;
+                return None;
             }
         };
-        let kind = event.body.kind();
         match table.apply(key, &event, pos, now) {
             Ok(applied) => {
                 let outcome = match applied {
@@ -332,33 +458,46 @@ impl Core {
                 };
                 self.metrics
                     .events_in
-                    .with_label_values(&[kind, outcome])
+                    .with_label_values(&[event.body.kind(), outcome])
                     .inc();
             }
-            Err(rejected) => {
-                batch.dead.push(dead(rejected.kind(), rejected.to_string()));
-            }
+            Err(rejected) => batch.dead.push(dead(rejected.kind(), rejected.to_string())),
         }
+        None
     }
 
-    fn commit(&mut self, batch: Batch) -> Result<(), ProcessorError> {
+    /// Publishes the pending batch's output, waits for it, then writes states
+    /// and offsets to sled.
+    fn commit(&mut self) -> Result<(), ProcessorError> {
         let started = Instant::now();
-        let mut writes: HashMap<i32, PartitionWrite> = HashMap::new();
+        let batch = std::mem::take(&mut self.batch);
         let topics = &self.settings.topics;
-        let mut outgoing: Vec<Outgoing> = Vec::new();
+        let mut writes: BTreeMap<i32, PartitionWrite> = BTreeMap::new();
+        let mut outgoing: Vec<Outgoing<'_>> = Vec::new();
         for (p, table) in self.tables.iter_mut() {
+            if !table.has_dirty() {
+                continue;
+            }
+            let position = self.positions.get(p).copied().unwrap_or(0);
+            let start = batch.starts.get(p).copied().unwrap_or(position);
+            let end = batch.ends.get(p).copied().unwrap_or(position);
             for id in table.take_dirty() {
-                let value = table
-                    .get(&id)
+                let state = table.get(&id);
+                let value = state
                     .map(|s| self.contract.encode_presence(s))
                     .transpose()?;
-                let offset = table.get(&id).map(|s| s.source_offset);
                 outgoing.push(Outgoing {
                     topic: &topics.presence,
                     partition: Some(*p),
                     key: id.clone().into_bytes(),
                     payload: value.clone(),
-                    headers: source_headers(&topics.activity, *p, offset),
+                    headers: changelog_headers(
+                        &topics.activity,
+                        *p,
+                        state.map(|s| s.source_offset),
+                        start,
+                        end,
+                    ),
                 });
                 writes.entry(*p).or_default().users.push((id, value));
             }
@@ -403,17 +542,20 @@ impl Core {
                 self.metrics.records_out.with_label_values(&[o.topic]).inc();
             }
         }
-        for (p, next) in batch.next_offsets {
-            writes.entry(p).or_default().next_offset = Some(next);
+        for (p, next) in &batch.ends {
+            writes.entry(*p).or_default().next_offset = Some(*next);
         }
         for (p, write) in writes {
+            let next = write.next_offset;
             self.store.commit(p, write)?;
+            if let Some(n) = next {
+                self.positions.insert(p, n);
+            }
         }
-        let (mut users, mut sessions) = (0, 0);
-        for t in self.tables.values() {
-            users += t.len();
-            sessions += t.session_count();
-        }
+        let (users, sessions) = self
+            .tables
+            .values()
+            .fold((0, 0), |(u, s), t| (u + t.len(), s + t.session_count()));
         self.metrics
             .state_size
             .with_label_values(&["users"])
@@ -422,18 +564,13 @@ impl Core {
             .state_size
             .with_label_values(&["sessions"])
             .set(sessions as i64);
-        self.metrics
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
+        if batch.records > 0 || !outgoing.is_empty() {
+            self.metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
         Ok(())
     }
-}
-
-#[derive(Default)]
-struct Batch {
-    records: usize,
-    next_offsets: BTreeMap<i32, i64>,
-    dead: Vec<DeadLetter>,
 }
 
 /// One record to publish.
@@ -445,7 +582,13 @@ struct Outgoing<'a> {
     headers: OwnedHeaders,
 }
 
-fn source_headers(topic: &str, partition: i32, offset: Option<i64>) -> OwnedHeaders {
+fn changelog_headers(
+    topic: &str,
+    partition: i32,
+    offset: Option<i64>,
+    start: i64,
+    end: i64,
+) -> OwnedHeaders {
     let h = OwnedHeaders::new()
         .insert(Header {
             key: "sessionfold-source-topic",
@@ -454,6 +597,14 @@ fn source_headers(topic: &str, partition: i32, offset: Option<i64>) -> OwnedHead
         .insert(Header {
             key: "sessionfold-source-partition",
             value: Some(&partition.to_string()),
+        })
+        .insert(Header {
+            key: BATCH_START,
+            value: Some(&start.to_string()),
+        })
+        .insert(Header {
+            key: BATCH_END,
+            value: Some(&end.to_string()),
         });
     match offset {
         Some(o) => h.insert(Header {

@@ -100,6 +100,16 @@ impl Store {
             .map_err(|e| ProcessorError::store("writing batch", e))
     }
 
+    /// Replaces a partition's whole state (after a restore from the changelog).
+    pub fn replace(&self, partition: i32, write: PartitionWrite) -> Result<(), ProcessorError> {
+        let t = self.tree(partition)?;
+        // Cleared first: a crash in between leaves no offset, so the next
+        // assignment restores again.
+        t.clear()
+            .map_err(|e| ProcessorError::store("clearing partition", e))?;
+        self.commit(partition, write)
+    }
+
     /// Flushes sled's buffers to disk.
     pub fn flush(&self) -> Result<(), ProcessorError> {
         self.db

@@ -230,6 +230,8 @@ pub struct Record {
     pub payload: Option<Vec<u8>>,
     /// Headers, as UTF-8 text.
     pub headers: std::collections::BTreeMap<String, String>,
+    /// The record's timestamp (ms since the epoch), if any.
+    pub timestamp: Option<i64>,
 }
 
 /// Reads every partition of `topic` from the beginning until `want` records
@@ -270,7 +272,113 @@ pub async fn consume_all(
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),
             headers,
+            timestamp: m.timestamp().to_millis(),
         });
     }
     Ok(out)
+}
+
+/// Current wall-clock time in milliseconds.
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Produces activity events straight to Kafka, encoded as the producer would.
+pub struct Feeder {
+    producer: rdkafka::producer::FutureProducer,
+    contract: sessionfold_schemas::Contract,
+    topic: String,
+}
+
+impl Feeder {
+    /// A feeder of `<prefix>.activity`.
+    pub fn new(prefix: &str) -> anyhow::Result<Feeder> {
+        Ok(Feeder {
+            producer: rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", brokers())
+                .set("partitioner", "murmur2_random")
+                .set("enable.idempotence", "true")
+                .set("linger.ms", "5")
+                .create()?,
+            contract: sessionfold_schemas::Contract::load()?,
+            topic: sessionfold_schemas::Topics::new(prefix).activity,
+        })
+    }
+
+    /// Sends events, keyed by user, and waits for all acknowledgements.
+    pub async fn send(&self, events: &[sessionfold_schemas::ActivityEvent]) -> anyhow::Result<()> {
+        use rdkafka::producer::FutureRecord;
+        let encoded: Vec<(String, Vec<u8>)> = events
+            .iter()
+            .map(|e| Ok((e.user_id.clone(), self.contract.encode_activity(e)?)))
+            .collect::<anyhow::Result<_>>()?;
+        let sends = encoded.iter().map(|(k, v)| {
+            let r: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.topic)
+                .key(k.as_str())
+                .payload(v.as_slice());
+            self.producer.send(r, Duration::from_secs(30))
+        });
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// A session start for `user` at `at`.
+pub fn session_started(id: String, user: &str, at: i64) -> sessionfold_schemas::ActivityEvent {
+    sessionfold_schemas::ActivityEvent {
+        event_id: id,
+        occurred_at: at,
+        user_id: user.to_owned(),
+        session_id: format!("{user}-s"),
+        body: sessionfold_schemas::ActivityBody::SessionStarted(
+            sessionfold_schemas::SessionStarted {
+                email: format!("{user}@example.com"),
+                device_type: Some("desktop".into()),
+                browser: Some("Firefox".into()),
+                ..Default::default()
+            },
+        ),
+        received_at: Some(at),
+    }
+}
+
+/// A heartbeat (or, with `view`, a page view) of `user` at `at`.
+pub fn activity(id: String, user: &str, at: i64, view: bool) -> sessionfold_schemas::ActivityEvent {
+    use sessionfold_schemas::{ActivityBody, Interaction};
+    sessionfold_schemas::ActivityEvent {
+        event_id: id,
+        occurred_at: at,
+        user_id: user.to_owned(),
+        session_id: format!("{user}-s"),
+        body: if view {
+            ActivityBody::PageViewed {
+                page: "/p".into(),
+                title: None,
+            }
+        } else {
+            ActivityBody::Heartbeat {
+                page: None,
+                activity: Interaction::Scroll,
+            }
+        },
+        received_at: Some(at),
+    }
+}
+
+/// A scratch directory for one test's state and logs; kept after the test
+/// when `SESSIONFOLD_TEST_KEEP_LOGS` is set, so a failure can be read.
+pub fn scratch() -> anyhow::Result<tempfile::TempDir> {
+    let mut dir = tempfile::Builder::new()
+        .prefix("sessionfold-test-")
+        .tempdir()?;
+    if std::env::var_os("SESSIONFOLD_TEST_KEEP_LOGS").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("test files kept in {}", dir.path().display());
+    }
+    Ok(dir)
 }

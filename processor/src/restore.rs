@@ -1,0 +1,158 @@
+//! Restoring a partition's state from its changelog partition.
+//!
+//! Every changelog record carries, in headers, the input offsets its batch
+//! started and ended at. Batches are published in order and each is fully
+//! acknowledged before the next is folded, so only the last batch in a
+//! changelog partition can be incomplete. The local store is current when its
+//! stored input offset has reached the end of that last batch. Otherwise the
+//! partition is rebuilt from the changelog, and reading resumes at the start
+//! of the last batch. The per-entity input positions in the states make
+//! re-reading that batch harmless.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::error::ProcessorError;
+use crate::metrics::Metrics;
+use crate::store::{PartitionWrite, Store};
+
+/// Header naming the first input offset of the batch that produced a record.
+pub const BATCH_START: &str = "sessionfold-batch-start";
+/// Header naming the input offset after the batch that produced a record.
+pub const BATCH_END: &str = "sessionfold-batch-end";
+
+/// What restoring found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restore {
+    /// The local store already holds everything the changelog holds.
+    LocalCurrent,
+    /// The partition was rebuilt from this many changelog records.
+    FromChangelog {
+        /// Records read.
+        records: u64,
+    },
+}
+
+fn header_i64(m: &impl Message, name: &str) -> Option<i64> {
+    let headers = m.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|s| s.parse().ok())
+}
+
+/// Reads from the current position to the real end of the partition: past
+/// the reported end and then until nothing more arrives for a moment (the
+/// reported high watermark can lag the records stored), calling `f` on each
+/// record; returns the last one.
+fn read_to_end(
+    consumer: &BaseConsumer,
+    high: i64,
+    partition: i32,
+    mut f: impl FnMut(&rdkafka::message::OwnedMessage),
+) -> Result<Option<rdkafka::message::OwnedMessage>, ProcessorError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    let mut last: Option<rdkafka::message::OwnedMessage> = None;
+    loop {
+        let reached = last.as_ref().is_some_and(|m| m.offset() >= high - 1);
+        match consumer.poll(Duration::from_millis(300)) {
+            Some(Ok(m)) => {
+                let m = m.detach();
+                f(&m);
+                last = Some(m);
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None if reached => return Ok(last),
+            None if std::time::Instant::now() > deadline => {
+                return Err(ProcessorError::Restore {
+                    partition,
+                    reason: format!("changelog not read to offset {} in time", high - 1),
+                });
+            }
+            None => {}
+        }
+    }
+}
+
+/// Brings partition `partition` of the store up to date with the changelog,
+/// unless it is current already.
+pub fn restore_partition(
+    brokers: &str,
+    changelog: &str,
+    partition: i32,
+    store: &Store,
+    metrics: &Metrics,
+) -> Result<Restore, ProcessorError> {
+    let consumer: BaseConsumer = sessionfold_kafka::client_config(brokers)
+        .set("group.id", "sessionfold-restore")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let timeout = Duration::from_secs(10);
+    let (low, high) = consumer.fetch_watermarks(changelog, partition, timeout)?;
+    if high <= low {
+        return Ok(Restore::LocalCurrent);
+    }
+    let assign = |offset: Offset| -> Result<(), ProcessorError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(changelog, partition, offset)?;
+        consumer.assign(&tpl)?;
+        Ok(())
+    };
+    assign(Offset::Offset(high - 1))?;
+    let last = read_to_end(&consumer, high, partition, |_| {})?.ok_or_else(|| {
+        ProcessorError::Restore {
+            partition,
+            reason: format!("last changelog record (offset {}) not readable", high - 1),
+        }
+    })?;
+    let (Some(start), Some(end)) = (header_i64(&last, BATCH_START), header_i64(&last, BATCH_END))
+    else {
+        return Err(ProcessorError::Restore {
+            partition,
+            reason: "last changelog record has no batch headers".into(),
+        });
+    };
+    if store
+        .next_offset(partition)?
+        .is_some_and(|local| local >= end)
+    {
+        return Ok(Restore::LocalCurrent);
+    }
+    tracing::info!(
+        partition,
+        resume_at = start,
+        "restoring partition from the changelog"
+    );
+    metrics.restoring.inc();
+    assign(Offset::Beginning)?;
+    let mut latest: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+    let mut records = 0u64;
+    let read = read_to_end(&consumer, last.offset() + 1, partition, |m| {
+        records += 1;
+        metrics.restored.inc();
+        if let Some(key) = m.key() {
+            latest.insert(key.to_vec(), m.payload().map(<[u8]>::to_vec));
+        }
+    });
+    metrics.restoring.dec();
+    read?;
+    let users = latest
+        .into_iter()
+        .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
+        .collect();
+    store.replace(
+        partition,
+        PartitionWrite {
+            users,
+            next_offset: Some(start),
+        },
+    )?;
+    tracing::info!(partition, records, resume_at = start, "partition restored");
+    Ok(Restore::FromChangelog { records })
+}

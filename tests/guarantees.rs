@@ -1,0 +1,302 @@
+//! The processor's promises on a real broker: on-time expiry with no further
+//! events, exact counts through kill -9 and through group rebalances.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use sessionfold_it::{
+    Feeder, Service, activity, consume_all, eventually, get_json, now_millis, session_started,
+    unique_prefix,
+};
+use sessionfold_schemas::{Contract, EndedReason, Topics};
+
+async fn processor(
+    prefix: &str,
+    state: &Path,
+    logs: &Path,
+    extra: &[&str],
+) -> anyhow::Result<Service> {
+    let state = state.to_string_lossy().into_owned();
+    let mut args = vec![
+        "--state-dir",
+        state.as_str(),
+        "--group-id",
+        prefix,
+        "--batch-max",
+        "50",
+    ];
+    args.extend_from_slice(extra);
+    let mut p = Service::start("sessionfold-processor", prefix, &args, logs).await?;
+    p.wait_http("/readyz", Duration::from_secs(60)).await?;
+    Ok(p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_expire_on_time_and_are_purged() -> anyhow::Result<()> {
+    let prefix = unique_prefix("expiry");
+    let dir = sessionfold_it::scratch()?;
+    let _p = processor(
+        &prefix,
+        &dir.path().join("s"),
+        dir.path(),
+        &[
+            "--idle-timeout",
+            "2s",
+            "--retention",
+            "4s",
+            "--tick-interval",
+            "200ms",
+        ],
+    )
+    .await?;
+    let feeder = Feeder::new(&prefix)?;
+    let at = now_millis();
+    feeder
+        .send(&[session_started("x1".into(), "idle-user", at)])
+        .await?;
+
+    // Three records for the user: active, expired, then a tombstone. No further event is sent.
+    let topic = Topics::new(&prefix).presence;
+    let records = consume_all(&topic, 3, Duration::from_secs(30)).await?;
+    assert_eq!(records.len(), 3, "active, expired, tombstone");
+    let c = Contract::load()?;
+    let first = c.decode_presence(records[0].payload.as_deref().unwrap_or_default())?;
+    assert!(first.sessions[0].active);
+    let expired = c.decode_presence(records[1].payload.as_deref().unwrap_or_default())?;
+    assert!(!expired.sessions[0].active);
+    assert_eq!(expired.sessions[0].ended_reason, Some(EndedReason::Expired));
+    assert_eq!(expired.sessions[0].heartbeats, 0);
+    assert!(records[2].payload.is_none(), "purged user is a tombstone");
+    // On time: not before idle_timeout, and within idle_timeout plus one tick
+    // (and the time to publish, kept under a second).
+    let expired_at = records[1].timestamp.unwrap_or_default();
+    assert!(
+        expired_at - at >= 2_000,
+        "expired after {} ms",
+        expired_at - at
+    );
+    assert!(
+        expired_at - at <= 2_000 + 200 + 1_000,
+        "expired after {} ms",
+        expired_at - at
+    );
+    let purged_at = records[2].timestamp.unwrap_or_default();
+    assert!(
+        purged_at - at >= 4_000 && purged_at - at <= 4_000 + 200 + 1_000,
+        "purged after {} ms",
+        purged_at - at
+    );
+    Ok(())
+}
+
+/// Users `u00..uNN`, each with one start, `beats` heartbeats and `views` page views.
+struct Stream {
+    users: usize,
+    beats: usize,
+    views: usize,
+    base: i64,
+}
+
+impl Stream {
+    /// The events of round `r` (0 = the starts), interleaved over users.
+    fn round(&self, r: usize) -> Vec<sessionfold_schemas::ActivityEvent> {
+        (0..self.users)
+            .filter_map(|u| {
+                let user = format!("u{u:02}");
+                let at = self.base + r as i64 * 10;
+                if r == 0 {
+                    return Some(session_started(format!("{user}-start"), &user, at));
+                }
+                let k = r - 1;
+                (k < self.beats + self.views)
+                    .then(|| activity(format!("{user}-{k}"), &user, at, k >= self.beats))
+            })
+            .collect()
+    }
+
+    fn rounds(&self) -> usize {
+        1 + self.beats + self.views
+    }
+}
+
+async fn exact_counts(projections: &Service, s: &Stream) -> anyhow::Result<()> {
+    let url = format!(
+        "{}/v1/presence/active?window=1h&limit=1000",
+        projections.url
+    );
+    let want: BTreeMap<String, (i64, i64)> = (0..s.users)
+        .map(|u| (format!("u{u:02}"), (s.beats as i64, s.views as i64)))
+        .collect();
+    let got = eventually(
+        Duration::from_secs(120),
+        "exact heartbeat and page view counts",
+        || async {
+            let (_, page) = get_json(&url).await?;
+            let got: BTreeMap<String, (i64, i64)> = page["users"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|u| {
+                    let s = &u["sessions"][0];
+                    Some((
+                        u["user_id"].as_str()?.to_owned(),
+                        (s["heartbeats"].as_i64()?, s["page_views"].as_i64()?),
+                    ))
+                })
+                .collect();
+            Ok((got == want).then_some(got))
+        },
+    )
+    .await;
+    match got {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let (_, page) = get_json(&url).await?;
+            anyhow::bail!("{e}\nlast answer: {page}")
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_never_loses_or_doubles() -> anyhow::Result<()> {
+    let prefix = unique_prefix("crash");
+    let dir = sessionfold_it::scratch()?;
+    let state = dir.path().join("s");
+    let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
+    let feeder = Feeder::new(&prefix)?;
+    let s = Stream {
+        users: 20,
+        beats: 60,
+        views: 15,
+        base: now_millis(),
+    };
+    let member = ["--instance-id", "crash-test-member"];
+    let mut p = processor(&prefix, &state, dir.path(), &member).await?;
+    let rounds = s.rounds();
+    let mut kills = 0;
+    for r in 0..rounds {
+        feeder.send(&s.round(r)).await?;
+        // Every 15 rounds, while the stream flows, kill the processor hard
+        // and start it again on the same state directory.
+        if r % 15 == 7 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            p.kill();
+            kills += 1;
+            p = processor(&prefix, &state, dir.path(), &member).await?;
+        }
+    }
+    assert_eq!(kills, 5);
+    exact_counts(&projections, &s).await?;
+    drop(p);
+    Ok(())
+}
+
+/// A member killed mid-stream: its partitions move, with their state restored
+/// from the changelog, and the final counts are exact.
+///
+/// tansu 0.6.0 evicts the dead member after the session timeout but never
+/// tells the survivor to rejoin (its heartbeats keep answering "no error"),
+/// so on tansu the move happens at the next join; Apache Kafka answers
+/// REBALANCE_IN_PROGRESS and the survivor rejoins by itself. The test
+/// therefore starts a replacement after the session timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_member_s_partitions_move_with_their_state() -> anyhow::Result<()> {
+    let prefix = unique_prefix("rebalance");
+    let dir = sessionfold_it::scratch()?;
+    let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
+    let feeder = Feeder::new(&prefix)?;
+    let s = Stream {
+        users: 24,
+        beats: 40,
+        views: 10,
+        base: now_millis(),
+    };
+    let mut a = processor(&prefix, &dir.path().join("a"), dir.path(), &[]).await?;
+    let b = processor(&prefix, &dir.path().join("b"), dir.path(), &[]).await?;
+    let owned = |svc: &Service| {
+        let url = format!("{}/metrics", svc.url);
+        async move {
+            let text = reqwest::get(&url).await?.text().await?;
+            anyhow::Ok(metric(&text, "sessionfold_processor_partitions_assigned").unwrap_or(0.0))
+        }
+    };
+    eventually(
+        Duration::from_secs(60),
+        "both members own partitions",
+        || async { Ok((owned(&a).await? >= 1.0 && owned(&b).await? >= 1.0).then_some(())) },
+    )
+    .await?;
+    let half = s.rounds() / 2;
+    for r in 0..half {
+        feeder.send(&s.round(r)).await?;
+    }
+    a.kill();
+    for r in half..s.rounds() {
+        feeder.send(&s.round(r)).await?;
+    }
+    // Past the 6 s session timeout the broker has dropped the dead member.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let c = processor(&prefix, &dir.path().join("c"), dir.path(), &[]).await?;
+    exact_counts(&projections, &s).await?;
+    let (in_b, in_c) = (owned(&b).await?, owned(&c).await?);
+    assert_eq!(
+        in_b + in_c,
+        3.0,
+        "all partitions live again (b {in_b}, c {in_c})"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_member_takes_partitions_with_their_state() -> anyhow::Result<()> {
+    let prefix = unique_prefix("join");
+    let dir = sessionfold_it::scratch()?;
+    let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
+    let feeder = Feeder::new(&prefix)?;
+    let s = Stream {
+        users: 24,
+        beats: 40,
+        views: 10,
+        base: now_millis(),
+    };
+    let _a = processor(&prefix, &dir.path().join("a"), dir.path(), &[]).await?;
+    let half = s.rounds() / 2;
+    for r in 0..half {
+        feeder.send(&s.round(r)).await?;
+    }
+    let c = processor(&prefix, &dir.path().join("c"), dir.path(), &[]).await?;
+    let metrics_url = format!("{}/metrics", c.url);
+    eventually(
+        Duration::from_secs(60),
+        "the newcomer owns partitions",
+        || async {
+            let text = reqwest::get(&metrics_url).await?.text().await?;
+            Ok(metric(&text, "sessionfold_processor_partitions_assigned").filter(|v| *v >= 1.0))
+        },
+    )
+    .await?;
+    for r in half..s.rounds() {
+        feeder.send(&s.round(r)).await?;
+    }
+    exact_counts(&projections, &s).await?;
+    // The newcomer owns partitions, and built their state from the changelog.
+    let text = reqwest::get(&metrics_url).await?.text().await?;
+    assert!(
+        metric(&text, "sessionfold_processor_partitions_assigned").is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    assert!(
+        metric(&text, "sessionfold_processor_restored_records_total").is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
