@@ -104,6 +104,16 @@ impl SchemaSet {
         Ok(out)
     }
 
+    /// Frames an Avro body written by `body` (appended to the header) as a
+    /// single-object record of the current schema, without validation: for
+    /// hand-written encoders checked against [`SchemaSet::encode`] in tests.
+    pub fn frame(&self, body: impl FnOnce(Vec<u8>) -> Vec<u8>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&self.current_fingerprint.to_le_bytes());
+        body(out)
+    }
+
     /// Decodes a single-object record written with any known version into a
     /// value of the reader schema.
     pub fn decode(&self, bytes: &[u8]) -> Result<Value, SchemaError> {

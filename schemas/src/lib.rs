@@ -50,6 +50,7 @@ macro_rules! symbols {
 
 mod activity;
 mod avro;
+mod binary;
 mod codec;
 mod error;
 mod import;
@@ -132,9 +133,9 @@ impl Contract {
         Ok(e)
     }
 
-    /// Encodes a presence state.
+    /// Encodes a presence state (with the direct encoder; see `binary.rs`).
     pub fn encode_presence(&self, s: &UserPresence) -> Result<Vec<u8>, SchemaError> {
-        self.presence.encode(s.to_value())
+        Ok(self.presence.frame(|buf| binary::presence(buf, s)))
     }
 
     /// Decodes a presence state.
@@ -142,9 +143,9 @@ impl Contract {
         UserPresence::from_value(self.presence.decode(bytes)?)
     }
 
-    /// Encodes an import state.
+    /// Encodes an import state (with the direct encoder; see `binary.rs`).
     pub fn encode_import_state(&self, s: &ImportState) -> Result<Vec<u8>, SchemaError> {
-        self.import_state.encode(s.to_value())
+        Ok(self.import_state.frame(|buf| binary::import_state(buf, s)))
     }
 
     /// Decodes an import state.

@@ -305,3 +305,71 @@ proptest! {
         let _ = c.decode_activity(&framed);
     }
 }
+
+prop_compose! {
+    fn any_session()(
+        id in "[a-z0-9]{1,8}", started in proptest::option::of(any::<i64>()), dev in opt_text(),
+        page in opt_text(), at in any::<i64>(), last in any::<i64>(), active in any::<bool>(),
+        ended in proptest::option::of(any::<i64>()), reason in proptest::option::of(0usize..3),
+        views in any::<i64>(), beats in any::<i64>(),
+    ) -> SessionState {
+        SessionState {
+            session_id: id, started_at: started, device_type: dev.clone(), browser: page.clone(),
+            os: dev, ip_address: None, user_agent: page.clone(), current_page: page, page_at: at,
+            last_activity: last, active, ended_at: ended, ended_reason: reason.map(|r| EndedReason::ALL[r]),
+            page_views: views, heartbeats: beats,
+        }
+    }
+}
+
+prop_compose! {
+    fn any_presence()(
+        user in "[a-z0-9]{1,12}", email in opt_text(), roles in proptest::collection::vec("[a-z]{1,6}", 0..3),
+        at in any::<i64>(), sessions in proptest::collection::vec(any_session(), 0..4),
+        seen in proptest::collection::vec((any::<i64>(), any::<i64>()), 0..5),
+        partition in any::<i32>(), offset in any::<i64>(),
+    ) -> UserPresence {
+        UserPresence {
+            user_id: user, email, full_name: None, membership: Some("m".into()), roles, profile_at: at, sessions,
+            recent_events: seen.into_iter().map(|(h, t)| SeenEvent { id_hash: h, occurred_at: t }).collect(),
+            source_partition: partition, source_offset: offset,
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
+
+    /// The direct state encoder writes exactly what apache-avro writes.
+    #[test]
+    fn direct_presence_encoding_matches_apache_avro(s in any_presence()) {
+        let c = contract();
+        let fast = c.encode_presence(&s).expect("encodes");
+        let reference = c.presence.encode(s.to_value()).expect("apache-avro encodes");
+        prop_assert_eq!(&fast, &reference);
+        prop_assert_eq!(c.decode_presence(&fast).expect("decodes"), s);
+    }
+
+    #[test]
+    fn direct_import_state_encoding_matches_apache_avro(
+        owner in opt_text(), status in 0usize..4, progress in any::<i32>(), at in any::<i64>(),
+        finished in proptest::option::of(any::<i64>()), offset in any::<i64>(),
+    ) {
+        let s = ImportState {
+            import_id: "imp".into(), owner_id: owner.clone(), previous_owner_id: owner.clone(),
+            status: ImportStatus::ALL[status], json_hash: "h".into(), file_name: "f".into(), step: owner,
+            progress, questions_imported: progress / 2, questions_total: progress, started_at: at,
+            last_accessed_at: at, finished_at: finished, abandon_reason: None,
+            recent_events: vec![SeenEvent { id_hash: at, occurred_at: offset }], source_partition: 1, source_offset: offset,
+        };
+        let c = contract();
+        let fast = c.encode_import_state(&s).expect("encodes");
+        prop_assert_eq!(&fast, &c.import_state.encode(s.to_value()).expect("apache-avro encodes"));
+        prop_assert_eq!(c.decode_import_state(&fast).expect("decodes"), s);
+    }
+}
