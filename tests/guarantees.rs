@@ -214,17 +214,14 @@ async fn a_dead_member_s_partitions_move_with_their_state() -> anyhow::Result<()
     };
     let mut a = processor(&prefix, &dir.path().join("a"), dir.path(), &[]).await?;
     let b = processor(&prefix, &dir.path().join("b"), dir.path(), &[]).await?;
-    let owned = |svc: &Service| {
-        let url = format!("{}/metrics", svc.url);
-        async move {
-            let text = reqwest::get(&url).await?.text().await?;
-            anyhow::Ok(metric(&text, "sessionfold_processor_partitions_assigned").unwrap_or(0.0))
-        }
-    };
     eventually(
         Duration::from_secs(60),
         "both members own partitions",
-        || async { Ok((owned(&a).await? >= 1.0 && owned(&b).await? >= 1.0).then_some(())) },
+        || async {
+            Ok((processor_metric(&a, OWNED).await? >= 1.0
+                && processor_metric(&b, OWNED).await? >= 1.0)
+                .then_some(()))
+        },
     )
     .await?;
     let half = s.rounds() / 2;
@@ -239,7 +236,10 @@ async fn a_dead_member_s_partitions_move_with_their_state() -> anyhow::Result<()
     tokio::time::sleep(Duration::from_secs(7)).await;
     let c = processor(&prefix, &dir.path().join("c"), dir.path(), &[]).await?;
     exact_counts(&projections, &s).await?;
-    let (in_b, in_c) = (owned(&b).await?, owned(&c).await?);
+    let (in_b, in_c) = (
+        processor_metric(&b, OWNED).await?,
+        processor_metric(&c, OWNED).await?,
+    );
     assert_eq!(
         in_b + in_c,
         3.0,
@@ -266,14 +266,10 @@ async fn a_joining_member_takes_partitions_with_their_state() -> anyhow::Result<
         feeder.send(&s.round(r)).await?;
     }
     let c = processor(&prefix, &dir.path().join("c"), dir.path(), &[]).await?;
-    let metrics_url = format!("{}/metrics", c.url);
     eventually(
         Duration::from_secs(60),
         "the newcomer owns partitions",
-        || async {
-            let text = reqwest::get(&metrics_url).await?.text().await?;
-            Ok(metric(&text, "sessionfold_processor_partitions_assigned").filter(|v| *v >= 1.0))
-        },
+        || async { Ok((processor_metric(&c, OWNED).await? >= 1.0).then_some(())) },
     )
     .await?;
     for r in half..s.rounds() {
@@ -281,15 +277,9 @@ async fn a_joining_member_takes_partitions_with_their_state() -> anyhow::Result<
     }
     exact_counts(&projections, &s).await?;
     // The newcomer owns partitions, and built their state from the changelog.
-    let text = reqwest::get(&metrics_url).await?.text().await?;
-    assert!(
-        metric(&text, "sessionfold_processor_partitions_assigned").is_some_and(|v| v >= 1.0),
-        "{text}"
-    );
-    assert!(
-        metric(&text, "sessionfold_processor_restored_records_total").is_some_and(|v| v >= 1.0),
-        "{text}"
-    );
+    assert!(processor_metric(&c, OWNED).await? >= 1.0);
+    let restored = processor_metric(&c, "sessionfold_processor_restored_records_total").await?;
+    assert!(restored >= 1.0, "restored {restored} records");
     Ok(())
 }
 
@@ -300,3 +290,14 @@ fn metric(text: &str, name: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// A processor's current value of an unlabelled metric (0 when absent).
+async fn processor_metric(svc: &Service, name: &str) -> anyhow::Result<f64> {
+    let text = reqwest::get(format!("{}/metrics", svc.url))
+        .await?
+        .text()
+        .await?;
+    Ok(metric(&text, name).unwrap_or(0.0))
+}
+
+const OWNED: &str = "sessionfold_processor_partitions_assigned";
