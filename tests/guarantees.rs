@@ -280,6 +280,22 @@ async fn a_joining_member_takes_partitions_with_their_state() -> anyhow::Result<
     assert!(processor_metric(&c, OWNED).await? >= 1.0);
     let restored = processor_metric(&c, "sessionfold_processor_restored_records_total").await?;
     assert!(restored >= 1.0, "restored {restored} records");
+    // Consumer lag (from librdkafka's statistics every 5 s) reaches 0 on every owned partition.
+    let url = format!("{}/metrics", c.url);
+    eventually(
+        Duration::from_secs(20),
+        "lag 0 on the newcomer's partitions",
+        || async {
+            let text = reqwest::get(&url).await?.text().await?;
+            let lags: Vec<f64> = text
+                .lines()
+                .filter(|l| l.starts_with("sessionfold_processor_consumer_lag{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+                .collect();
+            Ok((!lags.is_empty() && lags.iter().all(|v| *v == 0.0)).then_some(()))
+        },
+    )
+    .await?;
     Ok(())
 }
 

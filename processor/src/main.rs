@@ -56,7 +56,8 @@ struct RunArgs {
     /// A session is forgotten this long after its last activity.
     #[arg(long, env = "SESSIONFOLD_RETENTION", default_value = "24h", value_parser = parse_duration)]
     retention: Duration,
-    /// An in-progress import not accessed for this long is stale.
+    /// An in-progress import not accessed for this long is stale (used once
+    /// imports are folded; presence ignores it).
     #[arg(long, env = "SESSIONFOLD_STALE_AFTER", default_value = "24h", value_parser = parse_duration)]
     stale_after: Duration,
     /// Event ids are remembered this long behind a user's latest activity;

@@ -129,7 +129,27 @@ struct Ctx {
     topic: String,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    /// librdkafka's periodic statistics give each partition's high offset;
+    /// lag is measured from the position committed to sled (librdkafka's own
+    /// lag figure counts from group commits, which the processor never makes).
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let core = lock(&self.core);
+        let Some(topic) = stats.topics.get(&self.topic) else {
+            return;
+        };
+        for (p, part) in &topic.partitions {
+            if !core.tables.contains_key(p) || part.hi_offset < 0 {
+                continue;
+            }
+            let position = core.positions.get(p).copied().unwrap_or(0);
+            core.metrics
+                .lag
+                .with_label_values(&[&self.topic, &p.to_string()])
+                .set((part.hi_offset - position).max(0));
+        }
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn rebalance(
@@ -241,6 +261,7 @@ impl Processor {
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
             .set("max.poll.interval.ms", "600000")
+            .set("statistics.interval.ms", "5000")
             .create_with_context(Ctx {
                 core: core.clone(),
                 topic: topic.clone(),
