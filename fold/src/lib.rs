@@ -7,9 +7,11 @@
 //! same input in the same order gives the same state, byte for byte.
 
 mod dedup;
+mod imports;
 mod presence;
 
 pub use dedup::event_hash;
+pub use imports::{ImportConfig, ImportTable};
 pub use presence::{PresenceConfig, PresenceTable, refresh_session};
 pub use sessionfold_schemas::Millis;
 
@@ -51,6 +53,14 @@ pub enum Rejected {
         /// Its value.
         value: String,
     },
+    /// The import's lifecycle does not allow this event now.
+    #[error("import {import_id}: {reason}")]
+    Lifecycle {
+        /// The import.
+        import_id: String,
+        /// Which rule the event broke.
+        reason: String,
+    },
     /// Older than the deduplication window allows to apply exactly once.
     #[error(
         "late event: occurred {late_by_ms} ms before the deduplication horizon of {entity} (window {window_ms} ms)"
@@ -71,6 +81,7 @@ impl Rejected {
         match self {
             Rejected::KeyMismatch { .. } => "key_mismatch",
             Rejected::Late { .. } => "late",
+            Rejected::Lifecycle { .. } => "lifecycle",
         }
     }
 }

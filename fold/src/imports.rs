@@ -1,0 +1,285 @@
+//! Import ownership: import events folded into per-import state, with the
+//! lifecycle enforced. A refused event leaves the state as it was.
+
+use std::collections::{BTreeSet, HashMap};
+
+use sessionfold_schemas::{ImportBody, ImportEvent, ImportState, ImportStatus, Millis};
+
+use crate::dedup::{event_hash, forget_before, remember, seen};
+use crate::{Applied, Position, Rejected};
+
+/// The rules of import ownership, durations in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportConfig {
+    /// A finished import (completed, abandoned, deleted) is forgotten this
+    /// long after its last event.
+    pub retention: Millis,
+    /// Event ids are remembered this long behind an import's latest event.
+    pub dedup_window: Millis,
+}
+
+impl Default for ImportConfig {
+    fn default() -> Self {
+        ImportConfig {
+            retention: 24 * 3_600_000,
+            dedup_window: 10 * 60_000,
+        }
+    }
+}
+
+fn lifecycle(import_id: &str, reason: impl Into<String>) -> Rejected {
+    Rejected::Lifecycle {
+        import_id: import_id.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks an event against the current state and applies it; the state is
+/// only touched when the event is accepted.
+fn transition(
+    state: Option<&ImportState>,
+    e: &ImportEvent,
+    pos: Position,
+) -> Result<ImportState, Rejected> {
+    let id = &e.import_id;
+    let at = e.occurred_at;
+    let Some(old) = state else {
+        return match &e.body {
+            ImportBody::Started {
+                owner_id,
+                json_hash,
+                file_name,
+                questions_total,
+            } => Ok(ImportState {
+                import_id: id.clone(),
+                owner_id: owner_id.clone(),
+                previous_owner_id: None,
+                status: ImportStatus::InProgress,
+                json_hash: json_hash.clone(),
+                file_name: file_name.clone(),
+                step: None,
+                progress: 0,
+                questions_imported: 0,
+                questions_total: *questions_total,
+                started_at: at,
+                last_accessed_at: at,
+                finished_at: None,
+                abandon_reason: None,
+                recent_events: Vec::new(),
+                source_partition: pos.partition,
+                source_offset: pos.offset,
+            }),
+            other => Err(lifecycle(
+                id,
+                format!("{} for an unknown import", other.kind()),
+            )),
+        };
+    };
+    if old.status == ImportStatus::Deleted {
+        return Err(lifecycle(
+            id,
+            format!("{} after import_deleted", e.body.kind()),
+        ));
+    }
+    let mut s = old.clone();
+    s.last_accessed_at = s.last_accessed_at.max(at);
+    let in_progress = s.status == ImportStatus::InProgress;
+    match &e.body {
+        ImportBody::Started { .. } => {
+            return Err(lifecycle(id, "import_started for an import that exists"));
+        }
+        ImportBody::Progressed {
+            step,
+            progress,
+            questions_imported,
+            questions_total,
+        } => {
+            if !in_progress {
+                return Err(lifecycle(
+                    id,
+                    format!("import_progressed on a {} import", s.status),
+                ));
+            }
+            s.step = Some(step.clone());
+            s.progress = *progress;
+            s.questions_imported = *questions_imported;
+            s.questions_total = *questions_total;
+        }
+        ImportBody::Accessed => {}
+        ImportBody::Completed | ImportBody::Abandoned { .. } => {
+            if !in_progress {
+                return Err(lifecycle(
+                    id,
+                    format!("{} on a {} import", e.body.kind(), s.status),
+                ));
+            }
+            s.finished_at = Some(at);
+            if let ImportBody::Abandoned { reason } = &e.body {
+                s.status = ImportStatus::Abandoned;
+                s.abandon_reason = Some(reason.clone());
+            } else {
+                s.status = ImportStatus::Completed;
+                s.progress = 100;
+            }
+        }
+        ImportBody::Transferred { new_owner_id } => {
+            if s.owner_id.as_deref() == Some(new_owner_id.as_str()) {
+                return Err(lifecycle(id, "import_transferred to the current owner"));
+            }
+            s.previous_owner_id = s.owner_id.take();
+            s.owner_id = Some(new_owner_id.clone());
+        }
+        ImportBody::Deleted => {
+            s.status = ImportStatus::Deleted;
+            s.finished_at.get_or_insert(at);
+        }
+    }
+    s.source_partition = pos.partition;
+    s.source_offset = pos.offset;
+    Ok(s)
+}
+
+/// The import state of one input partition, with its purge deadlines.
+#[derive(Debug, Clone, Default)]
+pub struct ImportTable {
+    cfg: ImportConfig,
+    imports: HashMap<String, ImportState>,
+    deadlines: BTreeSet<(Millis, String)>,
+    deadline_of: HashMap<String, Millis>,
+    dirty: BTreeSet<String>,
+}
+
+impl ImportTable {
+    /// An empty table with these rules.
+    pub fn new(cfg: ImportConfig) -> ImportTable {
+        ImportTable {
+            cfg,
+            ..ImportTable::default()
+        }
+    }
+
+    /// An import's state.
+    pub fn get(&self, import_id: &str) -> Option<&ImportState> {
+        self.imports.get(import_id)
+    }
+
+    /// Number of imports held.
+    pub fn len(&self) -> usize {
+        self.imports.len()
+    }
+
+    /// True when no import is held.
+    pub fn is_empty(&self) -> bool {
+        self.imports.is_empty()
+    }
+
+    /// Every import, in no particular order.
+    pub fn imports(&self) -> impl Iterator<Item = &ImportState> {
+        self.imports.values()
+    }
+
+    /// Puts back a state read from the store or the changelog; not marked changed.
+    pub fn restore(&mut self, state: ImportState) {
+        let id = state.import_id.clone();
+        self.imports.insert(id.clone(), state);
+        self.reindex(&id);
+    }
+
+    fn reindex(&mut self, id: &str) {
+        let new = self
+            .imports
+            .get(id)
+            .filter(|s| s.status != ImportStatus::InProgress)
+            .map(|s| s.last_accessed_at + self.cfg.retention);
+        if let Some(old) = self.deadline_of.remove(id) {
+            self.deadlines.remove(&(old, id.to_owned()));
+        }
+        if let Some(t) = new {
+            self.deadlines.insert((t, id.to_owned()));
+            self.deadline_of.insert(id.to_owned(), t);
+        }
+    }
+
+    /// Applies one event read at `pos`. `key` is the record key, which must
+    /// be the import id when present. A refused event changes nothing.
+    pub fn apply(
+        &mut self,
+        key: Option<&str>,
+        e: &ImportEvent,
+        pos: Position,
+    ) -> Result<Applied, Rejected> {
+        if let Some(k) = key
+            && k != e.import_id
+        {
+            return Err(Rejected::KeyMismatch {
+                key: k.to_owned(),
+                field: "import_id",
+                value: e.import_id.clone(),
+            });
+        }
+        let hash = event_hash(&e.event_id);
+        let old = self.imports.get(&e.import_id);
+        if let Some(s) = old {
+            if s.source_partition == pos.partition && s.source_offset >= pos.offset {
+                return Ok(Applied::AlreadyApplied);
+            }
+            if seen(&s.recent_events, hash) {
+                return Ok(Applied::Duplicate);
+            }
+            let horizon = s.last_accessed_at - self.cfg.dedup_window;
+            if e.occurred_at < horizon {
+                return Err(Rejected::Late {
+                    entity: e.import_id.clone(),
+                    late_by_ms: horizon - e.occurred_at,
+                    window_ms: self.cfg.dedup_window,
+                });
+            }
+        }
+        let mut new = transition(old, e, pos)?;
+        remember(&mut new.recent_events, hash, e.occurred_at);
+        forget_before(
+            &mut new.recent_events,
+            new.last_accessed_at - self.cfg.dedup_window,
+        );
+        self.imports.insert(e.import_id.clone(), new);
+        self.dirty.insert(e.import_id.clone());
+        self.reindex(&e.import_id);
+        Ok(Applied::Changed)
+    }
+
+    /// Forgets finished imports whose retention has passed; returns how many.
+    pub fn tick(&mut self, now: Millis) -> usize {
+        let mut purged = 0;
+        while let Some((t, _)) = self.deadlines.first() {
+            if *t > now {
+                break;
+            }
+            let Some((_, id)) = self.deadlines.pop_first() else {
+                break;
+            };
+            self.deadline_of.remove(&id);
+            if self.imports.remove(&id).is_some() {
+                purged += 1;
+                self.dirty.insert(id);
+            }
+        }
+        purged
+    }
+
+    /// The ids of imports changed since the last call, sorted; an id no longer
+    /// in the table was purged.
+    pub fn take_dirty(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.dirty).into_iter().collect()
+    }
+
+    /// Imports of one owner (legacy imports have none), sorted by id.
+    pub fn owned_by(&self, owner_id: &str) -> Vec<&ImportState> {
+        let mut v: Vec<&ImportState> = self
+            .imports
+            .values()
+            .filter(|s| s.owner_id.as_deref() == Some(owner_id))
+            .collect();
+        v.sort_by(|a, b| a.import_id.cmp(&b.import_id));
+        v
+    }
+}
