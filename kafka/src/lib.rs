@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use prometheus::{Encoder, Registry, TextEncoder};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use sessionfold_schemas::Topics;
@@ -116,7 +115,8 @@ pub async fn ensure_topics(
     partitions: i32,
     patience: Duration,
 ) -> Result<(), EdgeError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create()?;
+    let admin: AdminClient<QuietLogs> =
+        client_config(brokers).create_with_context(QuietLogs::default())?;
     let compacted = [("cleanup.policy", "compact")];
     let specs: Vec<(&str, &[(&str, &str)])> = vec![
         (&topics.activity, &[]),
@@ -143,7 +143,8 @@ pub async fn ensure_topics(
         let probe = {
             let config = client_config(brokers);
             tokio::task::spawn_blocking(move || {
-                let consumer: rdkafka::consumer::BaseConsumer = config.create()?;
+                let consumer: rdkafka::consumer::BaseConsumer<QuietLogs> =
+                    config.create_with_context(QuietLogs::default())?;
                 rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(2))
                     .map(|_| ())
             })
@@ -270,3 +271,76 @@ pub async fn track_http(
         .inc();
     response
 }
+
+/// Routes librdkafka's own log lines and errors to `tracing`. While a broker
+/// is away librdkafka reports the failed connection several times a second;
+/// those repeats are logged once per 30 s per kind, as warnings, so the
+/// services' own "retrying" line stays readable. Other errors pass through.
+#[derive(Default)]
+pub struct QuietLogs {
+    last: std::sync::Mutex<std::collections::HashMap<&'static str, std::time::Instant>>,
+}
+
+impl QuietLogs {
+    fn first_in_a_while(&self, what: &'static str) -> bool {
+        let mut last = match self.last.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let now = std::time::Instant::now();
+        match last.get(what) {
+            Some(t) if now.duration_since(*t) < Duration::from_secs(30) => false,
+            _ => {
+                last.insert(what, now);
+                true
+            }
+        }
+    }
+
+    /// Handles a librdkafka log line.
+    pub fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        let connection = msg.contains("Connect to")
+            || msg.contains("Connection refused")
+            || msg.contains("Disconnected")
+            || msg.contains("brokers are down");
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error if connection => {
+                if self.first_in_a_while("connect") {
+                    tracing::warn!(target: "librdkafka", facility = fac, "{msg} (repeats are not logged for 30 s)");
+                }
+            }
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                tracing::error!(target: "librdkafka", facility = fac, "{msg}")
+            }
+            L::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{msg}"),
+            L::Notice | L::Info => tracing::info!(target: "librdkafka", facility = fac, "{msg}"),
+            L::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{msg}"),
+        }
+    }
+
+    /// Handles a librdkafka global error.
+    pub fn error(&self, error: KafkaError, reason: &str) {
+        let transport = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown)
+        );
+        if !transport {
+            tracing::error!(target: "librdkafka", error = %error, "{reason}");
+        } else if self.first_in_a_while("transport") {
+            tracing::warn!(target: "librdkafka", error = %error, "{reason} (repeats are not logged for 30 s)");
+        }
+    }
+}
+
+impl rdkafka::ClientContext for QuietLogs {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        QuietLogs::log(self, level, fac, msg);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        QuietLogs::error(self, error, reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietLogs {}

@@ -97,7 +97,7 @@ struct Core {
     contract: Contract,
     store: Store,
     metrics: Metrics,
-    producer: FutureProducer,
+    producer: FutureProducer<sessionfold_kafka::QuietLogs>,
     runtime: tokio::runtime::Handle,
     status: Arc<Status>,
     tables: BTreeMap<i32, PresenceTable>,
@@ -127,9 +127,18 @@ fn lock(core: &Shared) -> MutexGuard<'_, Core> {
 struct Ctx {
     core: Shared,
     topic: String,
+    logs: sessionfold_kafka::QuietLogs,
 }
 
 impl ClientContext for Ctx {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        self.logs.log(level, fac, msg);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.logs.error(error, reason);
+    }
+
     /// librdkafka's periodic statistics give each partition's high offset;
     /// lag is measured from the position committed to sled (librdkafka's own
     /// lag figure counts from group commits, which the processor never makes).
@@ -227,11 +236,12 @@ impl Processor {
         status: Arc<Status>,
         runtime: tokio::runtime::Handle,
     ) -> Result<Processor, ProcessorError> {
-        let producer: FutureProducer = sessionfold_kafka::client_config(&settings.brokers)
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .create()?;
+        let producer: FutureProducer<sessionfold_kafka::QuietLogs> =
+            sessionfold_kafka::client_config(&settings.brokers)
+                .set("enable.idempotence", "true")
+                .set("linger.ms", "5")
+                .set("compression.type", "lz4")
+                .create_with_context(sessionfold_kafka::QuietLogs::default())?;
         let topic = settings.topics.activity.clone();
         let core = Arc::new(Mutex::new(Core {
             contract: Contract::load()?,
@@ -265,6 +275,7 @@ impl Processor {
             .create_with_context(Ctx {
                 core: core.clone(),
                 topic: topic.clone(),
+                logs: sessionfold_kafka::QuietLogs::default(),
             })?;
         consumer.subscribe(&[topic.as_str()])?;
         Ok(Processor { consumer, core })
@@ -638,7 +649,7 @@ fn changelog_headers(
 
 /// Publishes every record and waits until the broker has acknowledged all.
 fn deliver(
-    producer: &FutureProducer,
+    producer: &FutureProducer<sessionfold_kafka::QuietLogs>,
     runtime: &tokio::runtime::Handle,
     records: &[Outgoing<'_>],
 ) -> Result<(), ProcessorError> {

@@ -16,6 +16,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use sessionfold_kafka::QuietLogs;
+
 use crate::error::ProcessorError;
 use crate::metrics::Metrics;
 use crate::store::{PartitionWrite, Store};
@@ -52,7 +54,7 @@ fn header_i64(m: &impl Message, name: &str) -> Option<i64> {
 /// reported high watermark can lag the records stored), calling `f` on each
 /// record; returns the last one.
 fn read_to_end(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<QuietLogs>,
     high: i64,
     partition: i32,
     mut f: impl FnMut(&rdkafka::message::OwnedMessage),
@@ -89,10 +91,10 @@ pub fn restore_partition(
     store: &Store,
     metrics: &Metrics,
 ) -> Result<Restore, ProcessorError> {
-    let consumer: BaseConsumer = sessionfold_kafka::client_config(brokers)
+    let consumer: BaseConsumer<QuietLogs> = sessionfold_kafka::client_config(brokers)
         .set("group.id", "sessionfold-restore")
         .set("enable.auto.commit", "false")
-        .create()?;
+        .create_with_context(QuietLogs::default())?;
     let timeout = Duration::from_secs(10);
     let (low, high) = consumer.fetch_watermarks(changelog, partition, timeout)?;
     if high <= low {

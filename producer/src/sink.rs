@@ -21,9 +21,18 @@ pub enum SinkError {
 /// Counts deliveries as the broker acknowledges (or finally refuses) them.
 pub struct DeliveryCounter {
     delivered: IntCounterVec,
+    logs: sessionfold_kafka::QuietLogs,
 }
 
-impl ClientContext for DeliveryCounter {}
+impl ClientContext for DeliveryCounter {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        self.logs.log(level, fac, msg);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.logs.error(error, reason);
+    }
+}
 
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
@@ -62,7 +71,10 @@ impl Sink {
             .set("partitioner", "murmur2_random")
             .set("queue.buffering.max.messages", buffer_messages.to_string())
             .set("message.timeout.ms", "300000")
-            .create_with_context(DeliveryCounter { delivered })?;
+            .create_with_context(DeliveryCounter {
+                delivered,
+                logs: sessionfold_kafka::QuietLogs::default(),
+            })?;
         Ok(Sink { producer })
     }
 

@@ -38,14 +38,15 @@ pub fn follow_presence(
     stop: Arc<AtomicBool>,
 ) -> Result<(), FollowError> {
     let contract = Contract::load()?;
-    let consumer: BaseConsumer = sessionfold_kafka::client_config(brokers)
-        .set(
-            "group.id",
-            format!("sessionfold-projections-{}", std::process::id()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()?;
+    let consumer: BaseConsumer<sessionfold_kafka::QuietLogs> =
+        sessionfold_kafka::client_config(brokers)
+            .set(
+                "group.id",
+                format!("sessionfold-projections-{}", std::process::id()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create_with_context(sessionfold_kafka::QuietLogs::default())?;
     let timeout = Duration::from_secs(10);
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let partitions: Vec<i32> = metadata
