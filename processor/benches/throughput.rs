@@ -101,10 +101,10 @@ fn fold_and_sled(n: usize) -> anyhow::Result<f64> {
                 .get(&id)
                 .map(|s| contract.encode_presence(s))
                 .transpose()?;
-            write.users.push((id, value));
+            write.entities.push((id, value));
         }
         write.next_offset = Some(((chunk_no + 1) * BATCH) as i64);
-        store.commit(0, write)?;
+        store.commit("presence/0", write)?;
         write_secs += t.elapsed().as_secs_f64();
     }
     store.flush()?;

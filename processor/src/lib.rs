@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod restore;
 pub mod store;
+pub mod tables;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sessionfold_fold::PresenceConfig;
+use sessionfold_fold::{ImportConfig, PresenceConfig};
 use sessionfold_kafka::{CommonArgs, parse_duration};
 use sessionfold_processor::{LoopSettings, Settings, run};
 
@@ -97,6 +97,10 @@ async fn main() -> anyhow::Result<()> {
             group_id: args.group_id,
             presence: PresenceConfig {
                 idle_timeout: millis(args.idle_timeout),
+                retention: millis(args.retention),
+                dedup_window: millis(args.dedup_window),
+            },
+            imports: ImportConfig {
                 retention: millis(args.retention),
                 dedup_window: millis(args.dedup_window),
             },

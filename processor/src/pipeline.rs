@@ -21,13 +21,14 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use sessionfold_fold::{Applied, Millis, Position, PresenceConfig, PresenceTable};
+use sessionfold_fold::{Applied, ImportConfig, Millis, Position, PresenceConfig};
 use sessionfold_schemas::{Contract, Topics};
 
 use crate::ProcessorError;
 use crate::metrics::Metrics;
 use crate::restore::{BATCH_END, BATCH_START, restore_partition};
 use crate::store::{PartitionWrite, Store};
+use crate::tables::{Part, Stream, Table};
 
 /// How the loop runs.
 #[derive(Debug, Clone)]
@@ -40,6 +41,8 @@ pub struct LoopSettings {
     pub group_id: String,
     /// Presence rules.
     pub presence: PresenceConfig,
+    /// Import rules.
+    pub imports: ImportConfig,
     /// Interval of the wall-clock expiry tick.
     pub tick: Duration,
     /// Most records folded per batch.
@@ -85,9 +88,9 @@ struct DeadLetter {
 struct Batch {
     records: usize,
     /// First input offset folded per partition in this batch.
-    starts: BTreeMap<i32, i64>,
+    starts: BTreeMap<Part, i64>,
     /// Next input offset per partition after this batch.
-    ends: BTreeMap<i32, i64>,
+    ends: BTreeMap<Part, i64>,
     dead: Vec<DeadLetter>,
 }
 
@@ -100,13 +103,13 @@ struct Core {
     producer: FutureProducer<sessionfold_kafka::QuietLogs>,
     runtime: tokio::runtime::Handle,
     status: Arc<Status>,
-    tables: BTreeMap<i32, PresenceTable>,
+    tables: BTreeMap<Part, Table>,
     /// Next input offset per owned partition, as committed.
-    positions: BTreeMap<i32, i64>,
+    positions: BTreeMap<Part, i64>,
     /// Next input offset to fold per partition; anything else is a repeat or a gap.
-    expected: BTreeMap<i32, i64>,
+    expected: BTreeMap<Part, i64>,
     /// How far back the last seek for a gap went, per partition.
-    rewinds: BTreeMap<i32, i64>,
+    rewinds: BTreeMap<Part, i64>,
     batch: Batch,
     /// An error raised inside a rebalance callback, for the loop to return.
     failed: Option<ProcessorError>,
@@ -126,7 +129,7 @@ fn lock(core: &Shared) -> MutexGuard<'_, Core> {
 /// with its state, never at the group's committed offset.
 struct Ctx {
     core: Shared,
-    topic: String,
+    topics: Topics,
     logs: sessionfold_kafka::QuietLogs,
 }
 
@@ -144,18 +147,22 @@ impl ClientContext for Ctx {
     /// lag figure counts from group commits, which the processor never makes).
     fn stats(&self, stats: rdkafka::Statistics) {
         let core = lock(&self.core);
-        let Some(topic) = stats.topics.get(&self.topic) else {
-            return;
-        };
-        for (p, part) in &topic.partitions {
-            if !core.tables.contains_key(p) || part.hi_offset < 0 {
+        for stream in Stream::ALL {
+            let name = stream.input(&self.topics);
+            let Some(topic) = stats.topics.get(name) else {
                 continue;
+            };
+            for (p, part) in &topic.partitions {
+                let key = (stream, *p);
+                if !core.tables.contains_key(&key) || part.hi_offset < 0 {
+                    continue;
+                }
+                let position = core.positions.get(&key).copied().unwrap_or(0);
+                core.metrics
+                    .lag
+                    .with_label_values(&[name, &p.to_string()])
+                    .set((part.hi_offset - position).max(0));
             }
-            let position = core.positions.get(p).copied().unwrap_or(0);
-            core.metrics
-                .lag
-                .with_label_values(&[&self.topic, &p.to_string()])
-                .set((part.hi_offset - position).max(0));
         }
     }
 }
@@ -167,11 +174,10 @@ impl ConsumerContext for Ctx {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let partitions: Vec<i32> = tpl
+        let partitions: Vec<Part> = tpl
             .elements()
             .iter()
-            .filter(|e| e.topic() == self.topic)
-            .map(|e| e.partition())
+            .filter_map(|e| Some((Stream::of_topic(&self.topics, e.topic())?, e.partition())))
             .collect();
         let mut core = lock(&self.core);
         match err {
@@ -183,13 +189,13 @@ impl ConsumerContext for Ctx {
                         Ok(Some(o)) => Offset::Offset(o),
                         Ok(None) => Offset::Beginning,
                         Err(e) => {
-                            tracing::error!(partition = p, error = %e, "restoring partition");
+                            tracing::error!(partition = ?p, error = %e, "restoring partition");
                             core.failed.get_or_insert(e);
                             Offset::Beginning
                         }
                     };
-                    if let Err(e) = tpl.set_partition_offset(&self.topic, *p, offset) {
-                        tracing::error!(partition = p, error = %e, "setting start offset");
+                    if let Err(e) = tpl.set_partition_offset(p.0.input(&self.topics), p.1, offset) {
+                        tracing::error!(partition = ?p, error = %e, "setting start offset");
                     }
                 }
                 if let Err(e) = consumer.assign(tpl) {
@@ -242,7 +248,7 @@ impl Processor {
                 .set("linger.ms", "5")
                 .set("compression.type", "lz4")
                 .create_with_context(sessionfold_kafka::QuietLogs::default())?;
-        let topic = settings.topics.activity.clone();
+        let topics = settings.topics.clone();
         let core = Arc::new(Mutex::new(Core {
             contract: Contract::load()?,
             settings,
@@ -274,10 +280,10 @@ impl Processor {
             .set("statistics.interval.ms", "5000")
             .create_with_context(Ctx {
                 core: core.clone(),
-                topic: topic.clone(),
+                topics: topics.clone(),
                 logs: sessionfold_kafka::QuietLogs::default(),
             })?;
-        consumer.subscribe(&[topic.as_str()])?;
+        consumer.subscribe(&[topics.activity.as_str(), topics.imports.as_str()])?;
         Ok(Processor { consumer, core })
     }
 
@@ -306,10 +312,9 @@ impl Processor {
             if let Some(e) = core.failed.take() {
                 return Err(e);
             }
-            core.status.running.store(
-                core.status.restoring.load(Ordering::SeqCst) == 0,
-                Ordering::SeqCst,
-            );
+            let ready = core.status.joined.load(Ordering::SeqCst)
+                && core.status.restoring.load(Ordering::SeqCst) == 0;
+            core.status.running.store(ready, Ordering::SeqCst);
             let idle = match polled {
                 None => true,
                 Some(Err(e)) => {
@@ -322,14 +327,14 @@ impl Processor {
                     }
                     if let Some((p, at)) = core.fold_one(&msg, now_millis()) {
                         drop(msg);
-                        let topic = core.settings.topics.activity.clone();
+                        let topic = p.0.input(&core.settings.topics).to_owned();
                         if let Err(e) = self.consumer.seek(
                             &topic,
-                            p,
+                            p.1,
                             Offset::Offset(at),
                             Duration::from_secs(10),
                         ) {
-                            tracing::warn!(partition = p, offset = at, error = %e, "seeking back over an input gap");
+                            tracing::warn!(partition = ?p, offset = at, error = %e, "seeking back over an input gap");
                         }
                     }
                     false
@@ -359,20 +364,31 @@ impl Processor {
 
 impl Core {
     /// Restores (if needed) and loads one assigned partition; returns where to read from.
-    fn take_partition(&mut self, p: i32) -> Result<Option<i64>, ProcessorError> {
+    fn take_partition(&mut self, p: Part) -> Result<Option<i64>, ProcessorError> {
         self.status.restoring.fetch_add(1, Ordering::SeqCst);
         self.status.running.store(false, Ordering::SeqCst);
         let result = (|| {
+            let (stream, partition) = p;
+            let tree = stream.tree(partition);
             let how = restore_partition(
                 &self.settings.brokers,
-                &self.settings.topics.presence,
-                p,
+                stream.changelog(&self.settings.topics),
+                partition,
+                &tree,
                 &self.store,
                 &self.metrics,
             )?;
-            let mut table = PresenceTable::new(self.settings.presence);
-            let next = self.store.load(p, &self.contract, &mut table)?;
-            tracing::info!(partition = p, users = table.len(), next_offset = ?next, restore = ?how, "partition loaded");
+            let mut table = Table::new(stream, self.settings.presence, self.settings.imports);
+            for bytes in self.store.states(&tree)? {
+                table.restore(&self.contract, &bytes).map_err(|e| {
+                    ProcessorError::CorruptState {
+                        partition,
+                        reason: e.to_string(),
+                    }
+                })?;
+            }
+            let next = self.store.next_offset(&tree)?;
+            tracing::info!(partition = ?p, entities = table.size().0, next_offset = ?next, restore = ?how, "partition loaded");
             self.tables.insert(p, table);
             if let Some(o) = next {
                 self.positions.insert(p, o);
@@ -386,11 +402,15 @@ impl Core {
     }
 
     fn tick(&mut self, now: Millis) {
-        for table in self.tables.values_mut() {
+        for ((stream, _), table) in self.tables.iter_mut() {
             let n = table.tick(now);
+            let what = match stream {
+                Stream::Activity => "users",
+                Stream::Imports => "imports",
+            };
             self.metrics
                 .expired
-                .with_label_values(&["users"])
+                .with_label_values(&[what])
                 .inc_by(n as u64);
         }
     }
@@ -401,19 +421,24 @@ impl Core {
     /// seeks back to `offset`, further each time, and records already folded
     /// are then dropped by offset. Only when even the partition's beginning
     /// starts past the expected offset (data deleted) is the gap accepted.
-    fn fold_one(&mut self, msg: &BorrowedMessage<'_>, now: Millis) -> Option<(i32, i64)> {
+    fn fold_one(&mut self, msg: &BorrowedMessage<'_>, now: Millis) -> Option<(Part, i64)> {
         let pos = Position {
             partition: msg.partition(),
             offset: msg.offset(),
         };
-        if !self.tables.contains_key(&pos.partition) {
+        let Some(stream) = Stream::of_topic(&self.settings.topics, msg.topic()) else {
             tracing::warn!(
-                partition = pos.partition,
-                "record from a partition not owned; skipped"
+                topic = msg.topic(),
+                "record from a topic not folded; skipped"
             );
             return None;
+        };
+        let part = (stream, pos.partition);
+        if !self.tables.contains_key(&part) {
+            tracing::warn!(partition = ?part, "record from a partition not owned; skipped");
+            return None;
         }
-        if let Some(&want) = self.expected.get(&pos.partition) {
+        if let Some(&want) = self.expected.get(&part) {
             if pos.offset < want {
                 self.metrics
                     .events_in
@@ -422,38 +447,27 @@ impl Core {
                 return None;
             }
             if pos.offset > want {
-                let back = self.rewinds.get(&pos.partition).map_or(64, |b| b * 2);
+                let back = self.rewinds.get(&part).map_or(64, |b| b * 2);
                 if back <= 2 * want.max(1) {
-                    self.rewinds.insert(pos.partition, back);
+                    self.rewinds.insert(part, back);
                     let to = (want - back).max(0);
-                    tracing::info!(
-                        partition = pos.partition,
-                        expected = want,
-                        got = pos.offset,
-                        seek_to = to,
-                        "input gap; seeking back"
-                    );
-                    return Some((pos.partition, to));
+                    tracing::info!(partition = ?part, expected = want, got = pos.offset, seek_to = to, "input gap; seeking back");
+                    return Some((part, to));
                 }
-                tracing::warn!(
-                    partition = pos.partition,
-                    expected = want,
-                    got = pos.offset,
-                    "records missing from the input partition; continuing after the gap"
-                );
+                tracing::warn!(partition = ?part, expected = want, got = pos.offset, "records missing from the input partition; continuing after the gap");
                 self.metrics
                     .dead_lettered
                     .with_label_values(&["input_gap"])
                     .inc();
             }
         }
-        self.expected.insert(pos.partition, pos.offset + 1);
-        self.rewinds.remove(&pos.partition);
-        let table = self.tables.get_mut(&pos.partition)?;
+        self.expected.insert(part, pos.offset + 1);
+        self.rewinds.remove(&part);
+        let table = self.tables.get_mut(&part)?;
         let batch = &mut self.batch;
         batch.records += 1;
-        batch.starts.entry(pos.partition).or_insert(pos.offset);
-        batch.ends.insert(pos.partition, pos.offset + 1);
+        batch.starts.entry(part).or_insert(pos.offset);
+        batch.ends.insert(part, pos.offset + 1);
         let dead = |kind: &'static str, error: String| DeadLetter {
             key: msg.key().map(<[u8]>::to_vec),
             payload: msg.payload().map(<[u8]>::to_vec),
@@ -462,27 +476,20 @@ impl Core {
             source_topic: msg.topic().to_owned(),
             pos,
         };
-        let key = match msg.key().map(std::str::from_utf8).transpose() {
-            Ok(k) => k,
-            Err(_) => {
-                batch
-                    .dead
-                    .push(dead("bad_key", "record key is not UTF-8".into()));
-                return None;
-            }
+        let Ok(key) = msg.key().map(std::str::from_utf8).transpose() else {
+            batch
+                .dead
+                .push(dead("bad_key", "record key is not UTF-8".into()));
+            return None;
         };
-        let event = match self
-            .contract
-            .decode_activity(msg.payload().unwrap_or_default())
-        {
-            Ok(e) => e,
-            Err(e) => {
-                batch.dead.push(dead(e.kind(), e.to_string()));
-                return None;
-            }
-        };
-        match table.apply(key, &event, pos, now) {
-            Ok(applied) => {
+        match table.apply(
+            &self.contract,
+            key,
+            msg.payload().unwrap_or_default(),
+            pos,
+            now,
+        ) {
+            Ok((kind, applied)) => {
                 let outcome = match applied {
                     Applied::Changed => "applied",
                     Applied::Duplicate => "duplicate",
@@ -490,10 +497,10 @@ impl Core {
                 };
                 self.metrics
                     .events_in
-                    .with_label_values(&[event.body.kind(), outcome])
+                    .with_label_values(&[kind, outcome])
                     .inc();
             }
-            Err(rejected) => batch.dead.push(dead(rejected.kind(), rejected.to_string())),
+            Err((kind, error)) => batch.dead.push(dead(kind, error)),
         }
         None
     }
@@ -504,34 +511,31 @@ impl Core {
         let started = Instant::now();
         let batch = std::mem::take(&mut self.batch);
         let topics = &self.settings.topics;
-        let mut writes: BTreeMap<i32, PartitionWrite> = BTreeMap::new();
+        let mut writes: BTreeMap<Part, PartitionWrite> = BTreeMap::new();
         let mut outgoing: Vec<Outgoing<'_>> = Vec::new();
-        for (p, table) in self.tables.iter_mut() {
-            if !table.has_dirty() {
+        for (part, table) in self.tables.iter_mut() {
+            let dirty = table.take_dirty();
+            if dirty.is_empty() {
                 continue;
             }
-            let position = self.positions.get(p).copied().unwrap_or(0);
-            let start = batch.starts.get(p).copied().unwrap_or(position);
-            let end = batch.ends.get(p).copied().unwrap_or(position);
-            for id in table.take_dirty() {
-                let state = table.get(&id);
-                let value = state
-                    .map(|s| self.contract.encode_presence(s))
-                    .transpose()?;
+            let (stream, p) = *part;
+            let position = self.positions.get(part).copied().unwrap_or(0);
+            let start = batch.starts.get(part).copied().unwrap_or(position);
+            let end = batch.ends.get(part).copied().unwrap_or(position);
+            for id in dirty {
+                let state = table.encoded(&self.contract, &id)?;
+                let (value, offset) = match state {
+                    Some((v, o)) => (Some(v), Some(o)),
+                    None => (None, None),
+                };
                 outgoing.push(Outgoing {
-                    topic: &topics.presence,
-                    partition: Some(*p),
+                    topic: stream.changelog(topics),
+                    partition: Some(p),
                     key: id.clone().into_bytes(),
                     payload: value.clone(),
-                    headers: changelog_headers(
-                        &topics.activity,
-                        *p,
-                        state.map(|s| s.source_offset),
-                        start,
-                        end,
-                    ),
+                    headers: changelog_headers(stream.input(topics), p, offset, start, end),
                 });
-                writes.entry(*p).or_default().users.push((id, value));
+                writes.entry(*part).or_default().entities.push((id, value));
             }
         }
         for d in &batch.dead {
@@ -577,17 +581,26 @@ impl Core {
         for (p, next) in &batch.ends {
             writes.entry(*p).or_default().next_offset = Some(*next);
         }
-        for (p, write) in writes {
+        for (part, write) in writes {
             let next = write.next_offset;
-            self.store.commit(p, write)?;
+            self.store.commit(&part.0.tree(part.1), write)?;
             if let Some(n) = next {
-                self.positions.insert(p, n);
+                self.positions.insert(part, n);
             }
         }
-        let (users, sessions) = self
-            .tables
-            .values()
-            .fold((0, 0), |(u, s), t| (u + t.len(), s + t.session_count()));
+        let (mut users, mut sessions, mut imports) = (0, 0, 0);
+        for ((stream, _), t) in &self.tables {
+            let (entities, s) = t.size();
+            match stream {
+                Stream::Activity => users += entities,
+                Stream::Imports => imports += entities,
+            }
+            sessions += s;
+        }
+        self.metrics
+            .state_size
+            .with_label_values(&["imports"])
+            .set(imports as i64);
         self.metrics
             .state_size
             .with_label_values(&["users"])

@@ -82,12 +82,13 @@ fn read_to_end(
     }
 }
 
-/// Brings partition `partition` of the store up to date with the changelog,
-/// unless it is current already.
+/// Brings store tree `tree` (input partition `partition`) up to date with
+/// the same partition of `changelog`, unless it is current already.
 pub fn restore_partition(
     brokers: &str,
     changelog: &str,
     partition: i32,
+    tree: &str,
     store: &Store,
     metrics: &Metrics,
 ) -> Result<Restore, ProcessorError> {
@@ -120,10 +121,7 @@ pub fn restore_partition(
             reason: "last changelog record has no batch headers".into(),
         });
     };
-    if store
-        .next_offset(partition)?
-        .is_some_and(|local| local >= end)
-    {
+    if store.next_offset(tree)?.is_some_and(|local| local >= end) {
         return Ok(Restore::LocalCurrent);
     }
     tracing::info!(
@@ -144,14 +142,14 @@ pub fn restore_partition(
     });
     metrics.restoring.dec();
     read?;
-    let users = latest
+    let entities = latest
         .into_iter()
         .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
         .collect();
     store.replace(
-        partition,
+        tree,
         PartitionWrite {
-            users,
+            entities,
             next_offset: Some(start),
         },
     )?;

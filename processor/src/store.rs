@@ -1,14 +1,16 @@
 //! Per-partition state in sled, written once per batch together with the input offset.
+//!
+//! Each input partition of each input topic has its own tree (`presence/3`,
+//! `imports/3`), holding the encoded state of every entity (the same bytes
+//! as its changelog record) and the next input offset, always written in one
+//! atomic batch.
 
 use std::path::Path;
-
-use sessionfold_fold::PresenceTable;
-use sessionfold_schemas::Contract;
 
 use crate::error::ProcessorError;
 
 const OFFSET_KEY: &[u8] = b"~next_offset";
-const USER_PREFIX: &[u8] = b"u/";
+const ENTITY_PREFIX: &[u8] = b"e/";
 
 /// The processor's local store: one sled tree per input partition.
 #[derive(Clone)]
@@ -19,20 +21,16 @@ pub struct Store {
 /// One write for one partition: changed states, deletions and the next input offset.
 #[derive(Default)]
 pub struct PartitionWrite {
-    /// (user id, encoded state or `None` for a deletion).
-    pub users: Vec<(String, Option<Vec<u8>>)>,
+    /// (entity id, encoded state or `None` for a deletion).
+    pub entities: Vec<(String, Option<Vec<u8>>)>,
     /// The offset to resume reading from.
     pub next_offset: Option<i64>,
 }
 
-fn tree_name(partition: i32) -> String {
-    format!("presence/{partition}")
-}
-
-fn user_key(user_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(USER_PREFIX.len() + user_id.len());
-    k.extend_from_slice(USER_PREFIX);
-    k.extend_from_slice(user_id.as_bytes());
+fn entity_key(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(ENTITY_PREFIX.len() + id.len());
+    k.extend_from_slice(ENTITY_PREFIX);
+    k.extend_from_slice(id.as_bytes());
     k
 }
 
@@ -47,50 +45,40 @@ impl Store {
         Ok(Store { db })
     }
 
-    fn tree(&self, partition: i32) -> Result<sled::Tree, ProcessorError> {
+    fn tree(&self, name: &str) -> Result<sled::Tree, ProcessorError> {
         self.db
-            .open_tree(tree_name(partition))
+            .open_tree(name)
             .map_err(|e| ProcessorError::store("opening partition tree", e))
     }
 
-    /// The stored next offset of a partition, if it was ever committed.
-    pub fn next_offset(&self, partition: i32) -> Result<Option<i64>, ProcessorError> {
-        let t = self.tree(partition)?;
-        let v = t
+    /// The stored next offset of a partition's tree, if it was ever committed.
+    pub fn next_offset(&self, tree: &str) -> Result<Option<i64>, ProcessorError> {
+        let v = self
+            .tree(tree)?
             .get(OFFSET_KEY)
             .map_err(|e| ProcessorError::store("reading offset", e))?;
         Ok(v.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok().map(i64::from_be_bytes)))
     }
 
-    /// Loads a partition's presence state into `table`; returns the next offset.
-    pub fn load(
-        &self,
-        partition: i32,
-        contract: &Contract,
-        table: &mut PresenceTable,
-    ) -> Result<Option<i64>, ProcessorError> {
-        let t = self.tree(partition)?;
-        for item in t.scan_prefix(USER_PREFIX) {
-            let (_, v) = item.map_err(|e| ProcessorError::store("scanning state", e))?;
-            let state = contract
-                .decode_presence(&v)
-                .map_err(|e| ProcessorError::CorruptState {
-                    partition,
-                    reason: e.to_string(),
-                })?;
-            table.restore(state);
-        }
-        self.next_offset(partition)
+    /// Every encoded state in a partition's tree.
+    pub fn states(&self, tree: &str) -> Result<Vec<sled::IVec>, ProcessorError> {
+        self.tree(tree)?
+            .scan_prefix(ENTITY_PREFIX)
+            .map(|item| {
+                item.map(|(_, v)| v)
+                    .map_err(|e| ProcessorError::store("scanning state", e))
+            })
+            .collect()
     }
 
     /// Applies one partition's batch atomically: states and offset move together.
-    pub fn commit(&self, partition: i32, write: PartitionWrite) -> Result<(), ProcessorError> {
-        let t = self.tree(partition)?;
+    pub fn commit(&self, tree: &str, write: PartitionWrite) -> Result<(), ProcessorError> {
+        let t = self.tree(tree)?;
         let mut batch = sled::Batch::default();
-        for (id, value) in write.users {
+        for (id, value) in write.entities {
             match value {
-                Some(v) => batch.insert(user_key(&id), v),
-                None => batch.remove(user_key(&id)),
+                Some(v) => batch.insert(entity_key(&id), v),
+                None => batch.remove(entity_key(&id)),
             }
         }
         if let Some(o) = write.next_offset {
@@ -101,13 +89,13 @@ impl Store {
     }
 
     /// Replaces a partition's whole state (after a restore from the changelog).
-    pub fn replace(&self, partition: i32, write: PartitionWrite) -> Result<(), ProcessorError> {
-        let t = self.tree(partition)?;
+    pub fn replace(&self, tree: &str, write: PartitionWrite) -> Result<(), ProcessorError> {
         // Cleared first: a crash in between leaves no offset, so the next
         // assignment restores again.
-        t.clear()
+        self.tree(tree)?
+            .clear()
             .map_err(|e| ProcessorError::store("clearing partition", e))?;
-        self.commit(partition, write)
+        self.commit(tree, write)
     }
 
     /// Flushes sled's buffers to disk.

@@ -308,6 +308,26 @@ impl Feeder {
         })
     }
 
+    /// Sends import events, keyed by import, and waits for all acknowledgements.
+    pub async fn send_imports(
+        &self,
+        events: &[sessionfold_schemas::ImportEvent],
+    ) -> anyhow::Result<()> {
+        use rdkafka::producer::FutureRecord;
+        let topic = self.topic.replace(".activity", ".imports");
+        for e in events {
+            let bytes = self.contract.encode_import(e)?;
+            let r: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic)
+                .key(e.import_id.as_str())
+                .payload(bytes.as_slice());
+            self.producer
+                .send(r, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Sends events, keyed by user, and waits for all acknowledgements.
     pub async fn send(&self, events: &[sessionfold_schemas::ActivityEvent]) -> anyhow::Result<()> {
         use rdkafka::producer::FutureRecord;

@@ -1,0 +1,155 @@
+//! The two input streams and their folded state, behind one interface for the loop.
+
+use sessionfold_fold::{
+    Applied, ImportConfig, ImportTable, Millis, Position, PresenceConfig, PresenceTable,
+};
+use sessionfold_schemas::{Contract, SchemaError, Topics};
+
+/// An input topic the processor folds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stream {
+    /// Activity events → presence.
+    Activity,
+    /// Import events → import ownership.
+    Imports,
+}
+
+/// One owned input partition.
+pub type Part = (Stream, i32);
+
+impl Stream {
+    /// Both streams.
+    pub const ALL: [Stream; 2] = [Stream::Activity, Stream::Imports];
+
+    /// The input topic.
+    pub fn input(self, t: &Topics) -> &str {
+        match self {
+            Stream::Activity => &t.activity,
+            Stream::Imports => &t.imports,
+        }
+    }
+
+    /// The changelog topic.
+    pub fn changelog(self, t: &Topics) -> &str {
+        match self {
+            Stream::Activity => &t.presence,
+            Stream::Imports => &t.import_ownership,
+        }
+    }
+
+    /// The stream an input topic belongs to.
+    pub fn of_topic(t: &Topics, topic: &str) -> Option<Stream> {
+        Stream::ALL.into_iter().find(|s| s.input(t) == topic)
+    }
+
+    /// Name of the sled tree holding one partition's state.
+    pub fn tree(self, partition: i32) -> String {
+        match self {
+            Stream::Activity => format!("presence/{partition}"),
+            Stream::Imports => format!("imports/{partition}"),
+        }
+    }
+}
+
+/// The folded state of one owned partition.
+pub enum Table {
+    /// Presence of the users on an activity partition.
+    Presence(PresenceTable),
+    /// Imports on an imports partition.
+    Imports(ImportTable),
+}
+
+/// Why a record was not applied: the dead-letter kind and message.
+pub type Refusal = (&'static str, String);
+
+impl Table {
+    /// An empty table for a stream.
+    pub fn new(stream: Stream, presence: PresenceConfig, imports: ImportConfig) -> Table {
+        match stream {
+            Stream::Activity => Table::Presence(PresenceTable::new(presence)),
+            Stream::Imports => Table::Imports(ImportTable::new(imports)),
+        }
+    }
+
+    /// Puts back a stored or restored state.
+    pub fn restore(&mut self, contract: &Contract, bytes: &[u8]) -> Result<(), SchemaError> {
+        match self {
+            Table::Presence(t) => t.restore(contract.decode_presence(bytes)?),
+            Table::Imports(t) => t.restore(contract.decode_import_state(bytes)?),
+        }
+        Ok(())
+    }
+
+    /// Decodes and applies one record; returns the event kind and what happened.
+    pub fn apply(
+        &mut self,
+        contract: &Contract,
+        key: Option<&str>,
+        payload: &[u8],
+        pos: Position,
+        now: Millis,
+    ) -> Result<(&'static str, Applied), Refusal> {
+        match self {
+            Table::Presence(t) => {
+                let e = contract
+                    .decode_activity(payload)
+                    .map_err(|e| (e.kind(), e.to_string()))?;
+                let applied = t
+                    .apply(key, &e, pos, now)
+                    .map_err(|r| (r.kind(), r.to_string()))?;
+                Ok((e.body.kind(), applied))
+            }
+            Table::Imports(t) => {
+                let e = contract
+                    .decode_import(payload)
+                    .map_err(|e| (e.kind(), e.to_string()))?;
+                let applied = t
+                    .apply(key, &e, pos)
+                    .map_err(|r| (r.kind(), r.to_string()))?;
+                Ok((e.body.kind(), applied))
+            }
+        }
+    }
+
+    /// Expires and purges what is due; returns how many entities changed.
+    pub fn tick(&mut self, now: Millis) -> usize {
+        match self {
+            Table::Presence(t) => t.tick(now),
+            Table::Imports(t) => t.tick(now),
+        }
+    }
+
+    /// Ids changed since the last call, sorted.
+    pub fn take_dirty(&mut self) -> Vec<String> {
+        match self {
+            Table::Presence(t) => t.take_dirty(),
+            Table::Imports(t) => t.take_dirty(),
+        }
+    }
+
+    /// An entity's encoded state and the input offset it reflects; `None` when deleted.
+    pub fn encoded(
+        &self,
+        contract: &Contract,
+        id: &str,
+    ) -> Result<Option<(Vec<u8>, i64)>, SchemaError> {
+        match self {
+            Table::Presence(t) => t
+                .get(id)
+                .map(|s| Ok((contract.encode_presence(s)?, s.source_offset)))
+                .transpose(),
+            Table::Imports(t) => t
+                .get(id)
+                .map(|s| Ok((contract.encode_import_state(s)?, s.source_offset)))
+                .transpose(),
+        }
+    }
+
+    /// (entities, sessions) held, for the state-size gauges.
+    pub fn size(&self) -> (usize, usize) {
+        match self {
+            Table::Presence(t) => (t.len(), t.session_count()),
+            Table::Imports(t) => (t.len(), 0),
+        }
+    }
+}
