@@ -2,6 +2,64 @@
 
 use sessionfold_schemas::{Millis, SeenEvent};
 
+use crate::{Applied, Position, Rejected};
+
+/// Refuses a record whose key is not the entity it names (it sits on the wrong partition).
+pub(crate) fn check_key(
+    key: Option<&str>,
+    field: &'static str,
+    value: &str,
+) -> Result<(), Rejected> {
+    match key {
+        Some(k) if k != value => Err(Rejected::KeyMismatch {
+            key: k.to_owned(),
+            field,
+            value: value.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// What an existing entity remembers for admitting events exactly once.
+pub(crate) struct Memory<'a> {
+    /// Input position of the last event applied.
+    pub(crate) position: Position,
+    /// Ids applied within the window.
+    pub(crate) recent: &'a [SeenEvent],
+    /// Latest event time of the entity.
+    pub(crate) latest: Millis,
+}
+
+/// Decides whether an event may be applied: `Ok(None)` to apply it,
+/// `Ok(Some(..))` when it already was, `Err` when it is too late to tell.
+pub(crate) fn admit(
+    memory: Option<Memory<'_>>,
+    entity: &str,
+    hash: i64,
+    occurred_at: Millis,
+    pos: Position,
+    window: Millis,
+) -> Result<Option<Applied>, Rejected> {
+    let Some(m) = memory else {
+        return Ok(None);
+    };
+    if m.position.partition == pos.partition && m.position.offset >= pos.offset {
+        return Ok(Some(Applied::AlreadyApplied));
+    }
+    if seen(m.recent, hash) {
+        return Ok(Some(Applied::Duplicate));
+    }
+    let horizon = m.latest - window;
+    if occurred_at < horizon {
+        return Err(Rejected::Late {
+            entity: entity.to_owned(),
+            late_by_ms: horizon - occurred_at,
+            window_ms: window,
+        });
+    }
+    Ok(None)
+}
+
 /// A stable 64-bit hash of an event id (FNV-1a): the same on every machine
 /// and in every release, because it is stored in state and on the changelog.
 pub fn event_hash(event_id: &str) -> i64 {

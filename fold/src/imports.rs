@@ -3,9 +3,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use crate::deadlines::Deadlines;
+
 use sessionfold_schemas::{ImportBody, ImportEvent, ImportState, ImportStatus, Millis};
 
-use crate::dedup::{event_hash, forget_before, remember, seen};
+use crate::dedup::{Memory, admit, check_key, event_hash, forget_before, remember};
 use crate::{Applied, Position, Rejected};
 
 /// The rules of import ownership, durations in milliseconds.
@@ -144,8 +146,7 @@ fn transition(
 pub struct ImportTable {
     cfg: ImportConfig,
     imports: HashMap<String, ImportState>,
-    deadlines: BTreeSet<(Millis, String)>,
-    deadline_of: HashMap<String, Millis>,
+    deadlines: Deadlines,
     dirty: BTreeSet<String>,
 }
 
@@ -186,18 +187,12 @@ impl ImportTable {
     }
 
     fn reindex(&mut self, id: &str) {
-        let new = self
+        let deadline = self
             .imports
             .get(id)
             .filter(|s| s.status != ImportStatus::InProgress)
             .map(|s| s.last_accessed_at + self.cfg.retention);
-        if let Some(old) = self.deadline_of.remove(id) {
-            self.deadlines.remove(&(old, id.to_owned()));
-        }
-        if let Some(t) = new {
-            self.deadlines.insert((t, id.to_owned()));
-            self.deadline_of.insert(id.to_owned(), t);
-        }
+        self.deadlines.set(id, deadline);
     }
 
     /// Applies one event read at `pos`. `key` is the record key, which must
@@ -208,32 +203,26 @@ impl ImportTable {
         e: &ImportEvent,
         pos: Position,
     ) -> Result<Applied, Rejected> {
-        if let Some(k) = key
-            && k != e.import_id
-        {
-            return Err(Rejected::KeyMismatch {
-                key: k.to_owned(),
-                field: "import_id",
-                value: e.import_id.clone(),
-            });
-        }
+        check_key(key, "import_id", &e.import_id)?;
         let hash = event_hash(&e.event_id);
         let old = self.imports.get(&e.import_id);
-        if let Some(s) = old {
-            if s.source_partition == pos.partition && s.source_offset >= pos.offset {
-                return Ok(Applied::AlreadyApplied);
-            }
-            if seen(&s.recent_events, hash) {
-                return Ok(Applied::Duplicate);
-            }
-            let horizon = s.last_accessed_at - self.cfg.dedup_window;
-            if e.occurred_at < horizon {
-                return Err(Rejected::Late {
-                    entity: e.import_id.clone(),
-                    late_by_ms: horizon - e.occurred_at,
-                    window_ms: self.cfg.dedup_window,
-                });
-            }
+        let memory = old.map(|s| Memory {
+            position: Position {
+                partition: s.source_partition,
+                offset: s.source_offset,
+            },
+            recent: &s.recent_events,
+            latest: s.last_accessed_at,
+        });
+        if let Some(done) = admit(
+            memory,
+            &e.import_id,
+            hash,
+            e.occurred_at,
+            pos,
+            self.cfg.dedup_window,
+        )? {
+            return Ok(done);
         }
         let mut new = transition(old, e, pos)?;
         remember(&mut new.recent_events, hash, e.occurred_at);
@@ -250,14 +239,7 @@ impl ImportTable {
     /// Forgets finished imports whose retention has passed; returns how many.
     pub fn tick(&mut self, now: Millis) -> usize {
         let mut purged = 0;
-        while let Some((t, _)) = self.deadlines.first() {
-            if *t > now {
-                break;
-            }
-            let Some((_, id)) = self.deadlines.pop_first() else {
-                break;
-            };
-            self.deadline_of.remove(&id);
+        while let Some(id) = self.deadlines.pop_due(now) {
             if self.imports.remove(&id).is_some() {
                 purged += 1;
                 self.dirty.insert(id);

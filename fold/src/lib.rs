@@ -6,6 +6,7 @@
 //! it with event time, and the property tests feed it shuffled histories. The
 //! same input in the same order gives the same state, byte for byte.
 
+mod deadlines;
 mod dedup;
 mod imports;
 mod presence;

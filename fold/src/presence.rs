@@ -2,11 +2,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use crate::deadlines::Deadlines;
+
 use sessionfold_schemas::{
     ActivityBody, ActivityEvent, EndReason, EndedReason, Millis, SessionState, UserPresence,
 };
 
-use crate::dedup::{event_hash, forget_before, remember, seen};
+use crate::dedup::{Memory, admit, check_key, event_hash, forget_before, remember};
 use crate::{Applied, Position, Rejected};
 
 /// The rules of presence, all durations in milliseconds.
@@ -149,8 +151,7 @@ fn apply_body(u: &mut UserPresence, e: &ActivityEvent) {
 pub struct PresenceTable {
     cfg: PresenceConfig,
     users: HashMap<String, UserPresence>,
-    deadlines: BTreeSet<(Millis, String)>,
-    deadline_of: HashMap<String, Millis>,
+    deadlines: Deadlines,
     dirty: BTreeSet<String>,
     sessions: usize,
 }
@@ -196,7 +197,7 @@ impl PresenceTable {
 
     /// The earliest time at which [`PresenceTable::tick`] has work.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.deadlines.first().map(|(t, _)| *t)
+        self.deadlines.next()
     }
 
     /// Puts back a state read from the store or the changelog; not marked changed.
@@ -212,25 +213,12 @@ impl PresenceTable {
         if let Some(old) = self.users.remove(user_id) {
             self.sessions -= old.sessions.len();
         }
-        if let Some(t) = self.deadline_of.remove(user_id) {
-            self.deadlines.remove(&(t, user_id.to_owned()));
-        }
+        self.deadlines.set(user_id, None);
     }
 
     fn reindex(&mut self, user_id: &str) {
-        let new = self.users.get(user_id).and_then(|u| deadline(u, &self.cfg));
-        let old = self.deadline_of.get(user_id).copied();
-        if old == new {
-            return;
-        }
-        if let Some(t) = old {
-            self.deadlines.remove(&(t, user_id.to_owned()));
-            self.deadline_of.remove(user_id);
-        }
-        if let Some(t) = new {
-            self.deadlines.insert((t, user_id.to_owned()));
-            self.deadline_of.insert(user_id.to_owned(), t);
-        }
+        let deadline = self.users.get(user_id).and_then(|u| deadline(u, &self.cfg));
+        self.deadlines.set(user_id, deadline);
     }
 
     /// Applies one event read at `pos`, with `now` as the current time.
@@ -242,46 +230,35 @@ impl PresenceTable {
         pos: Position,
         now: Millis,
     ) -> Result<Applied, Rejected> {
-        if let Some(k) = key
-            && k != e.user_id
-        {
-            return Err(Rejected::KeyMismatch {
-                key: k.to_owned(),
-                field: "user_id",
-                value: e.user_id.clone(),
-            });
-        }
+        check_key(key, "user_id", &e.user_id)?;
         let cfg = self.cfg;
         let hash = event_hash(&e.event_id);
-        let user = match self.users.get_mut(&e.user_id) {
-            Some(u) => {
-                if u.source_partition == pos.partition && u.source_offset >= pos.offset {
-                    return Ok(Applied::AlreadyApplied);
-                }
-                if seen(&u.recent_events, hash) {
-                    return Ok(Applied::Duplicate);
-                }
-                if let Some(latest) = latest_activity(u) {
-                    let horizon = latest - cfg.dedup_window;
-                    if e.occurred_at < horizon {
-                        return Err(Rejected::Late {
-                            entity: e.user_id.clone(),
-                            late_by_ms: horizon - e.occurred_at,
-                            window_ms: cfg.dedup_window,
-                        });
-                    }
-                }
-                u
-            }
-            None => self
-                .users
-                .entry(e.user_id.clone())
-                .or_insert_with(|| UserPresence {
-                    user_id: e.user_id.clone(),
-                    profile_at: Millis::MIN,
-                    ..UserPresence::default()
-                }),
-        };
+        let memory = self.users.get(&e.user_id).map(|u| Memory {
+            position: Position {
+                partition: u.source_partition,
+                offset: u.source_offset,
+            },
+            recent: &u.recent_events,
+            latest: latest_activity(u).unwrap_or(Millis::MIN),
+        });
+        if let Some(done) = admit(
+            memory,
+            &e.user_id,
+            hash,
+            e.occurred_at,
+            pos,
+            cfg.dedup_window,
+        )? {
+            return Ok(done);
+        }
+        let user = self
+            .users
+            .entry(e.user_id.clone())
+            .or_insert_with(|| UserPresence {
+                user_id: e.user_id.clone(),
+                profile_at: Millis::MIN,
+                ..UserPresence::default()
+            });
         let before = user.sessions.len();
         apply_body(user, e);
         for s in &mut user.sessions {
@@ -303,14 +280,7 @@ impl PresenceTable {
     /// Costs the number of users with a deadline passed, not the number stored.
     pub fn tick(&mut self, now: Millis) -> usize {
         let mut changed = 0;
-        while let Some((t, _)) = self.deadlines.first() {
-            if *t > now {
-                break;
-            }
-            let Some((_, id)) = self.deadlines.pop_first() else {
-                break;
-            };
-            self.deadline_of.remove(&id);
+        while let Some(id) = self.deadlines.pop_due(now) {
             let cfg = self.cfg;
             let Some(u) = self.users.get_mut(&id) else {
                 continue;
