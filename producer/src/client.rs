@@ -2,7 +2,26 @@
 
 use std::time::Duration;
 
-use crate::input::ActivityInput;
+use serde::Serialize;
+
+use crate::input::{ActivityInput, ImportInput};
+
+/// An event the client can give an id before sending, so that retries are applied once.
+trait Identified: Serialize {
+    fn id_slot(&mut self) -> &mut Option<String>;
+}
+
+impl Identified for ActivityInput {
+    fn id_slot(&mut self) -> &mut Option<String> {
+        &mut self.event_id
+    }
+}
+
+impl Identified for ImportInput {
+    fn id_slot(&mut self) -> &mut Option<String> {
+        &mut self.event_id
+    }
+}
 
 /// Why the ingest did not accept events.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +37,9 @@ pub enum ClientError {
         /// The `error` field of the answer.
         message: String,
     },
+    /// The producer's base URL cannot carry a path.
+    #[error("not a usable producer URL: {0}")]
+    BadUrl(String),
     /// The broker stayed unavailable through every retry.
     #[error("ingest unavailable after {attempts} attempts; {accepted} events accepted")]
     Unavailable {
@@ -66,12 +88,35 @@ impl Client {
     /// first, so that a retry after a 503 is applied once.
     pub async fn send_activity(
         &self,
-        mut events: Vec<ActivityInput>,
+        events: Vec<ActivityInput>,
+    ) -> Result<Vec<String>, ClientError> {
+        self.send(format!("{}/v1/activity", self.base), events)
+            .await
+    }
+
+    /// Sends events of one import; returns their ids, as [`Client::send_activity`] does.
+    pub async fn send_imports(
+        &self,
+        import_id: &str,
+        events: Vec<ImportInput>,
+    ) -> Result<Vec<String>, ClientError> {
+        let mut url = reqwest::Url::parse(&self.base)
+            .map_err(|e| ClientError::BadUrl(format!("{}: {e}", self.base)))?;
+        url.path_segments_mut()
+            .map_err(|()| ClientError::BadUrl(self.base.clone()))?
+            .pop_if_empty()
+            .extend(["v1", "imports", import_id, "events"]);
+        self.send(url.to_string(), events).await
+    }
+
+    async fn send<T: Identified>(
+        &self,
+        url: String,
+        mut events: Vec<T>,
     ) -> Result<Vec<String>, ClientError> {
         for e in &mut events {
-            if e.event_id.is_none() {
-                e.event_id = Some(uuid::Uuid::new_v4().to_string());
-            }
+            e.id_slot()
+                .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
         }
         let mut accepted: Vec<String> = Vec::with_capacity(events.len());
         let mut pending = events;
@@ -79,7 +124,7 @@ impl Client {
         for _ in 0..self.attempts {
             let mut req = self
                 .http
-                .post(format!("{}/v1/activity", self.base))
+                .post(&url)
                 .json(&serde_json::json!({ "events": pending }));
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);
@@ -103,11 +148,11 @@ impl Client {
                     message: answer.error.unwrap_or_default(),
                 });
             }
-            pending.retain(|e| {
+            pending.retain_mut(|e| {
                 !answer
                     .accepted
                     .iter()
-                    .any(|a| Some(a) == e.event_id.as_ref())
+                    .any(|a| Some(a) == e.id_slot().as_ref())
             });
             accepted.extend(answer.accepted);
             tokio::time::sleep(retry_after.unwrap_or(delay)).await;

@@ -11,6 +11,9 @@ pub enum ApiError {
     /// The body is not valid; names the field.
     #[error("{0}")]
     BadRequest(FieldError),
+    /// The caller may not emit these events.
+    #[error("{0}")]
+    Forbidden(String),
     /// The body is over the size limit.
     #[error("{0}")]
     TooLarge(String),
@@ -30,9 +33,19 @@ impl ApiError {
     pub fn reason(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "invalid",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<crate::input::Refusal> for ApiError {
+    fn from(r: crate::input::Refusal) -> Self {
+        match r {
+            crate::input::Refusal::Invalid(f) => ApiError::BadRequest(f),
+            crate::input::Refusal::Forbidden(m) => ApiError::Forbidden(m),
         }
     }
 }
@@ -51,6 +64,9 @@ impl IntoResponse for ApiError {
                 Json(json!({ "error": f.to_string(), "field": f.field })),
             )
                 .into_response(),
+            ApiError::Forbidden(m) => {
+                (StatusCode::FORBIDDEN, Json(json!({ "error": m }))).into_response()
+            }
             ApiError::TooLarge(m) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({ "error": m }))).into_response()
             }

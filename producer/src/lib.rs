@@ -18,12 +18,13 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use prometheus::{IntCounterVec, Opts, Registry};
+use sessionfold_auth::{Authenticator, Caller};
 use sessionfold_kafka::HttpMetrics;
 use sessionfold_schemas::{Contract, Millis, Topics};
 
@@ -103,6 +104,13 @@ pub struct AppState {
     topics: Arc<Topics>,
     metrics: Metrics,
     limits: Limits,
+    auth: Authenticator,
+}
+
+impl FromRef<AppState> for Authenticator {
+    fn from_ref(s: &AppState) -> Authenticator {
+        s.auth.clone()
+    }
 }
 
 impl AppState {
@@ -113,6 +121,7 @@ impl AppState {
         limits: Limits,
         buffer_messages: usize,
         metrics: Metrics,
+        auth: Authenticator,
     ) -> Result<AppState, ApiError> {
         let contract = Contract::load().map_err(|e| ApiError::Internal(e.to_string()))?;
         let sink = Sink::new(brokers, buffer_messages, metrics.delivered.clone())
@@ -123,6 +132,7 @@ impl AppState {
             topics: Arc::new(topics),
             metrics,
             limits,
+            auth,
         })
     }
 
@@ -141,6 +151,7 @@ pub fn app(state: AppState) -> Router {
     let http = state.metrics.http.clone();
     Router::new()
         .route("/v1/activity", post(post_activity))
+        .route("/v1/imports/{import_id}/events", post(post_imports))
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/metrics",
@@ -181,57 +192,127 @@ fn json_body(
     })
 }
 
-async fn post_activity(
-    State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = ingest_activity(&state, body);
-    if let Err(e) = &result {
-        state
-            .metrics
-            .rejected
-            .with_label_values(&[e.reason()])
-            .inc();
-    }
+fn answer(state: &AppState, result: Result<Vec<String>, ApiError>) -> Response {
     match result {
         Ok(accepted) => (
             StatusCode::ACCEPTED,
             Json(serde_json::json!({ "accepted": accepted })),
         )
             .into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => {
+            state
+                .metrics
+                .rejected
+                .with_label_values(&[e.reason()])
+                .inc();
+            e.into_response()
+        }
     }
+}
+
+fn receipt(state: &AppState) -> input::Receipt {
+    input::Receipt {
+        received_at: now_millis(),
+        max_clock_skew: state.limits.max_clock_skew,
+    }
+}
+
+async fn post_activity(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = ingest_activity(&state, &caller, body);
+    answer(&state, result)
 }
 
 fn ingest_activity(
     state: &AppState,
+    caller: &Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Vec<String>, ApiError> {
     let value = json_body(state, body)?;
-    let receipt = input::Receipt {
-        received_at: now_millis(),
-        max_clock_skew: state.limits.max_clock_skew,
-    };
-    let events = input::activity_request(&value, receipt, state.limits.max_events)
+    let events = input::activity_request(&value, receipt(state), state.limits.max_events)
         .map_err(ApiError::BadRequest)?;
-    let mut encoded = Vec::with_capacity(events.len());
-    for e in &events {
-        let bytes = state
-            .contract
-            .encode_activity(e)
-            .map_err(|err| ApiError::Internal(format!("encoding {}: {err}", e.event_id)))?;
-        encoded.push(bytes);
+    if let Some(e) = events.iter().find(|e| !caller.may_act_for(&e.user_id)) {
+        return Err(ApiError::Forbidden(format!(
+            "user_id {:?}: a user token may only emit events for its own sub",
+            e.user_id
+        )));
     }
-    let mut accepted = Vec::with_capacity(events.len());
-    for (e, bytes) in events.iter().zip(&encoded) {
-        match state.sink.send(&state.topics.activity, &e.user_id, bytes) {
+    let records = events
+        .iter()
+        .map(|e| {
+            let bytes = state
+                .contract
+                .encode_activity(e)
+                .map_err(|err| ApiError::Internal(format!("encoding {}: {err}", e.event_id)))?;
+            Ok((
+                e.event_id.as_str(),
+                e.user_id.as_str(),
+                e.body.kind(),
+                bytes,
+            ))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    send_all(state, &state.topics.activity, &records)
+}
+
+async fn post_imports(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(import_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = ingest_imports(&state, &caller, &import_id, body);
+    answer(&state, result)
+}
+
+fn ingest_imports(
+    state: &AppState,
+    caller: &Caller,
+    import_id: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Vec<String>, ApiError> {
+    let value = json_body(state, body)?;
+    let events = input::import_request(
+        &value,
+        import_id,
+        caller,
+        receipt(state),
+        state.limits.max_events,
+    )?;
+    let records = events
+        .iter()
+        .map(|e| {
+            let bytes = state
+                .contract
+                .encode_import(e)
+                .map_err(|err| ApiError::Internal(format!("encoding {}: {err}", e.event_id)))?;
+            Ok((
+                e.event_id.as_str(),
+                e.import_id.as_str(),
+                e.body.kind(),
+                bytes,
+            ))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    send_all(state, &state.topics.imports, &records)
+}
+
+/// Queues encoded records `(event_id, key, kind, bytes)` in order; the whole
+/// request was validated before, so only a full buffer stops it part way.
+fn send_all(
+    state: &AppState,
+    topic: &str,
+    records: &[(&str, &str, &'static str, Vec<u8>)],
+) -> Result<Vec<String>, ApiError> {
+    let mut accepted = Vec::with_capacity(records.len());
+    for (event_id, key, kind, bytes) in records {
+        match state.sink.send(topic, key, bytes) {
             Ok(()) => {
-                state
-                    .metrics
-                    .accepted
-                    .with_label_values(&[e.body.kind()])
-                    .inc();
-                accepted.push(e.event_id.clone());
+                state.metrics.accepted.with_label_values(&[kind]).inc();
+                accepted.push((*event_id).to_owned());
             }
             Err(SinkError::BufferFull) => return Err(ApiError::Unavailable { accepted }),
             Err(other) => return Err(ApiError::Internal(other.to_string())),
@@ -253,6 +334,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Records buffered while the broker is away.
     pub buffer_messages: usize,
+    /// Verifies the callers' tokens.
+    pub auth: Authenticator,
 }
 
 /// Serves the ingest on `listener` until `shutdown` resolves, then flushes the buffer.
@@ -282,6 +365,7 @@ pub async fn run(
         settings.limits,
         settings.buffer_messages,
         metrics,
+        settings.auth,
     )?;
     let sink = state.sink().clone();
     tracing::info!(addr = ?listener.local_addr().ok(), "producer listening");

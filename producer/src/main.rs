@@ -35,6 +35,8 @@ enum Command {
 struct ServeArgs {
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    auth: sessionfold_auth::AuthArgs,
     /// HTTP address to listen on.
     #[arg(long, env = "SESSIONFOLD_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
@@ -76,6 +78,12 @@ struct SimulateArgs {
     /// Seed of the random choices.
     #[arg(long, env = "SESSIONFOLD_SIM_SEED", default_value_t = 1)]
     seed: u64,
+    /// Admins running imports at once (0: activity only).
+    #[arg(long, env = "SESSIONFOLD_SIM_ADMINS", default_value_t = 4)]
+    admins: usize,
+    /// Share of the events that are import events, 0 to 1.
+    #[arg(long, env = "SESSIONFOLD_SIM_IMPORT_SHARE", default_value_t = 0.05)]
+    import_share: f64,
     /// Log format.
     #[arg(
         long,
@@ -107,6 +115,8 @@ async fn main() -> anyhow::Result<()> {
                     rate: a.rate,
                     duration: a.duration,
                     seed: a.seed,
+                    admins: a.admins,
+                    import_share: a.import_share,
                 },
             )
             .await
@@ -121,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     sessionfold_kafka::init_logging(a.common.log_format);
+    let auth = sessionfold_auth::Authenticator::from_args(&a.auth)?;
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .with_context(|| format!("binding {}", a.listen))?;
@@ -134,6 +145,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             max_clock_skew: millis(a.max_clock_skew),
         },
         buffer_messages: a.buffer_messages,
+        auth,
     };
     run(listener, settings, sessionfold_kafka::shutdown_signal())
         .await

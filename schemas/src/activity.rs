@@ -112,7 +112,8 @@ pub const MAX_ID_LEN: usize = 256;
 /// Longest free-text field accepted.
 pub const MAX_TEXT_LEN: usize = 2048;
 
-pub(crate) fn check_id(field: &str, value: &str) -> Result<(), SchemaError> {
+/// Checks an identifier: not blank, at most [`MAX_ID_LEN`] bytes.
+pub fn check_id(field: &str, value: &str) -> Result<(), SchemaError> {
     if value.trim().is_empty() {
         return Err(SchemaError::invalid(field, "must not be empty"));
     }

@@ -59,6 +59,7 @@ mod topics;
 
 pub use activity::{
     ActivityBody, ActivityEvent, EndReason, Interaction, MAX_ID_LEN, MAX_TEXT_LEN, SessionStarted,
+    check_id,
 };
 pub use codec::{HEADER_LEN, MAGIC, SchemaSet, fingerprint, header_fingerprint};
 pub use error::SchemaError;

@@ -1,0 +1,385 @@
+//! Who is calling sessionfold, and what they may see.
+//!
+//! The producer and the projections both take `Authorization: Bearer <JWT>`.
+//! This crate verifies the token (HS256 with a shared secret or RS256 with a
+//! public key), turns its claims into a [`Caller`], and holds the scoping rules
+//! of the contract (SPEC §5) in one place, so the ingest and the views cannot
+//! disagree about who is an admin. A service started without a key refuses to
+//! start unless open mode is asked for explicitly.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// Role of an administrator: sees and manages everything.
+pub const ROLE_ADMIN: &str = "admin";
+/// Role of a backend service: may emit events for any user.
+pub const ROLE_SERVICE: &str = "service";
+/// Permission to list everyone's presence.
+pub const PERM_VIEW_ACTIVE_SESSIONS: &str = "USER_VIEW_ACTIVE_SESSIONS";
+/// Permission to manage every import (see all, transfer).
+pub const PERM_IMPORT_ADMIN: &str = "IMPORT_ADMIN";
+
+/// Why a request carries no acceptable identity (answered with 401), or why
+/// the verifier could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization` header.
+    #[error("missing bearer token")]
+    Missing,
+    /// The header is not `Bearer <token>`, or the token is not a JWT.
+    #[error("malformed bearer token")]
+    Malformed,
+    /// The token's `exp` has passed.
+    #[error("token expired")]
+    Expired,
+    /// The signature does not verify with the configured key.
+    #[error("bad token signature")]
+    BadSignature,
+    /// A required claim is absent or invalid, or the algorithm is not the configured one.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// The configured key could not be read or parsed.
+    #[error("JWT key: {0}")]
+    Key(String),
+    /// Neither a secret nor a public key is configured, and open mode was not asked for.
+    #[error(
+        "no JWT secret or public key configured; set --jwt-secret or --jwt-public-key, or pass --auth-disabled to run open (unauthenticated)"
+    )]
+    NotConfigured,
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        r
+    }
+}
+
+/// The claims sessionfold reads from a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// Roles, such as `admin` or `service`.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Permissions, such as `USER_VIEW_ACTIVE_SESSIONS` or `IMPORT_ADMIN`.
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// Expiry, seconds since the epoch; required when verifying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+}
+
+/// The identity behind a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's `sub`.
+    pub user_id: String,
+    /// The token's roles.
+    pub roles: Vec<String>,
+    /// The token's permissions.
+    pub permissions: Vec<String>,
+}
+
+impl Caller {
+    /// The caller of open mode when no token is sent: may do everything.
+    pub fn anonymous() -> Caller {
+        Caller {
+            user_id: "anonymous".into(),
+            roles: vec![ROLE_ADMIN.into(), ROLE_SERVICE.into()],
+            permissions: Vec::new(),
+        }
+    }
+
+    fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    fn has_permission(&self, p: &str) -> bool {
+        self.permissions.iter().any(|x| x == p)
+    }
+
+    /// Has the `admin` role.
+    pub fn is_admin(&self) -> bool {
+        self.has_role(ROLE_ADMIN)
+    }
+
+    /// Has the `service` role.
+    pub fn is_service(&self) -> bool {
+        self.has_role(ROLE_SERVICE)
+    }
+
+    /// May emit events in the name of `user_id`: only for itself, unless a service.
+    pub fn may_act_for(&self, user_id: &str) -> bool {
+        self.is_service() || self.user_id == user_id
+    }
+
+    /// May transfer an import to another owner.
+    pub fn may_transfer_imports(&self) -> bool {
+        self.is_admin() || self.is_service() || self.has_permission(PERM_IMPORT_ADMIN)
+    }
+
+    /// May see every user's presence (the active list and the summary).
+    pub fn sees_all_presence(&self) -> bool {
+        self.is_admin() || self.is_service() || self.has_permission(PERM_VIEW_ACTIVE_SESSIONS)
+    }
+
+    /// May see one user's presence.
+    pub fn sees_presence_of(&self, user_id: &str) -> bool {
+        self.sees_all_presence() || self.user_id == user_id
+    }
+
+    /// May see every import, legacy ones included, and the import monitor.
+    pub fn sees_all_imports(&self) -> bool {
+        self.is_admin() || self.is_service() || self.has_permission(PERM_IMPORT_ADMIN)
+    }
+
+    /// May see an import owned by `owner` (`None`: a legacy import).
+    pub fn sees_import_of(&self, owner: Option<&str>) -> bool {
+        self.sees_all_imports() || owner == Some(self.user_id.as_str())
+    }
+}
+
+enum Mode {
+    Verify {
+        key: Box<DecodingKey>,
+        validation: Box<Validation>,
+    },
+    Open,
+}
+
+/// Turns the `Authorization` header into a [`Caller`].
+#[derive(Clone)]
+pub struct Authenticator {
+    mode: Arc<Mode>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match *self.mode {
+            Mode::Verify { ref validation, .. } => match validation.algorithms.first() {
+                Some(Algorithm::RS256) => "RS256",
+                _ => "HS256",
+            },
+            Mode::Open => "open",
+        };
+        f.debug_struct("Authenticator")
+            .field("mode", &mode)
+            .finish()
+    }
+}
+
+/// Clock difference tolerated on `exp`.
+const LEEWAY_SECONDS: u64 = 5;
+
+fn now_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn validation(alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    // `sub` and `exp` are what scoping stands on; a token without them is refused.
+    v.set_required_spec_claims(&["exp", "sub"]);
+    v.leeway = LEEWAY_SECONDS;
+    v
+}
+
+impl Authenticator {
+    /// Verifies HS256 tokens signed with `secret`.
+    pub fn hs256(secret: &[u8]) -> Authenticator {
+        Authenticator {
+            mode: Arc::new(Mode::Verify {
+                key: Box::new(DecodingKey::from_secret(secret)),
+                validation: Box::new(validation(Algorithm::HS256)),
+            }),
+        }
+    }
+
+    /// Verifies RS256 tokens with a PEM-encoded RSA public key.
+    pub fn rs256(public_key_pem: &[u8]) -> Result<Authenticator, AuthError> {
+        let key = DecodingKey::from_rsa_pem(public_key_pem)
+            .map_err(|e| AuthError::Key(format!("not an RSA public key in PEM form ({e})")))?;
+        Ok(Authenticator {
+            mode: Arc::new(Mode::Verify {
+                key: Box::new(key),
+                validation: Box::new(validation(Algorithm::RS256)),
+            }),
+        })
+    }
+
+    /// Open mode: no token means full access; a token's claims are read
+    /// without checking its signature, so scoping can still be tried out.
+    pub fn open() -> Authenticator {
+        Authenticator {
+            mode: Arc::new(Mode::Open),
+        }
+    }
+
+    /// Builds the verifier the options ask for.
+    pub fn from_args(args: &AuthArgs) -> Result<Authenticator, AuthError> {
+        match (&args.jwt_secret, &args.jwt_public_key, args.auth_disabled) {
+            (Some(_), Some(_), _) => Err(AuthError::Key(
+                "set either --jwt-secret or --jwt-public-key, not both".into(),
+            )),
+            (Some(secret), None, _) if secret.is_empty() => {
+                Err(AuthError::Key("the JWT secret is empty".into()))
+            }
+            (Some(secret), None, _) => Ok(Authenticator::hs256(secret.as_bytes())),
+            (None, Some(key), _) => Authenticator::rs256(&read_pem(key)?),
+            (None, None, true) => {
+                tracing::warn!(
+                    "AUTHENTICATION IS DISABLED (--auth-disabled): every request without a token acts as an admin and token signatures are not checked; never expose this service"
+                );
+                Ok(Authenticator::open())
+            }
+            (None, None, false) => Err(AuthError::NotConfigured),
+        }
+    }
+
+    /// True in open mode.
+    pub fn is_open(&self) -> bool {
+        matches!(*self.mode, Mode::Open)
+    }
+
+    /// The caller named by an `Authorization` header value (or its absence).
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
+        let token = match authorization {
+            None if self.is_open() => return Ok(Caller::anonymous()),
+            None => return Err(AuthError::Missing),
+            Some(h) => bearer(h)?,
+        };
+        self.verify(token)
+    }
+
+    /// The caller named by a bare token.
+    pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let decoded = match &*self.mode {
+            Mode::Verify { key, validation } => {
+                jsonwebtoken::decode::<Claims>(token, key, validation)
+            }
+            Mode::Open => jsonwebtoken::dangerous::insecure_decode::<Claims>(token),
+        };
+        let claims = decoded.map_err(classify)?.claims;
+        if let Some(exp) = claims.exp
+            && self.is_open()
+            && exp + LEEWAY_SECONDS < now_seconds()
+        {
+            return Err(AuthError::Expired);
+        }
+        if claims.sub.trim().is_empty() {
+            return Err(AuthError::Invalid("empty sub".into()));
+        }
+        Ok(Caller {
+            user_id: claims.sub,
+            roles: claims.roles,
+            permissions: claims.permissions,
+        })
+    }
+}
+
+fn bearer(header_value: &str) -> Result<&str, AuthError> {
+    let (scheme, token) = header_value
+        .trim()
+        .split_once(' ')
+        .ok_or(AuthError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthError::Malformed);
+    }
+    Ok(token.trim())
+}
+
+fn classify(e: jsonwebtoken::errors::Error) -> AuthError {
+    match e.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::InvalidToken
+        | ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_) => AuthError::Malformed,
+        ErrorKind::MissingRequiredClaim(c) => AuthError::Invalid(format!("missing claim {c}")),
+        ErrorKind::InvalidAlgorithm => AuthError::Invalid("unexpected signing algorithm".into()),
+        ErrorKind::ImmatureSignature => AuthError::Invalid("token not valid yet".into()),
+        other => AuthError::Invalid(format!("{other:?}")),
+    }
+}
+
+/// Reads a PEM key given inline or as a file path.
+fn read_pem(value: &str) -> Result<Vec<u8>, AuthError> {
+    if value.trim_start().starts_with("-----BEGIN") {
+        return Ok(value.as_bytes().to_vec());
+    }
+    std::fs::read(Path::new(value))
+        .map_err(|e| AuthError::Key(format!("reading public key file {value}: {e}")))
+}
+
+/// Token options of the HTTP services.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AuthArgs {
+    /// HS256 secret that signs the tokens.
+    #[arg(long, env = "SESSIONFOLD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// RS256 public key, as PEM text or the path of a PEM file.
+    #[arg(long, env = "SESSIONFOLD_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<String>,
+    /// Run without authentication: requests without a token may do everything. For local experiments only.
+    #[arg(long, env = "SESSIONFOLD_AUTH_DISABLED")]
+    pub auth_disabled: bool,
+}
+
+/// Signs an HS256 token; for tools, tests and local runs.
+pub fn mint_hs256(secret: &[u8], claims: &Claims) -> Result<String, AuthError> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| AuthError::Key(e.to_string()))
+}
+
+/// Signs an RS256 token with a PEM-encoded RSA private key; for tools and tests.
+pub fn mint_rs256(private_key_pem: &[u8], claims: &Claims) -> Result<String, AuthError> {
+    let key = EncodingKey::from_rsa_pem(private_key_pem)
+        .map_err(|e| AuthError::Key(format!("not an RSA private key in PEM form ({e})")))?;
+    jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &key)
+        .map_err(|e| AuthError::Key(e.to_string()))
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    Authenticator: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AuthError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Caller, AuthError> {
+        let auth = Authenticator::from_ref(state);
+        let header = match parts.headers.get(header::AUTHORIZATION) {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| AuthError::Malformed)?),
+        };
+        auth.authenticate(header)
+    }
+}
+
+#[cfg(test)]
+mod tests;
