@@ -4,42 +4,10 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sessionfold_it::{Service, eventually, get_json, post_json, unique_prefix};
-
-struct Stack {
-    producer: Service,
-    processor: Service,
-    projections: Service,
-    _dir: tempfile::TempDir,
-}
+use sessionfold_it::{Stack, eventually, get_json, post_json, root_token};
 
 async fn stack(test: &str, processor_args: &[&str]) -> anyhow::Result<Stack> {
-    let prefix = unique_prefix(test);
-    let dir = sessionfold_it::scratch()?;
-    let state = dir.path().join("state");
-    let state = state.to_string_lossy().into_owned();
-    let mut args = vec![
-        "--state-dir",
-        &state,
-        "--group-id",
-        &prefix,
-        "--tick-interval",
-        "200ms",
-    ];
-    args.extend_from_slice(processor_args);
-    let producer = Service::start("sessionfold-producer", &prefix, &[], dir.path()).await?;
-    let processor = Service::start("sessionfold-processor", &prefix, &args, dir.path()).await?;
-    let mut projections =
-        Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
-    projections
-        .wait_http("/readyz", Duration::from_secs(60))
-        .await?;
-    Ok(Stack {
-        producer,
-        processor,
-        projections,
-        _dir: dir,
-    })
+    Stack::start(test, processor_args, &[]).await
 }
 
 fn started(user: &str, device: &str, browser: &str) -> Value {
@@ -194,6 +162,7 @@ async fn bad_input_is_refused_with_the_field_and_nothing_else_is_lost() -> anyho
     let client = reqwest::Client::new();
     let r = client
         .post(&ingest)
+        .bearer_auth(root_token())
         .header("content-type", "application/json")
         .body("{not json")
         .send()
@@ -228,6 +197,7 @@ async fn bad_input_is_refused_with_the_field_and_nothing_else_is_lost() -> anyho
     let big = "x".repeat(2 << 20);
     let r = client
         .post(&ingest)
+        .bearer_auth(root_token())
         .header("content-type", "application/json")
         .body(big)
         .send()

@@ -56,10 +56,6 @@ struct RunArgs {
     /// A session is forgotten this long after its last activity.
     #[arg(long, env = "SESSIONFOLD_RETENTION", default_value = "24h", value_parser = parse_duration)]
     retention: Duration,
-    /// An in-progress import not accessed for this long is stale (used once
-    /// imports are folded; presence ignores it).
-    #[arg(long, env = "SESSIONFOLD_STALE_AFTER", default_value = "24h", value_parser = parse_duration)]
-    stale_after: Duration,
     /// Event ids are remembered this long behind a user's latest activity;
     /// older events are dead-lettered as late rather than risk a double apply.
     #[arg(long, env = "SESSIONFOLD_DEDUP_WINDOW", default_value = "10m", value_parser = parse_duration)]
@@ -112,7 +108,6 @@ async fn main() -> anyhow::Result<()> {
         state_dir: args.state_dir,
         partitions: args.common.partitions,
     };
-    let _ = args.stale_after;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

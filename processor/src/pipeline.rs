@@ -372,6 +372,7 @@ impl Core {
             let tree = stream.tree(partition);
             let how = restore_partition(
                 &self.settings.brokers,
+                stream.input(&self.settings.topics),
                 stream.changelog(&self.settings.topics),
                 partition,
                 &tree,

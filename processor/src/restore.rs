@@ -82,10 +82,11 @@ fn read_to_end(
     }
 }
 
-/// Brings store tree `tree` (input partition `partition`) up to date with
-/// the same partition of `changelog`, unless it is current already.
+/// Brings store tree `tree` (partition `partition` of topic `input`) up to
+/// date with the same partition of `changelog`, unless it is current already.
 pub fn restore_partition(
     brokers: &str,
+    input: &str,
     changelog: &str,
     partition: i32,
     tree: &str,
@@ -97,6 +98,23 @@ pub fn restore_partition(
         .set("enable.auto.commit", "false")
         .create_with_context(QuietLogs::default())?;
     let timeout = Duration::from_secs(10);
+    // A store that has read past the end of its input belongs to another
+    // incarnation of the topic (recreated, or another cluster): its offsets
+    // mean nothing here. Drop it and rebuild from this cluster's changelog.
+    // A broker whose reported end lags (tansu) only costs a needless restore.
+    let (_, input_end) = consumer.fetch_watermarks(input, partition, timeout)?;
+    if let Some(local) = store.next_offset(tree)?
+        && local > input_end
+    {
+        tracing::warn!(
+            partition,
+            input,
+            local_next_offset = local,
+            input_end,
+            "local state is ahead of its input topic (topic recreated, or another cluster); discarding it"
+        );
+        store.replace(tree, PartitionWrite::default())?;
+    }
     let (low, high) = consumer.fetch_watermarks(changelog, partition, timeout)?;
     if high <= low {
         return Ok(Restore::LocalCurrent);

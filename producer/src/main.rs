@@ -63,9 +63,12 @@ struct SimulateArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     producer_url: String,
-    /// Bearer token to send.
+    /// Bearer token to send; it must carry the service role.
     #[arg(long, env = "SESSIONFOLD_TOKEN")]
     token: Option<String>,
+    /// Without --token: sign a one-day service token with this HS256 secret.
+    #[arg(long, env = "SESSIONFOLD_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
     /// Distinct simulated users.
     #[arg(long, env = "SESSIONFOLD_SIM_USERS", default_value_t = 50)]
     users: usize,
@@ -94,6 +97,26 @@ struct SimulateArgs {
     log_format: sessionfold_kafka::LogFormat,
 }
 
+fn service_token(a: &SimulateArgs) -> anyhow::Result<Option<String>> {
+    if let Some(t) = &a.token {
+        return Ok(Some(t.clone()));
+    }
+    let Some(secret) = &a.jwt_secret else {
+        return Ok(None);
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let claims = sessionfold_auth::Claims {
+        sub: "simulator".into(),
+        roles: vec![sessionfold_auth::ROLE_SERVICE.into()],
+        permissions: Vec::new(),
+        exp: Some(now.as_secs() + 24 * 3600),
+    };
+    Ok(Some(sessionfold_auth::mint_hs256(
+        secret.as_bytes(),
+        &claims,
+    )?))
+}
+
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -105,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Simulate(a)) => {
             sessionfold_kafka::init_logging(a.log_format);
             let mut client = Client::new(&a.producer_url);
-            if let Some(t) = a.token {
+            if let Some(t) = service_token(&a)? {
                 client = client.with_token(t);
             }
             let report = simulate(

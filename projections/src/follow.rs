@@ -1,14 +1,15 @@
-//! Follows a changelog topic from the beginning into the in-memory view.
+//! Follows the changelog topics from the beginning into the in-memory views.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use sessionfold_schemas::Contract;
+use sessionfold_schemas::{Contract, SchemaError, Topics};
 
+use crate::imports::ImportView;
 use crate::metrics::Metrics;
 use crate::view::{PresenceView, Update};
 
@@ -20,19 +21,59 @@ pub enum FollowError {
     Kafka(#[from] rdkafka::error::KafkaError),
     /// The compiled-in schemas did not load.
     #[error("schemas: {0}")]
-    Schema(#[from] sessionfold_schemas::SchemaError),
+    Schema(#[from] SchemaError),
     /// The topic has no partitions (it was not created).
     #[error("topic {0} not found")]
     NoTopic(String),
 }
 
-/// Reads every partition of `topic` from the start, applying records to
-/// `view` in batches; sets `ready` once the end seen at start is reached.
-/// Runs until `stop` is set; call from a blocking thread.
-pub fn follow_presence(
+/// The views a projections instance serves, each behind its own lock.
+#[derive(Clone)]
+pub struct Views {
+    /// Presence, from `<prefix>.presence`.
+    pub presence: Arc<RwLock<PresenceView>>,
+    /// Import ownership, from `<prefix>.import-ownership`.
+    pub imports: Arc<RwLock<ImportView>>,
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    match lock.write() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Which changelog a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Changelog {
+    Presence,
+    Imports,
+}
+
+impl Changelog {
+    fn label(self) -> &'static str {
+        match self {
+            Changelog::Presence => "presence",
+            Changelog::Imports => "import-ownership",
+        }
+    }
+}
+
+struct Raw {
+    changelog: Changelog,
+    partition: i32,
+    offset: i64,
+    key: Option<String>,
+    payload: Option<Vec<u8>>,
+}
+
+/// Reads every partition of both changelogs from the start, applying records
+/// to `views` in batches; sets `ready` once the ends seen at start are
+/// reached. Runs until `stop` is set; call from a blocking thread.
+pub fn follow(
     brokers: &str,
-    topic: &str,
-    view: Arc<RwLock<PresenceView>>,
+    topics: &Topics,
+    views: Views,
     ready: Arc<AtomicBool>,
     metrics: Metrics,
     stop: Arc<AtomicBool>,
@@ -48,31 +89,41 @@ pub fn follow_presence(
             .set("enable.partition.eof", "false")
             .create_with_context(sessionfold_kafka::QuietLogs::default())?;
     let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(FollowError::NoTopic(topic.to_owned()));
-    }
-    let mut targets: HashMap<i32, i64> = HashMap::new();
+    let names = [
+        (topics.presence.as_str(), Changelog::Presence),
+        (topics.import_ownership.as_str(), Changelog::Imports),
+    ];
+    let mut targets: HashMap<(Changelog, i32), i64> = HashMap::new();
     let mut tpl = TopicPartitionList::new();
-    for p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, *p, timeout)?;
-        if high > low {
-            targets.insert(*p, high);
+    for (topic, changelog) in names {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(FollowError::NoTopic(topic.to_owned()));
         }
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+        for p in partitions {
+            let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+            if high > low {
+                targets.insert((changelog, p), high);
+            }
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
     }
     consumer.assign(&tpl)?;
-    tracing::info!(topic, partitions = partitions.len(), to_catch_up = ?targets, "following changelog");
+    tracing::info!(
+        partitions = tpl.count(),
+        to_catch_up = targets.len(),
+        "following the changelogs"
+    );
     if targets.is_empty() {
         ready.store(true, Ordering::SeqCst);
     }
-    let mut batch = Vec::with_capacity(1024);
+    let mut batch: Vec<Raw> = Vec::with_capacity(1024);
     while !stop.load(Ordering::SeqCst) {
         let mut wait = Duration::from_millis(100);
         while batch.len() < 5000 {
@@ -83,9 +134,18 @@ pub fn follow_presence(
                     break;
                 }
                 Some(Ok(m)) => {
-                    let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
-                    let value = m.payload().map(|v| contract.decode_presence(v));
-                    batch.push((m.partition(), m.offset(), key, value));
+                    let changelog = if m.topic() == topics.presence {
+                        Changelog::Presence
+                    } else {
+                        Changelog::Imports
+                    };
+                    batch.push(Raw {
+                        changelog,
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                        payload: m.payload().map(<[u8]>::to_vec),
+                    });
                 }
             }
             wait = Duration::ZERO;
@@ -93,41 +153,86 @@ pub fn follow_presence(
         if batch.is_empty() {
             continue;
         }
-        let mut guard = match view.write() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        for (partition, offset, key, value) in batch.drain(..) {
-            if let Some(t) = targets.get(&partition)
-                && offset + 1 >= *t
+        for r in &batch {
+            if let Some(t) = targets.get(&(r.changelog, r.partition))
+                && r.offset + 1 >= *t
             {
-                targets.remove(&partition);
+                targets.remove(&(r.changelog, r.partition));
                 if targets.is_empty() {
                     ready.store(true, Ordering::SeqCst);
-                    tracing::info!("caught up with the changelog");
+                    tracing::info!("caught up with the changelogs");
                 }
             }
-            let Some(key) = key else {
-                metrics.records.with_label_values(&["no_key"]).inc();
-                continue;
-            };
-            let state = match value {
-                None => None,
-                Some(Ok(s)) => Some(s),
-                Some(Err(e)) => {
-                    tracing::warn!(partition, offset, error = %e, "undecodable changelog record skipped");
-                    metrics.records.with_label_values(&["undecodable"]).inc();
-                    continue;
-                }
-            };
-            let label = match guard.apply(&key, state) {
-                Update::Upserted => "upserted",
-                Update::Deleted => "deleted",
-                Update::Stale => "stale",
-            };
-            metrics.records.with_label_values(&[label]).inc();
         }
-        metrics.users.set(guard.len() as i64);
+        apply_batch(&contract, &views, &metrics, batch.drain(..));
     }
     Ok(())
+}
+
+/// Decodes and applies a batch, taking each view's lock once.
+fn apply_batch(
+    contract: &Contract,
+    views: &Views,
+    metrics: &Metrics,
+    batch: impl Iterator<Item = Raw>,
+) {
+    let (presence, imports): (Vec<Raw>, Vec<Raw>) =
+        batch.partition(|r| r.changelog == Changelog::Presence);
+    if !presence.is_empty() {
+        let mut view = write(&views.presence);
+        for r in presence {
+            let outcome = decoded(&r, metrics, |b| contract.decode_presence(b))
+                .map(|(key, state)| view.apply(&key, state));
+            count(metrics, Changelog::Presence, outcome);
+        }
+        metrics.users.set(view.len() as i64);
+    }
+    if !imports.is_empty() {
+        let mut view = write(&views.imports);
+        for r in imports {
+            let outcome = decoded(&r, metrics, |b| contract.decode_import_state(b))
+                .map(|(key, state)| view.apply(&key, state));
+            count(metrics, Changelog::Imports, outcome);
+        }
+        metrics.imports.set(view.len() as i64);
+    }
+}
+
+/// The key and state of a record (`None` state: a tombstone); a record
+/// without a key or with an undecodable value is counted and skipped.
+fn decoded<T>(
+    r: &Raw,
+    metrics: &Metrics,
+    decode: impl Fn(&[u8]) -> Result<T, SchemaError>,
+) -> Option<(String, Option<T>)> {
+    let label = r.changelog.label();
+    let Some(key) = r.key.clone() else {
+        metrics.records.with_label_values(&[label, "no_key"]).inc();
+        return None;
+    };
+    match r.payload.as_deref().map(decode) {
+        None => Some((key, None)),
+        Some(Ok(s)) => Some((key, Some(s))),
+        Some(Err(e)) => {
+            tracing::warn!(changelog = label, partition = r.partition, offset = r.offset, error = %e, "undecodable changelog record skipped");
+            metrics
+                .records
+                .with_label_values(&[label, "undecodable"])
+                .inc();
+            None
+        }
+    }
+}
+
+fn count(metrics: &Metrics, changelog: Changelog, outcome: Option<Update>) {
+    let label = match outcome {
+        None => return,
+        Some(Update::Upserted) => "upserted",
+        Some(Update::Deleted) => "deleted",
+        Some(Update::Stale) => "stale",
+    };
+    metrics
+        .records
+        .with_label_values(&[changelog.label(), label])
+        .inc();
 }

@@ -25,28 +25,75 @@ struct Cli {
 enum Command {
     /// Serve the views (the default).
     Serve(ServeArgs),
+    /// Print an HS256 token signed with the configured secret (for local runs and tools).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct TokenArgs {
+    /// HS256 secret that signs the token.
+    #[arg(long, env = "SESSIONFOLD_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: String,
+    /// The user id (`sub`).
+    #[arg(long)]
+    sub: String,
+    /// A role, such as admin or service; repeat for more.
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    /// A permission, such as USER_VIEW_ACTIVE_SESSIONS or IMPORT_ADMIN; repeat for more.
+    #[arg(long = "permission")]
+    permissions: Vec<String>,
+    /// How long the token is valid.
+    #[arg(long, default_value = "12h", value_parser = parse_duration)]
+    ttl: Duration,
+}
+
+fn print_token(a: TokenArgs) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let claims = sessionfold_auth::Claims {
+        sub: a.sub,
+        roles: a.roles,
+        permissions: a.permissions,
+        exp: Some((now + a.ttl).as_secs()),
+    };
+    println!(
+        "{}",
+        sessionfold_auth::mint_hs256(a.jwt_secret.as_bytes(), &claims)?
+    );
+    Ok(())
 }
 
 #[derive(Debug, Clone, clap::Args)]
 struct ServeArgs {
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    auth: sessionfold_auth::AuthArgs,
     /// HTTP address to listen on.
     #[arg(long, env = "SESSIONFOLD_LISTEN", default_value = "127.0.0.1:8081")]
     listen: String,
     /// Sessions idle this long are not online (match the processor's).
     #[arg(long, env = "SESSIONFOLD_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     idle_timeout: Duration,
+    /// An in-progress import not accessed for this long is shown as stale.
+    #[arg(long, env = "SESSIONFOLD_STALE_AFTER", default_value = "24h", value_parser = parse_duration)]
+    stale_after: Duration,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let a = match cli.command {
+        Some(Command::Token(t)) => return print_token(t),
         Some(Command::Serve(a)) => a,
         None => cli.serve,
     };
     sessionfold_kafka::init_logging(a.common.log_format);
+    let auth = sessionfold_auth::Authenticator::from_args(&a.auth)?;
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .with_context(|| format!("binding {}", a.listen))?;
@@ -54,7 +101,9 @@ async fn main() -> anyhow::Result<()> {
         brokers: a.common.brokers.clone(),
         topics: a.common.topics(),
         partitions: a.common.partitions,
-        idle_timeout: i64::try_from(a.idle_timeout.as_millis()).unwrap_or(i64::MAX),
+        idle_timeout: millis(a.idle_timeout),
+        stale_after: millis(a.stale_after),
+        auth,
     };
     run(listener, settings, sessionfold_kafka::shutdown_signal())
         .await

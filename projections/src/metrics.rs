@@ -12,6 +12,8 @@ pub struct Metrics {
     pub records: IntCounterVec,
     /// Users held in the presence view.
     pub users: IntGauge,
+    /// Imports held in the import view.
+    pub imports: IntGauge,
     /// Request counts and latency by route.
     pub http: HttpMetrics,
 }
@@ -23,18 +25,21 @@ impl Metrics {
         let records = IntCounterVec::new(
             Opts::new(
                 "changelog_records_total",
-                "Changelog records read, by outcome",
+                "Changelog records read, by changelog and outcome",
             ),
-            &["outcome"],
+            &["changelog", "outcome"],
         )?;
         let users = IntGauge::new("presence_users", "Users held in the presence view")?;
+        let imports = IntGauge::new("imports", "Imports held in the import view")?;
         registry.register(Box::new(records.clone()))?;
         registry.register(Box::new(users.clone()))?;
+        registry.register(Box::new(imports.clone()))?;
         let http = HttpMetrics::register(&registry)?;
         Ok(Metrics {
             registry,
             records,
             users,
+            imports,
             http,
         })
     }

@@ -219,6 +219,11 @@ impl PresenceView {
         }
     }
 
+    /// A user's e-mail from their presence profile.
+    pub fn email(&self, user_id: &str) -> Option<String> {
+        self.users.get(user_id).and_then(|u| u.email.clone())
+    }
+
     /// One user, if known.
     pub fn user(&self, user_id: &str, now: Millis) -> Option<UserJson> {
         self.users.get(user_id).map(|u| self.user_json(u, now))

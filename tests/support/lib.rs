@@ -13,6 +13,26 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 
+/// The HS256 secret every test service verifies tokens with.
+pub const TEST_SECRET: &str = "sessionfold-end-to-end-test-secret";
+
+/// A token signed with [`TEST_SECRET`], valid for an hour.
+pub fn token(sub: &str, roles: &[&str], permissions: &[&str]) -> String {
+    let claims = sessionfold_auth::Claims {
+        sub: sub.to_owned(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+        exp: Some(u64::try_from(now_millis() / 1000 + 3600).unwrap_or(u64::MAX)),
+    };
+    // Signing with a static secret cannot fail; an empty token would fail the test visibly.
+    sessionfold_auth::mint_hs256(TEST_SECRET.as_bytes(), &claims).unwrap_or_default()
+}
+
+/// The token [`get_json`] and [`post_json`] send: an admin service that may do everything.
+pub fn root_token() -> String {
+    token("test-root", &["admin", "service"], &[])
+}
+
 /// Broker the tests talk to.
 pub fn brokers() -> String {
     std::env::var("SESSIONFOLD_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -92,7 +112,11 @@ impl Service {
         let port = free_port()?;
         let log = logs.join(format!("{name}-{port}.log"));
         let out = std::fs::File::create(&log)?;
-        let child = Command::new(bin(name)?)
+        let mut cmd = Command::new(bin(name)?);
+        if name != "sessionfold-processor" {
+            cmd.args(["--jwt-secret", TEST_SECRET]);
+        }
+        let child = cmd
             .args(args)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args([
@@ -184,19 +208,44 @@ where
     }
 }
 
-/// GETs a URL and parses JSON, returning the status too.
+/// GETs a URL with the [`root_token`] and parses JSON, returning the status too.
 pub async fn get_json(url: &str) -> anyhow::Result<(u16, serde_json::Value)> {
-    let r = reqwest::get(url).await?;
+    get_json_as(url, Some(&root_token())).await
+}
+
+/// GETs a URL with `token` (or none) and parses JSON, returning the status too.
+pub async fn get_json_as(
+    url: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await?;
     let status = r.status().as_u16();
     Ok((status, r.json().await?))
 }
 
-/// POSTs JSON and parses the JSON answer, returning the status too.
+/// POSTs JSON with the [`root_token`] and parses the JSON answer, returning the status too.
 pub async fn post_json(
     url: &str,
     body: &serde_json::Value,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
-    let r = reqwest::Client::new().post(url).json(body).send().await?;
+    post_json_as(url, body, Some(&root_token())).await
+}
+
+/// POSTs JSON with `token` (or none) and parses the JSON answer, returning the status too.
+pub async fn post_json_as(
+    url: &str,
+    body: &serde_json::Value,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let mut req = reqwest::Client::new().post(url).json(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await?;
     let status = r.status().as_u16();
     Ok((status, r.json().await?))
 }
@@ -401,4 +450,58 @@ pub fn scratch() -> anyhow::Result<tempfile::TempDir> {
         eprintln!("test files kept in {}", dir.path().display());
     }
     Ok(dir)
+}
+
+/// The three services of one test, on their own topic prefix and state directory.
+pub struct Stack {
+    /// The ingest.
+    pub producer: Service,
+    /// The processor (200 ms expiry tick).
+    pub processor: Service,
+    /// The projections, ready (caught up) when `start` returns.
+    pub projections: Service,
+    /// The topic prefix.
+    pub prefix: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Stack {
+    /// Starts producer, processor and projections, with extra options for the last two.
+    pub async fn start(
+        test: &str,
+        processor_args: &[&str],
+        projections_args: &[&str],
+    ) -> anyhow::Result<Stack> {
+        let prefix = unique_prefix(test);
+        let dir = scratch()?;
+        let state = dir.path().join("state").to_string_lossy().into_owned();
+        let mut args = vec![
+            "--state-dir",
+            &state,
+            "--group-id",
+            &prefix,
+            "--tick-interval",
+            "200ms",
+        ];
+        args.extend_from_slice(processor_args);
+        let producer = Service::start("sessionfold-producer", &prefix, &[], dir.path()).await?;
+        let processor = Service::start("sessionfold-processor", &prefix, &args, dir.path()).await?;
+        let mut projections = Service::start(
+            "sessionfold-projections",
+            &prefix,
+            projections_args,
+            dir.path(),
+        )
+        .await?;
+        projections
+            .wait_http("/readyz", Duration::from_secs(60))
+            .await?;
+        Ok(Stack {
+            producer,
+            processor,
+            projections,
+            prefix,
+            _dir: dir,
+        })
+    }
 }
