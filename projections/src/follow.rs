@@ -11,6 +11,7 @@ use sessionfold_schemas::{Contract, SchemaError, Topics};
 
 use crate::imports::ImportView;
 use crate::metrics::Metrics;
+use crate::stream::{Audience, Hub};
 use crate::view::{PresenceView, Update};
 
 /// Why following stopped.
@@ -74,6 +75,7 @@ pub fn follow(
     brokers: &str,
     topics: &Topics,
     views: Views,
+    hub: Arc<Hub>,
     ready: Arc<AtomicBool>,
     metrics: Metrics,
     stop: Arc<AtomicBool>,
@@ -164,35 +166,75 @@ pub fn follow(
                 }
             }
         }
-        apply_batch(&contract, &views, &metrics, batch.drain(..));
+        // Changes are streamed once caught up: what came before is history,
+        // which subscribers read from the views themselves.
+        let hub = ready.load(Ordering::SeqCst).then_some(&*hub);
+        apply_batch(&contract, &views, hub, &metrics, batch.drain(..));
     }
     Ok(())
 }
 
-/// Decodes and applies a batch, taking each view's lock once.
+/// Decodes and applies a batch, taking each view's lock once, and publishes
+/// every applied change to `hub` when given.
 fn apply_batch(
     contract: &Contract,
     views: &Views,
+    hub: Option<&Hub>,
     metrics: &Metrics,
     batch: impl Iterator<Item = Raw>,
 ) {
+    let now = chrono::Utc::now().timestamp_millis();
     let (presence, imports): (Vec<Raw>, Vec<Raw>) =
         batch.partition(|r| r.changelog == Changelog::Presence);
     if !presence.is_empty() {
         let mut view = write(&views.presence);
         for r in presence {
-            let outcome = decoded(&r, metrics, |b| contract.decode_presence(b))
-                .map(|(key, state)| view.apply(&key, state));
+            let Some((key, state)) = decoded(&r, metrics, |b| contract.decode_presence(b)) else {
+                continue;
+            };
+            let was_online = hub.and_then(|_| view.user(&key, now)).map(|u| u.online);
+            let outcome = view.apply(&key, state);
             count(metrics, Changelog::Presence, outcome);
+            if let Some(hub) = hub.filter(|_| outcome != Update::Stale) {
+                let user = view.user(&key, now);
+                let change = match (&user, was_online) {
+                    (None, _) => "deleted",
+                    (Some(u), Some(false) | None) if u.online => "online",
+                    (Some(u), Some(true)) if !u.online => "offline",
+                    _ => "updated",
+                };
+                let data = serde_json::json!({"user_id": key, "change": change, "user": user});
+                hub.publish("presence", Audience::Presence(key), data.to_string());
+            }
         }
         metrics.users.set(view.len() as i64);
     }
     if !imports.is_empty() {
         let mut view = write(&views.imports);
         for r in imports {
-            let outcome = decoded(&r, metrics, |b| contract.decode_import_state(b))
-                .map(|(key, state)| view.apply(&key, state));
+            let Some((key, state)) = decoded(&r, metrics, |b| contract.decode_import_state(b))
+            else {
+                continue;
+            };
+            let before = view.get(&key).map(|s| s.owner_id.clone());
+            let outcome = view.apply(&key, state);
             count(metrics, Changelog::Imports, outcome);
+            if let Some(hub) = hub.filter(|_| outcome != Update::Stale) {
+                let import = view.get(&key).map(|s| view.json(s, now));
+                let after = import.as_ref().map(|i| i.owner_id.clone());
+                let (change, owner, previous) = match (before, after) {
+                    (Some(old), None) => ("deleted", old, None),
+                    (Some(old), Some(new)) if old != new => ("transferred", new, old),
+                    (_, new) => ("updated", new.flatten(), None),
+                };
+                let data =
+                    serde_json::json!({"import_id": key, "change": change, "import": import});
+                hub.publish(
+                    "import",
+                    Audience::Import { owner, previous },
+                    data.to_string(),
+                );
+            }
         }
         metrics.imports.set(view.len() as i64);
     }
@@ -224,12 +266,11 @@ fn decoded<T>(
     }
 }
 
-fn count(metrics: &Metrics, changelog: Changelog, outcome: Option<Update>) {
+fn count(metrics: &Metrics, changelog: Changelog, outcome: Update) {
     let label = match outcome {
-        None => return,
-        Some(Update::Upserted) => "upserted",
-        Some(Update::Deleted) => "deleted",
-        Some(Update::Stale) => "stale",
+        Update::Upserted => "upserted",
+        Update::Deleted => "deleted",
+        Update::Stale => "stale",
     };
     metrics
         .records

@@ -12,6 +12,7 @@ mod api;
 pub mod follow;
 pub mod imports;
 pub mod metrics;
+pub mod stream;
 pub mod view;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +30,7 @@ pub use crate::api::ApiError;
 use crate::follow::Views;
 use crate::imports::ImportView;
 use crate::metrics::Metrics;
+use crate::stream::Hub;
 use crate::view::PresenceView;
 
 /// Shared state of the handlers.
@@ -42,6 +44,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Verifies the callers' tokens.
     pub auth: Authenticator,
+    /// Fans changes out to `/v1/stream` subscribers.
+    pub hub: Arc<Hub>,
 }
 
 impl FromRef<AppState> for Authenticator {
@@ -68,6 +72,10 @@ impl AppState {
             ready: Arc::new(AtomicBool::new(false)),
             metrics,
             auth: settings.auth.clone(),
+            hub: Arc::new(Hub::new(
+                format!("{:x}", chrono::Utc::now().timestamp_millis()),
+                settings.stream_buffer,
+            )),
         }
     }
 
@@ -91,6 +99,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/imports/duplicates", get(api::imports::duplicates))
         .route("/v1/imports/monitor", get(api::imports::monitor))
         .route("/v1/imports/{import_id}", get(api::imports::one))
+        .route("/v1/stream", get(stream::handler))
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -133,6 +142,9 @@ pub struct Settings {
     pub stale_after: Millis,
     /// Verifies the callers' tokens.
     pub auth: Authenticator,
+    /// Changes kept for `Last-Event-ID` resumption, and the most a live
+    /// subscriber may fall behind before it is dropped.
+    pub stream_buffer: usize,
 }
 
 /// Follows the changelogs and serves the views on `listener` until `shutdown` resolves.
@@ -145,8 +157,9 @@ pub async fn run(
     let stop = Arc::new(AtomicBool::new(false));
     // Serve at once (readyz answers 503 until caught up); follow once the broker answers.
     let follower = {
-        let (views, ready, metrics, stop) = (
+        let (views, hub, ready, metrics, stop) = (
             state.views.clone(),
+            state.hub.clone(),
             state.ready.clone(),
             state.metrics.clone(),
             stop.clone(),
@@ -164,6 +177,7 @@ pub async fn run(
                     &settings.brokers,
                     &settings.topics,
                     views,
+                    hub,
                     ready,
                     metrics,
                     stop,

@@ -78,6 +78,10 @@ struct ServeArgs {
     /// An in-progress import not accessed for this long is shown as stale.
     #[arg(long, env = "SESSIONFOLD_STALE_AFTER", default_value = "24h", value_parser = parse_duration)]
     stale_after: Duration,
+    /// Changes kept for stream clients resuming with Last-Event-ID; a live
+    /// client further behind than this is disconnected.
+    #[arg(long, env = "SESSIONFOLD_STREAM_BUFFER", default_value_t = 10_000)]
+    stream_buffer: usize,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -104,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
         idle_timeout: millis(a.idle_timeout),
         stale_after: millis(a.stale_after),
         auth,
+        stream_buffer: a.stream_buffer,
     };
     run(listener, settings, sessionfold_kafka::shutdown_signal())
         .await

@@ -505,3 +505,91 @@ impl Stack {
         })
     }
 }
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// `id:` field.
+    pub id: Option<String>,
+    /// `event:` field.
+    pub event: String,
+    /// `data:` field, parsed as JSON (null when not JSON).
+    pub data: serde_json::Value,
+}
+
+/// A client of an SSE endpoint that reads events as they come.
+pub struct SseClient {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseClient {
+    /// Connects with `token` and, when given, `Last-Event-ID`.
+    pub async fn connect(
+        url: &str,
+        token: &str,
+        last_event_id: Option<&str>,
+    ) -> anyhow::Result<SseClient> {
+        let mut req = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let response = req.send().await?;
+        if !response.status().is_success() {
+            bail!("{url}: {}", response.status());
+        }
+        Ok(SseClient {
+            response,
+            buffer: String::new(),
+        })
+    }
+
+    /// The next event, or `None` when none comes within `within`.
+    pub async fn next(&mut self, within: Duration) -> anyhow::Result<Option<SseEvent>> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut e = SseEvent {
+                    id: None,
+                    event: "message".into(),
+                    data: serde_json::Value::Null,
+                };
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        e.id = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        e.event = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() && e.id.is_none() {
+                    continue; // a keep-alive comment
+                }
+                e.data = serde_json::from_str(&data).unwrap_or(serde_json::Value::Null);
+                return Ok(Some(e));
+            }
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Err(_) => return Ok(None),
+                Ok(chunk) => match chunk? {
+                    Some(bytes) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                    None => return Ok(None),
+                },
+            }
+        }
+    }
+
+    /// Every event until none arrives for `quiet`.
+    pub async fn drain(&mut self, quiet: Duration) -> anyhow::Result<Vec<SseEvent>> {
+        let mut out = Vec::new();
+        while let Some(e) = self.next(quiet).await? {
+            out.push(e);
+        }
+        Ok(out)
+    }
+}

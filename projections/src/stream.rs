@@ -1,0 +1,377 @@
+//! The realtime stream: every change the views apply, fanned out to
+//! Server-Sent Events subscribers, each filtered by what its token may see.
+//!
+//! Changes get an id `<epoch>-<seq>`. The last [`Hub::capacity`] changes are
+//! kept, so a client that reconnects with `Last-Event-ID` receives exactly the
+//! changes it missed. A client whose id is no longer held (or comes from an
+//! earlier run of this instance) gets a `resync` event and should reload.
+//! Live delivery uses a bounded broadcast channel: a subscriber that falls
+//! that far behind gets a `dropped` event and is disconnected, so it never
+//! holds the others back.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use sessionfold_auth::Caller;
+use tokio::sync::broadcast;
+
+/// Who may see a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// A change of this user's presence.
+    Presence(String),
+    /// A change of an import owned by `owner` (and, after a transfer, formerly by `previous`).
+    Import {
+        /// Owner after the change; `None` for a legacy or purged import.
+        owner: Option<String>,
+        /// Owner before the change, when it changed.
+        previous: Option<String>,
+    },
+}
+
+impl Audience {
+    /// True when `caller` may receive the change.
+    pub fn admits(&self, caller: &Caller) -> bool {
+        match self {
+            Audience::Presence(user) => caller.sees_presence_of(user),
+            Audience::Import { owner, previous } => {
+                caller.sees_import_of(owner.as_deref())
+                    || previous.as_deref() == Some(caller.user_id.as_str())
+            }
+        }
+    }
+}
+
+/// One change, ready to send.
+#[derive(Debug)]
+pub struct Change {
+    /// Sequence number within this instance's run.
+    pub seq: u64,
+    /// `presence` or `import`.
+    pub event: &'static str,
+    /// Who may see it.
+    pub audience: Audience,
+    /// The JSON payload.
+    pub data: String,
+}
+
+struct Held {
+    next_seq: u64,
+    recent: VecDeque<Arc<Change>>,
+}
+
+/// The fan-out point between the changelog follower and the subscribers.
+pub struct Hub {
+    epoch: String,
+    capacity: usize,
+    held: Mutex<Held>,
+    tx: broadcast::Sender<Arc<Change>>,
+}
+
+/// Where a new subscriber starts.
+pub struct Subscription {
+    /// Missed changes to send first.
+    pub backlog: Vec<Arc<Change>>,
+    /// True when the requested id is no longer held: the client should reload.
+    pub resync: bool,
+    /// Live changes after the backlog.
+    pub live: broadcast::Receiver<Arc<Change>>,
+}
+
+impl Hub {
+    /// A hub that keeps the last `capacity` changes; `epoch` names this run.
+    pub fn new(epoch: String, capacity: usize) -> Hub {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        Hub {
+            epoch,
+            capacity: capacity.max(1),
+            held: Mutex::new(Held {
+                next_seq: 1,
+                recent: VecDeque::new(),
+            }),
+            tx,
+        }
+    }
+
+    /// Changes kept for resuming, and how far a live subscriber may fall behind.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        match self.held.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Publishes a change to every subscriber; never waits for them.
+    pub fn publish(&self, event: &'static str, audience: Audience, data: String) {
+        let mut held = self.held();
+        let change = Arc::new(Change {
+            seq: held.next_seq,
+            event,
+            audience,
+            data,
+        });
+        held.next_seq += 1;
+        if held.recent.len() == self.capacity {
+            held.recent.pop_front();
+        }
+        held.recent.push_back(change.clone());
+        // Sent under the lock, so that a subscriber's backlog and live feed
+        // meet without a gap or an overlap. No receiver is not an error.
+        let _ = self.tx.send(change);
+    }
+
+    /// The event id of a change.
+    pub fn id(&self, change: &Change) -> String {
+        format!("{}-{}", self.epoch, change.seq)
+    }
+
+    /// Subscribes, resuming after `last_event_id` when given.
+    pub fn subscribe(&self, last_event_id: Option<&str>) -> Subscription {
+        let held = self.held();
+        let live = self.tx.subscribe();
+        let Some(last) = last_event_id else {
+            return Subscription {
+                backlog: Vec::new(),
+                resync: false,
+                live,
+            };
+        };
+        let seq = last
+            .strip_prefix(&self.epoch)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|n| n.parse::<u64>().ok());
+        let oldest = held.recent.front().map_or(held.next_seq, |c| c.seq);
+        match seq {
+            Some(s) if s + 1 >= oldest && s < held.next_seq => Subscription {
+                backlog: held.recent.iter().filter(|c| c.seq > s).cloned().collect(),
+                resync: false,
+                live,
+            },
+            _ => Subscription {
+                backlog: Vec::new(),
+                resync: true,
+                live,
+            },
+        }
+    }
+}
+
+/// What a subscriber's stream does next.
+enum Phase {
+    Backlog(std::vec::IntoIter<Arc<Change>>),
+    Live,
+    Done,
+}
+
+fn event_of(hub: &Hub, c: &Change) -> Event {
+    Event::default()
+        .id(hub.id(c))
+        .event(c.event)
+        .data(c.data.clone())
+}
+
+/// The SSE stream of one subscriber.
+pub fn events(
+    hub: Arc<Hub>,
+    caller: Caller,
+    last_event_id: Option<String>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let sub = hub.subscribe(last_event_id.as_deref());
+    let first = sub.resync.then(|| {
+        Event::default().event("resync").data(
+            r#"{"reason":"the changes after Last-Event-ID are no longer held; reload the views"}"#,
+        )
+    });
+    let state = (
+        hub,
+        caller,
+        Phase::Backlog(sub.backlog.into_iter()),
+        sub.live,
+        first,
+    );
+    futures::stream::unfold(
+        state,
+        |(hub, caller, mut phase, mut live, mut first)| async move {
+            if let Some(e) = first.take() {
+                return Some((Ok(e), (hub, caller, phase, live, None)));
+            }
+            loop {
+                match &mut phase {
+                    Phase::Done => return None,
+                    Phase::Backlog(items) => match items.next() {
+                        Some(c) if c.audience.admits(&caller) => {
+                            let e = event_of(&hub, &c);
+                            return Some((Ok(e), (hub, caller, phase, live, None)));
+                        }
+                        Some(_) => {}
+                        None => phase = Phase::Live,
+                    },
+                    Phase::Live => match live.recv().await {
+                        Ok(c) if c.audience.admits(&caller) => {
+                            let e = event_of(&hub, &c);
+                            return Some((Ok(e), (hub, caller, phase, live, None)));
+                        }
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            tracing::info!(subscriber = %caller.user_id, missed, "slow stream subscriber dropped");
+                            let e = Event::default().event("dropped").data(format!(
+                            r#"{{"reason":"too slow: {missed} changes behind; reconnect with Last-Event-ID"}}"#
+                        ));
+                            return Some((Ok(e), (hub, caller, Phase::Done, live, None)));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                }
+            }
+        },
+    )
+}
+
+/// `GET /v1/stream`.
+pub(crate) async fn handler(
+    State(s): State<crate::AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Sse::new(events(s.hub.clone(), caller, last))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn caller(sub: &str, roles: &[&str]) -> Caller {
+        Caller {
+            user_id: sub.into(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            permissions: Vec::new(),
+        }
+    }
+
+    fn presence(hub: &Hub, user: &str, n: usize) {
+        hub.publish(
+            "presence",
+            Audience::Presence(user.into()),
+            format!("{user}#{n}"),
+        );
+    }
+
+    async fn take(s: impl Stream<Item = Result<Event, Infallible>>, n: usize) -> Vec<String> {
+        let events: Vec<_> = s.take(n).collect().await;
+        // The event text is opaque; its Debug form names id, event and data.
+        events.into_iter().map(|e| format!("{e:?}")).collect()
+    }
+
+    #[tokio::test]
+    async fn resume_sends_exactly_the_missed_changes_the_caller_may_see() {
+        let hub = Arc::new(Hub::new("e1".into(), 100));
+        for n in 1..=6 {
+            presence(&hub, if n % 2 == 0 { "ada" } else { "bob" }, n);
+        }
+        // Ada saw up to e1-2; she missed ada#4 and ada#6 (bob's are not hers).
+        let got = take(
+            events(hub.clone(), caller("ada", &[]), Some("e1-2".into())),
+            2,
+        )
+        .await;
+        assert!(
+            got[0].contains("e1-4") && got[0].contains("ada#4"),
+            "{got:?}"
+        );
+        assert!(
+            got[1].contains("e1-6") && got[1].contains("ada#6"),
+            "{got:?}"
+        );
+        // An admin resuming from the start of the held changes gets all of them.
+        let got = take(
+            events(hub.clone(), caller("root", &["admin"]), Some("e1-0".into())),
+            6,
+        )
+        .await;
+        assert_eq!(got.len(), 6);
+        assert!(
+            got[0].contains("bob#1") && got[5].contains("ada#6"),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_or_evicted_id_asks_for_a_resync() {
+        let hub = Arc::new(Hub::new("e2".into(), 3));
+        for n in 1..=5 {
+            presence(&hub, "ada", n);
+        }
+        for last in ["e1-4", "e2-1", "garbage", "e2-99"] {
+            let got = take(
+                events(hub.clone(), caller("ada", &[]), Some(last.into())),
+                1,
+            )
+            .await;
+            assert!(got[0].contains("resync"), "{last}: {got:?}");
+        }
+        let got = take(
+            events(hub.clone(), caller("ada", &[]), Some("e2-2".into())),
+            3,
+        )
+        .await;
+        assert!(
+            got[0].contains("ada#3") && got[2].contains("ada#5"),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_is_dropped_and_the_others_go_on() {
+        let hub = Arc::new(Hub::new("e3".into(), 4));
+        let slow = events(hub.clone(), caller("root", &["admin"]), None);
+        let fast = events(hub.clone(), caller("root", &["admin"]), None);
+        let mut fast = Box::pin(fast);
+        for n in 1..=10 {
+            presence(&hub, "ada", n);
+            let e = fast
+                .next()
+                .await
+                .map(|e| format!("{e:?}"))
+                .unwrap_or_default();
+            assert!(e.contains(&format!("ada#{n}")), "{e}");
+        }
+        let got = take(slow, 5).await;
+        assert_eq!(got.len(), 1, "the slow one ends after the notice: {got:?}");
+        assert!(got[0].contains("dropped"), "{got:?}");
+    }
+
+    #[test]
+    fn audiences() {
+        let ada = caller("ada", &[]);
+        let bob = caller("bob", &[]);
+        let admin = caller("root", &["admin"]);
+        let moved = Audience::Import {
+            owner: Some("bob".into()),
+            previous: Some("ada".into()),
+        };
+        assert!(moved.admits(&ada) && moved.admits(&bob) && moved.admits(&admin));
+        let legacy = Audience::Import {
+            owner: None,
+            previous: None,
+        };
+        assert!(!legacy.admits(&ada) && legacy.admits(&admin));
+        let p = Audience::Presence("ada".into());
+        assert!(p.admits(&ada) && !p.admits(&bob) && p.admits(&admin));
+    }
+}

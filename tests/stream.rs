@@ -1,0 +1,139 @@
+//! `GET /v1/stream` on the real services: each subscriber receives exactly
+//! the changes its token may see, live, and resumes without gaps.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sessionfold_it::{SseClient, SseEvent, Stack, eventually, get_json_as, post_json_as, token};
+
+/// `(event, key, change)` of an event, for comparing.
+fn summary(e: &SseEvent) -> (String, String, String) {
+    let key = e.data["user_id"]
+        .as_str()
+        .or_else(|| e.data["import_id"].as_str())
+        .unwrap_or_default();
+    (
+        e.event.clone(),
+        key.to_owned(),
+        e.data["change"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+fn summaries(v: &[SseEvent]) -> Vec<(String, String, String)> {
+    let mut s: Vec<_> = v.iter().map(summary).collect();
+    s.sort();
+    s
+}
+
+fn want(items: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    let mut v: Vec<_> = items
+        .iter()
+        .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_subscriber_receives_exactly_what_it_may_see() -> anyhow::Result<()> {
+    let s = Stack::start("stream", &[], &[]).await?;
+    let (ada, bob) = (token("ada", &[], &[]), token("bob", &[], &[]));
+    let admin = token("root", &["admin"], &[]);
+    let svc = token("svc", &["service"], &[]);
+    let url = format!("{}/v1/stream", s.projections.url);
+    let (status, _) = get_json_as(&url, None).await?;
+    assert_eq!(status, 401);
+    let mut ada_sub = SseClient::connect(&url, &ada, None).await?;
+    let mut bob_sub = SseClient::connect(&url, &bob, None).await?;
+    let mut admin_sub = SseClient::connect(&url, &admin, None).await?;
+
+    let activity = format!("{}/v1/activity", s.producer.url);
+    for user in ["ada", "bob"] {
+        let login = json!({"kind": "session_started", "user_id": user,
+                           "session_id": format!("{user}-s"), "email": format!("{user}@example.com")});
+        assert_eq!(post_json_as(&activity, &login, Some(&svc)).await?.0, 202);
+    }
+    let events = |id: &str| format!("{}/v1/imports/{id}/events", s.producer.url);
+    let start = |owner: Value| {
+        json!({"kind": "import_started", "owner_id": owner, "json_hash": "H",
+               "file_name": "f.json", "questions_total": 3})
+    };
+    assert_eq!(
+        post_json_as(&events("imp-1"), &start(json!("ada")), Some(&svc))
+            .await?
+            .0,
+        202
+    );
+    assert_eq!(
+        post_json_as(&events("imp-legacy"), &start(Value::Null), Some(&svc))
+            .await?
+            .0,
+        202
+    );
+    // The transfer goes after the start has been folded, so the order is fixed.
+    let one = format!("{}/v1/imports/imp-1", s.projections.url);
+    eventually(Duration::from_secs(60), "imp-1 folded", || async {
+        Ok((get_json_as(&one, Some(&ada)).await?.0 == 200).then_some(()))
+    })
+    .await?;
+    let transfer = json!({"kind": "import_transferred", "new_owner_id": "bob"});
+    assert_eq!(
+        post_json_as(&events("imp-1"), &transfer, Some(&admin))
+            .await?
+            .0,
+        202
+    );
+
+    let admin_got = admin_sub.drain(Duration::from_secs(4)).await?;
+    assert_eq!(
+        summaries(&admin_got),
+        want(&[
+            ("presence", "ada", "online"),
+            ("presence", "bob", "online"),
+            ("import", "imp-1", "updated"),
+            ("import", "imp-legacy", "updated"),
+            ("import", "imp-1", "transferred"),
+        ])
+    );
+    let ada_got = ada_sub.drain(Duration::from_secs(1)).await?;
+    assert_eq!(
+        summaries(&ada_got),
+        want(&[
+            ("presence", "ada", "online"),
+            ("import", "imp-1", "updated"),
+            ("import", "imp-1", "transferred"),
+        ])
+    );
+    let bob_got = bob_sub.drain(Duration::from_secs(1)).await?;
+    assert_eq!(
+        summaries(&bob_got),
+        want(&[
+            ("presence", "bob", "online"),
+            ("import", "imp-1", "transferred")
+        ])
+    );
+    let moved = bob_got
+        .iter()
+        .find(|e| e.event == "import")
+        .map(|e| e.data["import"]["owner_id"].clone());
+    assert_eq!(moved, Some(json!("bob")));
+    let ada_online = ada_got.iter().find(|e| e.event == "presence").map(|e| {
+        (
+            e.data["user"]["online"].clone(),
+            e.data["user"]["email"].clone(),
+        )
+    });
+    assert_eq!(ada_online, Some((json!(true), json!("ada@example.com"))));
+
+    // Resuming after bob's first event sends exactly the one he missed since.
+    let first = bob_got[0].id.clone().unwrap_or_default();
+    let mut again = SseClient::connect(&url, &bob, Some(&first)).await?;
+    let resumed = again.drain(Duration::from_secs(1)).await?;
+    assert_eq!(summaries(&resumed), summaries(&bob_got[1..]));
+    assert_eq!(resumed[0].id, bob_got[1].id);
+    // An id this instance never gave asks the client to reload.
+    let mut lost = SseClient::connect(&url, &bob, Some("0-1")).await?;
+    let e = lost.next(Duration::from_secs(5)).await?;
+    assert_eq!(e.map(|e| e.event), Some("resync".to_owned()));
+    Ok(())
+}
