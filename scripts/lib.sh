@@ -12,6 +12,24 @@ ensure_tansu() {
   cargo install --locked tansu --version "$TANSU_VERSION" --features dynostore,libsql
 }
 
+# The dashboard test drives a headless Chromium: installs Debian's chromium
+# and chromium-driver when missing and this user may (root), else says what to install.
+ensure_chromedriver() {
+  if command -v chromedriver >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium and chromium-driver for the dashboard test" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      chromium chromium-driver >/dev/null || {
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends chromium chromium-driver >/dev/null
+    }
+  else
+    echo "the dashboard test needs chromium and chromium-driver: sudo apt-get install chromium chromium-driver" >&2
+  fi
+}
+
 tansu_bin() {
   command -v tansu 2>/dev/null || echo "$HOME/.cargo/bin/tansu"
 }

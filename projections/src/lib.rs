@@ -9,6 +9,7 @@
 //! can serve.
 
 mod api;
+mod dashboard;
 pub mod follow;
 pub mod imports;
 pub mod metrics;
@@ -100,6 +101,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/imports/monitor", get(api::imports::monitor))
         .route("/v1/imports/{import_id}", get(api::imports::one))
         .route("/v1/stream", get(stream::handler))
+        .merge(dashboard::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",

@@ -1,0 +1,244 @@
+// The sessionfold dashboard: reads the projections' JSON routes with the
+// signed-in token and applies /v1/stream changes as they arrive.
+"use strict";
+
+const state = {
+  token: sessionStorage.getItem("sessionfold-token"),
+  users: new Map(),       // user_id -> user JSON, from the active list and the stream
+  lastEventId: null,
+  stream: null,           // AbortController of the live stream
+};
+
+const $ = (sel) => document.querySelector(sel);
+const windowMs = { "5m": 300e3, "15m": 900e3, "1h": 3600e3, "4h": 14400e3 };
+
+function claims(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(part));
+  } catch (_) {
+    return null;
+  }
+}
+
+async function api(path) {
+  const r = await fetch(path, { headers: { Authorization: `Bearer ${state.token}` } });
+  if (r.status === 401) {
+    signOut("The token was refused (missing, expired or wrongly signed).");
+    throw new Error("unauthorized");
+  }
+  return { status: r.status, body: await r.json() };
+}
+
+function text(v) {
+  return v === null || v === undefined ? "" : String(v);
+}
+
+function cell(row, value, cls) {
+  const td = row.insertCell();
+  td.textContent = text(value);
+  if (cls) td.className = cls;
+  return td;
+}
+
+function ago(iso) {
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  return `${Math.floor(s / 3600)}h ago`;
+}
+
+function renderUsers() {
+  const win = windowMs[$("#window").value];
+  const horizon = Date.now() - win;
+  const rows = [...state.users.values()]
+    .filter((u) => Date.parse(u.last_seen) > horizon)
+    .sort((a, b) => Date.parse(b.last_seen) - Date.parse(a.last_seen));
+  const body = $("#users tbody");
+  body.replaceChildren();
+  for (const u of rows) {
+    const s = u.sessions[0] || {};
+    const tr = body.insertRow();
+    tr.dataset.user = u.user_id;
+    const dot = tr.insertCell().appendChild(document.createElement("span"));
+    dot.className = `dot ${u.online ? "on" : "off"}`;
+    dot.title = u.online ? "online" : "idle or ended";
+    cell(tr, u.full_name || u.user_id);
+    cell(tr, u.email);
+    cell(tr, s.device_type);
+    cell(tr, s.browser);
+    cell(tr, s.current_page);
+    cell(tr, ago(u.last_seen));
+  }
+  $("#total").textContent = `(${rows.length})`;
+}
+
+async function loadUsers() {
+  const win = $("#window").value;
+  const { status, body } = await api(`/v1/presence/active?window=${win}&limit=1000`);
+  if (status === 403) {
+    // A plain user sees only their own presence.
+    const me = claims(state.token);
+    const own = await api(`/v1/presence/users/${encodeURIComponent(me.sub)}`);
+    state.users = new Map(own.status === 200 ? [[me.sub, own.body]] : []);
+    $("#users-note").textContent = "Your token may only see your own presence.";
+    $("#counts").hidden = true;
+  } else {
+    state.users = new Map(body.users.map((u) => [u.user_id, u]));
+    $("#users-note").textContent = body.next_cursor ? `Showing the ${body.users.length} most recent of ${body.total}.` : "";
+    $("#counts").hidden = false;
+  }
+  renderUsers();
+}
+
+function fillCounts(sel, counts) {
+  const body = $(sel + " tbody");
+  body.replaceChildren();
+  for (const [k, n] of Object.entries(counts).sort((a, b) => b[1] - a[1])) {
+    const tr = body.insertRow();
+    cell(tr, k);
+    cell(tr, n);
+  }
+}
+
+async function loadSummary() {
+  const { status, body } = await api(`/v1/presence/summary?window=${$("#window").value}`);
+  if (status !== 200) return;
+  fillCounts("#by-device", body.by_device);
+  fillCounts("#by-browser", body.by_browser);
+}
+
+async function loadMonitor() {
+  const { status, body } = await api("/v1/imports/monitor");
+  $("#imports").hidden = status !== 200;
+  if (status !== 200) return;
+  const tbody = $("#monitor tbody");
+  tbody.replaceChildren();
+  for (const i of body.imports) {
+    const tr = tbody.insertRow();
+    cell(tr, `${i.file_name} (${i.import_id})`);
+    cell(tr, i.owner_id === null ? "legacy" : i.owner_id);
+    cell(tr, i.owner_email);
+    cell(tr, i.step);
+    cell(tr, `${i.progress}%`);
+    cell(tr, `${i.questions_imported} / ${i.questions_total}`);
+    cell(tr, `${i.hours_since_access} h`);
+    cell(tr, i.stale ? "stale" : "", "stale");
+  }
+}
+
+// Coalesces reloads triggered by bursts of stream events.
+const pending = {};
+function soon(name, fn) {
+  if (pending[name]) return;
+  pending[name] = setTimeout(() => { pending[name] = null; fn().catch(() => {}); }, 1000);
+}
+
+function setConnected(up) {
+  const c = $("#conn");
+  c.className = `conn ${up ? "up" : "down"}`;
+  c.textContent = up ? "● live" : "● disconnected";
+}
+
+function onEvent(ev) {
+  if (ev.id) state.lastEventId = ev.id;
+  if (ev.event === "presence") {
+    const d = JSON.parse(ev.data);
+    if (d.user) state.users.set(d.user_id, d.user);
+    else state.users.delete(d.user_id);
+    renderUsers();
+    soon("summary", loadSummary);
+  } else if (ev.event === "import") {
+    soon("monitor", loadMonitor);
+  } else if (ev.event === "resync") {
+    reloadAll();
+  }
+}
+
+// EventSource cannot send an Authorization header, so the stream is read with fetch.
+async function follow() {
+  const ctl = new AbortController();
+  state.stream = ctl;
+  let wait = 500;
+  while (!ctl.signal.aborted) {
+    try {
+      const headers = { Authorization: `Bearer ${state.token}`, Accept: "text/event-stream" };
+      if (state.lastEventId) headers["Last-Event-ID"] = state.lastEventId;
+      const r = await fetch("/v1/stream", { headers, signal: ctl.signal });
+      if (r.status === 401) { signOut("The token was refused."); return; }
+      if (!r.ok) throw new Error(`stream answered ${r.status}`);
+      setConnected(true);
+      wait = 500;
+      const reader = r.body.getReader();
+      const dec = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let end;
+        while ((end = buf.indexOf("\n\n")) >= 0) {
+          const block = buf.slice(0, end);
+          buf = buf.slice(end + 2);
+          const ev = { event: "message", data: "", id: null };
+          for (const line of block.split("\n")) {
+            if (line.startsWith("id:")) ev.id = line.slice(3).trim();
+            else if (line.startsWith("event:")) ev.event = line.slice(6).trim();
+            else if (line.startsWith("data:")) ev.data += line.slice(5).trimStart();
+          }
+          if (ev.data) onEvent(ev);
+        }
+      }
+    } catch (_) {
+      // Reconnect below.
+    }
+    setConnected(false);
+    if (ctl.signal.aborted) return;
+    await new Promise((res) => setTimeout(res, wait));
+    wait = Math.min(wait * 2, 10000);
+  }
+}
+
+async function reloadAll() {
+  await Promise.all([loadUsers(), loadSummary(), loadMonitor()]);
+}
+
+function signOut(message) {
+  sessionStorage.removeItem("sessionfold-token");
+  state.token = null;
+  if (state.stream) state.stream.abort();
+  setConnected(false);
+  $("#app").hidden = true;
+  $("#signout").hidden = true;
+  $("#who").textContent = "";
+  $("#signin").hidden = false;
+  $("#signin-error").textContent = message || "";
+}
+
+async function start() {
+  const c = claims(state.token);
+  if (!c || !c.sub) { signOut("That is not a JWT."); return; }
+  $("#who").textContent = `${c.sub}${(c.roles || []).length ? " (" + c.roles.join(", ") + ")" : ""}`;
+  $("#signin").hidden = true;
+  $("#signout").hidden = false;
+  $("#app").hidden = false;
+  try {
+    await reloadAll();
+  } catch (_) {
+    return;
+  }
+  follow();
+}
+
+$("#signin-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  state.token = $("#token").value.trim();
+  sessionStorage.setItem("sessionfold-token", state.token);
+  start();
+});
+$("#signout").addEventListener("click", () => signOut());
+$("#window").addEventListener("change", () => { loadUsers(); loadSummary(); });
+// "Last seen" and the window move with the clock.
+setInterval(renderUsers, 5000);
+
+if (state.token) start(); else signOut();

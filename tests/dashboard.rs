@@ -1,0 +1,166 @@
+//! The dashboard in a real headless Chromium: sign in with a token, watch a
+//! user go online from a posted heartbeat without reloading, see the stream
+//! indicator when the projections go away. Saves a screenshot under
+//! `target/test-artifacts/`.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{ClientBuilder, Locator};
+use serde_json::json;
+use sessionfold_it::{Stack, eventually, free_port, post_json_as, token};
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn chromedriver() -> anyhow::Result<(Driver, String)> {
+    let port = free_port()?;
+    let exe = ["chromedriver", "/usr/bin/chromedriver"]
+        .into_iter()
+        .find(|p| {
+            Command::new(p)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok()
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!("chromedriver not found: install Debian's chromium and chromium-driver (.ci/run does)")
+        })?;
+    let child = Command::new(exe)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok((Driver(child), format!("http://127.0.0.1:{port}")))
+}
+
+fn artifact_dir() -> anyhow::Result<std::path::PathBuf> {
+    // target/<profile>/deps/<test> → target/test-artifacts
+    let exe = std::env::current_exe()?;
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .ok_or_else(|| anyhow::anyhow!("test executable outside a target directory"))?;
+    let dir = target.join("test-artifacts");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_user_going_online_live() -> anyhow::Result<()> {
+    let mut s = Stack::start("dashboard", &[], &[]).await?;
+    let (_driver, webdriver) = chromedriver()?;
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                        "--disable-dev-shm-usage", "--window-size=1280,900"]}),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let browser = eventually(Duration::from_secs(30), "chromedriver session", || {
+        let mut builder = ClientBuilder::new(connector.clone());
+        builder.capabilities(caps.clone());
+        let webdriver = webdriver.clone();
+        async move { Ok(builder.connect(&webdriver).await.ok()) }
+    })
+    .await?;
+
+    let result = async {
+        browser.goto(&format!("{}/", s.projections.url)).await?;
+        let admin = token("root", &["admin"], &[]);
+        browser
+            .find(Locator::Css("#token"))
+            .await?
+            .send_keys(&admin)
+            .await?;
+        browser
+            .find(Locator::Css("#signin-form button"))
+            .await?
+            .click()
+            .await?;
+        let live = eventually(Duration::from_secs(30), "stream connected", || async {
+            let t = browser.find(Locator::Css("#conn")).await?.text().await?;
+            Ok(t.contains("live").then_some(t))
+        })
+        .await?;
+        assert!(live.contains("live"));
+        let rows = browser.find_all(Locator::Css("#users tbody tr")).await?;
+        assert_eq!(rows.len(), 0, "nobody online yet");
+
+        // A heartbeat posted now appears without a reload.
+        let svc = token("svc", &["service"], &[]);
+        let activity = format!("{}/v1/activity", s.producer.url);
+        let login = json!({"events": [
+            {"kind": "session_started", "user_id": "browser-user", "session_id": "b-s",
+             "email": "browser-user@example.com", "full_name": "Browser User",
+             "device_type": "desktop", "browser": "Chromium", "page": "/"},
+            {"kind": "heartbeat", "user_id": "browser-user", "session_id": "b-s",
+             "page": "/courses/42", "activity": "click"}]});
+        assert_eq!(post_json_as(&activity, &login, Some(&svc)).await?.0, 202);
+        let row = eventually(Duration::from_secs(30), "user row appears", || async {
+            let rows = browser
+                .find_all(Locator::Css(r#"#users tbody tr[data-user="browser-user"]"#))
+                .await?;
+            match rows.first() {
+                Some(r) => Ok(Some(r.text().await?)),
+                None => Ok(None),
+            }
+        })
+        .await?;
+        assert!(row.contains("browser-user@example.com"), "{row}");
+        assert!(
+            row.contains("/courses/42") && row.contains("Chromium"),
+            "{row}"
+        );
+        let dot = browser
+            .find(Locator::Css(r#"tr[data-user="browser-user"] .dot"#))
+            .await?
+            .attr("class")
+            .await?;
+        assert_eq!(dot.as_deref(), Some("dot on"));
+        let total = browser.find(Locator::Css("#total")).await?.text().await?;
+        assert_eq!(total, "(1)");
+        // The counts follow shortly (they are reloaded, debounced, after stream events).
+        let counts = eventually(Duration::from_secs(30), "device counts", || async {
+            let t = browser
+                .find(Locator::Css("#by-device tbody"))
+                .await?
+                .text()
+                .await?;
+            Ok(t.contains("desktop").then_some(t))
+        })
+        .await?;
+        assert_eq!(
+            counts.split_whitespace().collect::<Vec<_>>(),
+            ["desktop", "1"]
+        );
+        // The admin sees the import monitor.
+        let monitor = browser.find(Locator::Css("#imports")).await?;
+        assert!(monitor.is_displayed().await?);
+        let png = browser.screenshot().await?;
+        let path = artifact_dir()?.join("dashboard.png");
+        std::fs::write(&path, png)?;
+        eprintln!("screenshot: {}", path.display());
+
+        // The projections go away: the page says so.
+        s.projections.kill();
+        eventually(Duration::from_secs(30), "disconnected shown", || async {
+            let t = browser.find(Locator::Css("#conn")).await?.text().await?;
+            Ok(t.contains("disconnected").then_some(()))
+        })
+        .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    browser.close().await?;
+    result
+}
