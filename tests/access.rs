@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sessionfold_it::{Stack, TEST_SECRET, eventually, get_json_as, post_json_as, token};
+use sessionfold_it::{Stack, TEST_SECRET, eventually, free_port, get_json_as, post_json_as, token};
 
 const CALLERS: [&str; 7] = [
     "none",
@@ -229,5 +229,85 @@ async fn every_route_answers_every_caller_as_the_rules_say() -> anyhow::Result<(
         "unexpected answers:\n{}",
         wrong.join("\n")
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_without_a_key_refuses_to_start_unless_open_mode_is_asked_for()
+-> anyhow::Result<()> {
+    for name in ["sessionfold-producer", "sessionfold-projections"] {
+        let out = std::process::Command::new(sessionfold_it::bin(name)?)
+            .args(["--listen", "127.0.0.1:0", "--brokers", "127.0.0.1:1"])
+            .env_remove("SESSIONFOLD_JWT_SECRET")
+            .env_remove("SESSIONFOLD_JWT_PUBLIC_KEY")
+            .output()?;
+        assert!(!out.status.success(), "{name} started without a key");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("no JWT secret or public key configured"),
+            "{name}: {err}"
+        );
+    }
+    // Open mode starts, says so loudly, and lets a tokenless caller in.
+    let dir = sessionfold_it::scratch()?;
+    let prefix = sessionfold_it::unique_prefix("open");
+    let port = free_port()?;
+    let log = dir.path().join("open.log");
+    let mut child = std::process::Command::new(sessionfold_it::bin("sessionfold-projections")?)
+        .args(["--auth-disabled", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--brokers",
+            &sessionfold_it::brokers(),
+            "--topic-prefix",
+            &prefix,
+        ])
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let url = format!("http://127.0.0.1:{port}/v1/imports?all=true");
+    let answer = eventually(Duration::from_secs(30), "open projections", || async {
+        Ok(get_json_as(&url, None).await.ok())
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(answer?.0, 200);
+    let text = std::fs::read_to_string(&log)?;
+    assert!(text.contains("AUTHENTICATION IS DISABLED"), "{text}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs256_tokens_verify_with_the_public_key() -> anyhow::Result<()> {
+    let dir = sessionfold_it::scratch()?;
+    let key = dir.path().join("public.pem");
+    std::fs::write(&key, include_str!("../auth/testdata/rsa-public.pem"))?;
+    let prefix = sessionfold_it::unique_prefix("rs256");
+    let key = key.to_string_lossy().into_owned();
+    let svc = sessionfold_it::Service::start_without_secret(
+        "sessionfold-projections",
+        &prefix,
+        &["--jwt-public-key", &key],
+        dir.path(),
+    )
+    .await?;
+    let claims = |roles: Vec<String>| sessionfold_auth::Claims {
+        sub: "ops".into(),
+        roles,
+        permissions: Vec::new(),
+        exp: Some(4_000_000_000),
+    };
+    let private = include_bytes!("../auth/testdata/rsa-private.pem");
+    let signed = sessionfold_auth::mint_rs256(private, &claims(vec!["admin".into()]))?;
+    let url = format!("{}/v1/imports?all=true", svc.url);
+    assert_eq!(get_json_as(&url, Some(&signed)).await?.0, 200);
+    let other = include_bytes!("../auth/testdata/rsa-other-private.pem");
+    let forged = sessionfold_auth::mint_rs256(other, &claims(vec!["admin".into()]))?;
+    let (status, body) = get_json_as(&url, Some(&forged)).await?;
+    assert_eq!(
+        (status, &body["error"]),
+        (401, &json!("bad token signature"))
+    );
+    let hs = token("ops", &["admin"], &[]);
+    assert_eq!(get_json_as(&url, Some(&hs)).await?.0, 401);
     Ok(())
 }

@@ -101,6 +101,16 @@ impl Service {
         Service::start_on(&brokers(), name, prefix, args, logs).await
     }
 
+    /// Like [`Service::start`], without the test secret: `args` configure the key.
+    pub async fn start_without_secret(
+        name: &str,
+        prefix: &str,
+        args: &[&str],
+        logs: &std::path::Path,
+    ) -> anyhow::Result<Service> {
+        Service::spawn(&brokers(), name, prefix, args, logs, false).await
+    }
+
     /// Like [`Service::start`], against the given brokers.
     pub async fn start_on(
         brokers: &str,
@@ -109,11 +119,22 @@ impl Service {
         args: &[&str],
         logs: &std::path::Path,
     ) -> anyhow::Result<Service> {
+        Service::spawn(brokers, name, prefix, args, logs, true).await
+    }
+
+    async fn spawn(
+        brokers: &str,
+        name: &str,
+        prefix: &str,
+        args: &[&str],
+        logs: &std::path::Path,
+        with_secret: bool,
+    ) -> anyhow::Result<Service> {
         let port = free_port()?;
         let log = logs.join(format!("{name}-{port}.log"));
         let out = std::fs::File::create(&log)?;
         let mut cmd = Command::new(bin(name)?);
-        if name != "sessionfold-processor" {
+        if with_secret && name != "sessionfold-processor" {
             cmd.args(["--jwt-secret", TEST_SECRET]);
         }
         let child = cmd
