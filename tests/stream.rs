@@ -125,6 +125,25 @@ async fn each_subscriber_receives_exactly_what_it_may_see() -> anyhow::Result<()
     });
     assert_eq!(ada_online, Some((json!(true), json!("ada@example.com"))));
 
+    // A page change of an online user is its own kind of change, for ada and admins only.
+    let view =
+        json!({"kind": "page_viewed", "user_id": "ada", "session_id": "ada-s", "page": "/imports"});
+    assert_eq!(post_json_as(&activity, &view, Some(&svc)).await?.0, 202);
+    let page = ada_sub.next(Duration::from_secs(30)).await?;
+    assert_eq!(
+        page.map(|e| (
+            summary(&e),
+            e.data["user"]["sessions"][0]["current_page"].clone()
+        )),
+        Some((
+            ("presence".into(), "ada".into(), "page".into()),
+            json!("/imports")
+        ))
+    );
+    let admin_page = admin_sub.next(Duration::from_secs(30)).await?;
+    assert_eq!(admin_page.map(|e| summary(&e).2), Some("page".to_owned()));
+    assert_eq!(bob_sub.drain(Duration::from_secs(1)).await?, Vec::new());
+
     // Resuming after bob's first event sends exactly the one he missed since.
     let first = bob_got[0].id.clone().unwrap_or_default();
     let mut again = SseClient::connect(&url, &bob, Some(&first)).await?;

@@ -12,7 +12,7 @@ use sessionfold_schemas::{Contract, SchemaError, Topics};
 use crate::imports::ImportView;
 use crate::metrics::Metrics;
 use crate::stream::{Audience, Hub};
-use crate::view::{PresenceView, Update};
+use crate::view::{PresenceView, Update, UserJson};
 
 /// Why following stopped.
 #[derive(Debug, thiserror::Error)]
@@ -192,15 +192,18 @@ fn apply_batch(
             let Some((key, state)) = decoded(&r, metrics, |b| contract.decode_presence(b)) else {
                 continue;
             };
-            let was_online = hub.and_then(|_| view.user(&key, now)).map(|u| u.online);
+            let before = hub
+                .and_then(|_| view.user(&key, now))
+                .map(|u| (u.online, current_page(&u)));
             let outcome = view.apply(&key, state);
             count(metrics, Changelog::Presence, outcome);
             if let Some(hub) = hub.filter(|_| outcome != Update::Stale) {
                 let user = view.user(&key, now);
-                let change = match (&user, was_online) {
+                let change = match (&user, before) {
                     (None, _) => "deleted",
-                    (Some(u), Some(false) | None) if u.online => "online",
-                    (Some(u), Some(true)) if !u.online => "offline",
+                    (Some(u), Some((false, _)) | None) if u.online => "online",
+                    (Some(u), Some((true, _))) if !u.online => "offline",
+                    (Some(u), Some((_, page))) if current_page(u) != page => "page",
                     _ => "updated",
                 };
                 let data = serde_json::json!({"user_id": key, "change": change, "user": user});
@@ -238,6 +241,11 @@ fn apply_batch(
         }
         metrics.imports.set(view.len() as i64);
     }
+}
+
+/// The page of the user's most recent session.
+fn current_page(u: &UserJson) -> Option<String> {
+    u.sessions.first().and_then(|s| s.current_page.clone())
 }
 
 /// The key and state of a record (`None` state: a tombstone); a record
