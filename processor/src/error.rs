@@ -3,6 +3,9 @@ use thiserror::Error;
 /// What can stop the processor (bad records never do: they are dead-lettered).
 #[derive(Debug, Error)]
 pub enum ProcessorError {
+    /// A replay could not be carried out.
+    #[error("replay: {0}")]
+    Replay(String),
     /// The local store failed.
     #[error("state store, {what}: {source}")]
     Store {

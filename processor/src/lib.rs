@@ -10,6 +10,7 @@
 mod error;
 pub mod metrics;
 pub mod pipeline;
+pub mod replay;
 pub mod restore;
 pub mod store;
 pub mod tables;

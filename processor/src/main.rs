@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sessionfold_fold::{ImportConfig, PresenceConfig};
 use sessionfold_kafka::{CommonArgs, parse_duration};
+use sessionfold_processor::replay::{ReplaySettings, Start};
 use sessionfold_processor::{LoopSettings, Settings, run};
 
 /// Folds activity and import events into per-user state and publishes changelogs.
@@ -27,6 +28,81 @@ struct Cli {
 enum Command {
     /// Run the live processor (the default).
     Run(RunArgs),
+    /// Fold the input topics again into a fresh store, with event time as the clock, and write the as-of views.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Where to start: `earliest` or an RFC 3339 time.
+    #[arg(long, default_value = "earliest", value_parser = parse_start)]
+    from: Start,
+    /// The as-of time: `now` or an RFC 3339 time; later events are not folded.
+    #[arg(long, default_value = "now", value_parser = parse_until)]
+    until: i64,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// A session without activity for this long is no longer active.
+    #[arg(long, env = "SESSIONFOLD_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// A session is forgotten this long after its last activity.
+    #[arg(long, env = "SESSIONFOLD_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    retention: Duration,
+    /// Event ids are remembered this long behind a user's latest activity.
+    #[arg(long, env = "SESSIONFOLD_DEDUP_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    dedup_window: Duration,
+    /// Window of the as-of active list and summary.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    window: Duration,
+}
+
+fn parse_time(s: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time ({e})"))
+}
+
+fn parse_start(s: &str) -> Result<Start, String> {
+    if s == "earliest" {
+        Ok(Start::Earliest)
+    } else {
+        parse_time(s).map(Start::At)
+    }
+}
+
+fn parse_until(s: &str) -> Result<i64, String> {
+    if s == "now" {
+        Ok(chrono::Utc::now().timestamp_millis())
+    } else {
+        parse_time(s)
+    }
+}
+
+fn replay(a: ReplayArgs) -> anyhow::Result<()> {
+    sessionfold_kafka::init_logging(a.common.log_format);
+    let settings = ReplaySettings {
+        brokers: a.common.brokers.clone(),
+        topics: a.common.topics(),
+        from: a.from,
+        until: a.until,
+        presence: PresenceConfig {
+            idle_timeout: millis(a.idle_timeout),
+            retention: millis(a.retention),
+            dedup_window: millis(a.dedup_window),
+        },
+        imports: ImportConfig {
+            retention: millis(a.retention),
+            dedup_window: millis(a.dedup_window),
+        },
+        window: millis(a.window),
+        out: a.out,
+    };
+    let report = sessionfold_processor::replay::replay(&settings).context("replay failed")?;
+    tracing::info!(?report, out = %settings.out.display(), "replay done");
+    Ok(())
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -82,6 +158,7 @@ fn millis(d: Duration) -> i64 {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
+        Some(Command::Replay(a)) => return replay(a),
         Some(Command::Run(a)) => a,
         None => cli.run,
     };
