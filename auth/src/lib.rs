@@ -87,6 +87,23 @@ pub struct Claims {
     pub exp: Option<u64>,
 }
 
+impl Claims {
+    /// Claims for `sub` that expire `ttl` from now.
+    pub fn expiring_in(
+        sub: impl Into<String>,
+        roles: Vec<String>,
+        permissions: Vec<String>,
+        ttl: std::time::Duration,
+    ) -> Claims {
+        Claims {
+            sub: sub.into(),
+            roles,
+            permissions,
+            exp: Some(now_seconds().saturating_add(ttl.as_secs())),
+        }
+    }
+}
+
 /// The identity behind a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {

@@ -104,13 +104,12 @@ fn service_token(a: &SimulateArgs) -> anyhow::Result<Option<String>> {
     let Some(secret) = &a.jwt_secret else {
         return Ok(None);
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-    let claims = sessionfold_auth::Claims {
-        sub: "simulator".into(),
-        roles: vec![sessionfold_auth::ROLE_SERVICE.into()],
-        permissions: Vec::new(),
-        exp: Some(now.as_secs() + 24 * 3600),
-    };
+    let claims = sessionfold_auth::Claims::expiring_in(
+        "simulator",
+        vec![sessionfold_auth::ROLE_SERVICE.into()],
+        Vec::new(),
+        Duration::from_secs(24 * 3600),
+    );
     Ok(Some(sessionfold_auth::mint_hs256(
         secret.as_bytes(),
         &claims,

@@ -49,13 +49,7 @@ struct TokenArgs {
 }
 
 fn print_token(a: TokenArgs) -> anyhow::Result<()> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-    let claims = sessionfold_auth::Claims {
-        sub: a.sub,
-        roles: a.roles,
-        permissions: a.permissions,
-        exp: Some((now + a.ttl).as_secs()),
-    };
+    let claims = sessionfold_auth::Claims::expiring_in(a.sub, a.roles, a.permissions, a.ttl);
     println!(
         "{}",
         sessionfold_auth::mint_hs256(a.jwt_secret.as_bytes(), &claims)?

@@ -18,12 +18,12 @@ pub const TEST_SECRET: &str = "sessionfold-end-to-end-test-secret";
 
 /// A token signed with [`TEST_SECRET`], valid for an hour.
 pub fn token(sub: &str, roles: &[&str], permissions: &[&str]) -> String {
-    let claims = sessionfold_auth::Claims {
-        sub: sub.to_owned(),
-        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-        permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
-        exp: Some(u64::try_from(now_millis() / 1000 + 3600).unwrap_or(u64::MAX)),
-    };
+    let claims = sessionfold_auth::Claims::expiring_in(
+        sub,
+        roles.iter().map(|r| (*r).to_owned()).collect(),
+        permissions.iter().map(|p| (*p).to_owned()).collect(),
+        Duration::from_secs(3600),
+    );
     // Signing with a static secret cannot fail; an empty token would fail the test visibly.
     sessionfold_auth::mint_hs256(TEST_SECRET.as_bytes(), &claims).unwrap_or_default()
 }
