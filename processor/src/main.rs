@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sessionfold_fold::{ImportConfig, PresenceConfig};
 use sessionfold_kafka::{CommonArgs, parse_duration};
-use sessionfold_processor::replay::{ReplaySettings, Start};
+use sessionfold_processor::replay::{ReplaySettings, Source, Start, archive, progress_bar};
 use sessionfold_processor::{LoopSettings, Settings, run};
 
 /// Folds activity and import events into per-user state and publishes changelogs.
@@ -28,8 +28,22 @@ struct Cli {
 enum Command {
     /// Run the live processor (the default).
     Run(RunArgs),
-    /// Fold the input topics again into a fresh store, with event time as the clock, and write the as-of views.
+    /// Fold the input topics (or an export file) again into a fresh store, with event time as the clock, and write the as-of views and the reports.
     Replay(ReplayArgs),
+    /// Write the input topics into an Avro object container file, for replay or analysis away from the cluster.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Where to start: `earliest` or an RFC 3339 time (by the records' log timestamps).
+    #[arg(long, default_value = "earliest", value_parser = parse_start)]
+    from: Start,
+    /// The file to write.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -45,6 +59,9 @@ struct ReplayArgs {
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
+    /// Read this export file instead of the broker.
+    #[arg(long, value_name = "FILE.avro")]
+    input: Option<PathBuf>,
     /// A session without activity for this long is no longer active.
     #[arg(long, env = "SESSIONFOLD_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     idle_timeout: Duration,
@@ -83,9 +100,15 @@ fn parse_until(s: &str) -> Result<i64, String> {
 
 fn replay(a: ReplayArgs) -> anyhow::Result<()> {
     sessionfold_kafka::init_logging(a.common.log_format);
+    let source = match a.input {
+        Some(path) => Source::File(path),
+        None => Source::Broker {
+            brokers: a.common.brokers.clone(),
+            topics: a.common.topics(),
+        },
+    };
     let settings = ReplaySettings {
-        brokers: a.common.brokers.clone(),
-        topics: a.common.topics(),
+        source,
         from: a.from,
         until: a.until,
         presence: PresenceConfig {
@@ -102,6 +125,22 @@ fn replay(a: ReplayArgs) -> anyhow::Result<()> {
     };
     let report = sessionfold_processor::replay::replay(&settings).context("replay failed")?;
     tracing::info!(?report, out = %settings.out.display(), "replay done");
+    Ok(())
+}
+
+fn export(a: ExportArgs) -> anyhow::Result<()> {
+    sessionfold_kafka::init_logging(a.common.log_format);
+    let progress = progress_bar();
+    let report = archive::export(
+        &a.common.brokers,
+        &a.common.topics(),
+        a.from,
+        &a.out,
+        &progress,
+    )
+    .context("export failed")?;
+    progress.finish_and_clear();
+    tracing::info!(?report, out = %a.out.display(), "export done");
     Ok(())
 }
 
@@ -159,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Replay(a)) => return replay(a),
+        Some(Command::Export(a)) => return export(a),
         Some(Command::Run(a)) => a,
         None => cli.run,
     };

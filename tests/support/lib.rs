@@ -38,6 +38,30 @@ pub fn brokers() -> String {
     std::env::var("SESSIONFOLD_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
+/// Creates the topics of `prefix` (three partitions each) without starting
+/// any service, for tests that write a history straight to the topics.
+pub async fn create_topics(prefix: &str) -> anyhow::Result<()> {
+    sessionfold_kafka::ensure_topics(
+        &brokers(),
+        &sessionfold_schemas::Topics::new(prefix),
+        3,
+        Duration::from_secs(30),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs `sessionfold-processor` with these arguments and returns its log;
+/// fails with the log when it exits with an error.
+pub fn run_processor_command(args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(bin("sessionfold-processor")?)
+        .args(args)
+        .output()?;
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    anyhow::ensure!(output.status.success(), "{args:?} failed:\n{log}");
+    Ok(log)
+}
+
 /// A topic prefix no other test (or earlier run) uses.
 pub fn unique_prefix(test: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -1,0 +1,246 @@
+//! The export file: the input topics as an Avro object container file, the
+//! format Spark, pandas (fastavro) and DuckDB read.
+//!
+//! One record per input record, in partition and offset order, with the event
+//! decoded into the current schema of its topic (nested as `activity` or
+//! `import`), so analysts see fields, not opaque bytes. A record that did not
+//! decode keeps its raw bytes in `undecodable`, so a replay of the file refuses
+//! exactly what a replay of the topics refuses.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::Path;
+
+use apache_avro::types::Value;
+use apache_avro::{Codec, DeflateSettings, Reader, Schema, Writer};
+use indicatif::ProgressBar;
+use sessionfold_fold::{Millis, Position};
+use sessionfold_schemas::{
+    ACTIVITY_AVSC, ActivityEvent, Contract, IMPORT_AVSC, ImportEvent, Topics,
+};
+
+use super::source::{RawRecord, read_topics};
+use super::{Decoded, Input, Start};
+use crate::error::ProcessorError;
+use crate::tables::Stream;
+
+fn archive_error(path: &Path, reason: impl std::fmt::Display) -> ProcessorError {
+    ProcessorError::Archive {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The schema of an export file.
+pub fn schema() -> Result<Schema, ProcessorError> {
+    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text);
+    let (activity, import) = parse(ACTIVITY_AVSC)
+        .and_then(|a| parse(IMPORT_AVSC).map(|i| (a, i)))
+        .map_err(|e| ProcessorError::Replay(format!("event schema: {e}")))?;
+    let json = serde_json::json!({
+        "type": "record",
+        "name": "ExportedRecord",
+        "namespace": "io.sessionfold.export",
+        "doc": "One record of a sessionfold input topic.",
+        "fields": [
+            {"name": "stream", "type": "string", "doc": "activity or imports"},
+            {"name": "partition", "type": "int"},
+            {"name": "offset", "type": "long"},
+            {"name": "timestamp", "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}], "default": null, "doc": "The broker's log timestamp."},
+            {"name": "key", "type": ["null", "string"], "default": null},
+            {"name": "activity", "type": ["null", activity], "default": null},
+            {"name": "import", "type": ["null", import], "default": null},
+            {"name": "undecodable", "type": ["null", "bytes"], "default": null, "doc": "The raw value of a record that did not decode."}
+        ]
+    });
+    Schema::parse(&json).map_err(|e| ProcessorError::Replay(format!("export schema: {e}")))
+}
+
+fn stream_name(s: Stream) -> &'static str {
+    match s {
+        Stream::Activity => "activity",
+        Stream::Imports => "imports",
+    }
+}
+
+fn optional(v: Option<Value>) -> Value {
+    match v {
+        Some(v) => Value::Union(1, Box::new(v)),
+        None => Value::Union(0, Box::new(Value::Null)),
+    }
+}
+
+/// The file record of one topic record, and whether it failed to decode.
+fn record_value(contract: &Contract, r: &RawRecord<'_>) -> (Value, bool) {
+    let decoded = super::decode(contract, r.stream, r.payload);
+    let refused = matches!(decoded, Decoded::Refused);
+    let (activity, import, undecodable) = match decoded {
+        Decoded::Activity(e) => (Some(e.to_value()), None, None),
+        Decoded::Import(e) => (None, Some(e.to_value()), None),
+        Decoded::Refused => (
+            None,
+            None,
+            Some(Value::Bytes(r.payload.unwrap_or_default().to_vec())),
+        ),
+    };
+    let record = Value::Record(vec![
+        ("stream".into(), Value::String(stream_name(r.stream).into())),
+        ("partition".into(), Value::Int(r.partition)),
+        ("offset".into(), Value::Long(r.offset)),
+        (
+            "timestamp".into(),
+            optional(r.timestamp.map(Value::TimestampMillis)),
+        ),
+        (
+            "key".into(),
+            optional(r.key.map(|k| Value::String(k.into()))),
+        ),
+        ("activity".into(), optional(activity)),
+        ("import".into(), optional(import)),
+        ("undecodable".into(), optional(undecodable)),
+    ]);
+    (record, refused)
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportReport {
+    /// Records written.
+    pub records: u64,
+    /// Of those, records that did not decode.
+    pub undecodable: u64,
+}
+
+/// Writes the input topics, from `from` to their current end, into `path`.
+pub fn export(
+    brokers: &str,
+    topics: &Topics,
+    from: Start,
+    path: &Path,
+    progress: &ProgressBar,
+) -> Result<ExportReport, ProcessorError> {
+    let contract = Contract::load()?;
+    let schema = schema()?;
+    let file = File::create(path).map_err(|e| archive_error(path, e))?;
+    let mut writer = Writer::with_codec(
+        &schema,
+        BufWriter::new(file),
+        Codec::Deflate(DeflateSettings::default()),
+    );
+    let mut report = ExportReport::default();
+    read_topics(brokers, topics, from, progress, |raw| {
+        let (value, refused) = record_value(&contract, &raw);
+        report.undecodable += u64::from(refused);
+        writer.append(value).map_err(|e| archive_error(path, e))?;
+        report.records += 1;
+        Ok(())
+    })?;
+    let mut out = writer.into_inner().map_err(|e| archive_error(path, e))?;
+    out.flush().map_err(|e| archive_error(path, e))?;
+    Ok(report)
+}
+
+fn field<'a>(fields: &'a [(String, Value)], name: &str) -> Option<&'a Value> {
+    fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+}
+
+fn present(v: Option<&Value>) -> Option<&Value> {
+    match v {
+        Some(Value::Union(_, inner)) if **inner != Value::Null => Some(inner),
+        Some(Value::Null) | None => None,
+        Some(Value::Union(..)) => None,
+        Some(other) => Some(other),
+    }
+}
+
+/// One record of the file, parsed.
+struct Stored {
+    stream: Stream,
+    pos: Position,
+    event: Decoded,
+    timestamp: Option<Millis>,
+    key: Option<String>,
+}
+
+fn decode_record(value: Value) -> Result<Stored, String> {
+    let Value::Record(fields) = value else {
+        return Err("not a record".into());
+    };
+    let stream = match field(&fields, "stream") {
+        Some(Value::String(s)) if s == "activity" => Stream::Activity,
+        Some(Value::String(s)) if s == "imports" => Stream::Imports,
+        other => return Err(format!("unknown stream {other:?}")),
+    };
+    let partition = match field(&fields, "partition") {
+        Some(Value::Int(p)) => *p,
+        other => return Err(format!("bad partition {other:?}")),
+    };
+    let offset = match field(&fields, "offset") {
+        Some(Value::Long(o)) => *o,
+        other => return Err(format!("bad offset {other:?}")),
+    };
+    let timestamp = match present(field(&fields, "timestamp")) {
+        Some(Value::TimestampMillis(t) | Value::Long(t)) => Some(*t),
+        _ => None,
+    };
+    let key = match present(field(&fields, "key")) {
+        Some(Value::String(k)) => Some(k.clone()),
+        _ => None,
+    };
+    let event = match (
+        stream,
+        present(field(&fields, "activity")),
+        present(field(&fields, "import")),
+    ) {
+        (Stream::Activity, Some(v), _) => ActivityEvent::from_value(v.clone())
+            .and_then(|e| e.validate().map(|()| e))
+            .map_or(Decoded::Refused, Decoded::Activity),
+        (Stream::Imports, _, Some(v)) => ImportEvent::from_value(v.clone())
+            .and_then(|e| e.validate().map(|()| e))
+            .map_or(Decoded::Refused, Decoded::Import),
+        _ => Decoded::Refused,
+    };
+    Ok(Stored {
+        stream,
+        pos: Position { partition, offset },
+        event,
+        timestamp,
+        key,
+    })
+}
+
+/// Hands every record of an export file to `each`. With a start time, each
+/// partition starts at its first record stamped at or after it, as the
+/// broker's offset-for-time lookup does.
+pub(crate) fn read_file(
+    path: &Path,
+    from: Start,
+    progress: &ProgressBar,
+    mut each: impl FnMut(Input<'_>),
+) -> Result<(), ProcessorError> {
+    let file = File::open(path).map_err(|e| archive_error(path, e))?;
+    let reader = Reader::new(BufReader::new(file)).map_err(|e| archive_error(path, e))?;
+    let mut started: BTreeSet<(Stream, i32)> = BTreeSet::new();
+    for value in reader {
+        let value = value.map_err(|e| archive_error(path, e))?;
+        let r = decode_record(value).map_err(|e| archive_error(path, e))?;
+        progress.inc(1);
+        let part = (r.stream, r.pos.partition);
+        if let Start::At(t) = from
+            && !started.contains(&part)
+        {
+            if r.timestamp.is_none_or(|ts| ts < t) {
+                continue;
+            }
+            started.insert(part);
+        }
+        each(Input {
+            stream: r.stream,
+            key: r.key.as_deref(),
+            event: r.event,
+            pos: r.pos,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! Reading the input topics for replay and export: partitions assigned
+//! directly, no consumer group, from the earliest offset or a start time to
+//! the end the topics have when the read begins.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressBar;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use sessionfold_fold::Millis;
+use sessionfold_kafka::QuietLogs;
+use sessionfold_schemas::Topics;
+
+use super::Start;
+use crate::error::ProcessorError;
+use crate::tables::Stream;
+
+/// One record as the broker holds it.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'a> {
+    /// Which input topic.
+    pub stream: Stream,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// The log timestamp, when the broker gives one.
+    pub timestamp: Option<Millis>,
+    /// The key, when it is UTF-8.
+    pub key: Option<&'a str>,
+    /// The value; `None` for a tombstone.
+    pub payload: Option<&'a [u8]>,
+}
+
+fn partitions_of(
+    consumer: &BaseConsumer<QuietLogs>,
+    topic: &str,
+) -> Result<Vec<i32>, ProcessorError> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
+/// Hands every record of both input topics, from `from` to the ends seen at
+/// the start, to `each`, partition by partition in offset order.
+pub fn read_topics(
+    brokers: &str,
+    topics: &Topics,
+    from: Start,
+    progress: &ProgressBar,
+    mut each: impl FnMut(RawRecord<'_>) -> Result<(), ProcessorError>,
+) -> Result<(), ProcessorError> {
+    let consumer: BaseConsumer<QuietLogs> = sessionfold_kafka::client_config(brokers)
+        .set("group.id", "sessionfold-replay")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create_with_context(QuietLogs::default())?;
+    let timeout = Duration::from_secs(10);
+    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    let mut total = 0;
+    for stream in Stream::ALL {
+        let topic = stream.input(topics);
+        for p in partitions_of(&consumer, topic)? {
+            let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+            if high > low {
+                ends.insert((topic.to_owned(), p), high);
+                total += u64::try_from(high - low).unwrap_or(0);
+            }
+            let offset = match from {
+                Start::Earliest => Offset::Beginning,
+                Start::At(t) => Offset::Offset(t),
+            };
+            tpl.add_partition_offset(topic, p, offset)?;
+        }
+    }
+    super::progress_length(progress, total);
+    if let Start::At(_) = from {
+        tpl = consumer.offsets_for_times(tpl, timeout)?;
+    }
+    consumer.assign(&tpl)?;
+    // Past the reported ends, read on until nothing arrives for a moment: a
+    // broker's reported end can lag the records it stores (tansu does).
+    let mut idle_since = Instant::now();
+    loop {
+        match consumer.poll(Duration::from_millis(300)) {
+            Some(Ok(m)) => {
+                idle_since = Instant::now();
+                let Some(stream) = Stream::of_topic(topics, m.topic()) else {
+                    continue;
+                };
+                each(RawRecord {
+                    stream,
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    timestamp: m.timestamp().to_millis(),
+                    key: m.key().and_then(|k| std::str::from_utf8(k).ok()),
+                    payload: m.payload(),
+                })?;
+                progress.inc(1);
+                let part = (m.topic().to_owned(), m.partition());
+                if ends.get(&part).is_some_and(|end| m.offset() + 1 >= *end) {
+                    ends.remove(&part);
+                }
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None if ends.is_empty() => return Ok(()),
+            None if idle_since.elapsed() > Duration::from_secs(30) => {
+                return Err(ProcessorError::Replay(format!(
+                    "no records for 30 s with partitions still short of their end: {ends:?}"
+                )));
+            }
+            None => {}
+        }
+    }
+}

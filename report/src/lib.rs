@@ -1,0 +1,30 @@
+//! Replay reports of sessionfold.
+//!
+//! Replay folds the input topics again with the live fold; every event the
+//! fold accepts also goes into a [`History`]. From it this crate computes the
+//! analysts' figures under the rules being tried (concurrency per minute,
+//! visit durations, devices and browsers, peak hours, pages, import outcomes)
+//! and renders them as JSON, CSV, SVG charts and a Markdown summary. It is
+//! pure: data in, bytes out; the processor writes the files.
+
+mod charts;
+mod error;
+mod figures;
+mod history;
+mod render;
+
+pub use error::ReportError;
+pub use figures::{
+    Bucket, Concurrency, Count, HourCell, ImportOutcome, Imports, Minute, PageCount, Report, Rules,
+    Sessions, Stats, Visit, WEEKDAYS,
+};
+pub use history::History;
+pub use render::{File, files, human, summary};
+use sessionfold_schemas::Millis;
+
+/// A time as RFC 3339 UTC with milliseconds, as every sessionfold JSON shape has it.
+pub fn rfc3339(t: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(t)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
