@@ -90,19 +90,39 @@ async fn replay_matches_the_live_views_and_is_byte_identical() -> anyhow::Result
         "{}/v1/presence/active?window=15m&limit=1000",
         s.projections.url
     );
-    let live = eventually(Duration::from_secs(60), "live views complete", || async {
-        let (_, page) = get_json(&url).await?;
-        let views: i64 = page["users"]
-            .as_array()
-            .map(|us| {
-                us.iter()
-                    .map(|u| u["sessions"][0]["page_views"].as_i64().unwrap_or(0))
-                    .sum()
-            })
-            .unwrap_or(0);
-        Ok((page["total"] == 12 && views == 36).then_some(page))
-    })
+    let views_are = |want: i64| {
+        let url = url.clone();
+        move || {
+            let url = url.clone();
+            async move {
+                let (_, page) = get_json(&url).await?;
+                let views: i64 = page["users"]
+                    .as_array()
+                    .map(|us| {
+                        us.iter()
+                            .map(|u| u["sessions"][0]["page_views"].as_i64().unwrap_or(0))
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                Ok((page["total"] == 12 && views == want).then_some(page))
+            }
+        }
+    };
+    eventually(
+        Duration::from_secs(60),
+        "live views complete",
+        views_are(36),
+    )
     .await?;
+    // What the live view answers now, recorded to be asked of a replay later.
+    let user_url = format!("{}/v1/presence/users/r-03", s.projections.url);
+    let (_, live_then) = get_json(&user_url).await?;
+    let then = now_millis();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    feeder
+        .send(&[activity("r-03-later".into(), "r-03", now_millis(), true)])
+        .await?;
+    let live = eventually(Duration::from_secs(60), "the later view", views_are(37)).await?;
     let (_, live_imports) = get_json(&format!("{}/v1/imports?all=true", s.projections.url)).await?;
 
     let dir = sessionfold_it::scratch()?;
@@ -135,7 +155,7 @@ async fn replay_matches_the_live_views_and_is_byte_identical() -> anyhow::Result
             .unwrap_or(Value::Null);
         assert_eq!(u, &live_user, "user {} differs from live", u["user_id"]);
     }
-    assert_eq!(users[3]["sessions"][0]["page_views"], 3);
+    assert_eq!(users[3]["sessions"][0]["page_views"], 4);
     assert_eq!(users[3]["sessions"][0]["heartbeats"], 2);
     let active = read(&a, "presence-active.json")?;
     assert_eq!(active["total"], 12);
@@ -143,6 +163,13 @@ async fn replay_matches_the_live_views_and_is_byte_identical() -> anyhow::Result
     let imports = read(&a, "imports.json")?;
     assert_eq!(imports["imports"], live_imports["imports"]);
     assert_eq!(imports["imports"][0]["progress"], 30);
+
+    // As of the moment recorded above: what the live view answered then.
+    let at_then = dir.path().join("then");
+    run_replay(&s.prefix, &rfc3339(then), &at_then, &["--window", "15m"])?;
+    let replayed_then = read(&at_then, "presence-users.json")?;
+    assert_eq!(replayed_then["users"][3], live_then);
+    assert_eq!(live_then["sessions"][0]["page_views"], 3);
 
     // Until a time before the page views: the as-of state of that moment.
     let early = dir.path().join("early");
