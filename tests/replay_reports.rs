@@ -188,7 +188,13 @@ async fn a_different_idle_timeout_gives_the_hand_calculated_figures() -> anyhow:
     // Idle timeout 2 min: a [0:00,4:00) [10:00,12:00); b [0:30,2:30) [3:00,5:00)
     // [8:30,10:30); c [20:00,23:00).
     let two = dir.path().join("two");
-    replay(&prefix, until, &two, &["--idle-timeout", "2m"])?;
+    let log = replay(&prefix, until, &two, &["--idle-timeout", "2m"])?;
+    // Standard error is a pipe here: the progress bar must stay silent.
+    assert!(
+        !log.contains(" records "),
+        "progress drawn into a pipe: {log}"
+    );
+    assert!(log.contains("replay done"), "{log}");
     let r = read(&two, "report.json")?;
     let s = &r["sessions"];
     assert_eq!(ints(s, &["sessions", "users"]), [3, 3]);
