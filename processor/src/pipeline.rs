@@ -265,7 +265,7 @@ impl Processor {
             failed: None,
         }));
         let settings = lock(&core).settings.clone();
-        let mut config = sessionfold_kafka::client_config(&settings.brokers);
+        let mut config = sessionfold_kafka::consumer_config(&settings.brokers);
         if let Some(id) = &settings.instance_id {
             config.set("group.instance.id", id);
         }

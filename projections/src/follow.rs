@@ -82,7 +82,7 @@ pub fn follow(
 ) -> Result<(), FollowError> {
     let contract = Contract::load()?;
     let consumer: BaseConsumer<sessionfold_kafka::QuietLogs> =
-        sessionfold_kafka::client_config(brokers)
+        sessionfold_kafka::consumer_config(brokers)
             .set(
                 "group.id",
                 format!("sessionfold-projections-{}", std::process::id()),

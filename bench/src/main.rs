@@ -1,0 +1,182 @@
+//! `sessionfold-bench`: the benchmark suite.
+//!
+//! Feeds one seeded event history to sessionfold and to the designs it
+//! replaces (PostgreSQL rows, Redis sorted sets) and to a do-nothing Kafka
+//! consumer, measures every figure of the performance issue in one run, and
+//! writes `BENCHMARKS.md` and `bench-results.json`. Every comparison is a
+//! ratio within the run, because the machines are shared and noisy.
+//! `scripts/bench` installs and starts what it needs and then calls this.
+
+mod baselines;
+mod history;
+mod live;
+mod pipeline;
+mod report;
+mod services;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use sessionfold_schemas::Topics;
+
+/// Measures sessionfold side by side with PostgreSQL, Redis and the broker's ceiling.
+#[derive(Debug, Parser)]
+#[command(name = "sessionfold-bench", version)]
+pub struct Args {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "SESSIONFOLD_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// PostgreSQL connection string; the PostgreSQL baseline is skipped without it.
+    #[arg(long, env = "SESSIONFOLD_BENCH_POSTGRES")]
+    postgres: Option<String>,
+    /// Redis URL; the Redis baseline is skipped without it.
+    #[arg(long, env = "SESSIONFOLD_BENCH_REDIS")]
+    redis: Option<String>,
+    /// Events in the history.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Users in the history.
+    #[arg(long, default_value_t = 10_000)]
+    users: usize,
+    /// Numbers of tracked sessions at which query latency and memory are measured.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    sizes: Vec<usize>,
+    /// Requests per latency measurement.
+    #[arg(long, default_value_t = 1000)]
+    reads: usize,
+    /// Heartbeats timed for freshness.
+    #[arg(long, default_value_t = 200)]
+    probes: usize,
+    /// Background load during the freshness probes, events per second.
+    #[arg(long, default_value_t = 2000.0)]
+    background_rate: f64,
+    /// Seed of the history.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Where to write the Markdown report.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    markdown: PathBuf,
+    /// Where to write the machine-readable results.
+    #[arg(long, default_value = "bench-results.json")]
+    json: PathBuf,
+    /// The command line to print in the report.
+    #[arg(
+        long,
+        env = "SESSIONFOLD_BENCH_COMMAND",
+        default_value = "scripts/bench"
+    )]
+    command: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut r = report::Results::new(&args);
+    let now = chrono::Utc::now().timestamp_millis();
+    let events = history::generate(args.seed, args.users, args.events, now);
+    let n = events.len();
+    eprintln!("history: {n} events of {} users", args.users);
+
+    eprintln!("fold + sled on one core");
+    let history = events.clone();
+    r.fold = Some(tokio::task::spawn_blocking(move || pipeline::fold_and_sled(&history)).await??);
+
+    let prefix = format!("bench{}", std::process::id());
+    let topics = Topics::new(&prefix);
+    sessionfold_kafka::ensure_topics(&args.brokers, &topics, 6, Duration::from_secs(60)).await?;
+    eprintln!("producing the history to {}", topics.activity);
+    let (brokers, t, history) = (args.brokers.clone(), topics.clone(), events.clone());
+    r.produce = Some(
+        tokio::task::spawn_blocking(move || pipeline::produce(&brokers, &t, &history)).await??,
+    );
+    eprintln!("do-nothing consumer");
+    let (brokers, topic) = (args.brokers.clone(), topics.activity.clone());
+    r.drain =
+        Some(tokio::task::spawn_blocking(move || pipeline::drain(&brokers, &topic, n)).await??);
+    eprintln!("processor end to end");
+    r.processor = Some(pipeline::processor(&args.brokers, &prefix, n).await?);
+
+    eprintln!("replay and export");
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("replay").to_string_lossy().into_owned();
+    let file = dir
+        .path()
+        .join("history.avro")
+        .to_string_lossy()
+        .into_owned();
+    let common = [
+        "--brokers",
+        args.brokers.as_str(),
+        "--topic-prefix",
+        prefix.as_str(),
+    ];
+    let replay_secs = live::timed_command(&[&["replay"][..], &common, &["--out", &out]].concat())?;
+    let export_secs = live::timed_command(&[&["export"][..], &common, &["--out", &file]].concat())?;
+    let file_secs = live::timed_command(&["replay", "--input", &file, "--out", &out])?;
+    r.replay = Some(report::Replay {
+        from_broker: n as f64 / replay_secs,
+        export: n as f64 / export_secs,
+        from_file: n as f64 / file_secs,
+    });
+
+    if let Some(pg) = &args.postgres {
+        eprintln!("PostgreSQL baseline");
+        r.postgres = Some(baselines::postgres(pg, &events, args.reads).await?);
+    }
+    if let Some(url) = &args.redis {
+        eprintln!("Redis baseline");
+        r.redis = Some(baselines::redis(url, &events, args.reads, now).await?);
+    }
+
+    eprintln!("HTTP ingest");
+    let ingest_prefix = format!("{prefix}-ingest");
+    sessionfold_kafka::ensure_topics(
+        &args.brokers,
+        &Topics::new(&ingest_prefix),
+        6,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let producer =
+        services::Service::start("sessionfold-producer", &args.brokers, &ingest_prefix, &[])
+            .await?;
+    let sample = &events[..n.min(100_000)];
+    r.ingest_batched = Some(live::ingest(&producer, sample, 100, 16).await?);
+    r.ingest_single =
+        Some(live::ingest(&producer, &sample[..sample.len().min(20_000)], 1, 64).await?);
+    drop(producer);
+
+    eprintln!("freshness under {} events/s", args.background_rate);
+    r.freshness = Some(
+        live::freshness(
+            &args.brokers,
+            &format!("{prefix}-fresh"),
+            &events[..n.min(50_000)],
+            args.background_rate,
+            args.probes,
+        )
+        .await?,
+    );
+
+    for size in &args.sizes {
+        eprintln!("query latency and memory at {size} sessions");
+        let at = live::at_size(
+            &args.brokers,
+            &format!("{prefix}-s{size}"),
+            *size,
+            args.reads,
+            now,
+        )
+        .await?;
+        r.sizes.push(at);
+    }
+
+    r.write(&args)?;
+    eprintln!(
+        "wrote {} and {}",
+        args.markdown.display(),
+        args.json.display()
+    );
+    Ok(())
+}

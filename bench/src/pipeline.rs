@@ -1,0 +1,174 @@
+//! The pipeline's own figures: fold + sled on one core, the broker's ceiling
+//! (a do-nothing consumer) and the processor end to end.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use sessionfold_fold::{Position, PresenceConfig, PresenceTable};
+use sessionfold_processor::Store;
+use sessionfold_processor::store::PartitionWrite;
+use sessionfold_schemas::{ActivityEvent, Contract, Topics};
+
+use crate::services::{Service, metric_sum};
+
+/// Records folded per sled write, as the processor's default batch.
+const BATCH: usize = 10_000;
+
+/// The parts of fold + sled, in events per second.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct FoldRates {
+    /// Avro decode alone.
+    pub decode: f64,
+    /// The pure fold alone.
+    pub fold: f64,
+    /// State encoding and one sled batch per 10,000 events.
+    pub encode_and_sled: f64,
+    /// All three, one core.
+    pub total: f64,
+}
+
+/// Decode, fold, state encoding and one sled batch per [`BATCH`] events, on
+/// the calling thread.
+pub fn fold_and_sled(events: &[ActivityEvent]) -> anyhow::Result<FoldRates> {
+    let contract = Contract::load()?;
+    let encoded: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| contract.encode_activity(e))
+        .collect::<Result<_, _>>()?;
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path())?;
+    let mut table = PresenceTable::new(PresenceConfig::default());
+    let t = Instant::now();
+    let decoded: Vec<ActivityEvent> = encoded
+        .iter()
+        .map(|b| contract.decode_activity(b))
+        .collect::<Result<_, _>>()?;
+    let decode_secs = t.elapsed().as_secs_f64();
+    let (mut fold_secs, mut write_secs) = (0.0, 0.0);
+    let mut now = i64::MIN;
+    for (chunk_no, chunk) in decoded.chunks(BATCH).enumerate() {
+        let t = Instant::now();
+        for (i, e) in chunk.iter().enumerate() {
+            now = now.max(e.occurred_at);
+            let pos = Position {
+                partition: 0,
+                offset: (chunk_no * BATCH + i) as i64,
+            };
+            // Refusals (none in this history) would cost the same as applies.
+            let _ = table.apply(Some(&e.user_id), e, pos, now);
+        }
+        table.tick(now);
+        fold_secs += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut write = PartitionWrite::default();
+        for id in table.take_dirty() {
+            let value = table
+                .get(&id)
+                .map(|s| contract.encode_presence(s))
+                .transpose()?;
+            write.entities.push((id, value));
+        }
+        write.next_offset = Some(((chunk_no + 1) * BATCH) as i64);
+        store.commit("presence/0", write)?;
+        write_secs += t.elapsed().as_secs_f64();
+    }
+    store.flush()?;
+    let n = events.len() as f64;
+    Ok(FoldRates {
+        decode: n / decode_secs,
+        fold: n / fold_secs,
+        encode_and_sled: n / write_secs,
+        total: n / (decode_secs + fold_secs + write_secs),
+    })
+}
+
+/// Writes the history into `<prefix>.activity` as the ingest would (Avro,
+/// keyed by user); returns events per second acknowledged by the broker.
+pub fn produce(brokers: &str, topics: &Topics, events: &[ActivityEvent]) -> anyhow::Result<f64> {
+    let contract = Contract::load()?;
+    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        sessionfold_kafka::client_config(brokers)
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "20")
+            .set("compression.type", "lz4")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()?;
+    let t = Instant::now();
+    for e in events {
+        let bytes = contract.encode_activity(e)?;
+        let mut record = BaseRecord::<str, [u8]>::to(&topics.activity)
+            .key(&e.user_id)
+            .payload(&bytes);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(300))?;
+    Ok(events.len() as f64 / t.elapsed().as_secs_f64())
+}
+
+/// A consumer that reads every record of the topic and does nothing with it:
+/// the most any consumer of this broker can do. Events per second from its
+/// first record to its last.
+pub fn drain(brokers: &str, topic: &str, n: usize) -> anyhow::Result<f64> {
+    let consumer: BaseConsumer = sessionfold_kafka::client_config(brokers)
+        .set("group.id", format!("bench-drain-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut got = 0usize;
+    let mut started: Option<Instant> = None;
+    while got < n {
+        let Some(m) = consumer.poll(Duration::from_secs(30)) else {
+            anyhow::bail!("drain stalled at {got} of {n}");
+        };
+        std::hint::black_box(m?.payload());
+        started.get_or_insert_with(Instant::now);
+        got += 1;
+    }
+    let secs = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    Ok(n as f64 / secs)
+}
+
+/// Starts a processor on topics that already hold `n` events and returns
+/// events per second from its first applied event to its last.
+pub async fn processor(brokers: &str, prefix: &str, n: usize) -> anyhow::Result<f64> {
+    let processor = Service::start("sessionfold-processor", brokers, prefix, &[]).await?;
+    let mut first: Option<(Instant, u64)> = None;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let done = loop {
+        let done = processor
+            .metrics()
+            .await
+            .map(|m| metric_sum(&m, "sessionfold_processor_events_in_total"))
+            .unwrap_or(0.0) as u64;
+        if first.is_none() && done > 0 {
+            first = Some((Instant::now(), done));
+        }
+        if done >= n as u64 {
+            break done;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "processor stalled at {done} of {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (t0, d0) = first.unwrap_or((Instant::now(), 0));
+    Ok((done - d0) as f64 / t0.elapsed().as_secs_f64())
+}

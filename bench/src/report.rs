@@ -1,0 +1,374 @@
+//! The results of one run, as `bench-results.json` and as the tables of
+//! `BENCHMARKS.md`, with each figure's ratio to its baseline and target.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::Args;
+use crate::baselines::Baseline;
+use crate::live::{AtSize, Freshness};
+use crate::pipeline::FoldRates;
+use crate::services::Latency;
+
+/// Replay and export rates, events per second (process start included).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Replay {
+    /// `replay` from the broker.
+    pub from_broker: f64,
+    /// `export` to an Avro file.
+    pub export: f64,
+    /// `replay --input` from that file.
+    pub from_file: f64,
+}
+
+/// Where and how the run happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// CPU model.
+    pub cpu: String,
+    /// Cores available.
+    pub cores: usize,
+    /// Memory in GiB.
+    pub memory_gib: f64,
+    /// Kernel release.
+    pub kernel: String,
+}
+
+/// Everything measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    /// When (UTC).
+    pub date: String,
+    /// The machine.
+    pub machine: Machine,
+    /// The command.
+    pub command: String,
+    /// Events in the history.
+    pub events: usize,
+    /// Users in the history.
+    pub users: usize,
+    /// Seed of the history.
+    pub seed: u64,
+    /// Fold + sled on one core.
+    pub fold: Option<FoldRates>,
+    /// Producing the history to the broker (events/s).
+    pub produce: Option<f64>,
+    /// The do-nothing consumer (events/s).
+    pub drain: Option<f64>,
+    /// The processor end to end (events/s).
+    pub processor: Option<f64>,
+    /// Replay and export.
+    pub replay: Option<Replay>,
+    /// PostgreSQL baseline.
+    pub postgres: Option<Baseline>,
+    /// Redis baseline.
+    pub redis: Option<Baseline>,
+    /// HTTP ingest, batches of 100 (events/s).
+    pub ingest_batched: Option<f64>,
+    /// HTTP ingest, one event per request (events/s).
+    pub ingest_single: Option<f64>,
+    /// Freshness under load.
+    pub freshness: Option<Freshness>,
+    /// Query latency and memory by size.
+    pub sizes: Vec<AtSize>,
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kb: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    Machine {
+        cpu,
+        cores: std::thread::available_parallelism().map_or(0, usize::from),
+        memory_gib: (kb / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+    }
+}
+
+fn rate(v: Option<f64>) -> String {
+    v.map_or_else(|| "not run".into(), |v| format!("{v:.0}"))
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "–".into(),
+    }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "**missed**" }
+}
+
+fn lat(l: &Latency) -> String {
+    format!("{:.2} / {:.2}", l.p50_ms, l.p99_ms)
+}
+
+impl Results {
+    /// Empty results for this run.
+    pub fn new(args: &Args) -> Results {
+        Results {
+            date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            machine: machine(),
+            command: args.command.clone(),
+            events: args.events,
+            users: args.users,
+            seed: args.seed,
+            fold: None,
+            produce: None,
+            drain: None,
+            processor: None,
+            replay: None,
+            postgres: None,
+            redis: None,
+            ingest_batched: None,
+            ingest_single: None,
+            freshness: None,
+            sizes: Vec::new(),
+        }
+    }
+
+    /// Writes both files.
+    pub fn write(&self, args: &Args) -> anyhow::Result<()> {
+        std::fs::write(&args.json, serde_json::to_string_pretty(self)? + "\n")?;
+        std::fs::write(&args.markdown, self.markdown())?;
+        Ok(())
+    }
+
+    /// The Markdown report.
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let m = &self.machine;
+        let _ = writeln!(md, "# Benchmarks\n");
+        let _ = writeln!(
+            md,
+            "Written by `sessionfold-bench` on {}; every figure below is from that one run.\n\
+             Machines here are shared and noisy, so compare the ratios within a run, not\n\
+             figures across runs. Targets that are not met say so.\n",
+            self.date
+        );
+        let _ = writeln!(
+            md,
+            "- Command: `{}`\n- Machine: {} ({} cores), {} GiB, Linux {}\n- Broker: tansu 0.6.0, memory storage, loopback\n- History: {} events of {} users, seed {} (sessions with heartbeats every 20–40 s, page views, half end with a logout)\n",
+            self.command,
+            m.cpu,
+            m.cores,
+            m.memory_gib,
+            m.kernel,
+            self.events,
+            self.users,
+            self.seed
+        );
+        let pg = self.postgres.as_ref();
+        let rd = self.redis.as_ref();
+        let _ = writeln!(md, "## Writes: events per second\n");
+        let _ = writeln!(
+            md,
+            "| contender | events/s | ÷ PostgreSQL | ÷ Redis | ÷ do-nothing consumer |\n|---|---|---|---|---|"
+        );
+        let row = |md: &mut String, name: &str, v: Option<f64>| {
+            let _ = writeln!(
+                md,
+                "| {name} | {} | {} | {} | {} |",
+                rate(v),
+                ratio(v, pg.map(|b| b.events_per_sec)),
+                ratio(v, rd.map(|b| b.events_per_sec)),
+                ratio(v, self.drain)
+            );
+        };
+        row(
+            &mut md,
+            "PostgreSQL: INSERT per session, UPDATE per heartbeat (pool of 32)",
+            pg.map(|b| b.events_per_sec),
+        );
+        row(
+            &mut md,
+            "Redis: ZADD per event (32 in flight)",
+            rd.map(|b| b.events_per_sec),
+        );
+        row(
+            &mut md,
+            "do-nothing rdkafka consumer (the ceiling)",
+            self.drain,
+        );
+        row(
+            &mut md,
+            "**sessionfold processor, end to end**",
+            self.processor,
+        );
+        row(
+            &mut md,
+            "sessionfold HTTP ingest, batches of 100",
+            self.ingest_batched,
+        );
+        row(
+            &mut md,
+            "sessionfold HTTP ingest, one event per request",
+            self.ingest_single,
+        );
+        row(
+            &mut md,
+            "producing the history to the broker (rdkafka, lz4)",
+            self.produce,
+        );
+        if let Some(f) = &self.fold {
+            row(
+                &mut md,
+                "fold + sled, one core (decode, fold, encode, sled batch)",
+                Some(f.total),
+            );
+            let _ = writeln!(
+                md,
+                "\nFold + sled split (events/s): decode {:.0}, fold {:.0}, encode + sled {:.0}.",
+                f.decode, f.fold, f.encode_and_sled
+            );
+        }
+        if let Some(r) = &self.replay {
+            let _ = writeln!(
+                md,
+                "\nReplay (process start and report writing included): from the broker {:.0} events/s, \
+                 export to Avro {:.0} events/s, from the Avro file {:.0} events/s.",
+                r.from_broker, r.export, r.from_file
+            );
+        }
+        let _ = writeln!(md, "\n## Reads: latency p50 / p99 in ms\n");
+        let _ = writeln!(
+            md,
+            "| contender | sessions | count / summary | first page of active users |\n|---|---|---|---|"
+        );
+        if let Some(b) = pg {
+            let _ = writeln!(
+                md,
+                "| PostgreSQL (indexed `last_activity`) | {} | {} | {} |",
+                self.users,
+                lat(&b.count),
+                lat(&b.first_page)
+            );
+        }
+        if let Some(b) = rd {
+            let _ = writeln!(
+                md,
+                "| Redis (ids and scores only) | {} | {} | {} |",
+                self.users,
+                lat(&b.count),
+                lat(&b.first_page)
+            );
+        }
+        for s in &self.sizes {
+            let _ = writeln!(
+                md,
+                "| sessionfold projections over HTTP | {} | {} | {} |",
+                s.sessions,
+                lat(&s.summary),
+                lat(&s.active_first_page)
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\n## Memory per tracked session (resident, above the empty process)\n"
+        );
+        let _ = writeln!(
+            md,
+            "| sessions | processor bytes | projections bytes |\n|---|---|---|"
+        );
+        for s in &self.sizes {
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.0} |",
+                s.sessions, s.processor_bytes_per_session, s.projections_bytes_per_session
+            );
+        }
+        if let Some(f) = &self.freshness {
+            let _ = writeln!(
+                md,
+                "\n## Freshness under {:.0} events/s of background load\n",
+                f.background_events_per_sec
+            );
+            let _ = writeln!(md, "| path | probes | p50 ms | p99 ms |\n|---|---|---|---|");
+            let _ = writeln!(
+                md,
+                "| POST accepted → `GET /v1/presence/users/{{id}}` | {} | {:.1} | {:.1} |",
+                f.user_view.n, f.user_view.p50_ms, f.user_view.p99_ms
+            );
+            let _ = writeln!(
+                md,
+                "| POST accepted → `/v1/stream` | {} | {:.1} | {:.1} |",
+                f.stream.n, f.stream.p50_ms, f.stream.p99_ms
+            );
+        }
+        let _ = writeln!(md, "\n## Against the targets\n");
+        let _ = writeln!(md, "| target | measured | verdict |\n|---|---|---|");
+        if let (Some(p), Some(d)) = (self.processor, self.drain) {
+            let _ = writeln!(
+                md,
+                "| processor ≥ 0.9 × do-nothing consumer | {:.2} | {} |",
+                p / d,
+                verdict(p / d >= 0.9)
+            );
+        }
+        if let Some(f) = &self.fold {
+            let _ = writeln!(
+                md,
+                "| fold + sled ≥ 500,000 events/s per core | {:.0} | {} |",
+                f.total,
+                verdict(f.total >= 500_000.0)
+            );
+        }
+        if let Some(f) = &self.freshness {
+            let worst = f.user_view.p99_ms.max(f.stream.p99_ms);
+            let _ = writeln!(
+                md,
+                "| freshness p99 < 200 ms | {worst:.1} ms | {} |",
+                verdict(worst < 200.0)
+            );
+        }
+        if let Some(s) = self.sizes.iter().max_by_key(|s| s.sessions) {
+            let worst = s.active_first_page.p99_ms.max(s.summary.p99_ms);
+            let _ = writeln!(
+                md,
+                "| query p99 < 5 ms at 1,000,000 sessions | {worst:.2} ms at {} sessions | {} |",
+                s.sessions,
+                if s.sessions < 1_000_000 {
+                    "not measured at 1 M in this run"
+                } else {
+                    verdict(worst < 5.0)
+                }
+            );
+            let bytes = s
+                .processor_bytes_per_session
+                .max(s.projections_bytes_per_session);
+            let _ = writeln!(
+                md,
+                "| memory < 1 KiB per session | {bytes:.0} B at {} sessions | {} |",
+                s.sessions,
+                verdict(bytes < 1024.0)
+            );
+        }
+        md.push_str(
+            "\n## Notes\n\n\
+             - PostgreSQL runs with `synchronous_commit = off`, prepared statements and a pool of 32, as a \
+             fair user of a presence table would; Redis gets one multiplexed connection with 32 commands in \
+             flight. Both are on loopback like the broker.\n\
+             - The Redis reads return ids and scores only; a real active list would also fetch each user's \
+             profile, so its read figures are a lower bound.\n\
+             - The processor figure is from its first applied event to its last (Prometheus counter polled every \
+             20 ms), on records already in the topic; so is the do-nothing consumer's.\n\
+             - Replay figures include process start, the read to the end of the topics and writing every report.\n\
+             - Memory is VmRSS from /proc after loading, minus VmRSS of the same process with nothing loaded.\n",
+        );
+        md
+    }
+}

@@ -1,0 +1,187 @@
+//! The sessionfold binaries as the benchmark runs them: release builds next
+//! to this binary, on free loopback ports, with their own state and logs.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+/// The secret the benchmark signs its tokens with.
+pub const SECRET: &str = "sessionfold-bench-secret-0123456789abcdef";
+
+/// A running service.
+pub struct Service {
+    child: Child,
+    /// Its base URL.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe
+        .parent()
+        .map(|d| d.join(name))
+        .context("no directory beside the benchmark binary")?;
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: build the release binaries first (scripts/bench does)",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Service {
+    /// Starts `name` with `args` and waits for `/healthz`.
+    pub async fn start(
+        name: &str,
+        brokers: &str,
+        prefix: &str,
+        args: &[&str],
+    ) -> anyhow::Result<Service> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let log = std::fs::File::create(dir.path().join("log"))?;
+        let mut cmd = Command::new(binary(name)?);
+        if name == "sessionfold-processor" {
+            cmd.arg("--state-dir").arg(dir.path().join("state"));
+            cmd.args(["--group-id", prefix]);
+        } else {
+            cmd.args(["--jwt-secret", SECRET]);
+        }
+        let child = cmd
+            .args(args)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--brokers", brokers, "--topic-prefix", prefix])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let s = Service {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        s.wait("/healthz", Duration::from_secs(60)).await?;
+        Ok(s)
+    }
+
+    /// Waits until `path` answers 200.
+    pub async fn wait(&self, path: &str, within: Duration) -> anyhow::Result<()> {
+        let url = format!("{}{path}", self.url);
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = reqwest::get(&url).await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                started.elapsed() < within,
+                "{url} not ready within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(reqwest::get(format!("{}/metrics", self.url))
+            .await?
+            .text()
+            .await?)
+    }
+
+    /// Resident memory in bytes, from /proc.
+    pub fn rss(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .context("no VmRSS")?;
+        Ok(kb * 1024)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The sum of every series of a counter or gauge.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A token for `sub` with the admin role, signed with [`SECRET`].
+pub fn admin_token(sub: &str) -> anyhow::Result<String> {
+    let claims = sessionfold_auth::Claims::expiring_in(
+        sub,
+        vec!["admin".into(), "service".into()],
+        Vec::new(),
+        Duration::from_secs(24 * 3600),
+    );
+    Ok(sessionfold_auth::mint_hs256(SECRET.as_bytes(), &claims)?)
+}
+
+/// Latency percentiles of repeated calls, in milliseconds.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Latency {
+    /// Calls measured.
+    pub n: usize,
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+}
+
+impl Latency {
+    /// From samples in seconds (nearest rank).
+    pub fn of(mut secs: Vec<f64>) -> Latency {
+        secs.sort_by(f64::total_cmp);
+        let at = |p: usize| {
+            let rank = (secs.len() * p).div_ceil(100).max(1);
+            secs.get(rank - 1).copied().unwrap_or(f64::NAN) * 1000.0
+        };
+        Latency {
+            n: secs.len(),
+            p50_ms: at(50),
+            p99_ms: at(99),
+        }
+    }
+}
+
+/// Calls `GET url` `n` times one after another with a bearer token and
+/// measures each (the first `n / 10` warm up and are not counted).
+pub async fn get_latency(url: &str, token: &str, n: usize) -> anyhow::Result<Latency> {
+    let client = reqwest::Client::new();
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        let r = client.get(url).bearer_auth(token).send().await?;
+        anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
+        r.bytes().await?;
+        if i >= n / 10 {
+            samples.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(Latency::of(samples))
+}
