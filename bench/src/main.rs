@@ -60,6 +60,10 @@ pub struct Args {
     /// Where to write the machine-readable results.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
+    /// Run only these parts (fold, pipeline, replay, postgres, redis, ingest,
+    /// freshness, sizes); all when empty. Handy under `perf record`.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// The command line to print in the report.
     #[arg(
         long,
@@ -77,10 +81,17 @@ async fn main() -> anyhow::Result<()> {
     let events = history::generate(args.seed, args.users, args.events, now);
     let n = events.len();
     eprintln!("history: {n} events of {} users", args.users);
+    let runs = |part: &str| args.only.is_empty() || args.only.iter().any(|o| o == part);
 
-    eprintln!("fold + sled on one core");
-    let history = events.clone();
-    r.fold = Some(tokio::task::spawn_blocking(move || pipeline::fold_and_sled(&history)).await??);
+    if runs("fold") {
+        eprintln!("fold + sled on one core");
+        let history = events.clone();
+        r.fold =
+            Some(tokio::task::spawn_blocking(move || pipeline::fold_and_sled(&history)).await??);
+    }
+    if !args.only.is_empty() && !["pipeline", "replay"].iter().any(|p| runs(p)) {
+        return run_services(&args, r, &events, now).await;
+    }
 
     let prefix = format!("bench{}", std::process::id());
     let topics = Topics::new(&prefix);
@@ -94,9 +105,13 @@ async fn main() -> anyhow::Result<()> {
     let (brokers, topic) = (args.brokers.clone(), topics.activity.clone());
     r.drain =
         Some(tokio::task::spawn_blocking(move || pipeline::drain(&brokers, &topic, n)).await??);
-    eprintln!("processor end to end");
-    r.processor = Some(pipeline::processor(&args.brokers, &prefix, n).await?);
-
+    if runs("pipeline") {
+        eprintln!("processor end to end");
+        r.processor = Some(pipeline::processor(&args.brokers, &prefix, n).await?);
+    }
+    if !runs("replay") {
+        return run_services(&args, r, &events, now).await;
+    }
     eprintln!("replay and export");
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("replay").to_string_lossy().into_owned();
@@ -120,46 +135,63 @@ async fn main() -> anyhow::Result<()> {
         from_file: n as f64 / file_secs,
     });
 
-    if let Some(pg) = &args.postgres {
+    run_services(&args, r, &events, now).await
+}
+
+/// The baselines and the figures of running services.
+async fn run_services(
+    args: &Args,
+    mut r: report::Results,
+    events: &[sessionfold_schemas::ActivityEvent],
+    now: i64,
+) -> anyhow::Result<()> {
+    let runs = |part: &str| args.only.is_empty() || args.only.iter().any(|o| o == part);
+    let n = events.len();
+    let prefix = format!("bench{}-live", std::process::id());
+    if let Some(pg) = args.postgres.as_ref().filter(|_| runs("postgres")) {
         eprintln!("PostgreSQL baseline");
-        r.postgres = Some(baselines::postgres(pg, &events, args.reads).await?);
+        r.postgres = Some(baselines::postgres(pg, events, args.reads).await?);
     }
-    if let Some(url) = &args.redis {
+    if let Some(url) = args.redis.as_ref().filter(|_| runs("redis")) {
         eprintln!("Redis baseline");
-        r.redis = Some(baselines::redis(url, &events, args.reads, now).await?);
+        r.redis = Some(baselines::redis(url, events, args.reads, now).await?);
     }
 
-    eprintln!("HTTP ingest");
-    let ingest_prefix = format!("{prefix}-ingest");
-    sessionfold_kafka::ensure_topics(
-        &args.brokers,
-        &Topics::new(&ingest_prefix),
-        6,
-        Duration::from_secs(60),
-    )
-    .await?;
-    let producer =
-        services::Service::start("sessionfold-producer", &args.brokers, &ingest_prefix, &[])
-            .await?;
-    let sample = &events[..n.min(100_000)];
-    r.ingest_batched = Some(live::ingest(&producer, sample, 100, 16).await?);
-    r.ingest_single =
-        Some(live::ingest(&producer, &sample[..sample.len().min(20_000)], 1, 64).await?);
-    drop(producer);
-
-    eprintln!("freshness under {} events/s", args.background_rate);
-    r.freshness = Some(
-        live::freshness(
+    if runs("ingest") {
+        eprintln!("HTTP ingest");
+        let ingest_prefix = format!("{prefix}-ingest");
+        sessionfold_kafka::ensure_topics(
             &args.brokers,
-            &format!("{prefix}-fresh"),
-            &events[..n.min(50_000)],
-            args.background_rate,
-            args.probes,
+            &Topics::new(&ingest_prefix),
+            6,
+            Duration::from_secs(60),
         )
-        .await?,
-    );
+        .await?;
+        let producer =
+            services::Service::start("sessionfold-producer", &args.brokers, &ingest_prefix, &[])
+                .await?;
+        let sample = &events[..n.min(100_000)];
+        r.ingest_batched = Some(live::ingest(&producer, sample, 100, 16).await?);
+        r.ingest_single =
+            Some(live::ingest(&producer, &sample[..sample.len().min(20_000)], 1, 64).await?);
+        drop(producer);
+    }
 
-    for size in &args.sizes {
+    if runs("freshness") {
+        eprintln!("freshness under {} events/s", args.background_rate);
+        r.freshness = Some(
+            live::freshness(
+                &args.brokers,
+                &format!("{prefix}-fresh"),
+                &events[..n.min(50_000)],
+                args.background_rate,
+                args.probes,
+            )
+            .await?,
+        );
+    }
+
+    for size in args.sizes.iter().filter(|_| runs("sizes")) {
         eprintln!("query latency and memory at {size} sessions");
         let at = live::at_size(
             &args.brokers,
@@ -172,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
         r.sizes.push(at);
     }
 
-    r.write(&args)?;
+    r.write(args)?;
     eprintln!(
         "wrote {} and {}",
         args.markdown.display(),

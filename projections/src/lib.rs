@@ -9,6 +9,7 @@
 //! can serve.
 
 mod api;
+pub mod counts;
 mod dashboard;
 pub mod follow;
 pub mod imports;

@@ -1,6 +1,9 @@
 //! The presence view: changelog records in, query answers out. No I/O here.
 
 use std::cmp::Reverse;
+use std::ops::Bound;
+
+use crate::counts::ActivityCounts;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, SecondsFormat};
@@ -116,6 +119,7 @@ pub struct PresenceView {
     idle_timeout: Millis,
     users: HashMap<String, UserPresence>,
     by_recency: BTreeSet<(Reverse<Millis>, String)>,
+    counts: ActivityCounts,
 }
 
 /// What applying a changelog record did.
@@ -155,6 +159,7 @@ impl PresenceView {
             if let Some(old) = self.users.remove(user_id) {
                 self.by_recency
                     .remove(&(Reverse(last_seen(&old)), user_id.to_owned()));
+                self.counts.apply(&old, -1);
             }
             return Update::Deleted;
         };
@@ -165,9 +170,11 @@ impl PresenceView {
             }
             self.by_recency
                 .remove(&(Reverse(last_seen(old)), user_id.to_owned()));
+            self.counts.apply(old, -1);
         }
         self.by_recency
             .insert((Reverse(last_seen(&new)), user_id.to_owned()));
+        self.counts.apply(&new, 1);
         self.users.insert(user_id.to_owned(), new);
         Update::Upserted
     }
@@ -240,27 +247,21 @@ impl PresenceView {
     ) -> ActivePage {
         let horizon = now - window;
         let qualifies = |u: &UserPresence| u.sessions.iter().any(|s| in_window(s, now, window));
-        let recent = self
+        // The total comes from the incremental counts; the page walks the
+        // recency index from the cursor, so a page costs its own length.
+        let total = self.counts.after(horizon).users;
+        let start = match cursor {
+            Some(c) => Bound::Excluded((Reverse(c.last_seen), c.user_id.clone())),
+            None => Bound::Unbounded,
+        };
+        let mut recent = self
             .by_recency
-            .iter()
+            .range((start, Bound::Unbounded))
             .take_while(|(Reverse(t), _)| *t > horizon)
             .filter_map(|(_, id)| self.users.get(id))
             .filter(|u| qualifies(u));
-        let total = recent.clone().count();
-        let after = cursor.map(|c| (Reverse(c.last_seen), c.user_id.clone()));
-        let mut page: Vec<&UserPresence> = Vec::with_capacity(limit.min(1024));
-        let mut more = false;
-        for u in recent {
-            let key = (Reverse(last_seen(u)), u.user_id.clone());
-            if after.as_ref().is_some_and(|a| key <= *a) {
-                continue;
-            }
-            if page.len() == limit {
-                more = true;
-                break;
-            }
-            page.push(u);
-        }
+        let page: Vec<&UserPresence> = recent.by_ref().take(limit).collect();
+        let more = recent.next().is_some();
         let next_cursor = match (more, page.last()) {
             (true, Some(u)) => Some(
                 Cursor {
@@ -282,38 +283,15 @@ impl PresenceView {
 
     /// Counts of sessions active within `window`, by device type and browser.
     pub fn summary(&self, now: Millis, window: Millis) -> Summary {
-        let horizon = now - window;
-        let mut out = Summary {
+        let t = self.counts.after(now - window);
+        Summary {
             as_of: rfc3339(now),
             window_seconds: window / 1000,
-            users: 0,
-            sessions: 0,
-            by_device: BTreeMap::new(),
-            by_browser: BTreeMap::new(),
-        };
-        for (_, id) in self
-            .by_recency
-            .iter()
-            .take_while(|(Reverse(t), _)| *t > horizon)
-        {
-            let Some(u) = self.users.get(id) else {
-                continue;
-            };
-            let mut any = false;
-            for s in u.sessions.iter().filter(|s| in_window(s, now, window)) {
-                any = true;
-                out.sessions += 1;
-                let unknown = || "unknown".to_owned();
-                *out.by_device
-                    .entry(s.device_type.clone().unwrap_or_else(unknown))
-                    .or_default() += 1;
-                *out.by_browser
-                    .entry(s.browser.clone().unwrap_or_else(unknown))
-                    .or_default() += 1;
-            }
-            out.users += usize::from(any);
+            users: t.users,
+            sessions: t.sessions,
+            by_device: t.by_device,
+            by_browser: t.by_browser,
         }
-        out
     }
 }
 
