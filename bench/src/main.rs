@@ -107,7 +107,10 @@ async fn main() -> anyhow::Result<()> {
         Some(tokio::task::spawn_blocking(move || pipeline::drain(&brokers, &topic, n)).await??);
     if runs("pipeline") {
         eprintln!("processor end to end");
-        r.processor = Some(pipeline::processor(&args.brokers, &prefix, n).await?);
+        let (rate, entities) = pipeline::processor(&args.brokers, &prefix, n).await?;
+        r.processor = Some(rate);
+        eprintln!("state restore after a rebalance ({entities} entities)");
+        r.restore = Some(pipeline::restore(&args.brokers, &prefix, entities).await?);
     }
     if !runs("replay") {
         return run_services(&args, r, &events, now).await;

@@ -146,8 +146,9 @@ pub fn drain(brokers: &str, topic: &str, n: usize) -> anyhow::Result<f64> {
 }
 
 /// Starts a processor on topics that already hold `n` events and returns
-/// events per second from its first applied event to its last.
-pub async fn processor(brokers: &str, prefix: &str, n: usize) -> anyhow::Result<f64> {
+/// events per second from its first applied event to its last, and the
+/// number of entities it then holds.
+pub async fn processor(brokers: &str, prefix: &str, n: usize) -> anyhow::Result<(f64, u64)> {
     let processor = Service::start("sessionfold-processor", brokers, prefix, &[]).await?;
     let mut first: Option<(Instant, u64)> = None;
     let deadline = Instant::now() + Duration::from_secs(1800);
@@ -170,5 +171,47 @@ pub async fn processor(brokers: &str, prefix: &str, n: usize) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let (t0, d0) = first.unwrap_or((Instant::now(), 0));
-    Ok((done - d0) as f64 / t0.elapsed().as_secs_f64())
+    let rate = (done - d0) as f64 / t0.elapsed().as_secs_f64();
+    // The last batch's state write lands just after its events are counted.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let entities = metric_sum(
+        &processor.metrics().await?,
+        "sessionfold_processor_state_entities",
+    ) as u64;
+    Ok((rate, entities))
+}
+
+/// A processor of a new group with an empty store on topics whose changelog
+/// another processor wrote: every partition is restored from the changelog
+/// before input is read. Returns (changelog records read, records per second
+/// from the first restored record until all `entities` are held again).
+pub async fn restore(brokers: &str, prefix: &str, entities: u64) -> anyhow::Result<(u64, f64)> {
+    let group = format!("{prefix}-restore");
+    let processor = Service::start(
+        "sessionfold-processor",
+        brokers,
+        prefix,
+        &["--group-id", &group],
+    )
+    .await?;
+    let mut first: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let m = processor.metrics().await.unwrap_or_default();
+        let restored = metric_sum(&m, "sessionfold_processor_restored_records_total") as u64;
+        let restoring = metric_sum(&m, "sessionfold_processor_restoring_partitions");
+        let held = metric_sum(&m, "sessionfold_processor_state_entities") as u64;
+        if restored > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if let Some(t0) = first
+            && restoring == 0.0
+            && held >= entities
+        {
+            let secs = t0.elapsed().as_secs_f64().max(0.001);
+            return Ok((restored, restored as f64 / secs));
+        }
+        anyhow::ensure!(Instant::now() < deadline, "restore stalled at {restored}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

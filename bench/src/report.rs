@@ -58,6 +58,8 @@ pub struct Results {
     pub drain: Option<f64>,
     /// The processor end to end (events/s).
     pub processor: Option<f64>,
+    /// Restore from the changelog: (records, records/s).
+    pub restore: Option<(u64, f64)>,
     /// Replay and export.
     pub replay: Option<Replay>,
     /// PostgreSQL baseline.
@@ -131,6 +133,7 @@ impl Results {
             produce: None,
             drain: None,
             processor: None,
+            restore: None,
             replay: None,
             postgres: None,
             redis: None,
@@ -234,6 +237,13 @@ impl Results {
                 md,
                 "\nFold + sled split (events/s): decode {:.0}, fold {:.0}, encode + sled {:.0}.",
                 f.decode, f.fold, f.encode_and_sled
+            );
+        }
+        if let Some((records, rate)) = self.restore {
+            let _ = writeln!(
+                md,
+                "\nState restore after a rebalance (a new processor with an empty store reading the \
+                 presence and import changelogs): {records} changelog records at {rate:.0} records/s."
             );
         }
         if let Some(r) = &self.replay {
@@ -367,7 +377,9 @@ impl Results {
              - The processor figure is from its first applied event to its last (Prometheus counter polled every \
              20 ms), on records already in the topic; so is the do-nothing consumer's.\n\
              - Replay figures include process start, the read to the end of the topics and writing every report.\n\
-             - Memory is VmRSS from /proc after loading, minus VmRSS of the same process with nothing loaded.\n",
+             - Memory is VmRSS from /proc after loading, minus VmRSS of the same process with nothing loaded.\n\
+             - Where the time and the memory go, and what the missed targets would take: `docs/performance.md` \
+             (profiles in `docs/profiles/`).\n",
         );
         md
     }

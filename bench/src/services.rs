@@ -52,7 +52,9 @@ impl Service {
         let mut cmd = Command::new(binary(name)?);
         if name == "sessionfold-processor" {
             cmd.arg("--state-dir").arg(dir.path().join("state"));
-            cmd.args(["--group-id", prefix]);
+            if !args.contains(&"--group-id") {
+                cmd.args(["--group-id", prefix]);
+            }
         } else {
             cmd.args(["--jwt-secret", SECRET]);
         }

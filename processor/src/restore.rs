@@ -63,7 +63,10 @@ fn read_to_end(
     let mut last: Option<rdkafka::message::OwnedMessage> = None;
     loop {
         let reached = last.as_ref().is_some_and(|m| m.offset() >= high - 1);
-        match consumer.poll(Duration::from_millis(300)) {
+        // Once the reported end is reached, 100 ms of quiet ends the read:
+        // records past it are newer than the batch headers read, and the
+        // input after the resume offset rebuilds them anyway.
+        match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 let m = m.detach();
                 f(&m);
@@ -93,7 +96,7 @@ pub fn restore_partition(
     store: &Store,
     metrics: &Metrics,
 ) -> Result<Restore, ProcessorError> {
-    let consumer: BaseConsumer<QuietLogs> = sessionfold_kafka::client_config(brokers)
+    let consumer: BaseConsumer<QuietLogs> = sessionfold_kafka::consumer_config(brokers)
         .set("group.id", "sessionfold-restore")
         .set("enable.auto.commit", "false")
         .create_with_context(QuietLogs::default())?;

@@ -201,7 +201,9 @@ mod tests {
         t
     }
 
-    const BOUNDARIES: [Millis; 9] = [0, 999, 1_000, 1_001, 59_999, 60_000, 60_001, 119_000, 125_500];
+    const BOUNDARIES: [Millis; 9] = [
+        0, 999, 1_000, 1_001, 59_999, 60_000, 60_001, 119_000, 125_500,
+    ];
 
     fn session() -> impl Strategy<Value = SessionState> {
         (
