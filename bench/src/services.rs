@@ -49,7 +49,18 @@ impl Service {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
         let log = std::fs::File::create(dir.path().join("log"))?;
-        let mut cmd = Command::new(binary(name)?);
+        // With SESSIONFOLD_BENCH_HEAPTRACK=DIR the long-running services run
+        // under heaptrack, for the memory profile in docs/profiles/.
+        let mut cmd = match std::env::var_os("SESSIONFOLD_BENCH_HEAPTRACK") {
+            Some(out) if name != "sessionfold-producer" => {
+                let mut c = Command::new("heaptrack");
+                c.arg("-o")
+                    .arg(PathBuf::from(out).join(name))
+                    .arg(binary(name)?);
+                c
+            }
+            _ => Command::new(binary(name)?),
+        };
         if name == "sessionfold-processor" {
             cmd.arg("--state-dir").arg(dir.path().join("state"));
             if !args.contains(&"--group-id") {

@@ -86,6 +86,10 @@ fn session_mut<'a>(u: &'a mut UserPresence, id: &str, at: Millis) -> &'a mut Ses
     {
         Ok(i) => i,
         Err(i) => {
+            // One slot at a time: most users have one or two sessions, and
+            // Vec's first growth to four slots of this large struct would
+            // be most of a user's memory.
+            u.sessions.reserve_exact(1);
             u.sessions.insert(
                 i,
                 SessionState {

@@ -155,7 +155,7 @@ impl PresenceView {
     /// Applies a changelog record: a state, or a tombstone (`None`) for `user_id`.
     /// A state from an input position older than the one held is a replay and is dropped.
     pub fn apply(&mut self, user_id: &str, state: Option<UserPresence>) -> Update {
-        let Some(new) = state else {
+        let Some(mut new) = state else {
             if let Some(old) = self.users.remove(user_id) {
                 self.by_recency
                     .remove(&(Reverse(last_seen(&old)), user_id.to_owned()));
@@ -172,6 +172,9 @@ impl PresenceView {
                 .remove(&(Reverse(last_seen(old)), user_id.to_owned()));
             self.counts.apply(old, -1);
         }
+        // The deduplication memory is the processor's business; no view
+        // reads it, and it is the largest part of a busy user's state.
+        new.recent_events = Vec::new();
         self.by_recency
             .insert((Reverse(last_seen(&new)), user_id.to_owned()));
         self.counts.apply(&new, 1);

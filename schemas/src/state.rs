@@ -147,17 +147,28 @@ fn seen_to_value(seen: &[SeenEvent]) -> Value {
     )
 }
 
+/// Converts every item into a vector of exactly their number: collecting a
+/// fallible iterator starts at four slots, and a state is held per user, so
+/// the three spare `SessionState`s would cost about a kilobyte per user.
+fn exact<T>(
+    items: Vec<Value>,
+    f: impl Fn(Value) -> Result<T, SchemaError>,
+) -> Result<Vec<T>, SchemaError> {
+    let mut out = Vec::with_capacity(items.len());
+    for v in items {
+        out.push(f(v)?);
+    }
+    Ok(out)
+}
+
 fn seen_from(items: Vec<Value>) -> Result<Vec<SeenEvent>, SchemaError> {
-    items
-        .into_iter()
-        .map(|v| {
-            let mut f = Fields::open("SeenEvent", "recent_events", v)?;
-            Ok(SeenEvent {
-                id_hash: f.long("id_hash")?,
-                occurred_at: f.millis("occurred_at")?,
-            })
+    exact(items, |v| {
+        let mut f = Fields::open("SeenEvent", "recent_events", v)?;
+        Ok(SeenEvent {
+            id_hash: f.long("id_hash")?,
+            occurred_at: f.millis("occurred_at")?,
         })
-        .collect()
+    })
 }
 
 impl SessionState {
@@ -236,11 +247,7 @@ impl UserPresence {
             membership: f.opt_string("membership")?,
             roles: f.strings("roles")?,
             profile_at: f.millis("profile_at")?,
-            sessions: f
-                .array("sessions")?
-                .into_iter()
-                .map(SessionState::from_value)
-                .collect::<Result<_, _>>()?,
+            sessions: exact(f.array("sessions")?, SessionState::from_value)?,
             recent_events: seen_from(f.array("recent_events")?)?,
             source_partition: f.int("source_partition")?,
             source_offset: f.long("source_offset")?,
