@@ -108,6 +108,15 @@ pub struct Count {
     pub users: u64,
 }
 
+/// Abandoned imports with one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    /// The reason given.
+    pub reason: String,
+    /// Imports abandoned with it.
+    pub imports: u64,
+}
+
 /// One cell of the weekday × hour heat map (UTC).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HourCell {
@@ -196,8 +205,8 @@ pub struct Imports {
     pub time_to_complete: Stats,
     /// Its histogram.
     pub histogram: Vec<Bucket>,
-    /// Abandoned imports by reason.
-    pub abandon_reasons: Vec<Count>,
+    /// Abandoned imports by reason, most frequent first.
+    pub abandon_reasons: Vec<Reason>,
 }
 
 /// Everything a replay reports besides the as-of views.
@@ -496,8 +505,7 @@ impl History {
 
     fn import_figures(&self) -> (Imports, Vec<ImportOutcome>) {
         let mut outcomes = Vec::new();
-        let mut reasons: BTreeMap<String, (u64, std::collections::BTreeSet<&str>)> =
-            BTreeMap::new();
+        let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
         for (id, log) in &self.imports {
             let outcome = if log.completed_at.is_some() {
                 "completed"
@@ -509,9 +517,7 @@ impl History {
                 "in_progress"
             };
             if let Some(reason) = &log.abandon_reason {
-                let r = reasons.entry(reason.clone()).or_default();
-                r.0 += 1;
-                r.1.insert(id);
+                *reasons.entry(reason).or_default() += 1;
             }
             outcomes.push(ImportOutcome {
                 import_id: id.clone(),
@@ -531,11 +537,18 @@ impl History {
             .iter()
             .filter_map(|o| o.time_to_complete_ms)
             .collect();
-        let mut abandon_reasons = counts(reasons);
-        // An import has no users of its own here: the count is the imports.
-        for r in &mut abandon_reasons {
-            r.users = r.sessions;
-        }
+        let mut abandon_reasons: Vec<Reason> = reasons
+            .into_iter()
+            .map(|(reason, imports)| Reason {
+                reason: reason.to_owned(),
+                imports,
+            })
+            .collect();
+        abandon_reasons.sort_by(|a, b| {
+            b.imports
+                .cmp(&a.imports)
+                .then_with(|| a.reason.cmp(&b.reason))
+        });
         let imports = Imports {
             started: outcomes.iter().filter(|o| o.started_ms.is_some()).count(),
             completed,

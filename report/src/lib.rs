@@ -15,8 +15,8 @@ mod render;
 
 pub use error::ReportError;
 pub use figures::{
-    Bucket, Concurrency, Count, HourCell, ImportOutcome, Imports, Minute, PageCount, Report, Rules,
-    Sessions, Stats, Visit, WEEKDAYS,
+    Bucket, Concurrency, Count, HourCell, ImportOutcome, Imports, Minute, PageCount, Reason,
+    Report, Rules, Sessions, Stats, Visit, WEEKDAYS,
 };
 pub use history::History;
 pub use render::{File, files, human, summary};
