@@ -20,6 +20,12 @@ pub enum SchemaError {
         /// CRC-64-AVRO fingerprint read from the header.
         fingerprint: u64,
     },
+    /// A schema's JSON has no Parsing Canonical Form (it is not a valid schema).
+    #[error("schema canonical form: {reason}")]
+    Canonical {
+        /// What was wrong.
+        reason: String,
+    },
     /// The Avro library rejected the body or the schema.
     #[error("avro: {0}")]
     Avro(#[from] Box<apache_avro::Error>),
@@ -66,7 +72,9 @@ impl SchemaError {
         match self {
             SchemaError::TooShort { .. } | SchemaError::BadMagic(..) => "not_single_object",
             SchemaError::UnknownFingerprint { .. } => "unknown_schema",
-            SchemaError::Avro(_) | SchemaError::TrailingBytes(_) => "undecodable",
+            SchemaError::Avro(_)
+            | SchemaError::TrailingBytes(_)
+            | SchemaError::Canonical { .. } => "undecodable",
             SchemaError::Field { .. } => "bad_field",
             SchemaError::Invalid { .. } => "invalid_value",
         }

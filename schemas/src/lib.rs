@@ -51,6 +51,7 @@ macro_rules! symbols {
 mod activity;
 mod avro;
 mod binary;
+pub mod canonical;
 mod codec;
 mod error;
 mod import;
@@ -61,7 +62,9 @@ pub use activity::{
     ActivityBody, ActivityEvent, EndReason, Interaction, MAX_ID_LEN, MAX_TEXT_LEN, SessionStarted,
     check_id,
 };
-pub use codec::{HEADER_LEN, MAGIC, SchemaSet, fingerprint, header_fingerprint};
+pub use codec::{
+    HEADER_LEN, MAGIC, SchemaSet, fingerprint, header_fingerprint, legacy_fingerprint,
+};
 pub use error::SchemaError;
 pub use import::{ImportBody, ImportEvent};
 pub use state::{EndedReason, ImportState, ImportStatus, SeenEvent, SessionState, UserPresence};
