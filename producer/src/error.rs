@@ -23,6 +23,9 @@ pub enum ApiError {
         /// Events queued before the buffer filled.
         accepted: Vec<String>,
     },
+    /// Deliveries to Kafka are failing: nothing is accepted until one succeeds.
+    #[error("deliveries to Kafka failing")]
+    DeliveriesFailing(crate::FailureEpisode),
     /// Something on our side failed; details go to the log only.
     #[error("internal error: {0}")]
     Internal(String),
@@ -36,6 +39,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unavailable { .. } => "unavailable",
+            ApiError::DeliveriesFailing(_) => "deliveries_failing",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -81,6 +85,22 @@ impl IntoResponse for ApiError {
                     .into_response();
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
+            ApiError::DeliveriesFailing(ep) => {
+                let since = chrono::DateTime::<chrono::Utc>::from(ep.since)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let mut r = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({
+                        "error": format!("deliveries to Kafka failing since {since} ({} failed; first error: {}); nothing was accepted, retry later with the same event ids", ep.failed, ep.first_error),
+                        "accepted": [],
+                    })),
+                )
+                    .into_response();
+                if let Ok(v) = HeaderValue::from_str(&ep.retry_after().to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
                 r
             }
             ApiError::Internal(detail) => {

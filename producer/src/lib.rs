@@ -23,13 +23,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use sessionfold_auth::{Authenticator, Caller};
 use sessionfold_kafka::HttpMetrics;
 use sessionfold_schemas::{Contract, Millis, Topics};
 
 pub use error::ApiError;
-pub use sink::{Sink, SinkError};
+pub use sink::{FailureEpisode, Sink, SinkError};
 
 /// Limits and rules of the ingest.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +63,8 @@ pub struct Metrics {
     pub rejected: IntCounterVec,
     /// Deliveries acknowledged or failed.
     pub delivered: IntCounterVec,
+    /// 1 while a run of failed deliveries is open.
+    pub failing: IntGauge,
     http: HttpMetrics,
 }
 
@@ -84,13 +86,19 @@ impl Metrics {
         )?;
         registry.register(Box::new(accepted.clone()))?;
         registry.register(Box::new(rejected.clone()))?;
+        let failing = IntGauge::new(
+            "deliveries_failing",
+            "1 from a failed delivery until the next successful one",
+        )?;
         registry.register(Box::new(delivered.clone()))?;
+        registry.register(Box::new(failing.clone()))?;
         let http = HttpMetrics::register(&registry)?;
         Ok(Metrics {
             registry,
             accepted,
             rejected,
             delivered,
+            failing,
             http,
         })
     }
@@ -124,8 +132,13 @@ impl AppState {
         auth: Authenticator,
     ) -> Result<AppState, ApiError> {
         let contract = Contract::load().map_err(|e| ApiError::Internal(e.to_string()))?;
-        let sink = Sink::new(brokers, buffer_messages, metrics.delivered.clone())
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let sink = Sink::new(
+            brokers,
+            buffer_messages,
+            metrics.delivered.clone(),
+            metrics.failing.clone(),
+        )
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok(AppState {
             contract: Arc::new(contract),
             sink,
@@ -153,6 +166,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/activity", post(post_activity))
         .route("/v1/imports/{import_id}/events", post(post_imports))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route(
             "/metrics",
             get(|State(s): State<AppState>| async move {
@@ -165,6 +179,14 @@ pub fn app(state: AppState) -> Router {
             sessionfold_kafka::track_http,
         ))
         .with_state(state)
+}
+
+/// Ready unless deliveries to Kafka are failing now.
+async fn readyz(State(s): State<AppState>) -> Response {
+    match s.sink.failures().filter(|ep| ep.holding()) {
+        None => (StatusCode::OK, "ready").into_response(),
+        Some(ep) => ApiError::DeliveriesFailing(ep).into_response(),
+    }
 }
 
 fn json_body(
@@ -307,6 +329,9 @@ fn send_all(
     topic: &str,
     records: &[(&str, &str, &'static str, Vec<u8>)],
 ) -> Result<Vec<String>, ApiError> {
+    if let Some(ep) = state.sink.failures().filter(|ep| ep.holding()) {
+        return Err(ApiError::DeliveriesFailing(ep));
+    }
     let mut accepted = Vec::with_capacity(records.len());
     for (event_id, key, kind, bytes) in records {
         match state.sink.send(topic, key, bytes) {

@@ -1,10 +1,13 @@
 //! The producer's way into Kafka: a buffered, idempotent producer.
 
-use prometheus::IntCounterVec;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use prometheus::{IntCounterVec, IntGauge};
 use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::DeliveryResult;
-use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
 /// Why an event could not be handed to the producer.
@@ -18,10 +21,54 @@ pub enum SinkError {
     Kafka(#[from] KafkaError),
 }
 
-/// Counts deliveries as the broker acknowledges (or finally refuses) them.
+/// How long new requests are refused after a failed delivery. Past it,
+/// requests flow again and act as the probe: one success ends the episode,
+/// another failure holds the door shut once more.
+pub const FAILURE_HOLD: Duration = Duration::from_secs(5);
+
+/// A run of failed deliveries, from the first failure to the next success.
+#[derive(Debug, Clone)]
+pub struct FailureEpisode {
+    /// When the first delivery of the run failed.
+    pub since: SystemTime,
+    /// The broker's or the client's word on the first failure.
+    pub first_error: String,
+    /// Deliveries failed in this run.
+    pub failed: u64,
+    last_failure: Instant,
+}
+
+impl FailureEpisode {
+    /// Whether new requests are refused now.
+    pub fn holding(&self) -> bool {
+        self.last_failure.elapsed() < FAILURE_HOLD
+    }
+
+    /// Seconds a client should wait before it retries.
+    pub fn retry_after(&self) -> u64 {
+        FAILURE_HOLD
+            .saturating_sub(self.last_failure.elapsed())
+            .as_secs()
+            .max(1)
+    }
+}
+
+/// Counts deliveries as the broker acknowledges (or finally refuses) them,
+/// and keeps the current run of failures, so a lost event is never silent.
 pub struct DeliveryCounter {
     delivered: IntCounterVec,
+    failing: IntGauge,
+    episode: Mutex<Option<FailureEpisode>>,
     logs: sessionfold_kafka::QuietLogs,
+}
+
+impl DeliveryCounter {
+    fn episode(&self) -> MutexGuard<'_, Option<FailureEpisode>> {
+        match self.episode.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
 }
 
 impl ClientContext for DeliveryCounter {
@@ -39,10 +86,40 @@ impl ProducerContext for DeliveryCounter {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
-            Ok(_) => self.delivered.with_label_values(&["ok"]).inc(),
+            Ok(_) => {
+                self.delivered.with_label_values(&["ok"]).inc();
+                if let Some(ep) = self.episode().take() {
+                    self.failing.set(0);
+                    tracing::warn!(
+                        failed = ep.failed,
+                        first_error = %ep.first_error,
+                        "deliveries to Kafka succeed again; the events of the failed deliveries were lost"
+                    );
+                }
+            }
             Err((e, _)) => {
                 self.delivered.with_label_values(&["failed"]).inc();
-                tracing::error!(error = %e, "event not delivered to Kafka");
+                let mut episode = self.episode();
+                match episode.as_mut() {
+                    Some(ep) => {
+                        ep.failed += 1;
+                        ep.last_failure = Instant::now();
+                        tracing::debug!(error = %e, "event not delivered to Kafka");
+                    }
+                    None => {
+                        self.failing.set(1);
+                        tracing::error!(
+                            error = %e,
+                            "event not delivered to Kafka: new requests answer 503 and /readyz is not ready until a delivery succeeds (one line per run of failures; all are counted in deliveries_total)"
+                        );
+                        *episode = Some(FailureEpisode {
+                            since: SystemTime::now(),
+                            first_error: e.to_string(),
+                            failed: 1,
+                            last_failure: Instant::now(),
+                        });
+                    }
+                }
             }
         }
     }
@@ -61,6 +138,7 @@ impl Sink {
         brokers: &str,
         buffer_messages: usize,
         delivered: IntCounterVec,
+        failing: IntGauge,
     ) -> Result<Sink, SinkError> {
         let producer = sessionfold_kafka::client_config(brokers)
             .set("enable.idempotence", "true")
@@ -73,6 +151,8 @@ impl Sink {
             .set("message.timeout.ms", "300000")
             .create_with_context(DeliveryCounter {
                 delivered,
+                failing,
+                episode: Mutex::new(None),
                 logs: sessionfold_kafka::QuietLogs::default(),
             })?;
         Ok(Sink { producer })
@@ -87,9 +167,13 @@ impl Sink {
         })
     }
 
+    /// The current run of failed deliveries, if one is open.
+    pub fn failures(&self) -> Option<FailureEpisode> {
+        self.producer.context().episode().clone()
+    }
+
     /// Waits up to `timeout` for buffered records to be delivered.
     pub fn flush(&self, timeout: std::time::Duration) -> Result<(), SinkError> {
-        use rdkafka::producer::Producer;
         self.producer.flush(timeout).map_err(SinkError::from)
     }
 }
