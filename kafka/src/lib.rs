@@ -110,8 +110,11 @@ pub fn consumer_config(brokers: &str) -> ClientConfig {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only where a person reads a terminal; a file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A second initialisation (tests start several services in one process) is harmless.
     let _ = match format {
@@ -285,29 +288,69 @@ pub async fn track_http(
     response
 }
 
-/// Routes librdkafka's own log lines and errors to `tracing`. While a broker
-/// is away librdkafka reports the failed connection several times a second;
-/// those repeats are logged once per 30 s per kind, as warnings, so the
-/// services' own "retrying" line stays readable. Other errors pass through.
-#[derive(Default)]
-pub struct QuietLogs {
-    last: std::sync::Mutex<std::collections::HashMap<&'static str, std::time::Instant>>,
+/// Lets one log line per key through per period and counts the ones held
+/// back, so that a repeated condition (a broker away, a stream of bad
+/// records) is seen once in a while and never floods the log.
+pub struct LogThrottle {
+    period: Duration,
+    seen: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64)>>,
 }
 
-impl QuietLogs {
-    fn first_in_a_while(&self, what: &'static str) -> bool {
-        let mut last = match self.last.lock() {
+impl LogThrottle {
+    /// A throttle that lets one line per key through every `period`.
+    pub fn new(period: Duration) -> LogThrottle {
+        LogThrottle {
+            period,
+            seen: std::sync::Mutex::default(),
+        }
+    }
+
+    /// `Some(n)` when a line for `key` may be logged now, `n` being how many
+    /// were held back since the last one; `None` (and counted) otherwise.
+    pub fn admit(&self, key: &str) -> Option<u64> {
+        let mut seen = match self.seen.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
         let now = std::time::Instant::now();
-        match last.get(what) {
-            Some(t) if now.duration_since(*t) < Duration::from_secs(30) => false,
-            _ => {
-                last.insert(what, now);
-                true
+        match seen.get_mut(key) {
+            Some((at, held)) if now.duration_since(*at) < self.period => {
+                *held += 1;
+                None
+            }
+            Some((at, held)) => {
+                let n = *held;
+                *at = now;
+                *held = 0;
+                Some(n)
+            }
+            None => {
+                seen.insert(key.to_owned(), (now, 0));
+                Some(0)
             }
         }
+    }
+}
+
+/// Routes librdkafka's own log lines and errors to `tracing`. While a broker
+/// is away librdkafka reports the failed connection several times a second;
+/// those repeats are logged once per 30 s per kind, as warnings, so the
+/// services' own "retrying" line stays readable. Other errors pass through.
+pub struct QuietLogs {
+    throttle: LogThrottle,
+}
+
+impl Default for QuietLogs {
+    fn default() -> QuietLogs {
+        QuietLogs {
+            throttle: LogThrottle::new(Duration::from_secs(30)),
+        }
+    }
+}
+
+impl QuietLogs {
+    fn first_in_a_while(&self, what: &'static str) -> bool {
+        self.throttle.admit(what).is_some()
     }
 
     /// Handles a librdkafka log line.
@@ -357,3 +400,20 @@ impl rdkafka::ClientContext for QuietLogs {
 }
 
 impl rdkafka::consumer::ConsumerContext for QuietLogs {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_admits_once_per_period_and_counts_the_rest() {
+        let t = LogThrottle::new(Duration::from_millis(50));
+        assert_eq!(t.admit("a"), Some(0));
+        assert_eq!(t.admit("a"), None);
+        assert_eq!(t.admit("a"), None);
+        assert_eq!(t.admit("b"), Some(0));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(t.admit("a"), Some(2));
+        assert_eq!(t.admit("a"), None);
+    }
+}

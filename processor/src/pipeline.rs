@@ -111,6 +111,9 @@ struct Core {
     /// How far back the last seek for a gap went, per partition.
     rewinds: BTreeMap<Part, i64>,
     batch: Batch,
+    /// One warning per reason every 30 s: a stream of bad records is counted
+    /// in the metrics, not logged line by line.
+    dead_log: sessionfold_kafka::LogThrottle,
     /// An error raised inside a rebalance callback, for the loop to return.
     failed: Option<ProcessorError>,
 }
@@ -262,6 +265,7 @@ impl Processor {
             expected: BTreeMap::new(),
             rewinds: BTreeMap::new(),
             batch: Batch::default(),
+            dead_log: sessionfold_kafka::LogThrottle::new(Duration::from_secs(30)),
             failed: None,
         }));
         let settings = lock(&core).settings.clone();
@@ -544,7 +548,14 @@ impl Core {
                 .dead_lettered
                 .with_label_values(&[d.kind])
                 .inc();
-            tracing::warn!(topic = %d.source_topic, partition = d.pos.partition, offset = d.pos.offset, reason = d.kind, error = %d.error, "dead-lettered");
+            match self.dead_log.admit(d.kind) {
+                Some(held_back) => {
+                    tracing::warn!(topic = %d.source_topic, partition = d.pos.partition, offset = d.pos.offset, reason = d.kind, error = %d.error, held_back, "dead-lettered (one line per reason every 30 s; held_back counts the others since the last line)")
+                }
+                None => {
+                    tracing::debug!(topic = %d.source_topic, partition = d.pos.partition, offset = d.pos.offset, reason = d.kind, error = %d.error, "dead-lettered")
+                }
+            }
             outgoing.push(Outgoing {
                 topic: &topics.dead_letter,
                 partition: None,
