@@ -309,7 +309,7 @@ async fn stale_imports_show_in_the_monitor_and_invalid_lifecycle_changes_nothing
     assert_eq!(
         reasons,
         [
-            "import bob-1: import_progressed on a completed import",
+            "import bob-1: import_progressed on an import that is completed",
             "import ghost-1: import_accessed for an unknown import",
         ]
     );

@@ -99,7 +99,7 @@ fn transition(
             if !in_progress {
                 return Err(lifecycle(
                     id,
-                    format!("import_progressed on a {} import", s.status),
+                    format!("import_progressed on an import that is {}", s.status),
                 ));
             }
             s.step = Some(step.clone());
@@ -112,7 +112,7 @@ fn transition(
             if !in_progress {
                 return Err(lifecycle(
                     id,
-                    format!("{} on a {} import", e.body.kind(), s.status),
+                    format!("{} on an import that is {}", e.body.kind(), s.status),
                 ));
             }
             s.finished_at = Some(at);

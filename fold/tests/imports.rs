@@ -142,7 +142,7 @@ fn lifecycle_violations_are_refused_and_change_nothing() {
         t.apply(None, &progressed("p", "i1", 50), pos(4))
             .expect_err("completed")
             .to_string(),
-        "import i1: import_progressed on a completed import"
+        "import i1: import_progressed on an import that is completed"
     );
     t.apply(None, &ev("del", "i1", T0, ImportBody::Deleted), pos(5))
         .expect("delete");

@@ -81,6 +81,11 @@ struct SimulateArgs {
     /// Seed of the random choices.
     #[arg(long, env = "SESSIONFOLD_SIM_SEED", default_value_t = 1)]
     seed: u64,
+    /// Tag of this run in session and import ids (default: the start time in
+    /// seconds), so that a second run does not write to the first run's ended
+    /// sessions and finished imports.
+    #[arg(long, env = "SESSIONFOLD_SIM_RUN")]
+    run: Option<u64>,
     /// Admins running imports at once (0: activity only).
     #[arg(long, env = "SESSIONFOLD_SIM_ADMINS", default_value_t = 4)]
     admins: usize,
@@ -139,6 +144,11 @@ async fn main() -> anyhow::Result<()> {
                     seed: a.seed,
                     admins: a.admins,
                     import_share: a.import_share,
+                    run: a.run.unwrap_or_else(|| {
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs())
+                    }),
                 },
             )
             .await

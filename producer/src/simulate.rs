@@ -28,6 +28,9 @@ pub struct SimConfig {
     pub admins: usize,
     /// Share of the events that are import events, 0 to 1.
     pub import_share: f64,
+    /// Tag of this run in session and import ids: a session that ended, or an
+    /// import that finished, in an earlier run is never written to again.
+    pub run: u64,
 }
 
 /// What a simulation sent.
@@ -73,6 +76,7 @@ const ACTIVITIES: &[&str] = &[
 
 struct SimUser {
     id: String,
+    run: u64,
     session: Option<String>,
     sessions_started: u32,
     idle_steps: u32,
@@ -89,7 +93,7 @@ fn next_event(rng: &mut StdRng, u: &mut SimUser) -> Option<ActivityInput> {
     }
     let Some(session) = u.session.clone() else {
         u.sessions_started += 1;
-        let session = format!("{}-s{}", u.id, u.sessions_started);
+        let session = format!("{}-{:x}-s{}", u.id, u.run, u.sessions_started);
         u.session = Some(session.clone());
         let (device, browser, os) = *pick(rng, DEVICES);
         return Some(ActivityInput {
@@ -184,6 +188,7 @@ struct SimImport {
 
 struct SimAdmin {
     id: String,
+    run: u64,
     current: Option<SimImport>,
     started: u32,
 }
@@ -203,7 +208,7 @@ fn next_import_event(
     let Some(imp) = a.current.as_mut() else {
         a.started += 1;
         let (file, hash, total) = *pick(rng, FILES);
-        let id = format!("imp-{}-{}", a.id, a.started);
+        let id = format!("imp-{}-{:x}-{}", a.id, a.run, a.started);
         a.current = Some(SimImport {
             id: id.clone(),
             total,
@@ -278,6 +283,7 @@ pub async fn simulate(client: &Client, cfg: SimConfig) -> Result<SimReport, Clie
     let mut users: Vec<SimUser> = (0..cfg.users.max(1))
         .map(|i| SimUser {
             id: format!("sim-user-{i:05}"),
+            run: cfg.run,
             session: None,
             sessions_started: 0,
             idle_steps: 0,
@@ -287,6 +293,7 @@ pub async fn simulate(client: &Client, cfg: SimConfig) -> Result<SimReport, Clie
     let mut admins: Vec<SimAdmin> = (0..cfg.admins)
         .map(|i| SimAdmin {
             id: format!("sim-admin-{i:02}"),
+            run: cfg.run,
             current: None,
             started: 0,
         })
@@ -298,7 +305,7 @@ pub async fn simulate(client: &Client, cfg: SimConfig) -> Result<SimReport, Clie
             .map(|a| ActivityInput {
                 kind: "session_started".into(),
                 user_id: a.id.clone(),
-                session_id: format!("{}-s1", a.id),
+                session_id: format!("{}-{:x}-s1", a.id, a.run),
                 email: Some(format!("{}@example.com", a.id)),
                 full_name: Some(format!("Admin {}", a.id)),
                 roles: Some(vec!["admin".into()]),
