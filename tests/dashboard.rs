@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::json;
-use sessionfold_it::{Stack, eventually, free_port, post_json_as, token};
+use sessionfold_it::{Stack, eventually, free_port, get_json_as, post_json_as, token};
 
 struct Driver(Child);
 
@@ -76,6 +76,12 @@ async fn the_dashboard_shows_a_user_going_online_live() -> anyhow::Result<()> {
 
     let result = async {
         browser.goto(&format!("{}/", s.projections.url)).await?;
+        // No stream before a token: the sign-in page says nothing about one.
+        let conn = browser.find(Locator::Css("#conn")).await?;
+        assert!(
+            !conn.is_displayed().await?,
+            "stream state shown before sign-in"
+        );
         let admin = token("root", &["admin"], &[]);
         browser
             .find(Locator::Css("#token"))
@@ -150,6 +156,27 @@ async fn the_dashboard_shows_a_user_going_online_live() -> anyhow::Result<()> {
         let path = artifact_dir()?.join("dashboard.png");
         std::fs::write(&path, png)?;
         eprintln!("screenshot: {}", path.display());
+
+        // A logout takes the user off the list, and the header with it, as the API does.
+        let logout = json!({"kind": "session_ended", "user_id": "browser-user",
+                            "session_id": "b-s", "reason": "logout"});
+        assert_eq!(post_json_as(&activity, &logout, Some(&svc)).await?.0, 202);
+        eventually(
+            Duration::from_secs(30),
+            "ended user leaves the list",
+            || async {
+                let rows = browser.find_all(Locator::Css("#users tbody tr")).await?;
+                let total = browser.find(Locator::Css("#total")).await?.text().await?;
+                Ok((rows.is_empty() && total == "(0)").then_some(()))
+            },
+        )
+        .await?;
+        let (status, api) = get_json_as(
+            &format!("{}/v1/presence/active?window=5m", s.projections.url),
+            Some(&admin),
+        )
+        .await?;
+        assert_eq!((status, &api["total"]), (200, &json!(0)), "{api}");
 
         // The projections go away: the page says so.
         s.projections.kill();

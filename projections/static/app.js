@@ -48,16 +48,24 @@ function ago(iso) {
   return `${Math.floor(s / 3600)}h ago`;
 }
 
+// The API's rule for "active in the window": a session that started, was not
+// ended by a logout or a closed tab, and saw activity inside the window. The
+// list, its header and the counts below all use it, so they agree.
+function inWindow(s, horizon) {
+  return s.started_at !== null && s.ended_reason !== "logout" && s.ended_reason !== "closed" &&
+    Date.parse(s.last_activity) > horizon;
+}
+
 function renderUsers() {
   const win = windowMs[$("#window").value];
   const horizon = Date.now() - win;
   const rows = [...state.users.values()]
-    .filter((u) => Date.parse(u.last_seen) > horizon)
-    .sort((a, b) => Date.parse(b.last_seen) - Date.parse(a.last_seen));
+    .map((u) => ({ u, s: u.sessions.find((s) => inWindow(s, horizon)) }))
+    .filter((r) => r.s)
+    .sort((a, b) => Date.parse(b.u.last_seen) - Date.parse(a.u.last_seen));
   const body = $("#users tbody");
   body.replaceChildren();
-  for (const u of rows) {
-    const s = u.sessions[0] || {};
+  for (const { u, s } of rows) {
     const tr = body.insertRow();
     tr.dataset.user = u.user_id;
     const dot = tr.insertCell().appendChild(document.createElement("span"));
@@ -71,6 +79,7 @@ function renderUsers() {
     cell(tr, ago(u.last_seen));
   }
   $("#total").textContent = `(${rows.length})`;
+  $("#total").title = `users with a session active in the last ${$("#window").selectedOptions[0].text}`;
 }
 
 async function loadUsers() {
@@ -136,6 +145,8 @@ function soon(name, fn) {
 
 function setConnected(up) {
   const c = $("#conn");
+  // Before sign-in there is no stream to be down: say nothing.
+  c.hidden = !state.token;
   c.className = `conn ${up ? "up" : "down"}`;
   c.textContent = up ? "● live" : "● disconnected";
 }

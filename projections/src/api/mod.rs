@@ -1,4 +1,4 @@
-//! The HTTP handlers, each scoped to the caller's token (SPEC §5).
+//! The HTTP handlers, each scoped to the caller's token (docs/contract.md §5).
 
 pub(crate) mod imports;
 pub(crate) mod presence;
