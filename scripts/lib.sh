@@ -3,7 +3,7 @@
 
 TANSU_VERSION=0.6.0
 
-# Installs tansu into ~/.cargo/bin unless it is there already (~15 min once).
+# Installs tansu into ~/.cargo/bin unless it is there already (15–50 min once on 2 cores).
 ensure_tansu() {
   if command -v tansu >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/tansu" ]; then
     return 0

@@ -1,4 +1,4 @@
-//! Every route of both services against every kind of caller (SPEC §5), on
+//! Every route of both services against every kind of caller (docs/contract.md §5), on
 //! the real binaries and a real broker.
 
 use std::time::Duration;

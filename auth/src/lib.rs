@@ -3,7 +3,7 @@
 //! The producer and the projections both take `Authorization: Bearer <JWT>`.
 //! This crate verifies the token (HS256 with a shared secret or RS256 with a
 //! public key), turns its claims into a [`Caller`], and holds the scoping rules
-//! of the contract (SPEC §5) in one place, so the ingest and the views cannot
+//! of the contract (docs/contract.md §5) in one place, so the ingest and the views cannot
 //! disagree about who is an admin. A service started without a key refuses to
 //! start unless open mode is asked for explicitly.
 

@@ -124,6 +124,13 @@ fn replay(a: ReplayArgs) -> anyhow::Result<()> {
         out: a.out,
     };
     let report = sessionfold_processor::replay::replay(&settings).context("replay failed")?;
+    if report.folded == 0 && report.after_until > 0 {
+        tracing::warn!(
+            "--until {} is before all {} events read; nothing was folded",
+            sessionfold_projections::view::rfc3339(settings.until),
+            report.after_until
+        );
+    }
     tracing::info!(?report, out = %settings.out.display(), "replay done");
     Ok(())
 }
