@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
@@ -111,6 +111,10 @@ struct Core {
     /// How far back the last seek for a gap went, per partition.
     rewinds: BTreeMap<Part, i64>,
     batch: Batch,
+    /// Positions moved in sled since they were last committed to the group.
+    group_behind: bool,
+    /// When the group offsets were last committed: at most once a second.
+    group_committed: Instant,
     /// One warning per reason every 30 s: a stream of bad records is counted
     /// in the metrics, not logged line by line.
     dead_log: sessionfold_kafka::LogThrottle,
@@ -146,8 +150,8 @@ impl ClientContext for Ctx {
     }
 
     /// librdkafka's periodic statistics give each partition's high offset;
-    /// lag is measured from the position committed to sled (librdkafka's own
-    /// lag figure counts from group commits, which the processor never makes).
+    /// lag is measured from the position committed to sled, which is ahead of
+    /// the group offsets by at most a second.
     fn stats(&self, stats: rdkafka::Statistics) {
         let core = lock(&self.core);
         for stream in Stream::ALL {
@@ -213,6 +217,7 @@ impl ConsumerContext for Ctx {
                 if let Err(e) = core.commit() {
                     core.failed.get_or_insert(e);
                 }
+                core.commit_group(consumer, Some(&partitions), CommitMode::Sync);
                 for p in &partitions {
                     core.tables.remove(p);
                     core.positions.remove(p);
@@ -266,6 +271,8 @@ impl Processor {
             rewinds: BTreeMap::new(),
             batch: Batch::default(),
             dead_log: sessionfold_kafka::LogThrottle::new(Duration::from_secs(30)),
+            group_behind: false,
+            group_committed: Instant::now(),
             failed: None,
         }));
         let settings = lock(&core).settings.clone();
@@ -356,10 +363,13 @@ impl Processor {
                 next_tick = Instant::now() + tick;
             }
             core.commit()?;
+            core.commit_group(&self.consumer, None, CommitMode::Async);
         }
         let mut core = lock(&self.core);
         core.commit()?;
         core.store.flush()?;
+        core.group_behind = true;
+        core.commit_group(&self.consumer, None, CommitMode::Sync);
         drop(core);
         self.consumer.unsubscribe();
         Ok(())
@@ -367,6 +377,53 @@ impl Processor {
 }
 
 impl Core {
+    /// The positions stored in sled for `parts` (all owned ones when `None`),
+    /// as group offsets.
+    fn group_offsets(&self, parts: Option<&[Part]>) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for (part, next) in &self.positions {
+            if parts.is_some_and(|only| !only.contains(part)) {
+                continue;
+            }
+            let topic = part.0.input(&self.settings.topics);
+            if let Err(e) = tpl.add_partition_offset(topic, part.1, Offset::Offset(*next)) {
+                tracing::debug!(partition = ?part, error = %e, "group offset left out");
+            }
+        }
+        tpl
+    }
+
+    /// Mirrors the positions stored in sled to the consumer group, so that
+    /// standard lag tools see the processor's progress. sled stays the truth
+    /// for where to resume; a failed group commit costs only a stale figure.
+    fn commit_group<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        parts: Option<&[Part]>,
+        mode: CommitMode,
+    ) {
+        if parts.is_none()
+            && (!self.group_behind
+                || (matches!(mode, CommitMode::Async)
+                    && self.group_committed.elapsed() < Duration::from_secs(1)))
+        {
+            return;
+        }
+        let tpl = self.group_offsets(parts);
+        if tpl.count() == 0 {
+            return;
+        }
+        match consumer.commit(&tpl, mode) {
+            Ok(()) => {
+                if parts.is_none() {
+                    self.group_behind = false;
+                    self.group_committed = Instant::now();
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "committing group offsets"),
+        }
+    }
+
     /// Restores (if needed) and loads one assigned partition; returns where to read from.
     fn take_partition(&mut self, p: Part) -> Result<Option<i64>, ProcessorError> {
         self.status.restoring.fetch_add(1, Ordering::SeqCst);
@@ -598,6 +655,7 @@ impl Core {
             self.store.commit(&part.0.tree(part.1), write)?;
             if let Some(n) = next {
                 self.positions.insert(part, n);
+                self.group_behind = true;
             }
         }
         let (mut users, mut sessions, mut imports) = (0, 0, 0);
