@@ -175,19 +175,42 @@ pub async fn run(
                 Duration::MAX,
             )
             .await?;
-            tokio::task::spawn_blocking(move || {
-                follow::follow(
-                    &settings.brokers,
-                    &settings.topics,
-                    views,
-                    hub,
-                    ready,
-                    metrics,
-                    stop,
-                )
-            })
-            .await??;
-            anyhow::Ok(())
+            // A follower that fails (a topic whose partitions have no leader
+            // yet, a broker that went away) starts again: the views drop what
+            // they already hold, so nothing is applied twice, and the service
+            // never goes on answering from a view that stopped moving.
+            let mut delay = Duration::from_millis(200);
+            loop {
+                let (views, hub, ready, metrics, stopping, settings) = (
+                    views.clone(),
+                    hub.clone(),
+                    ready.clone(),
+                    metrics.clone(),
+                    stop.clone(),
+                    settings.clone(),
+                );
+                let outcome = tokio::task::spawn_blocking(move || {
+                    follow::follow(
+                        &settings.brokers,
+                        &settings.topics,
+                        views,
+                        hub,
+                        ready,
+                        metrics,
+                        stopping,
+                    )
+                })
+                .await?;
+                match outcome {
+                    Ok(()) => return anyhow::Ok(()),
+                    Err(e) if !stop.load(Ordering::SeqCst) => {
+                        tracing::error!(error = %e, retry_in = ?delay, "following the changelogs failed; starting again");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
         })
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "projections listening");
