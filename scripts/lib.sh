@@ -71,3 +71,98 @@ stop_broker() {
     BROKER_PID=
   fi
 }
+
+# --- Apache Kafka (single node, KRaft) for the tests ------------------------
+# The version is pinned in scripts/kafka/pom.xml; Maven fetches the broker's
+# jars from Maven Central into ~/.m2 once, and nothing else is downloaded.
+
+# Prints the broker's Java classpath, resolving it with Maven when the POM
+# changed since the last time (cached under .local/kafka/).
+kafka_classpath() {
+  local pom=scripts/kafka/pom.xml cache=.local/kafka
+  mkdir -p "$cache"
+  local sum
+  sum=$(sha256sum "$pom" | cut -c1-16)
+  if [ ! -s "$cache/classpath-$sum" ]; then
+    command -v mvn >/dev/null 2>&1 || {
+      echo "Apache Kafka for the tests needs Maven and Java 17 (apt-get install maven openjdk-17-jre-headless)" >&2
+      return 1
+    }
+    echo "resolving Apache Kafka's jars with Maven (once; cached in ~/.m2)" >&2
+    mvn -q -B -f "$pom" dependency:build-classpath -Dmdep.outputFile="$PWD/$cache/classpath-$sum.tmp" >&2 || return 1
+    mv "$cache/classpath-$sum.tmp" "$cache/classpath-$sum"
+  fi
+  cat "$cache/classpath-$sum"
+}
+
+# start_kafka PORT DIR [EXTRA_PROPERTIES_FILE]: formats a fresh KRaft store in
+# DIR, starts a combined broker and controller on 127.0.0.1:PORT (controller
+# on a free port), waits until it answers a metadata request; sets KAFKA_PID.
+# Its log is DIR/broker.log.
+start_kafka() {
+  local port=$1 dir=$2 extra=${3:-}
+  local cp controller
+  cp=$(kafka_classpath) || return 1
+  controller=$(free_port)
+  rm -rf "$dir"
+  mkdir -p "$dir/data"
+  cat >"$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$controller
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+log.dirs=$PWD/$dir/data
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=6
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+group.consumer.min.session.timeout.ms=1000
+group.classic.min.session.timeout.ms=1000
+log.cleaner.backoff.ms=1000
+PROPS
+  [ -n "$extra" ] && cat "$extra" >>"$dir/server.properties"
+  local java_opts=(-Xms256m -Xmx768m -XX:+UseG1GC "-Dlog4j2.configurationFile=$PWD/scripts/kafka/log4j2.properties")
+  java "${java_opts[@]}" -cp "$cp" kafka.tools.StorageTool format \
+    -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)" \
+    -c "$dir/server.properties" >"$dir/format.log" 2>&1 || {
+    echo "formatting the Kafka store failed:" >&2
+    cat "$dir/format.log" >&2
+    return 1
+  }
+  java "${java_opts[@]}" -cp "$cp" kafka.Kafka "$dir/server.properties" >"$dir/broker.log" 2>&1 &
+  KAFKA_PID=$!
+  for _ in $(seq 1 600); do
+    if grep -q "Kafka Server started" "$dir/broker.log" 2>/dev/null; then
+      return 0
+    fi
+    if ! kill -0 "$KAFKA_PID" 2>/dev/null; then
+      echo "Apache Kafka exited; its log:" >&2
+      tail -n 50 "$dir/broker.log" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "Apache Kafka did not start on 127.0.0.1:$port within 60 s; its log: $dir/broker.log" >&2
+  return 1
+}
+
+stop_kafka() {
+  if [ -n "${KAFKA_PID:-}" ]; then
+    kill "$KAFKA_PID" 2>/dev/null || true
+    for _ in $(seq 1 300); do
+      kill -0 "$KAFKA_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$KAFKA_PID" 2>/dev/null || true
+    wait "$KAFKA_PID" 2>/dev/null || true
+    KAFKA_PID=
+  fi
+}

@@ -97,7 +97,7 @@ async fn imports_are_folded_and_lifecycle_violations_dead_lettered() -> anyhow::
         reasons,
         [
             "import ada-import: import_transferred to the current owner",
-            "import bob-import: import_progressed on a completed import",
+            "import bob-import: import_progressed on an import that is completed",
             "import ghost-import: import_progressed for an unknown import",
             "import legacy-import: import_accessed after import_deleted",
         ]
