@@ -217,7 +217,9 @@ impl ConsumerContext for Ctx {
                 if let Err(e) = core.commit() {
                     core.failed.get_or_insert(e);
                 }
-                core.commit_group(consumer, Some(&partitions), CommitMode::Sync);
+                // Async: a broker slow to answer a commit (tansu 0.6.0 at a
+                // rebalance) must not hold the rebalance, and sled is the truth.
+                core.commit_group(consumer, Some(&partitions), CommitMode::Async);
                 for p in &partitions {
                     core.tables.remove(p);
                     core.positions.remove(p);
@@ -369,7 +371,8 @@ impl Processor {
         core.commit()?;
         core.store.flush()?;
         core.group_behind = true;
-        core.commit_group(&self.consumer, None, CommitMode::Sync);
+        core.group_committed = Instant::now() - Duration::from_secs(2);
+        core.commit_group(&self.consumer, None, CommitMode::Async);
         drop(core);
         self.consumer.unsubscribe();
         Ok(())
