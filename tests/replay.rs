@@ -189,6 +189,21 @@ async fn replay_matches_the_live_views_and_is_byte_identical() -> anyhow::Result
         read(&early, "imports.json")?["imports"],
         Value::Array(vec![])
     );
+
+    // Until an hour before every event: nothing folded, and the log says why.
+    let before = dir.path().join("before");
+    let until = rfc3339(t0 - 3_600_000);
+    let log = run_replay(&s.prefix, &until, &before, &[])?;
+    let said = format!("--until {until} is before all ");
+    let line = log
+        .lines()
+        .find(|l| l.contains(&said))
+        .ok_or_else(|| anyhow::anyhow!("no warning for an empty window in:\n{log}"))?;
+    assert!(line.contains(" events read; nothing was folded"), "{line}");
+    assert_eq!(
+        read(&before, "presence-users.json")?["users"],
+        Value::Array(vec![])
+    );
     Ok(())
 }
 
