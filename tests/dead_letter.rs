@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sessionfold_it::{Service, consume_all, eventually, get_json, produce_raw, unique_prefix};
 use sessionfold_schemas::{
-    ActivityBody, ActivityEvent, Contract, Interaction, SessionStarted, Topics,
+    ActivityBody, ActivityEvent, Contract, Interaction, SessionStarted, Topics, headers,
 };
 
 fn event(id: &str, user: &str, at: i64, body: ActivityBody) -> ActivityEvent {
@@ -142,6 +142,74 @@ async fn garbage_and_invalid_events_are_dead_lettered() -> anyhow::Result<()> {
     assert_eq!(user["online"], true);
     let (status, _) = get_json(&format!("{}/v1/presence/users/v2", projections.url)).await?;
     assert_eq!(status, 404);
+    Ok(())
+}
+
+/// A value just under the broker's default record limit cannot be copied
+/// whole to the dead-letter topic with its headers; it is cut short with its
+/// size and digest, and the partition goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_large_to_copy_is_dead_lettered_cut_short() -> anyhow::Result<()> {
+    use sha2::Digest;
+    let prefix = unique_prefix("dlqbig");
+    let topics = Topics::new(&prefix);
+    let dir = sessionfold_it::scratch()?;
+    let state = dir.path().join("state").to_string_lossy().into_owned();
+    let _processor = Service::start(
+        "sessionfold-processor",
+        &prefix,
+        &["--state-dir", &state, "--group-id", &prefix],
+        dir.path(),
+    )
+    .await?;
+    let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
+    let c = Contract::load()?;
+    let start = c.encode_activity(&event(
+        "e1",
+        "big",
+        chrono_now(),
+        ActivityBody::SessionStarted(SessionStarted {
+            email: "big@example.com".into(),
+            ..SessionStarted::default()
+        }),
+    ))?;
+    // The current schema's header, then bytes that do not decode.
+    let mut big = start[..10].to_vec();
+    big.extend((0..999_800u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+    assert_eq!(big.len(), 999_810);
+    produce_raw(
+        &topics.activity,
+        &[(Some("big"), &big), (Some("big"), &start)],
+    )
+    .await?;
+
+    let dead = consume_all(&topics.dead_letter, 1, Duration::from_secs(60)).await?;
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0];
+    assert_eq!(d.payload.as_deref(), Some(&big[..64 * 1024]));
+    assert_eq!(
+        d.headers.get(headers::ORIGINAL_SIZE).map(String::as_str),
+        Some("999810")
+    );
+    let digest: String = sha2::Sha256::digest(&big)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(d.headers.get(headers::ORIGINAL_SHA256), Some(&digest));
+    assert_eq!(
+        d.headers.get(headers::ERROR_KIND).map(String::as_str),
+        Some("undecodable")
+    );
+    assert_eq!(
+        d.headers.get(headers::SOURCE_OFFSET).map(String::as_str),
+        Some("0")
+    );
+    let url = format!("{}/v1/presence/users/big", projections.url);
+    eventually(Duration::from_secs(60), "the next event folded", || async {
+        let (status, _) = get_json(&url).await?;
+        Ok((status == 200).then_some(()))
+    })
+    .await?;
     Ok(())
 }
 

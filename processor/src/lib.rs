@@ -7,6 +7,7 @@
 //! the input) and commits state and input offsets in one sled write. A
 //! wall-clock tick expires idle sessions even when no event arrives.
 
+pub mod dead_letter;
 mod error;
 pub mod metrics;
 pub mod pipeline;

@@ -22,11 +22,12 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use sessionfold_fold::{Applied, ImportConfig, Millis, Position, PresenceConfig};
-use sessionfold_schemas::{Contract, Topics};
+use sessionfold_schemas::{Contract, Topics, headers};
 
 use crate::ProcessorError;
+use crate::dead_letter::DeadLetter;
 use crate::metrics::Metrics;
-use crate::restore::{BATCH_END, BATCH_START, restore_partition};
+use crate::restore::restore_partition;
 use crate::store::{PartitionWrite, Store};
 use crate::tables::{Part, Stream, Table};
 
@@ -71,16 +72,6 @@ pub struct Status {
     pub joined: AtomicBool,
     /// Partitions being restored or loaded now.
     pub restoring: AtomicUsize,
-}
-
-/// A record that goes to the dead-letter topic.
-struct DeadLetter {
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-    kind: &'static str,
-    error: String,
-    source_topic: String,
-    pos: Position,
 }
 
 /// Records folded but not yet committed.
@@ -616,32 +607,13 @@ impl Core {
                     tracing::debug!(topic = %d.source_topic, partition = d.pos.partition, offset = d.pos.offset, reason = d.kind, error = %d.error, "dead-lettered")
                 }
             }
+            let published = d.published();
             outgoing.push(Outgoing {
                 topic: &topics.dead_letter,
                 partition: None,
-                key: d.key.clone().unwrap_or_default(),
-                payload: d.payload.clone(),
-                headers: OwnedHeaders::new()
-                    .insert(Header {
-                        key: "sessionfold-error",
-                        value: Some(&d.error),
-                    })
-                    .insert(Header {
-                        key: "sessionfold-error-kind",
-                        value: Some(d.kind),
-                    })
-                    .insert(Header {
-                        key: "sessionfold-source-topic",
-                        value: Some(&d.source_topic),
-                    })
-                    .insert(Header {
-                        key: "sessionfold-source-partition",
-                        value: Some(&d.pos.partition.to_string()),
-                    })
-                    .insert(Header {
-                        key: "sessionfold-source-offset",
-                        value: Some(&d.pos.offset.to_string()),
-                    }),
+                key: published.key,
+                payload: published.payload,
+                headers: published.headers,
             });
         }
         if !outgoing.is_empty() {
@@ -709,24 +681,24 @@ fn changelog_headers(
 ) -> OwnedHeaders {
     let h = OwnedHeaders::new()
         .insert(Header {
-            key: "sessionfold-source-topic",
+            key: headers::SOURCE_TOPIC,
             value: Some(topic),
         })
         .insert(Header {
-            key: "sessionfold-source-partition",
+            key: headers::SOURCE_PARTITION,
             value: Some(&partition.to_string()),
         })
         .insert(Header {
-            key: BATCH_START,
+            key: headers::BATCH_START,
             value: Some(&start.to_string()),
         })
         .insert(Header {
-            key: BATCH_END,
+            key: headers::BATCH_END,
             value: Some(&end.to_string()),
         });
     match offset {
         Some(o) => h.insert(Header {
-            key: "sessionfold-source-offset",
+            key: headers::SOURCE_OFFSET,
             value: Some(&o.to_string()),
         }),
         None => h,

@@ -17,15 +17,11 @@ use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use sessionfold_kafka::QuietLogs;
+use sessionfold_schemas::headers::{BATCH_END, BATCH_START};
 
 use crate::error::ProcessorError;
 use crate::metrics::Metrics;
 use crate::store::{PartitionWrite, Store};
-
-/// Header naming the first input offset of the batch that produced a record.
-pub const BATCH_START: &str = "sessionfold-batch-start";
-/// Header naming the input offset after the batch that produced a record.
-pub const BATCH_END: &str = "sessionfold-batch-end";
 
 /// What restoring found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

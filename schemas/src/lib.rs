@@ -54,6 +54,7 @@ mod binary;
 pub mod canonical;
 mod codec;
 mod error;
+pub mod headers;
 mod import;
 mod state;
 mod topics;

@@ -301,6 +301,7 @@ pub async fn produce_raw(topic: &str, records: &[(Option<&str>, &[u8])]) -> anyh
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("partitioner", "murmur2_random")
+        .set("message.max.bytes", "16000000")
         .create()?;
     for (key, payload) in records {
         let mut r: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).payload(*payload);
