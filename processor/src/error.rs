@@ -26,6 +26,15 @@ pub enum ProcessorError {
         #[source]
         source: Box<sled::Error>,
     },
+    /// A damaged store directory could not be moved aside.
+    #[error("moving the damaged store {path} aside: {source}")]
+    MoveAside {
+        /// The store directory.
+        path: String,
+        /// The file system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A stored state no longer decodes.
     #[error("stored state of partition {partition} does not decode: {reason}")]
     CorruptState {

@@ -76,7 +76,16 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProcessorError> {
     let metrics = metrics::Metrics::new()?;
-    let store = Store::open(&settings.state_dir)?;
+    let store = match Store::open(&settings.state_dir) {
+        Ok(s) => s,
+        Err(e) if settings.looping.rebuild_damaged => {
+            let aside = store::move_aside(&settings.state_dir)?;
+            tracing::error!(error = %e, moved_to = %aside.display(), "local store cannot be opened; moved aside, every partition will be rebuilt from the changelog");
+            metrics.store_rebuilt.inc();
+            Store::open(&settings.state_dir)?
+        }
+        Err(e) => return Err(e),
+    };
     let status = Arc::new(Status::default());
     let stop = Arc::new(AtomicBool::new(false));
     let addr: Option<SocketAddr> = listener.local_addr().ok();

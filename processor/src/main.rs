@@ -194,6 +194,20 @@ struct RunArgs {
     /// Longest a batch waits to fill.
     #[arg(long, env = "SESSIONFOLD_BATCH_WAIT", default_value = "50ms", value_parser = parse_duration)]
     batch_wait: Duration,
+    /// What to do when the local state of a partition (or the whole store)
+    /// cannot be read: move it aside and rebuild it from the changelog, or
+    /// stop so that a person can look at it.
+    #[arg(long, env = "SESSIONFOLD_ON_DAMAGED_STATE", value_enum, default_value_t = OnDamaged::Rebuild)]
+    on_damaged_state: OnDamaged,
+}
+
+/// The answer to a damaged local store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnDamaged {
+    /// Rebuild from the changelog, log it and count it.
+    Rebuild,
+    /// Stop with an error.
+    Stop,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -228,6 +242,7 @@ async fn main() -> anyhow::Result<()> {
             batch_max: args.batch_max,
             instance_id: args.instance_id,
             batch_wait: args.batch_wait,
+            rebuild_damaged: args.on_damaged_state == OnDamaged::Rebuild,
         },
         state_dir: args.state_dir,
         partitions: args.common.partitions,

@@ -27,6 +27,10 @@ pub struct Metrics {
     pub restoring: IntGauge,
     /// Changelog records read while restoring.
     pub restored: prometheus::IntCounter,
+    /// Changelog records left out of a restore, by reason.
+    pub restore_skipped: IntCounterVec,
+    /// Local stores found damaged and rebuilt from the changelog.
+    pub store_rebuilt: prometheus::IntCounter,
     /// Records between the stored position and the end of each partition.
     pub lag: IntGaugeVec,
 }
@@ -75,6 +79,17 @@ impl Metrics {
             "restored_records_total",
             "Changelog records read while restoring",
         )?;
+        let restore_skipped = IntCounterVec::new(
+            Opts::new(
+                "restore_skipped_records_total",
+                "Changelog records left out of a restore (bad key, foreign value) or taken without batch headers",
+            ),
+            &["reason"],
+        )?;
+        let store_rebuilt = prometheus::IntCounter::new(
+            "store_rebuilt_total",
+            "Local state found damaged and rebuilt from the changelog",
+        )?;
         let lag = IntGaugeVec::new(
             Opts::new("consumer_lag", "Records not yet processed"),
             &["topic", "partition"],
@@ -90,6 +105,8 @@ impl Metrics {
         registry.register(Box::new(lag.clone()))?;
         registry.register(Box::new(restoring.clone()))?;
         registry.register(Box::new(restored.clone()))?;
+        registry.register(Box::new(restore_skipped.clone()))?;
+        registry.register(Box::new(store_rebuilt.clone()))?;
         Ok(Metrics {
             registry,
             events_in,
@@ -102,6 +119,8 @@ impl Metrics {
             partitions,
             restoring,
             restored,
+            restore_skipped,
+            store_rebuilt,
             lag,
         })
     }

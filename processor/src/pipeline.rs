@@ -27,7 +27,7 @@ use sessionfold_schemas::{Contract, Topics, headers};
 use crate::ProcessorError;
 use crate::dead_letter::DeadLetter;
 use crate::metrics::Metrics;
-use crate::restore::restore_partition;
+use crate::restore::{Restore, restore_partition};
 use crate::store::{PartitionWrite, Store};
 use crate::tables::{Part, Stream, Table};
 
@@ -53,6 +53,9 @@ pub struct LoopSettings {
     pub instance_id: Option<String>,
     /// Longest a batch waits to fill up.
     pub batch_wait: Duration,
+    /// Rebuild a partition whose local state is damaged from the changelog,
+    /// instead of stopping.
+    pub rebuild_damaged: bool,
 }
 
 /// Current wall-clock time in milliseconds.
@@ -423,27 +426,20 @@ impl Core {
         self.status.restoring.fetch_add(1, Ordering::SeqCst);
         self.status.running.store(false, Ordering::SeqCst);
         let result = (|| {
-            let (stream, partition) = p;
-            let tree = stream.tree(partition);
-            let how = restore_partition(
-                &self.settings.brokers,
-                stream.input(&self.settings.topics),
-                stream.changelog(&self.settings.topics),
-                partition,
-                &tree,
-                &self.store,
-                &self.metrics,
-            )?;
-            let mut table = Table::new(stream, self.settings.presence, self.settings.imports);
-            for bytes in self.store.states(&tree)? {
-                table.restore(&self.contract, &bytes).map_err(|e| {
-                    ProcessorError::CorruptState {
-                        partition,
-                        reason: e.to_string(),
-                    }
-                })?;
-            }
-            let next = self.store.next_offset(&tree)?;
+            let how = self.restore(p)?;
+            let table = match self.load(p) {
+                Ok(t) => t,
+                Err(e) if self.settings.rebuild_damaged => {
+                    tracing::error!(partition = ?p, error = %e, "local state of this partition is damaged; rebuilding it from the changelog");
+                    self.metrics.store_rebuilt.inc();
+                    self.store
+                        .replace(&p.0.tree(p.1), PartitionWrite::default())?;
+                    self.restore(p)?;
+                    self.load(p)?
+                }
+                Err(e) => return Err(e),
+            };
+            let next = self.store.next_offset(&p.0.tree(p.1))?;
             tracing::info!(partition = ?p, entities = table.size().0, next_offset = ?next, restore = ?how, "partition loaded");
             self.tables.insert(p, table);
             if let Some(o) = next {
@@ -455,6 +451,35 @@ impl Core {
         })();
         self.status.restoring.fetch_sub(1, Ordering::SeqCst);
         result
+    }
+
+    fn restore(&self, (stream, partition): Part) -> Result<Restore, ProcessorError> {
+        let contract = &self.contract;
+        let valid = |key: &str, bytes: &[u8]| Table::check(stream, contract, key, bytes);
+        restore_partition(
+            &self.settings.brokers,
+            stream.input(&self.settings.topics),
+            stream.changelog(&self.settings.topics),
+            partition,
+            &stream.tree(partition),
+            &self.store,
+            &self.metrics,
+            &valid,
+        )
+    }
+
+    /// Reads a partition's stored states into a table.
+    fn load(&self, (stream, partition): Part) -> Result<Table, ProcessorError> {
+        let mut table = Table::new(stream, self.settings.presence, self.settings.imports);
+        for bytes in self.store.states(&stream.tree(partition))? {
+            table
+                .restore(&self.contract, &bytes)
+                .map_err(|e| ProcessorError::CorruptState {
+                    partition,
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(table)
     }
 
     fn tick(&mut self, now: Millis) {

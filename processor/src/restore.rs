@@ -9,7 +9,7 @@
 //! of the last batch. The per-entity input positions in the states make
 //! re-reading that batch harmless.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -81,8 +81,32 @@ fn read_to_end(
     }
 }
 
+/// The input offsets of the last batch a changelog partition records.
+struct LastBatch {
+    start: i64,
+    end: i64,
+}
+
+fn batch_of(m: &impl Message) -> Option<LastBatch> {
+    Some(LastBatch {
+        start: header_i64(m, BATCH_START)?,
+        end: header_i64(m, BATCH_END)?,
+    })
+}
+
+/// Checks a changelog value: `Err` says why it cannot be state for `key`.
+pub type Validate<'a> = &'a dyn Fn(&str, &[u8]) -> Result<(), String>;
+
 /// Brings store tree `tree` (partition `partition` of topic `input`) up to
 /// date with the same partition of `changelog`, unless it is current already.
+///
+/// Operators and other writers can put anything on a changelog: a record
+/// without headers, a value that is not a state, a tombstone. None of them
+/// blocks the start. The batch bounds come from the last record that has
+/// them; a value that `valid` refuses or a record without a UTF-8 key is left
+/// out; a tombstone deletes its key, as compaction would. What was left out
+/// or taken without headers is logged once per restore and counted.
+#[allow(clippy::too_many_arguments)]
 pub fn restore_partition(
     brokers: &str,
     input: &str,
@@ -91,6 +115,7 @@ pub fn restore_partition(
     tree: &str,
     store: &Store,
     metrics: &Metrics,
+    valid: Validate<'_>,
 ) -> Result<Restore, ProcessorError> {
     let consumer: BaseConsumer<QuietLogs> = sessionfold_kafka::consumer_config(brokers)
         .set("group.id", "sessionfold-restore")
@@ -131,12 +156,38 @@ pub fn restore_partition(
             reason: format!("last changelog record (offset {}) not readable", high - 1),
         }
     })?;
-    let (Some(start), Some(end)) = (header_i64(&last, BATCH_START), header_i64(&last, BATCH_END))
-    else {
-        return Err(ProcessorError::Restore {
+    let batch = match batch_of(&last) {
+        Some(b) => Some(b),
+        None => {
+            // Someone else wrote last: find the last batch of ours further back.
+            tracing::warn!(
+                partition,
+                changelog,
+                offset = last.offset(),
+                "last changelog record has no batch headers (written by another producer); looking further back"
+            );
+            assign(Offset::Beginning)?;
+            let mut found = None;
+            read_to_end(&consumer, high, partition, |m| {
+                if let Some(b) = batch_of(m) {
+                    found = Some(b);
+                }
+            })?;
+            found
+        }
+    };
+    let Some(LastBatch { start, end }) = batch else {
+        tracing::warn!(
             partition,
-            reason: "last changelog record has no batch headers".into(),
-        });
+            changelog,
+            records = high - low,
+            "no changelog record here was written by sessionfold; keeping the local state"
+        );
+        metrics
+            .restore_skipped
+            .with_label_values(&["no_batch_headers"])
+            .inc_by(u64::try_from(high - low).unwrap_or(0));
+        return Ok(Restore::LocalCurrent);
     };
     if store.next_offset(tree)?.is_some_and(|local| local >= end) {
         return Ok(Restore::LocalCurrent);
@@ -148,25 +199,63 @@ pub fn restore_partition(
     );
     metrics.restoring.inc();
     assign(Offset::Beginning)?;
-    let mut latest: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+    let mut latest: HashMap<String, Option<Vec<u8>>> = HashMap::new();
     let mut records = 0u64;
+    let mut skipped: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut first_refusal: Option<(i64, String)> = None;
     let read = read_to_end(&consumer, last.offset() + 1, partition, |m| {
         records += 1;
         metrics.restored.inc();
-        if let Some(key) = m.key() {
-            latest.insert(key.to_vec(), m.payload().map(<[u8]>::to_vec));
+        let mut skip = |reason: &'static str| *skipped.entry(reason).or_default() += 1;
+        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            skip("bad_key");
+            return;
+        };
+        let ours = batch_of(m).is_some();
+        match m.payload() {
+            None => {
+                if !ours {
+                    skip("tombstone_without_headers");
+                }
+                latest.insert(key.to_owned(), None);
+            }
+            Some(v) => match valid(key, v) {
+                Ok(()) => {
+                    if !ours {
+                        skip("state_without_headers");
+                    }
+                    latest.insert(key.to_owned(), Some(v.to_vec()));
+                }
+                Err(e) => {
+                    skip("foreign_value");
+                    first_refusal.get_or_insert((m.offset(), e));
+                }
+            },
         }
     });
     metrics.restoring.dec();
     read?;
-    let entities = latest
-        .into_iter()
-        .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
-        .collect();
+    if !skipped.is_empty() {
+        for (reason, n) in &skipped {
+            metrics
+                .restore_skipped
+                .with_label_values(&[reason])
+                .inc_by(*n);
+        }
+        let (offset, error) = first_refusal.unzip();
+        tracing::warn!(
+            partition,
+            changelog,
+            ?skipped,
+            first_refused_offset = offset,
+            first_refusal = error,
+            "changelog records not written by sessionfold: bad keys and values that are not states left out, tombstones and valid states taken"
+        );
+    }
     store.replace(
         tree,
         PartitionWrite {
-            entities,
+            entities: latest.into_iter().collect(),
             next_offset: Some(start),
         },
     )?;

@@ -12,6 +12,23 @@ use crate::error::ProcessorError;
 const OFFSET_KEY: &[u8] = b"~next_offset";
 const ENTITY_PREFIX: &[u8] = b"e/";
 
+/// Renames a damaged store directory to `<dir>.damaged-<millis>` so that a
+/// fresh one can be opened in its place; returns the new name.
+pub fn move_aside(dir: &Path) -> Result<std::path::PathBuf, ProcessorError> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let mut name = dir.as_os_str().to_owned();
+    name.push(format!(".damaged-{stamp}"));
+    let aside = std::path::PathBuf::from(name);
+    std::fs::rename(dir, &aside).map_err(|e| ProcessorError::MoveAside {
+        path: dir.display().to_string(),
+        source: e,
+    })?;
+    Ok(aside)
+}
+
 /// The processor's local store: one sled tree per input partition.
 #[derive(Clone)]
 pub struct Store {

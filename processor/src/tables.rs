@@ -80,6 +80,33 @@ impl Table {
         Ok(())
     }
 
+    /// Checks that `bytes` is a state of this stream for entity `key`.
+    pub fn check(
+        stream: Stream,
+        contract: &Contract,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<(), String> {
+        let id = match stream {
+            Stream::Activity => {
+                contract
+                    .decode_presence(bytes)
+                    .map_err(|e| e.to_string())?
+                    .user_id
+            }
+            Stream::Imports => {
+                contract
+                    .decode_import_state(bytes)
+                    .map_err(|e| e.to_string())?
+                    .import_id
+            }
+        };
+        if id != key {
+            return Err(format!("state of {id:?} under key {key:?}"));
+        }
+        Ok(())
+    }
+
     /// Decodes and applies one record; returns the event kind and what happened.
     pub fn apply(
         &mut self,
