@@ -153,6 +153,25 @@ impl Caller {
         self.is_admin() || self.is_service() || self.has_permission(PERM_IMPORT_ADMIN)
     }
 
+    /// May act on any import, whoever owns it: admin, service or `IMPORT_ADMIN`.
+    pub fn acts_on_any_import(&self) -> bool {
+        self.may_transfer_imports()
+    }
+
+    /// The authority the ingest vouches for when this caller emits an import
+    /// event: `admin`, `service`, `import_admin`, or `owner` (only its own imports).
+    pub fn import_role(&self) -> &'static str {
+        if self.is_admin() {
+            "admin"
+        } else if self.is_service() {
+            "service"
+        } else if self.has_permission(PERM_IMPORT_ADMIN) {
+            "import_admin"
+        } else {
+            "owner"
+        }
+    }
+
     /// May see every user's presence (the active list and the summary).
     pub fn sees_all_presence(&self) -> bool {
         self.is_admin() || self.is_service() || self.has_permission(PERM_VIEW_ACTIVE_SESSIONS)

@@ -148,3 +148,21 @@ fn scoping_rules() {
     assert!(admin.sees_all_presence() && admin.sees_all_imports() && admin.may_transfer_imports());
     assert!(!admin.may_act_for("u2"));
 }
+
+#[test]
+fn import_role_names_the_strongest_authority() {
+    let c = |roles: &[&str], perms: &[&str]| Caller {
+        user_id: "u".into(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        permissions: perms.iter().map(|p| (*p).to_owned()).collect(),
+    };
+    assert_eq!(c(&["admin", "service"], &[]).import_role(), "admin");
+    assert_eq!(c(&["service"], &[]).import_role(), "service");
+    assert_eq!(c(&[], &["IMPORT_ADMIN"]).import_role(), "import_admin");
+    assert_eq!(
+        c(&[], &["USER_VIEW_ACTIVE_SESSIONS"]).import_role(),
+        "owner"
+    );
+    assert!(c(&[], &["IMPORT_ADMIN"]).acts_on_any_import());
+    assert!(!c(&[], &[]).acts_on_any_import());
+}

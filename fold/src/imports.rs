@@ -29,6 +29,58 @@ impl Default for ImportConfig {
     }
 }
 
+/// Who vouched for an import event's actor. The ingest names it in a record
+/// header once it has checked the caller's token; a record without one
+/// speaks only for the actor it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Authority {
+    /// Only the actor named in the event: it must own the import.
+    #[default]
+    Actor,
+    /// An admin, an `IMPORT_ADMIN` or a service: may act on any import.
+    Elevated,
+}
+
+impl Authority {
+    /// The authority a record's actor-role header value grants.
+    pub fn from_role(role: Option<&str>) -> Authority {
+        match role {
+            Some("admin" | "import_admin" | "service") => Authority::Elevated,
+            _ => Authority::Actor,
+        }
+    }
+}
+
+/// Refuses an event on an existing import from an actor who may not act on it.
+/// An event with no actor is a service acting on its own.
+fn check_actor(old: &ImportState, e: &ImportEvent, authority: Authority) -> Result<(), Rejected> {
+    let Some(actor) = e.actor_id.as_deref() else {
+        return Ok(());
+    };
+    if authority == Authority::Elevated {
+        return Ok(());
+    }
+    let refuse = |reason: String| {
+        Err(Rejected::NotOwner {
+            import_id: e.import_id.clone(),
+            reason,
+        })
+    };
+    if matches!(e.body, ImportBody::Transferred { .. }) {
+        return refuse(format!(
+            "{actor} may not transfer it: only an admin, IMPORT_ADMIN or a service may"
+        ));
+    }
+    match old.owner_id.as_deref() {
+        Some(owner) if owner == actor => Ok(()),
+        Some(_) => refuse(format!("{} by {actor}, who does not own it", e.body.kind())),
+        None => refuse(format!(
+            "{} by {actor} on an import with no owner: only an admin, IMPORT_ADMIN or a service may",
+            e.body.kind()
+        )),
+    }
+}
+
 fn lifecycle(import_id: &str, reason: impl Into<String>) -> Rejected {
     Rejected::Lifecycle {
         import_id: import_id.to_owned(),
@@ -42,6 +94,7 @@ fn transition(
     state: Option<&ImportState>,
     e: &ImportEvent,
     pos: Position,
+    authority: Authority,
 ) -> Result<ImportState, Rejected> {
     let id = &e.import_id;
     let at = e.occurred_at;
@@ -77,6 +130,9 @@ fn transition(
             )),
         };
     };
+    if !matches!(e.body, ImportBody::Started { .. }) {
+        check_actor(old, e, authority)?;
+    }
     if old.status == ImportStatus::Deleted {
         return Err(lifecycle(
             id,
@@ -195,13 +251,15 @@ impl ImportTable {
         self.deadlines.set(id, deadline);
     }
 
-    /// Applies one event read at `pos`. `key` is the record key, which must
-    /// be the import id when present. A refused event changes nothing.
+    /// Applies one event read at `pos`, whose actor `authority` vouches for.
+    /// `key` is the record key, which must be the import id when present. A
+    /// refused event changes nothing.
     pub fn apply(
         &mut self,
         key: Option<&str>,
         e: &ImportEvent,
         pos: Position,
+        authority: Authority,
     ) -> Result<Applied, Rejected> {
         check_key(key, "import_id", &e.import_id)?;
         let hash = event_hash(&e.event_id);
@@ -224,7 +282,7 @@ impl ImportTable {
         )? {
             return Ok(done);
         }
-        let mut new = transition(old, e, pos)?;
+        let mut new = transition(old, e, pos, authority)?;
         remember(&mut new.recent_events, hash, e.occurred_at);
         forget_before(
             &mut new.recent_events,

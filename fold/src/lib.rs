@@ -12,7 +12,7 @@ mod imports;
 mod presence;
 
 pub use dedup::event_hash;
-pub use imports::{ImportConfig, ImportTable};
+pub use imports::{Authority, ImportConfig, ImportTable};
 pub use presence::{PresenceConfig, PresenceTable, refresh_session};
 pub use sessionfold_schemas::Millis;
 
@@ -62,6 +62,15 @@ pub enum Rejected {
         /// Which rule the event broke.
         reason: String,
     },
+    /// The actor may not act on this import: it is not the owner, and
+    /// nothing vouched for an admin, `IMPORT_ADMIN` or a service.
+    #[error("import {import_id}: {reason}")]
+    NotOwner {
+        /// The import.
+        import_id: String,
+        /// Who tried what.
+        reason: String,
+    },
     /// Older than the deduplication window allows to apply exactly once.
     #[error(
         "late event: occurred {late_by_ms} ms before the deduplication horizon of {entity} (window {window_ms} ms)"
@@ -83,6 +92,7 @@ impl Rejected {
             Rejected::KeyMismatch { .. } => "key_mismatch",
             Rejected::Late { .. } => "late",
             Rejected::Lifecycle { .. } => "lifecycle",
+            Rejected::NotOwner { .. } => "not_owner",
         }
     }
 }

@@ -54,14 +54,139 @@ fn progressed(id: &str, import: &str, p: i32) -> ImportEvent {
     )
 }
 
+fn by(actor: &str, mut e: ImportEvent) -> ImportEvent {
+    e.actor_id = Some(actor.into());
+    e
+}
+
+#[test]
+fn only_the_owner_or_a_vouched_actor_acts_on_an_import() {
+    let mut t = ImportTable::new(ImportConfig::default());
+    t.apply(
+        None,
+        &by("ada", started("a", "i1", Some("ada"), "h")),
+        pos(0),
+        Authority::Actor,
+    )
+    .expect("ada starts her import");
+    t.apply(
+        None,
+        &by("ada", started("l", "old", None, "h")),
+        pos(1),
+        Authority::Elevated,
+    )
+    .expect("a service starts a legacy import");
+    let refused = |t: &mut ImportTable, e: ImportEvent, at: i64| {
+        t.apply(None, &e, pos(at), Authority::Actor)
+            .map_err(|r| (r.kind(), r.to_string()))
+    };
+    for (i, body) in [
+        ImportBody::Deleted,
+        ImportBody::Completed,
+        ImportBody::Accessed,
+        ImportBody::Abandoned { reason: "x".into() },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let kind = body.kind();
+        assert_eq!(
+            refused(
+                &mut t,
+                by("bob", ev(&format!("b{i}"), "i1", T0, body)),
+                10 + i as i64
+            ),
+            Err((
+                "not_owner",
+                format!("import i1: {kind} by bob, who does not own it")
+            ))
+        );
+    }
+    assert_eq!(
+        refused(&mut t, by("bob", progressed("bp", "i1", 50)), 20).map_err(|e| e.0),
+        Err("not_owner")
+    );
+    assert_eq!(
+        refused(&mut t, by("bob", ev("bo", "old", T0, ImportBody::Accessed)), 21),
+        Err((
+            "not_owner",
+            "import old: import_accessed by bob on an import with no owner: only an admin, IMPORT_ADMIN or a service may".into()
+        ))
+    );
+    let transfer = |id: &str| {
+        ev(
+            id,
+            "i1",
+            T0,
+            ImportBody::Transferred {
+                new_owner_id: "bob".into(),
+            },
+        )
+    };
+    assert_eq!(
+        refused(&mut t, by("ada", transfer("t1")), 22),
+        Err((
+            "not_owner",
+            "import i1: ada may not transfer it: only an admin, IMPORT_ADMIN or a service may"
+                .into()
+        ))
+    );
+    let s = t.get("i1").expect("held");
+    assert_eq!(
+        (s.status, s.progress, s.owner_id.as_deref()),
+        (ImportStatus::InProgress, 0, Some("ada"))
+    );
+    // The owner, a vouched admin and a service with no actor may.
+    t.apply(
+        None,
+        &by("ada", progressed("ap", "i1", 30)),
+        pos(23),
+        Authority::Actor,
+    )
+    .expect("the owner writes progress");
+    t.apply(
+        None,
+        &by("root", transfer("t2")),
+        pos(24),
+        Authority::Elevated,
+    )
+    .expect("an admin transfers");
+    t.apply(
+        None,
+        &by("ada", progressed("ap2", "i1", 40)),
+        pos(25),
+        Authority::Actor,
+    )
+    .expect_err("the old owner no longer may");
+    t.apply(
+        None,
+        &ev("svc", "i1", T0, ImportBody::Completed),
+        pos(26),
+        Authority::Actor,
+    )
+    .expect("a service completes it");
+    assert_eq!(t.get("i1").map(|s| s.status), Some(ImportStatus::Completed));
+    assert_eq!(
+        Authority::from_role(Some("import_admin")),
+        Authority::Elevated
+    );
+    assert_eq!(Authority::from_role(Some("owner")), Authority::Actor);
+    assert_eq!(Authority::from_role(None), Authority::Actor);
+}
+
 #[test]
 fn an_import_runs_its_course() {
     let mut t = ImportTable::new(ImportConfig::default());
     assert_eq!(
-        t.apply(Some("i1"), &started("a", "i1", Some("ada"), "h1"), pos(0)),
+        t.apply(
+            Some("i1"),
+            &started("a", "i1", Some("ada"), "h1"),
+            pos(0),
+            Authority::Actor
+        ),
         Ok(Applied::Changed)
     );
-    t.apply(None, &progressed("b", "i1", 25), pos(1))
+    t.apply(None, &progressed("b", "i1", 25), pos(1), Authority::Actor)
         .expect("in progress");
     let s = t.get("i1").expect("held");
     assert_eq!(
@@ -80,6 +205,7 @@ fn an_import_runs_its_course() {
             },
         ),
         pos(2),
+        Authority::Actor,
     )
     .expect("transfer");
     let s = t.get("i1").expect("held");
@@ -93,6 +219,7 @@ fn an_import_runs_its_course() {
         None,
         &ev("d", "i1", T0 + 3000, ImportBody::Completed),
         pos(3),
+        Authority::Actor,
     )
     .expect("complete");
     let s = t.get("i1").expect("held");
@@ -112,15 +239,20 @@ fn an_import_runs_its_course() {
 fn lifecycle_violations_are_refused_and_change_nothing() {
     let mut t = ImportTable::new(ImportConfig::default());
     let err = t
-        .apply(None, &progressed("x", "ghost", 5), pos(0))
+        .apply(None, &progressed("x", "ghost", 5), pos(0), Authority::Actor)
         .expect_err("unknown");
     assert_eq!(
         err.to_string(),
         "import ghost: import_progressed for an unknown import"
     );
     assert_eq!(err.kind(), "lifecycle");
-    t.apply(None, &started("a", "i1", Some("ada"), "h"), pos(1))
-        .expect("start");
+    t.apply(
+        None,
+        &started("a", "i1", Some("ada"), "h"),
+        pos(1),
+        Authority::Actor,
+    )
+    .expect("start");
     let same_owner = ev(
         "t",
         "i1",
@@ -130,26 +262,41 @@ fn lifecycle_violations_are_refused_and_change_nothing() {
         },
     );
     assert_eq!(
-        t.apply(None, &same_owner, pos(2))
+        t.apply(None, &same_owner, pos(2), Authority::Actor)
             .expect_err("same owner")
             .to_string(),
         "import i1: import_transferred to the current owner"
     );
-    t.apply(None, &ev("c", "i1", T0, ImportBody::Completed), pos(3))
-        .expect("complete");
+    t.apply(
+        None,
+        &ev("c", "i1", T0, ImportBody::Completed),
+        pos(3),
+        Authority::Actor,
+    )
+    .expect("complete");
     let before = t.get("i1").cloned();
     assert_eq!(
-        t.apply(None, &progressed("p", "i1", 50), pos(4))
+        t.apply(None, &progressed("p", "i1", 50), pos(4), Authority::Actor)
             .expect_err("completed")
             .to_string(),
         "import i1: import_progressed on an import that is completed"
     );
-    t.apply(None, &ev("del", "i1", T0, ImportBody::Deleted), pos(5))
-        .expect("delete");
+    t.apply(
+        None,
+        &ev("del", "i1", T0, ImportBody::Deleted),
+        pos(5),
+        Authority::Actor,
+    )
+    .expect("delete");
     assert_eq!(
-        t.apply(None, &ev("acc", "i1", T0, ImportBody::Accessed), pos(6))
-            .expect_err("deleted")
-            .to_string(),
+        t.apply(
+            None,
+            &ev("acc", "i1", T0, ImportBody::Accessed),
+            pos(6),
+            Authority::Actor
+        )
+        .expect_err("deleted")
+        .to_string(),
         "import i1: import_accessed after import_deleted"
     );
     assert_eq!(t.get("i1").map(|s| s.status), Some(ImportStatus::Deleted));
@@ -159,14 +306,34 @@ fn lifecycle_violations_are_refused_and_change_nothing() {
 #[test]
 fn legacy_imports_have_no_owner_and_duplicates_are_per_owner() {
     let mut t = ImportTable::new(ImportConfig::default());
-    t.apply(None, &started("a", "legacy", None, "h"), pos(0))
-        .expect("legacy");
-    t.apply(None, &started("b", "i1", Some("ada"), "same"), pos(1))
-        .expect("ada");
-    t.apply(None, &started("c", "i2", Some("bob"), "same"), pos(2))
-        .expect("bob");
-    t.apply(None, &started("d", "i3", Some("ada"), "same"), pos(3))
-        .expect("ada again");
+    t.apply(
+        None,
+        &started("a", "legacy", None, "h"),
+        pos(0),
+        Authority::Actor,
+    )
+    .expect("legacy");
+    t.apply(
+        None,
+        &started("b", "i1", Some("ada"), "same"),
+        pos(1),
+        Authority::Actor,
+    )
+    .expect("ada");
+    t.apply(
+        None,
+        &started("c", "i2", Some("bob"), "same"),
+        pos(2),
+        Authority::Actor,
+    )
+    .expect("bob");
+    t.apply(
+        None,
+        &started("d", "i3", Some("ada"), "same"),
+        pos(3),
+        Authority::Actor,
+    )
+    .expect("ada again");
     assert_eq!(t.get("legacy").and_then(|s| s.owner_id.clone()), None);
     let dup = |owner: &str| {
         t.owned_by(owner)
@@ -177,11 +344,11 @@ fn legacy_imports_have_no_owner_and_duplicates_are_per_owner() {
     assert_eq!((dup("ada"), dup("bob")), (2, 1));
     // A repeated event id is applied once; a re-read position is a no-op.
     assert_eq!(
-        t.apply(None, &progressed("b", "i1", 9), pos(9)),
+        t.apply(None, &progressed("b", "i1", 9), pos(9), Authority::Actor),
         Ok(Applied::Duplicate)
     );
     assert_eq!(
-        t.apply(None, &progressed("z", "i1", 9), pos(1)),
+        t.apply(None, &progressed("z", "i1", 9), pos(1), Authority::Actor),
         Ok(Applied::AlreadyApplied)
     );
 }
@@ -269,7 +436,7 @@ proptest! {
             let (id, who) = (format!("i{imp}"), ["ada", "bob", "cy"][who]);
             let before = t.get(&id).cloned();
             let e = event_of(i, &id, kinds[k], who);
-            let accepted = t.apply(Some(&id), &e, pos(i as i64)).is_ok();
+            let accepted = t.apply(Some(&id), &e, pos(i as i64), Authority::Actor).is_ok();
             prop_assert_eq!(accepted, model_step(&mut m, &id, kinds[k], who), "event {} {:?}", i, kinds[k]);
             if !accepted {
                 prop_assert_eq!(t.get(&id).cloned(), before, "a refused event changed the state");

@@ -16,12 +16,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use sessionfold_fold::{Applied, ImportConfig, Millis, Position, PresenceConfig};
+use sessionfold_fold::{Applied, Authority, ImportConfig, Millis, Position, PresenceConfig};
 use sessionfold_schemas::{Contract, Topics, headers};
 
 use crate::ProcessorError;
@@ -563,12 +563,18 @@ impl Core {
                 .push(dead("bad_key", "record key is not UTF-8".into()));
             return None;
         };
+        let role = msg
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == headers::ACTOR_ROLE))
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok());
         match table.apply(
             &self.contract,
             key,
             msg.payload().unwrap_or_default(),
             pos,
             now,
+            Authority::from_role(role),
         ) {
             Ok((kind, applied)) => {
                 let outcome = match applied {

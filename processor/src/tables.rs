@@ -1,7 +1,7 @@
 //! The two input streams and their folded state, behind one interface for the loop.
 
 use sessionfold_fold::{
-    Applied, ImportConfig, ImportTable, Millis, Position, PresenceConfig, PresenceTable,
+    Applied, Authority, ImportConfig, ImportTable, Millis, Position, PresenceConfig, PresenceTable,
 };
 use sessionfold_schemas::{Contract, SchemaError, Topics};
 
@@ -108,6 +108,7 @@ impl Table {
     }
 
     /// Decodes and applies one record; returns the event kind and what happened.
+    /// `authority` is what the record's headers vouch for its import actor.
     pub fn apply(
         &mut self,
         contract: &Contract,
@@ -115,6 +116,7 @@ impl Table {
         payload: &[u8],
         pos: Position,
         now: Millis,
+        authority: Authority,
     ) -> Result<(&'static str, Applied), Refusal> {
         match self {
             Table::Presence(t) => {
@@ -131,7 +133,7 @@ impl Table {
                     .decode_import(payload)
                     .map_err(|e| (e.kind(), e.to_string()))?;
                 let applied = t
-                    .apply(key, &e, pos)
+                    .apply(key, &e, pos, authority)
                     .map_err(|r| (r.kind(), r.to_string()))?;
                 Ok((e.body.kind(), applied))
             }

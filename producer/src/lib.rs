@@ -10,6 +10,7 @@
 pub mod client;
 mod error;
 pub mod input;
+pub mod owners;
 pub mod simulate;
 mod sink;
 
@@ -113,6 +114,7 @@ pub struct AppState {
     metrics: Metrics,
     limits: Limits,
     auth: Authenticator,
+    owners: Arc<owners::Owners>,
 }
 
 impl FromRef<AppState> for Authenticator {
@@ -146,6 +148,7 @@ impl AppState {
             metrics,
             limits,
             auth,
+            owners: Arc::default(),
         })
     }
 
@@ -277,7 +280,7 @@ fn ingest_activity(
             ))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    send_all(state, &state.topics.activity, &records)
+    send_all(state, &state.topics.activity, &records, None)
 }
 
 async fn post_imports(
@@ -304,6 +307,17 @@ fn ingest_imports(
         receipt(state),
         state.limits.max_events,
     )?;
+    if !caller.acts_on_any_import()
+        && events
+            .iter()
+            .any(|e| !matches!(e.body, sessionfold_schemas::ImportBody::Started { .. }))
+        && let Some(owner) = state.owners.owner_of(import_id)
+        && owner.as_deref() != Some(caller.user_id.as_str())
+    {
+        return Err(ApiError::Forbidden(format!(
+            "import {import_id:?} is not yours: only its owner, an admin, IMPORT_ADMIN or a service may write its events"
+        )));
+    }
     let records = events
         .iter()
         .map(|e| {
@@ -319,22 +333,29 @@ fn ingest_imports(
             ))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    send_all(state, &state.topics.imports, &records)
+    send_all(
+        state,
+        &state.topics.imports,
+        &records,
+        Some(caller.import_role()),
+    )
 }
 
-/// Queues encoded records `(event_id, key, kind, bytes)` in order; the whole
+/// Queues encoded records `(event_id, key, kind, bytes)` in order, with the
+/// actor role the caller's token vouches for on import events; the whole
 /// request was validated before, so only a full buffer stops it part way.
 fn send_all(
     state: &AppState,
     topic: &str,
     records: &[(&str, &str, &'static str, Vec<u8>)],
+    role: Option<&str>,
 ) -> Result<Vec<String>, ApiError> {
     if let Some(ep) = state.sink.failures().filter(|ep| ep.holding()) {
         return Err(ApiError::DeliveriesFailing(ep));
     }
     let mut accepted = Vec::with_capacity(records.len());
     for (event_id, key, kind, bytes) in records {
-        match state.sink.send(topic, key, bytes) {
+        match state.sink.send(topic, key, bytes, role) {
             Ok(()) => {
                 state.metrics.accepted.with_label_values(&[kind]).inc();
                 accepted.push((*event_id).to_owned());
@@ -376,9 +397,15 @@ pub async fn run(
         settings.topics.clone(),
         settings.partitions,
     );
+    let brokers_for_topics = brokers.clone();
     tokio::spawn(async move {
-        if let Err(e) =
-            sessionfold_kafka::ensure_topics(&brokers, &topics, partitions, Duration::MAX).await
+        if let Err(e) = sessionfold_kafka::ensure_topics(
+            &brokers_for_topics,
+            &topics,
+            partitions,
+            Duration::MAX,
+        )
+        .await
         {
             tracing::error!(error = %e, "creating topics");
         }
@@ -393,10 +420,18 @@ pub async fn run(
         settings.auth,
     )?;
     let sink = state.sink().clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let follower = {
+        let (owners, stop) = (state.owners.clone(), stop.clone());
+        let topic = state.topics.import_ownership.clone();
+        tokio::task::spawn_blocking(move || owners::follow(&brokers, &topic, owners, stop))
+    };
     tracing::info!(addr = ?listener.local_addr().ok(), "producer listening");
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await?;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
     tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(10))).await??;
+    follower.await?;
     Ok(())
 }

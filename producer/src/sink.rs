@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use prometheus::{IntCounterVec, IntGauge};
 use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
-use rdkafka::message::DeliveryResult;
+use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -158,9 +158,21 @@ impl Sink {
         Ok(Sink { producer })
     }
 
-    /// Queues one record.
-    pub fn send(&self, topic: &str, key: &str, payload: &[u8]) -> Result<(), SinkError> {
-        let record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).key(key).payload(payload);
+    /// Queues one record; import events carry the actor role the ingest vouched for.
+    pub fn send(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        actor_role: Option<&str>,
+    ) -> Result<(), SinkError> {
+        let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).key(key).payload(payload);
+        if let Some(role) = actor_role {
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: sessionfold_schemas::headers::ACTOR_ROLE,
+                value: Some(role),
+            }));
+        }
         self.producer.send(record).map_err(|(e, _)| match e {
             KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => SinkError::BufferFull,
             other => SinkError::Kafka(other),

@@ -15,7 +15,7 @@ use std::path::Path;
 use apache_avro::types::Value;
 use apache_avro::{Codec, DeflateSettings, Reader, Schema, Writer};
 use indicatif::ProgressBar;
-use sessionfold_fold::{Millis, Position};
+use sessionfold_fold::{Authority, Millis, Position};
 use sessionfold_schemas::{
     ACTIVITY_AVSC, ActivityEvent, Contract, IMPORT_AVSC, ImportEvent, Topics,
 };
@@ -49,6 +49,8 @@ pub fn schema() -> Result<Schema, ProcessorError> {
             {"name": "offset", "type": "long"},
             {"name": "timestamp", "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}], "default": null, "doc": "The broker's log timestamp."},
             {"name": "key", "type": ["null", "string"], "default": null},
+            {"name": "kind", "type": ["null", "string"], "default": null, "doc": "The event's kind (session_started, heartbeat, import_started, ...); null when the value did not decode."},
+            {"name": "actor_role", "type": ["null", "string"], "default": null, "doc": "The authority the ingest vouched for an import event's actor (admin, import_admin, service, owner)."},
             {"name": "activity", "type": ["null", activity], "default": null},
             {"name": "import", "type": ["null", import], "default": null},
             {"name": "undecodable", "type": ["null", "bytes"], "default": null, "doc": "The raw value of a record that did not decode."}
@@ -75,15 +77,17 @@ fn optional(v: Option<Value>) -> Value {
 fn record_value(contract: &Contract, r: &RawRecord<'_>) -> (Value, bool) {
     let decoded = super::decode(contract, r.stream, r.payload);
     let refused = matches!(decoded, Decoded::Refused);
-    let (activity, import, undecodable) = match decoded {
-        Decoded::Activity(e) => (Some(e.to_value()), None, None),
-        Decoded::Import(e) => (None, Some(e.to_value()), None),
+    let (kind, activity, import, undecodable) = match decoded {
+        Decoded::Activity(e) => (Some(e.body.kind()), Some(e.to_value()), None, None),
+        Decoded::Import(e) => (Some(e.body.kind()), None, Some(e.to_value()), None),
         Decoded::Refused => (
+            None,
             None,
             None,
             Some(Value::Bytes(r.payload.unwrap_or_default().to_vec())),
         ),
     };
+    let text = |v: Option<&str>| optional(v.map(|k| Value::String(k.into())));
     let record = Value::Record(vec![
         ("stream".into(), Value::String(stream_name(r.stream).into())),
         ("partition".into(), Value::Int(r.partition)),
@@ -92,10 +96,9 @@ fn record_value(contract: &Contract, r: &RawRecord<'_>) -> (Value, bool) {
             "timestamp".into(),
             optional(r.timestamp.map(Value::TimestampMillis)),
         ),
-        (
-            "key".into(),
-            optional(r.key.map(|k| Value::String(k.into()))),
-        ),
+        ("key".into(), text(r.key)),
+        ("kind".into(), text(kind)),
+        ("actor_role".into(), text(r.actor_role)),
         ("activity".into(), optional(activity)),
         ("import".into(), optional(import)),
         ("undecodable".into(), optional(undecodable)),
@@ -161,6 +164,7 @@ struct Stored {
     event: Decoded,
     timestamp: Option<Millis>,
     key: Option<String>,
+    actor_role: Option<String>,
 }
 
 fn decode_record(value: Value) -> Result<Stored, String> {
@@ -184,10 +188,11 @@ fn decode_record(value: Value) -> Result<Stored, String> {
         Some(Value::TimestampMillis(t) | Value::Long(t)) => Some(*t),
         _ => None,
     };
-    let key = match present(field(&fields, "key")) {
+    let text = |name: &str| match present(field(&fields, name)) {
         Some(Value::String(k)) => Some(k.clone()),
         _ => None,
     };
+    let (key, actor_role) = (text("key"), text("actor_role"));
     let event = match (
         stream,
         present(field(&fields, "activity")),
@@ -207,6 +212,7 @@ fn decode_record(value: Value) -> Result<Stored, String> {
         event,
         timestamp,
         key,
+        actor_role,
     })
 }
 
@@ -240,6 +246,7 @@ pub(crate) fn read_file(
             key: r.key.as_deref(),
             event: r.event,
             pos: r.pos,
+            authority: Authority::from_role(r.actor_role.as_deref()),
         });
     }
     Ok(())

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sessionfold_fold::{
-    Applied, ImportConfig, ImportTable, Millis, Position, PresenceConfig, PresenceTable,
+    Applied, Authority, ImportConfig, ImportTable, Millis, Position, PresenceConfig, PresenceTable,
 };
 use sessionfold_projections::imports::ImportView;
 use sessionfold_projections::view::{PresenceView, rfc3339};
@@ -112,6 +112,7 @@ pub(crate) struct Input<'a> {
     key: Option<&'a str>,
     event: Decoded,
     pos: Position,
+    authority: Authority,
 }
 
 /// Progress of one input partition, for the store's resume offset.
@@ -139,6 +140,7 @@ impl Folded {
             key,
             event,
             pos,
+            authority,
         } = record;
         report.records += 1;
         let read = self.read.entry((stream, pos.partition)).or_default();
@@ -180,7 +182,7 @@ impl Folded {
                     .entry(pos.partition)
                     .or_insert_with(|| ImportTable::new(s.imports));
                 t.tick(*clock);
-                let applied = t.apply(key, &e, pos);
+                let applied = t.apply(key, &e, pos, authority);
                 if applied == Ok(Applied::Changed) {
                     self.history.import(&e);
                 }
@@ -244,6 +246,7 @@ pub fn replay(s: &ReplaySettings) -> Result<ReplayReport, ProcessorError> {
                         partition: raw.partition,
                         offset: raw.offset,
                     },
+                    authority: Authority::from_role(raw.actor_role),
                 };
                 folded.fold(s, input, &mut report);
                 Ok(())

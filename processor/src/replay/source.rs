@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use sessionfold_fold::Millis;
 use sessionfold_kafka::QuietLogs;
-use sessionfold_schemas::Topics;
+use sessionfold_schemas::{Topics, headers};
 
 use super::Start;
 use crate::error::ProcessorError;
@@ -31,6 +32,8 @@ pub struct RawRecord<'a> {
     pub key: Option<&'a str>,
     /// The value; `None` for a tombstone.
     pub payload: Option<&'a [u8]>,
+    /// The actor-role header the ingest set on an import event, if any.
+    pub actor_role: Option<&'a str>,
 }
 
 fn partitions_of(
@@ -101,6 +104,11 @@ pub fn read_topics(
                     timestamp: m.timestamp().to_millis(),
                     key: m.key().and_then(|k| std::str::from_utf8(k).ok()),
                     payload: m.payload(),
+                    actor_role: m
+                        .headers()
+                        .and_then(|h| h.iter().find(|h| h.key == headers::ACTOR_ROLE))
+                        .and_then(|h| h.value)
+                        .and_then(|v| std::str::from_utf8(v).ok()),
                 })?;
                 progress.inc(1);
                 let part = (m.topic().to_owned(), m.partition());
