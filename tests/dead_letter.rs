@@ -213,6 +213,94 @@ async fn a_record_too_large_to_copy_is_dead_lettered_cut_short() -> anyhow::Resu
     Ok(())
 }
 
+/// A record on another partition than its key's murmur2 partition (as a
+/// client with another partitioner writes it) would split its user's state
+/// in two; it is dead-lettered and the user's state stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_on_the_wrong_partition_is_dead_lettered() -> anyhow::Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let prefix = unique_prefix("dlqpart");
+    let topics = Topics::new(&prefix);
+    let dir = sessionfold_it::scratch()?;
+    let state = dir.path().join("state").to_string_lossy().into_owned();
+    let _processor = Service::start(
+        "sessionfold-processor",
+        &prefix,
+        &["--state-dir", &state, "--group-id", &prefix],
+        dir.path(),
+    )
+    .await?;
+    let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
+    let c = Contract::load()?;
+    let now = chrono_now();
+    let start = c.encode_activity(&event(
+        "p1",
+        "w1",
+        now,
+        ActivityBody::SessionStarted(SessionStarted {
+            email: "w1@example.com".into(),
+            ..SessionStarted::default()
+        }),
+    ))?;
+    let beat = |id: &str| {
+        c.encode_activity(&event(
+            id,
+            "w1",
+            now + 1,
+            ActivityBody::Heartbeat {
+                page: None,
+                activity: Interaction::Click,
+            },
+        ))
+    };
+    let home = sessionfold_schemas::partition::partition_for(b"w1", 3);
+    let away = (home + 1) % 3;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", sessionfold_it::brokers())
+        .create()?;
+    for (id, bytes, partition) in [
+        ("p1", start, home),
+        ("p2", beat("p2")?, away),
+        ("p3", beat("p3")?, home),
+        ("p4", beat("p4")?, away),
+    ] {
+        producer
+            .send(
+                FutureRecord::<str, [u8]>::to(&topics.activity)
+                    .key("w1")
+                    .partition(partition)
+                    .payload(&bytes),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("producing {id}: {e}"))?;
+    }
+    let dead = consume_all(&topics.dead_letter, 2, Duration::from_secs(60)).await?;
+    assert_eq!(dead.len(), 2);
+    for d in &dead {
+        assert_eq!(
+            d.headers.get(headers::ERROR_KIND).map(String::as_str),
+            Some("wrong_partition")
+        );
+        assert_eq!(
+            d.headers.get(headers::SOURCE_PARTITION),
+            Some(&away.to_string())
+        );
+        assert_eq!(
+            d.headers.get(headers::ERROR).map(String::as_str),
+            Some(format!("key \"w1\" belongs on partition {home} of 3 (murmur2, Kafka's default partitioner), not {away}: produce with the murmur2 partitioner (librdkafka: partitioner=murmur2_random)").as_str())
+        );
+    }
+    let url = format!("{}/v1/presence/users/w1", projections.url);
+    let user = eventually(Duration::from_secs(60), "w1 folded", || async {
+        let (status, u) = get_json(&url).await?;
+        Ok((status == 200 && u["sessions"][0]["heartbeats"] == 1).then_some(u))
+    })
+    .await?;
+    assert_eq!(user["sessions"].as_array().map(Vec::len), Some(1));
+    Ok(())
+}
+
 fn chrono_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -22,7 +22,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use sessionfold_fold::{Applied, Authority, ImportConfig, Millis, Position, PresenceConfig};
-use sessionfold_schemas::{Contract, Topics, headers};
+use sessionfold_schemas::{Contract, Topics, headers, partition};
 
 use crate::ProcessorError;
 use crate::dead_letter::DeadLetter;
@@ -114,6 +114,9 @@ struct Core {
     dead_log: sessionfold_kafka::LogThrottle,
     /// An error raised inside a rebalance callback, for the loop to return.
     failed: Option<ProcessorError>,
+    /// Partitions of each input topic, read at each assignment: a key's
+    /// records belong on its murmur2 partition of that many.
+    partition_counts: BTreeMap<Stream, i32>,
 }
 
 type Shared = Arc<Mutex<Core>>;
@@ -185,6 +188,27 @@ impl ConsumerContext for Ctx {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 tracing::info!(?partitions, "partitions assigned");
                 core.status.joined.store(true, Ordering::SeqCst);
+                for stream in Stream::ALL {
+                    let topic = stream.input(&self.topics);
+                    match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+                        Ok(m) => {
+                            let n = m
+                                .topics()
+                                .iter()
+                                .filter(|t| t.name() == topic)
+                                .map(|t| t.partitions().len())
+                                .sum::<usize>();
+                            if let Ok(n) = i32::try_from(n)
+                                && n > 0
+                            {
+                                core.partition_counts.insert(stream, n);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(topic, error = %e, "reading the partition count; keeping the last one")
+                        }
+                    }
+                }
                 for p in &partitions {
                     let offset = match core.take_partition(*p) {
                         Ok(Some(o)) => Offset::Offset(o),
@@ -270,6 +294,7 @@ impl Processor {
             group_behind: false,
             group_committed: Instant::now(),
             failed: None,
+            partition_counts: BTreeMap::new(),
         }));
         let settings = lock(&core).settings.clone();
         let mut config = sessionfold_kafka::consumer_config(&settings.brokers);
@@ -563,6 +588,19 @@ impl Core {
                 .push(dead("bad_key", "record key is not UTF-8".into()));
             return None;
         };
+        if let (Some(k), Some(&n)) = (key, self.partition_counts.get(&stream)) {
+            let home = partition::partition_for(k.as_bytes(), n);
+            if home != pos.partition {
+                batch.dead.push(dead(
+                    "wrong_partition",
+                    format!(
+                        "key {k:?} belongs on partition {home} of {n} (murmur2, Kafka's default partitioner), not {}: produce with the murmur2 partitioner (librdkafka: partitioner=murmur2_random)",
+                        pos.partition
+                    ),
+                ));
+                return None;
+            }
+        }
         let role = msg
             .headers()
             .and_then(|h| h.iter().find(|h| h.key == headers::ACTOR_ROLE))

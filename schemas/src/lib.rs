@@ -56,6 +56,7 @@ mod codec;
 mod error;
 pub mod headers;
 mod import;
+pub mod partition;
 mod state;
 mod topics;
 

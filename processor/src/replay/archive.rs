@@ -46,6 +46,7 @@ pub fn schema() -> Result<Schema, ProcessorError> {
         "fields": [
             {"name": "stream", "type": "string", "doc": "activity or imports"},
             {"name": "partition", "type": "int"},
+            {"name": "partitions", "type": ["null", "int"], "default": null, "doc": "Partitions of the topic when it was exported."},
             {"name": "offset", "type": "long"},
             {"name": "timestamp", "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}], "default": null, "doc": "The broker's log timestamp."},
             {"name": "key", "type": ["null", "string"], "default": null},
@@ -91,6 +92,10 @@ fn record_value(contract: &Contract, r: &RawRecord<'_>) -> (Value, bool) {
     let record = Value::Record(vec![
         ("stream".into(), Value::String(stream_name(r.stream).into())),
         ("partition".into(), Value::Int(r.partition)),
+        (
+            "partitions".into(),
+            optional(Some(Value::Int(r.partitions))),
+        ),
         ("offset".into(), Value::Long(r.offset)),
         (
             "timestamp".into(),
@@ -165,6 +170,7 @@ struct Stored {
     timestamp: Option<Millis>,
     key: Option<String>,
     actor_role: Option<String>,
+    partitions: Option<i32>,
 }
 
 fn decode_record(value: Value) -> Result<Stored, String> {
@@ -193,6 +199,10 @@ fn decode_record(value: Value) -> Result<Stored, String> {
         _ => None,
     };
     let (key, actor_role) = (text("key"), text("actor_role"));
+    let partitions = match present(field(&fields, "partitions")) {
+        Some(Value::Int(n)) => Some(*n),
+        _ => None,
+    };
     let event = match (
         stream,
         present(field(&fields, "activity")),
@@ -213,6 +223,7 @@ fn decode_record(value: Value) -> Result<Stored, String> {
         timestamp,
         key,
         actor_role,
+        partitions,
     })
 }
 
@@ -247,6 +258,11 @@ pub(crate) fn read_file(
             event: r.event,
             pos: r.pos,
             authority: Authority::from_role(r.actor_role.as_deref()),
+            misplaced: super::misplaced(
+                r.key.as_deref(),
+                r.pos.partition,
+                r.partitions.unwrap_or(0),
+            ),
         });
     }
     Ok(())

@@ -113,6 +113,17 @@ pub(crate) struct Input<'a> {
     event: Decoded,
     pos: Position,
     authority: Authority,
+    /// The key belongs on another partition: refused as live refuses it.
+    misplaced: bool,
+}
+
+/// Whether a record keyed `key` on `partition` of a topic of `partitions`
+/// sits where Kafka's default partitioner would not put it.
+pub(crate) fn misplaced(key: Option<&str>, partition: i32, partitions: i32) -> bool {
+    key.is_some_and(|k| {
+        partitions > 0
+            && sessionfold_schemas::partition::partition_for(k.as_bytes(), partitions) != partition
+    })
 }
 
 /// Progress of one input partition, for the store's resume offset.
@@ -141,10 +152,15 @@ impl Folded {
             event,
             pos,
             authority,
+            misplaced,
         } = record;
         report.records += 1;
         let read = self.read.entry((stream, pos.partition)).or_default();
         read.next_offset = pos.offset + 1;
+        if misplaced {
+            report.refused += 1;
+            return;
+        }
         let occurred_at = match &event {
             Decoded::Activity(e) => e.occurred_at,
             Decoded::Import(e) => e.occurred_at,
@@ -247,6 +263,7 @@ pub fn replay(s: &ReplaySettings) -> Result<ReplayReport, ProcessorError> {
                         offset: raw.offset,
                     },
                     authority: Authority::from_role(raw.actor_role),
+                    misplaced: misplaced(raw.key, raw.partition, raw.partitions),
                 };
                 folded.fold(s, input, &mut report);
                 Ok(())

@@ -34,6 +34,8 @@ pub struct RawRecord<'a> {
     pub payload: Option<&'a [u8]>,
     /// The actor-role header the ingest set on an import event, if any.
     pub actor_role: Option<&'a str>,
+    /// Partitions of the record's topic when the read began.
+    pub partitions: i32,
 }
 
 fn partitions_of(
@@ -67,9 +69,12 @@ pub fn read_topics(
     let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     let mut total = 0;
+    let mut counts: BTreeMap<Stream, i32> = BTreeMap::new();
     for stream in Stream::ALL {
         let topic = stream.input(topics);
-        for p in partitions_of(&consumer, topic)? {
+        let parts = partitions_of(&consumer, topic)?;
+        counts.insert(stream, i32::try_from(parts.len()).unwrap_or(i32::MAX));
+        for p in parts {
             let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
             if high > low {
                 ends.insert((topic.to_owned(), p), high);
@@ -109,6 +114,7 @@ pub fn read_topics(
                         .and_then(|h| h.iter().find(|h| h.key == headers::ACTOR_ROLE))
                         .and_then(|h| h.value)
                         .and_then(|v| std::str::from_utf8(v).ok()),
+                    partitions: counts.get(&stream).copied().unwrap_or(0),
                 })?;
                 progress.inc(1);
                 let part = (m.topic().to_owned(), m.partition());
