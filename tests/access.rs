@@ -23,6 +23,7 @@ fn bearer(caller: &str) -> Option<String> {
             roles: vec!["admin".into()],
             permissions: Vec::new(),
             exp: Some(1_000_000_000),
+            iat: None,
         };
         sessionfold_auth::mint_hs256(TEST_SECRET.as_bytes(), &claims).unwrap_or_default()
     };
@@ -32,6 +33,7 @@ fn bearer(caller: &str) -> Option<String> {
             roles: vec!["admin".into()],
             permissions: Vec::new(),
             exp: Some(4_000_000_000),
+            iat: None,
         };
         sessionfold_auth::mint_hs256(b"not the secret", &claims).unwrap_or_default()
     };
@@ -295,6 +297,7 @@ async fn rs256_tokens_verify_with_the_public_key() -> anyhow::Result<()> {
         roles,
         permissions: Vec::new(),
         exp: Some(4_000_000_000),
+        iat: None,
     };
     let private = include_bytes!("../auth/testdata/rsa-private.pem");
     let signed = sessionfold_auth::mint_rs256(private, &claims(vec!["admin".into()]))?;

@@ -156,3 +156,66 @@ async fn each_subscriber_receives_exactly_what_it_may_see() -> anyhow::Result<()
     assert_eq!(e.map(|e| e.event), Some("resync".to_owned()));
     Ok(())
 }
+
+/// A stream never outlives its token: when the token expires the server
+/// says so in a last event and closes, and the projections accept tokens
+/// only from the configured issuer and audience, not before their `nbf`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_closes_when_its_token_expires() -> anyhow::Result<()> {
+    let stack = Stack::start(
+        "stream-expiry",
+        &[],
+        &[
+            "--jwt-issuer",
+            "https://id.example.com",
+            "--jwt-audience",
+            "sessionfold",
+        ],
+    )
+    .await?;
+    let now = sessionfold_it::now_millis() / 1000;
+    let signed = |claims: Value| -> anyhow::Result<String> {
+        Ok(jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(sessionfold_it::TEST_SECRET.as_bytes()),
+        )?)
+    };
+    let claims = json!({"sub": "watcher", "roles": ["admin"], "exp": now + 3,
+        "iss": "https://id.example.com", "aud": "sessionfold"});
+    let url = format!("{}/v1/stream", stack.projections.url);
+    let summary_url = format!("{}/v1/presence/summary", stack.projections.url);
+    assert_eq!(
+        get_json_as(&summary_url, Some(&signed(claims.clone())?))
+            .await?
+            .0,
+        200
+    );
+    for (field, value) in [
+        ("iss", json!("https://other.example.com")),
+        ("aud", json!("billing")),
+        ("nbf", json!(now + 86_400)),
+    ] {
+        let mut c = claims.clone();
+        c[field] = value;
+        let (status, body) = get_json_as(&summary_url, Some(&signed(c)?)).await?;
+        assert_eq!(status, 401, "{field}: {body}");
+    }
+
+    let mut sse = SseClient::connect(&url, &signed(claims)?, None).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let last = loop {
+        match sse.next(Duration::from_millis(500)).await? {
+            Some(e) if e.event == "expired" => break e,
+            _ if tokio::time::Instant::now() > deadline => {
+                anyhow::bail!("no expiry event within 20 s")
+            }
+            _ => {}
+        }
+    };
+    assert_eq!(
+        last.data["reason"],
+        "the token expired; reconnect with a fresh token and Last-Event-ID"
+    );
+    Ok(())
+}

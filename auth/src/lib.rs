@@ -85,6 +85,9 @@ pub struct Claims {
     /// Expiry, seconds since the epoch; required when verifying.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<u64>,
+    /// Issued at, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
 }
 
 impl Claims {
@@ -100,12 +103,13 @@ impl Claims {
             roles,
             permissions,
             exp: Some(now_seconds().saturating_add(ttl.as_secs())),
+            iat: Some(now_seconds()),
         }
     }
 }
 
 /// The identity behind a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
     /// The token's `sub`.
     pub user_id: String,
@@ -113,6 +117,9 @@ pub struct Caller {
     pub roles: Vec<String>,
     /// The token's permissions.
     pub permissions: Vec<String>,
+    /// When the token expires (seconds since the epoch); a stream opened
+    /// with it closes then.
+    pub expires_at: Option<u64>,
 }
 
 impl Caller {
@@ -122,6 +129,7 @@ impl Caller {
             user_id: "anonymous".into(),
             roles: vec![ROLE_ADMIN.into(), ROLE_SERVICE.into()],
             permissions: Vec::new(),
+            expires_at: None,
         }
     }
 
@@ -201,10 +209,22 @@ enum Mode {
     Open,
 }
 
+/// What a token must satisfy beyond its signature and expiry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// `iss` must be one of these, when any is given.
+    pub issuers: Vec<String>,
+    /// `aud` must contain one of these, when any is given.
+    pub audiences: Vec<String>,
+    /// `exp` may lie at most this far after `iat` (or after now, without `iat`).
+    pub max_lifetime: Option<std::time::Duration>,
+}
+
 /// Turns the `Authorization` header into a [`Caller`].
 #[derive(Clone)]
 pub struct Authenticator {
     mode: Arc<Mode>,
+    max_lifetime: Option<u64>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -237,6 +257,11 @@ fn validation(alg: Algorithm) -> Validation {
     // `sub` and `exp` are what scoping stands on; a token without them is refused.
     v.set_required_spec_claims(&["exp", "sub"]);
     v.leeway = LEEWAY_SECONDS;
+    // A token is not valid before its `nbf`, when it has one.
+    v.validate_nbf = true;
+    // An `aud` is only checked against configured audiences: identity
+    // providers put one in every token (Supabase: "authenticated").
+    v.validate_aud = false;
     v
 }
 
@@ -248,6 +273,7 @@ impl Authenticator {
                 key: Box::new(DecodingKey::from_secret(secret)),
                 validation: Box::new(validation(Algorithm::HS256)),
             }),
+            max_lifetime: None,
         }
     }
 
@@ -260,6 +286,7 @@ impl Authenticator {
                 key: Box::new(key),
                 validation: Box::new(validation(Algorithm::RS256)),
             }),
+            max_lifetime: None,
         })
     }
 
@@ -268,11 +295,48 @@ impl Authenticator {
     pub fn open() -> Authenticator {
         Authenticator {
             mode: Arc::new(Mode::Open),
+            max_lifetime: None,
+        }
+    }
+
+    /// The same verifier, also holding tokens to `policy`.
+    pub fn with_policy(self, policy: &Policy) -> Authenticator {
+        let mode = match &*self.mode {
+            Mode::Verify { key, validation } => {
+                let mut v = (**validation).clone();
+                if !policy.issuers.is_empty() {
+                    v.set_issuer(&policy.issuers);
+                    v.required_spec_claims.insert("iss".into());
+                }
+                if !policy.audiences.is_empty() {
+                    v.validate_aud = true;
+                    v.set_audience(&policy.audiences);
+                    v.required_spec_claims.insert("aud".into());
+                }
+                Mode::Verify {
+                    key: key.clone(),
+                    validation: Box::new(v),
+                }
+            }
+            Mode::Open => Mode::Open,
+        };
+        Authenticator {
+            mode: Arc::new(mode),
+            max_lifetime: policy.max_lifetime.map(|d| d.as_secs()),
         }
     }
 
     /// Builds the verifier the options ask for.
     pub fn from_args(args: &AuthArgs) -> Result<Authenticator, AuthError> {
+        let policy = Policy {
+            issuers: args.jwt_issuer.clone(),
+            audiences: args.jwt_audience.clone(),
+            max_lifetime: args.jwt_max_lifetime,
+        };
+        Ok(Authenticator::from_key_args(args)?.with_policy(&policy))
+    }
+
+    fn from_key_args(args: &AuthArgs) -> Result<Authenticator, AuthError> {
         match (&args.jwt_secret, &args.jwt_public_key, args.auth_disabled) {
             (Some(_), Some(_), _) => Err(AuthError::Key(
                 "set either --jwt-secret or --jwt-public-key, not both".into(),
@@ -325,10 +389,19 @@ impl Authenticator {
         if claims.sub.trim().is_empty() {
             return Err(AuthError::Invalid("empty sub".into()));
         }
+        if let (Some(max), Some(exp)) = (self.max_lifetime, claims.exp) {
+            let from = claims.iat.unwrap_or_else(now_seconds);
+            if exp.saturating_sub(from) > max.saturating_add(LEEWAY_SECONDS) {
+                return Err(AuthError::Invalid(format!(
+                    "token lifetime over the accepted {max} s"
+                )));
+            }
+        }
         Ok(Caller {
             user_id: claims.sub,
             roles: claims.roles,
             permissions: claims.permissions,
+            expires_at: claims.exp,
         })
     }
 }
@@ -354,7 +427,9 @@ fn classify(e: jsonwebtoken::errors::Error) -> AuthError {
         | ErrorKind::Utf8(_) => AuthError::Malformed,
         ErrorKind::MissingRequiredClaim(c) => AuthError::Invalid(format!("missing claim {c}")),
         ErrorKind::InvalidAlgorithm => AuthError::Invalid("unexpected signing algorithm".into()),
-        ErrorKind::ImmatureSignature => AuthError::Invalid("token not valid yet".into()),
+        ErrorKind::ImmatureSignature => AuthError::Invalid("token not valid yet (nbf)".into()),
+        ErrorKind::InvalidIssuer => AuthError::Invalid("issuer not accepted".into()),
+        ErrorKind::InvalidAudience => AuthError::Invalid("audience not accepted".into()),
         other => AuthError::Invalid(format!("{other:?}")),
     }
 }
@@ -380,6 +455,16 @@ pub struct AuthArgs {
     /// Run without authentication: requests without a token may do everything. For local experiments only.
     #[arg(long, env = "SESSIONFOLD_AUTH_DISABLED")]
     pub auth_disabled: bool,
+    /// Accepted token issuer (`iss`); repeat for several. Unset: not checked.
+    #[arg(long, env = "SESSIONFOLD_JWT_ISSUER", value_delimiter = ',')]
+    pub jwt_issuer: Vec<String>,
+    /// Accepted token audience (`aud`); repeat for several. Unset: not checked.
+    #[arg(long, env = "SESSIONFOLD_JWT_AUDIENCE", value_delimiter = ',')]
+    pub jwt_audience: Vec<String>,
+    /// Longest accepted token lifetime (`exp` minus `iat`, or minus now
+    /// without `iat`), e.g. `24h`. Unset: any.
+    #[arg(long, env = "SESSIONFOLD_JWT_MAX_LIFETIME", value_parser = humantime::parse_duration)]
+    pub jwt_max_lifetime: Option<std::time::Duration>,
 }
 
 /// Signs an HS256 token; for tools, tests and local runs.

@@ -18,6 +18,7 @@ fn claims(sub: &str, roles: &[&str], exp: u64) -> Claims {
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         permissions: Vec::new(),
         exp: Some(exp),
+        iat: None,
     }
 }
 
@@ -119,6 +120,7 @@ fn scoping_rules() {
         user_id: "u1".into(),
         roles: vec![],
         permissions: vec![],
+        ..Caller::default()
     };
     assert!(user.may_act_for("u1"));
     assert!(!user.may_act_for("u2"));
@@ -155,6 +157,7 @@ fn import_role_names_the_strongest_authority() {
         user_id: "u".into(),
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         permissions: perms.iter().map(|p| (*p).to_owned()).collect(),
+        ..Caller::default()
     };
     assert_eq!(c(&["admin", "service"], &[]).import_role(), "admin");
     assert_eq!(c(&["service"], &[]).import_role(), "service");
@@ -165,4 +168,65 @@ fn import_role_names_the_strongest_authority() {
     );
     assert!(c(&[], &["IMPORT_ADMIN"]).acts_on_any_import());
     assert!(!c(&[], &[]).acts_on_any_import());
+}
+
+fn raw_token(claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap_or_default()
+}
+
+#[test]
+fn nbf_iss_aud_and_lifetime_are_held_to_the_policy() {
+    let auth = Authenticator::hs256(SECRET).with_policy(&Policy {
+        issuers: vec!["https://id.example.com".into()],
+        audiences: vec!["sessionfold".into()],
+        max_lifetime: Some(std::time::Duration::from_secs(3600)),
+    });
+    let n = now();
+    let good = serde_json::json!({"sub": "u", "exp": n + 600, "iat": n,
+        "iss": "https://id.example.com", "aud": ["other", "sessionfold"]});
+    assert_eq!(
+        auth.verify(&raw_token(good.clone())).map(|c| c.expires_at),
+        Ok(Some(n + 600))
+    );
+    let with = |k: &str, v: serde_json::Value| {
+        let mut c = good.clone();
+        c[k] = v;
+        auth.verify(&raw_token(c))
+    };
+    assert_eq!(
+        with("nbf", serde_json::json!(n + 86_400)),
+        Err(AuthError::Invalid("token not valid yet (nbf)".into()))
+    );
+    assert!(with("nbf", serde_json::json!(n - 10)).is_ok());
+    assert_eq!(
+        with("iss", serde_json::json!("https://evil.example.com")),
+        Err(AuthError::Invalid("issuer not accepted".into()))
+    );
+    assert_eq!(
+        with("aud", serde_json::json!("billing")),
+        Err(AuthError::Invalid("audience not accepted".into()))
+    );
+    assert_eq!(
+        with("exp", serde_json::json!(n + 86_400)),
+        Err(AuthError::Invalid(
+            "token lifetime over the accepted 3600 s".into()
+        ))
+    );
+    let mut no_iss = good.clone();
+    no_iss.as_object_mut().map(|o| o.remove("iss"));
+    assert_eq!(
+        auth.verify(&raw_token(no_iss)),
+        Err(AuthError::Invalid("missing claim iss".into()))
+    );
+    // Without a policy, nbf still holds and iss/aud are not required.
+    let plain = Authenticator::hs256(SECRET);
+    let mut future = good.clone();
+    future["nbf"] = serde_json::json!(n + 86_400);
+    assert!(plain.verify(&raw_token(future)).is_err());
+    assert!(plain.verify(&raw_token(good)).is_ok());
 }

@@ -9,6 +9,7 @@
 
 pub mod dead_letter;
 mod error;
+pub mod liveness;
 pub mod metrics;
 pub mod pipeline;
 pub mod replay;
@@ -53,10 +54,9 @@ fn ops_router(ops: Ops) -> Router {
         .route(
             "/readyz",
             get(|State(ops): State<Ops>| async move {
-                if ops.status.running.load(Ordering::SeqCst) {
-                    (axum::http::StatusCode::OK, "ready")
-                } else {
-                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting")
+                match ops.status.not_ready() {
+                    None => (axum::http::StatusCode::OK, "ready".to_owned()),
+                    Some(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, why),
                 }
             }),
         )

@@ -199,6 +199,18 @@ struct RunArgs {
     /// stop so that a person can look at it.
     #[arg(long, env = "SESSIONFOLD_ON_DAMAGED_STATE", value_enum, default_value_t = OnDamaged::Rebuild)]
     on_damaged_state: OnDamaged,
+    /// The consumer group's session timeout: a member silent this long is
+    /// dropped and its partitions move.
+    #[arg(long, env = "SESSIONFOLD_SESSION_TIMEOUT", default_value = "6s", value_parser = parse_duration)]
+    session_timeout: Duration,
+    /// Interval of heartbeats to the group coordinator (a third of the
+    /// session timeout or less).
+    #[arg(long, env = "SESSIONFOLD_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    heartbeat_interval: Duration,
+    /// An owned partition with records waiting that does not move for this
+    /// long is reported stuck (metric, log line, /readyz not ready).
+    #[arg(long, env = "SESSIONFOLD_STUCK_AFTER", default_value = "60s", value_parser = parse_duration)]
+    stuck_after: Duration,
 }
 
 /// The answer to a damaged local store.
@@ -243,6 +255,9 @@ async fn main() -> anyhow::Result<()> {
             instance_id: args.instance_id,
             batch_wait: args.batch_wait,
             rebuild_damaged: args.on_damaged_state == OnDamaged::Rebuild,
+            session_timeout: args.session_timeout,
+            heartbeat_interval: args.heartbeat_interval,
+            stuck_after: args.stuck_after,
         },
         state_dir: args.state_dir,
         partitions: args.common.partitions,

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub restore_skipped: IntCounterVec,
     /// Local stores found damaged and rebuilt from the changelog.
     pub store_rebuilt: prometheus::IntCounter,
+    /// 1 for an owned partition with records waiting that has not moved for a while.
+    pub stuck: IntGaugeVec,
     /// Records between the stored position and the end of each partition.
     pub lag: IntGaugeVec,
 }
@@ -90,6 +92,13 @@ impl Metrics {
             "store_rebuilt_total",
             "Local state found damaged and rebuilt from the changelog",
         )?;
+        let stuck = IntGaugeVec::new(
+            Opts::new(
+                "partition_stuck",
+                "1 while an owned partition with records waiting makes no progress",
+            ),
+            &["topic", "partition"],
+        )?;
         let lag = IntGaugeVec::new(
             Opts::new("consumer_lag", "Records not yet processed"),
             &["topic", "partition"],
@@ -103,6 +112,7 @@ impl Metrics {
         registry.register(Box::new(state_size.clone()))?;
         registry.register(Box::new(partitions.clone()))?;
         registry.register(Box::new(lag.clone()))?;
+        registry.register(Box::new(stuck.clone()))?;
         registry.register(Box::new(restoring.clone()))?;
         registry.register(Box::new(restored.clone()))?;
         registry.register(Box::new(restore_skipped.clone()))?;
@@ -121,6 +131,7 @@ impl Metrics {
             restored,
             restore_skipped,
             store_rebuilt,
+            stuck,
             lag,
         })
     }

@@ -9,8 +9,8 @@
 //! the local store is current) and load it before reading starts, at the
 //! offset stored with the state.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +26,7 @@ use sessionfold_schemas::{Contract, Topics, headers, partition};
 
 use crate::ProcessorError;
 use crate::dead_letter::DeadLetter;
+use crate::liveness::{Coverage, Progress};
 use crate::metrics::Metrics;
 use crate::restore::{Restore, restore_partition};
 use crate::store::{PartitionWrite, Store};
@@ -56,6 +57,13 @@ pub struct LoopSettings {
     /// Rebuild a partition whose local state is damaged from the changelog,
     /// instead of stopping.
     pub rebuild_damaged: bool,
+    /// The group's session timeout: a member silent this long is dropped.
+    pub session_timeout: Duration,
+    /// Interval of the member's heartbeats to the coordinator.
+    pub heartbeat_interval: Duration,
+    /// An owned partition with records waiting that has not moved for this
+    /// long counts as stuck.
+    pub stuck_after: Duration,
 }
 
 /// Current wall-clock time in milliseconds.
@@ -75,6 +83,33 @@ pub struct Status {
     pub joined: AtomicBool,
     /// Partitions being restored or loaded now.
     pub restoring: AtomicUsize,
+    /// Seconds some input partitions have had no owner in the group, past
+    /// the grace period (0: all owned).
+    pub unowned_secs: AtomicU64,
+    /// Owned partitions with records waiting that do not move.
+    pub stuck: AtomicUsize,
+}
+
+impl Status {
+    /// `None` when ready; otherwise why not.
+    pub fn not_ready(&self) -> Option<String> {
+        if !self.running.load(Ordering::SeqCst) {
+            return Some("starting: joining the group or restoring partitions".into());
+        }
+        let unowned = self.unowned_secs.load(Ordering::SeqCst);
+        if unowned > 0 {
+            return Some(format!(
+                "input partitions without an owner in the group for {unowned} s; rejoining"
+            ));
+        }
+        let stuck = self.stuck.load(Ordering::SeqCst);
+        if stuck > 0 {
+            return Some(format!(
+                "{stuck} owned partition(s) with records waiting make no progress"
+            ));
+        }
+        None
+    }
 }
 
 /// Records folded but not yet committed.
@@ -117,6 +152,12 @@ struct Core {
     /// Partitions of each input topic, read at each assignment: a key's
     /// records belong on its murmur2 partition of that many.
     partition_counts: BTreeMap<Stream, i32>,
+    /// How long the group has left input partitions without an owner.
+    coverage: Coverage,
+    /// When each owned partition last moved.
+    progress: Progress<Part>,
+    /// Stuck partitions already logged, so each episode logs once.
+    stuck_logged: BTreeSet<Part>,
 }
 
 type Shared = Arc<Mutex<Core>>;
@@ -150,7 +191,10 @@ impl ClientContext for Ctx {
     /// lag is measured from the position committed to sled, which is ahead of
     /// the group offsets by at most a second.
     fn stats(&self, stats: rdkafka::Statistics) {
-        let core = lock(&self.core);
+        let mut core = lock(&self.core);
+        let now = Instant::now();
+        let after = core.settings.stuck_after;
+        let mut stuck = 0;
         for stream in Stream::ALL {
             let name = stream.input(&self.topics);
             let Some(topic) = stats.topics.get(name) else {
@@ -162,12 +206,25 @@ impl ClientContext for Ctx {
                     continue;
                 }
                 let position = core.positions.get(&key).copied().unwrap_or(0);
+                let lag = (part.hi_offset - position).max(0);
+                let label = [name, &p.to_string()];
+                core.metrics.lag.with_label_values(&label).set(lag);
+                let is_stuck = core.progress.stuck(&key, lag, after, now);
                 core.metrics
-                    .lag
-                    .with_label_values(&[name, &p.to_string()])
-                    .set((part.hi_offset - position).max(0));
+                    .stuck
+                    .with_label_values(&label)
+                    .set(i64::from(is_stuck));
+                if is_stuck {
+                    stuck += 1;
+                    if core.stuck_logged.insert(key) {
+                        tracing::error!(partition = ?key, lag, position, stuck_for = ?after, "partition makes no progress although records wait (see the dead-letter topic and the broker); /readyz is not ready until it moves");
+                    }
+                } else if core.stuck_logged.remove(&key) {
+                    tracing::info!(partition = ?key, position, "partition moves again");
+                }
             }
         }
+        core.status.stuck.store(stuck, Ordering::SeqCst);
     }
 }
 
@@ -188,27 +245,8 @@ impl ConsumerContext for Ctx {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 tracing::info!(?partitions, "partitions assigned");
                 core.status.joined.store(true, Ordering::SeqCst);
-                for stream in Stream::ALL {
-                    let topic = stream.input(&self.topics);
-                    match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
-                        Ok(m) => {
-                            let n = m
-                                .topics()
-                                .iter()
-                                .filter(|t| t.name() == topic)
-                                .map(|t| t.partitions().len())
-                                .sum::<usize>();
-                            if let Ok(n) = i32::try_from(n)
-                                && n > 0
-                            {
-                                core.partition_counts.insert(stream, n);
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(topic, error = %e, "reading the partition count; keeping the last one")
-                        }
-                    }
-                }
+                let counts = partition_counts(consumer, &self.topics);
+                core.partition_counts.extend(counts);
                 for p in &partitions {
                     let offset = match core.take_partition(*p) {
                         Ok(Some(o)) => Offset::Offset(o),
@@ -243,7 +281,16 @@ impl ConsumerContext for Ctx {
                     core.positions.remove(p);
                     core.expected.remove(p);
                     core.rewinds.remove(p);
+                    core.progress.forget(p);
+                    core.stuck_logged.remove(p);
+                    // A partition that left has no lag here: drop its series
+                    // rather than leave a stale figure behind.
+                    let label = [p.0.input(&self.topics), &p.1.to_string()];
+                    let _ = core.metrics.lag.remove_label_values(&label);
+                    let _ = core.metrics.stuck.remove_label_values(&label);
                 }
+                let stuck = core.stuck_logged.len();
+                core.status.stuck.store(stuck, Ordering::SeqCst);
                 core.metrics.partitions.set(core.tables.len() as i64);
                 if let Err(e) = consumer.unassign() {
                     tracing::error!(error = %e, "unassigning partitions");
@@ -252,6 +299,35 @@ impl ConsumerContext for Ctx {
             other => tracing::error!(error = ?other, "rebalance error"),
         }
     }
+}
+
+/// The partitions of each input topic, as the broker's metadata has them now;
+/// a topic whose metadata cannot be read is left out.
+fn partition_counts<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topics: &Topics,
+) -> BTreeMap<Stream, i32> {
+    let mut out = BTreeMap::new();
+    for stream in Stream::ALL {
+        let topic = stream.input(topics);
+        match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+            Ok(m) => {
+                let n: usize = m
+                    .topics()
+                    .iter()
+                    .filter(|t| t.name() == topic)
+                    .map(|t| t.partitions().len())
+                    .sum();
+                if let Ok(n) = i32::try_from(n)
+                    && n > 0
+                {
+                    out.insert(stream, n);
+                }
+            }
+            Err(e) => tracing::warn!(topic, error = %e, "reading the partition count"),
+        }
+    }
+    out
 }
 
 /// The processing loop; owns the consumer, the producer and the state.
@@ -295,6 +371,9 @@ impl Processor {
             group_committed: Instant::now(),
             failed: None,
             partition_counts: BTreeMap::new(),
+            coverage: Coverage::new(Duration::ZERO),
+            progress: Progress::default(),
+            stuck_logged: BTreeSet::new(),
         }));
         let settings = lock(&core).settings.clone();
         let mut config = sessionfold_kafka::consumer_config(&settings.brokers);
@@ -306,8 +385,14 @@ impl Processor {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "1000")
+            .set(
+                "session.timeout.ms",
+                settings.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                settings.heartbeat_interval.as_millis().to_string(),
+            )
             .set("max.poll.interval.ms", "600000")
             .set("statistics.interval.ms", "5000")
             .create_with_context(Ctx {
@@ -316,6 +401,14 @@ impl Processor {
                 logs: sessionfold_kafka::QuietLogs::default(),
             })?;
         consumer.subscribe(&[topics.activity.as_str(), topics.imports.as_str()])?;
+        {
+            let counts = partition_counts(&consumer, &topics);
+            let mut c = lock(&core);
+            c.partition_counts = counts;
+            // Past a session timeout and a rebalance, partitions without an
+            // owner are a fault, not a rebalance in progress.
+            c.coverage = Coverage::new(settings.session_timeout * 2 + Duration::from_secs(5));
+        }
         Ok(Processor { consumer, core })
     }
 
@@ -330,6 +423,7 @@ impl Processor {
             )
         };
         let mut next_tick = Instant::now();
+        let mut next_group_check = Instant::now() + GROUP_CHECK;
         let mut started = Instant::now();
         while !stop.load(Ordering::SeqCst) {
             // Never hold the lock across poll: the rebalance callback takes it.
@@ -385,6 +479,11 @@ impl Processor {
             }
             core.commit()?;
             core.commit_group(&self.consumer, None, CommitMode::Async);
+            if Instant::now() >= next_group_check {
+                drop(core);
+                self.check_group();
+                next_group_check = Instant::now() + GROUP_CHECK;
+            }
         }
         let mut core = lock(&self.core);
         core.commit()?;
@@ -395,6 +494,81 @@ impl Processor {
         drop(core);
         self.consumer.unsubscribe();
         Ok(())
+    }
+}
+
+/// How often the group's assignment is checked for partitions without an owner.
+const GROUP_CHECK: Duration = Duration::from_secs(5);
+
+impl Processor {
+    /// Asks the coordinator which input partitions the group's members own;
+    /// when some have had no owner past the grace period, leaves and rejoins
+    /// the group (with back-off) so that a new assignment is made.
+    fn check_group(&self) {
+        let (group, topics, total) = {
+            let core = lock(&self.core);
+            let total: i32 = core.partition_counts.values().sum();
+            (
+                core.settings.group_id.clone(),
+                core.settings.topics.clone(),
+                usize::try_from(total).unwrap_or(0),
+            )
+        };
+        if total == 0 {
+            return;
+        }
+        let inputs = [topics.activity.as_str(), topics.imports.as_str()];
+        let owned = match self
+            .consumer
+            .fetch_group_list(Some(&group), Duration::from_secs(5))
+        {
+            Ok(list) => list
+                .groups()
+                .iter()
+                .find(|g| g.name() == group)
+                .and_then(|g| match g.state() {
+                    // A stable group always lists its members; a broker that
+                    // lists none (tansu 0.6.0) tells nothing.
+                    "Stable" if !g.members().is_empty() => Some(
+                        g.members()
+                            .iter()
+                            .filter_map(|m| crate::liveness::assigned(m.assignment()?, &inputs))
+                            .flatten()
+                            .collect::<BTreeSet<_>>()
+                            .len(),
+                    ),
+                    "Empty" | "Dead" => Some(0),
+                    _ => None,
+                }),
+            Err(e) => {
+                tracing::debug!(error = %e, "describing the consumer group");
+                None
+            }
+        };
+        let now = Instant::now();
+        let mut core = lock(&self.core);
+        match owned {
+            Some(owned) => core.coverage.observe(owned, total, now),
+            // Without the group's word, a member that owns nothing past the
+            // grace period is the one fault it can see for itself.
+            None if core.status.joined.load(Ordering::SeqCst) => {
+                let mine = if core.tables.is_empty() { 0 } else { total };
+                core.coverage.observe(mine, total, now);
+            }
+            None => {}
+        }
+        let short = core.coverage.short_for(now);
+        core.status
+            .unowned_secs
+            .store(short.map_or(0, |d| d.as_secs().max(1)), Ordering::SeqCst);
+        if core.coverage.rejoin_due(now) {
+            tracing::warn!(owned = ?owned, total, for_secs = short.map(|d| d.as_secs()), owned_here = core.tables.len(), "input partitions have no owner in the group; leaving and rejoining it");
+            drop(core);
+            self.consumer.unsubscribe();
+            if let Err(e) = self.consumer.subscribe(&inputs) {
+                tracing::error!(error = %e, "subscribing again");
+            }
+        }
     }
 }
 
@@ -471,6 +645,8 @@ impl Core {
                 self.positions.insert(p, o);
                 self.expected.insert(p, o);
             }
+            self.progress
+                .position(&p, next.unwrap_or(0), Instant::now());
             self.metrics.partitions.set(self.tables.len() as i64);
             Ok(next)
         })();
@@ -699,6 +875,7 @@ impl Core {
             self.store.commit(&part.0.tree(part.1), write)?;
             if let Some(n) = next {
                 self.positions.insert(part, n);
+                self.progress.position(&part, n, Instant::now());
                 self.group_behind = true;
             }
         }

@@ -612,6 +612,7 @@ mod tests {
             user_id: sub.into(),
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
             permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+            ..Caller::default()
         }
     }
 

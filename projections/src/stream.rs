@@ -180,6 +180,29 @@ fn event_of(hub: &Hub, c: &Change) -> Event {
         .data(c.data.clone())
 }
 
+/// The subscriber's token expired while it waited.
+struct Expired;
+
+/// The next change, or `Expired` once `expires_at` (seconds since the
+/// epoch) has passed: a stream never outlives the token that opened it.
+async fn recv_until(
+    live: &mut broadcast::Receiver<Arc<Change>>,
+    expires_at: Option<u64>,
+) -> Result<Result<Arc<Change>, broadcast::error::RecvError>, Expired> {
+    let Some(exp) = expires_at else {
+        return Ok(live.recv().await);
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let left = Duration::from_secs(exp.saturating_sub(now));
+    tokio::select! {
+        r = live.recv() => Ok(r),
+        () = tokio::time::sleep(left) => Err(Expired),
+    }
+}
+
 /// The SSE stream of one subscriber.
 pub fn events(
     hub: Arc<Hub>,
@@ -216,20 +239,26 @@ pub fn events(
                         Some(_) => {}
                         None => phase = Phase::Live,
                     },
-                    Phase::Live => match live.recv().await {
-                        Ok(c) if c.audience.admits(&caller) => {
+                    Phase::Live => match recv_until(&mut live, caller.expires_at).await {
+                        Err(Expired) => {
+                            let e = Event::default().event("expired").data(
+                                r#"{"reason":"the token expired; reconnect with a fresh token and Last-Event-ID"}"#,
+                            );
+                            return Some((Ok(e), (hub, caller, Phase::Done, live, None)));
+                        }
+                        Ok(Ok(c)) if c.audience.admits(&caller) => {
                             let e = event_of(&hub, &c);
                             return Some((Ok(e), (hub, caller, phase, live, None)));
                         }
-                        Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(broadcast::error::RecvError::Lagged(missed))) => {
                             tracing::info!(subscriber = %caller.user_id, missed, "slow stream subscriber dropped");
                             let e = Event::default().event("dropped").data(format!(
                             r#"{{"reason":"too slow: {missed} changes behind; reconnect with Last-Event-ID"}}"#
                         ));
                             return Some((Ok(e), (hub, caller, Phase::Done, live, None)));
                         }
-                        Err(broadcast::error::RecvError::Closed) => return None,
+                        Ok(Err(broadcast::error::RecvError::Closed)) => return None,
                     },
                 }
             }
@@ -261,6 +290,7 @@ mod tests {
             user_id: sub.into(),
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
             permissions: Vec::new(),
+            ..Caller::default()
         }
     }
 
