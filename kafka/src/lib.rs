@@ -115,12 +115,62 @@ pub fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(OneLinePerRecord { keep_esc: ansi });
     // A second initialisation (tests start several services in one process) is harmless.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// Stderr on which every log record stays one line: control characters
+/// inside a record (a newline in an id a client sent) are escaped, so input
+/// can never forge a log line. The formatter hands over each record in one
+/// write. Colour codes are kept only when they are ours (a terminal).
+#[derive(Debug, Clone, Copy)]
+struct OneLinePerRecord {
+    keep_esc: bool,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for OneLinePerRecord {
+    type Writer = OneLinePerRecord;
+    fn make_writer(&'a self) -> Self::Writer {
+        *self
+    }
+}
+
+impl std::io::Write for OneLinePerRecord {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::io::stderr().write_all(&escape_record(buf, self.keep_esc))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// One log record with its inner control characters escaped (`\n`, `\r`,
+/// `\x1b`…); the final newline stays.
+fn escape_record(buf: &[u8], keep_esc: bool) -> std::borrow::Cow<'_, [u8]> {
+    let (body, end) = match buf.strip_suffix(b"\n") {
+        Some(b) => (b, &b"\n"[..]),
+        None => (buf, &b""[..]),
+    };
+    let bad = |b: u8| (b < 0x20 && b != b'\t' && !(keep_esc && b == 0x1b)) || b == 0x7f;
+    if !body.iter().any(|b| bad(*b)) {
+        return std::borrow::Cow::Borrowed(buf);
+    }
+    let mut out = Vec::with_capacity(buf.len() + 16);
+    for &b in body {
+        match b {
+            b'\n' if bad(b) => out.extend_from_slice(b"\\n"),
+            b'\r' if bad(b) => out.extend_from_slice(b"\\r"),
+            b if bad(b) => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+            b => out.push(b),
+        }
+    }
+    out.extend_from_slice(end);
+    std::borrow::Cow::Owned(out)
 }
 
 /// Creates every sessionfold topic that does not exist yet, waiting for the
@@ -403,6 +453,19 @@ impl rdkafka::consumer::ConsumerContext for QuietLogs {}
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_record_stays_one_line() {
+        let forged = b"WARN import a\n2026-01-01T00:00:00Z INFO fake line\r\x1b[31m\n";
+        assert_eq!(
+            super::escape_record(forged, false).as_ref(),
+            b"WARN import a\\n2026-01-01T00:00:00Z INFO fake line\\r\\x1b[31m\n"
+        );
+        assert_eq!(
+            super::escape_record(b"\x1b[2mINFO\x1b[0m ok\tx\n", true).as_ref(),
+            b"\x1b[2mINFO\x1b[0m ok\tx\n"
+        );
+    }
+
     use super::*;
 
     #[test]
