@@ -5,6 +5,8 @@
 //! same way and expose Prometheus metrics the same way. That common ground
 //! lives here so each binary stays a thin layer over its own library.
 
+pub mod http;
+
 use std::time::Duration;
 
 use axum::http::{StatusCode, header};

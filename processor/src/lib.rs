@@ -94,7 +94,9 @@ pub async fn run(
         metrics: metrics.clone(),
         status: status.clone(),
     });
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = tokio::spawn(async move {
+        sessionfold_kafka::http::serve(listener, app, std::future::pending()).await
+    });
     tokio::pin!(shutdown);
     let topics = sessionfold_kafka::ensure_topics(
         &settings.looping.brokers,

@@ -427,9 +427,7 @@ pub async fn run(
         tokio::task::spawn_blocking(move || owners::follow(&brokers, &topic, owners, stop))
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "producer listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    sessionfold_kafka::http::serve(listener, app(state), shutdown).await?;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(10))).await??;
     follower.await?;

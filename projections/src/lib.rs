@@ -214,9 +214,7 @@ pub async fn run(
         })
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "projections listening");
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = sessionfold_kafka::http::serve(listener, app(state), shutdown).await;
     stop.store(true, Ordering::SeqCst);
     served?;
     match tokio::time::timeout(Duration::from_secs(5), follower).await {
