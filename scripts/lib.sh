@@ -30,6 +30,39 @@ ensure_chromedriver() {
   fi
 }
 
+# ensure_python_clients: a Python with the outside clients' libraries
+# (tests/outside/requirements.txt, from PyPI) for the end-to-end tests;
+# exports SESSIONFOLD_TEST_PYTHON. Uses python3 itself when it has the
+# pinned versions, otherwise a virtual environment in .local/pyenv.
+ensure_python_clients() {
+  local req=tests/outside/requirements.txt venv=.local/pyenv
+  local check='import sys, fastavro, confluent_kafka
+want = dict(l.strip().split("==") for l in open(sys.argv[1]) if "==" in l)
+have = {"fastavro": fastavro.__version__, "confluent-kafka": confluent_kafka.__version__}
+sys.exit(0 if all(have.get(k) == v for k, v in want.items()) else 1)'
+  if python3 -c "$check" "$req" 2>/dev/null; then
+    export SESSIONFOLD_TEST_PYTHON=python3
+    return 0
+  fi
+  if ! "$venv/bin/python" -c "$check" "$req" 2>/dev/null; then
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing python3-venv for the outside-client tests" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null || {
+          apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            --no-install-recommends python3-venv >/dev/null
+        }
+      fi
+    fi
+    echo "installing fastavro and confluent-kafka from PyPI into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+  fi
+  SESSIONFOLD_TEST_PYTHON="$(cd "$venv" && pwd)/bin/python"
+  export SESSIONFOLD_TEST_PYTHON
+}
+
 tansu_bin() {
   command -v tansu 2>/dev/null || echo "$HOME/.cargo/bin/tansu"
 }
