@@ -5,6 +5,7 @@
 //! same way and expose Prometheus metrics the same way. That common ground
 //! lives here so each binary stays a thin layer over its own library.
 
+pub mod cluster;
 pub mod http;
 
 use std::time::Duration;
@@ -32,6 +33,38 @@ pub enum EdgeError {
         topic: String,
         /// Broker's answer.
         reason: String,
+    },
+    /// A setting is wrong.
+    #[error("{what}: {reason}")]
+    Config {
+        /// Which setting.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// A topic the services need is missing and may not be created.
+    #[error(
+        "topic {topic} does not exist and topic creation is off (--create-topics false): ask the operator to create it{hint}"
+    )]
+    MissingTopic {
+        /// Topic name.
+        topic: String,
+        /// What it must look like.
+        hint: String,
+    },
+    /// The input and changelog topics disagree on their partition count.
+    #[error(
+        "{input} has {input_partitions} partitions but its changelog {changelog} has {changelog_partitions}: a user's state lives on the changelog partition with the number of its input partition, so both must have the same count. Recreate {changelog} with {input_partitions} partitions (and cleanup.policy=compact), or start over with a new --topic-prefix"
+    )]
+    PartitionMismatch {
+        /// Input topic.
+        input: String,
+        /// Its partitions.
+        input_partitions: usize,
+        /// Changelog topic.
+        changelog: String,
+        /// Its partitions.
+        changelog_partitions: usize,
     },
     /// The broker did not answer in time.
     #[error("broker {brokers} unreachable after {waited:?}")]
@@ -72,9 +105,56 @@ pub struct CommonArgs {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+    /// A librdkafka property for every Kafka client, `key=value`; repeat it
+    /// (e.g. `security.protocol=SASL_SSL`, `sasl.mechanism=SCRAM-SHA-512`,
+    /// `sasl.username=…`, `sasl.password=…`, `ssl.ca.location=…`). In the
+    /// environment form, separate several with `;`.
+    #[arg(long = "kafka-property", env = "SESSIONFOLD_KAFKA_PROPERTIES", value_delimiter = ';', hide_env_values = true, value_parser = cluster::parse_property)]
+    pub kafka_property: Vec<(String, String)>,
+    /// A file of librdkafka properties (`key=value` lines, `#` comments),
+    /// applied before `--kafka-property`.
+    #[arg(long, env = "SESSIONFOLD_KAFKA_PROPERTIES_FILE")]
+    pub kafka_properties_file: Option<std::path::PathBuf>,
+    /// Create missing topics on start; with `false`, only check that the
+    /// operator made them (a principal without create rights).
+    #[arg(long, env = "SESSIONFOLD_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub create_topics: bool,
+    /// Replication factor of created topics.
+    #[arg(long, env = "SESSIONFOLD_REPLICATION_FACTOR", default_value_t = 1)]
+    pub replication_factor: i32,
+    /// `min.insync.replicas` of created topics (the broker's default when unset).
+    #[arg(long, env = "SESSIONFOLD_MIN_INSYNC_REPLICAS")]
+    pub min_insync_replicas: Option<i32>,
+    /// How long the input topics keep events (`retention.ms` of created
+    /// topics): the history a replay can read. A duration or `forever`.
+    #[arg(long, env = "SESSIONFOLD_INPUT_RETENTION", default_value = "30d", value_parser = cluster::parse_retention)]
+    pub input_retention: cluster::Retention,
+    /// How long the dead-letter topic keeps records. A duration or `forever`.
+    #[arg(long, env = "SESSIONFOLD_DEAD_LETTER_RETENTION", default_value = "30d", value_parser = cluster::parse_retention)]
+    pub dead_letter_retention: cluster::Retention,
 }
 
 impl CommonArgs {
+    /// Starts logging and installs the Kafka properties and topic settings
+    /// for every client of this process; call once, first.
+    pub fn init(&self) -> Result<(), EdgeError> {
+        init_logging(self.log_format);
+        let mut props = match &self.kafka_properties_file {
+            Some(path) => cluster::read_properties_file(path)?,
+            None => Vec::new(),
+        };
+        props.extend(self.kafka_property.iter().cloned());
+        cluster::install_properties(props);
+        cluster::install_policy(cluster::TopicPolicy {
+            create: self.create_topics,
+            replication_factor: self.replication_factor,
+            min_insync_replicas: self.min_insync_replicas,
+            input_retention: self.input_retention.0,
+            dead_letter_retention: self.dead_letter_retention.0,
+        });
+        Ok(())
+    }
+
     /// Topic names under the configured prefix.
     pub fn topics(&self) -> Topics {
         Topics::new(&self.topic_prefix)
@@ -92,6 +172,9 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     c.set("bootstrap.servers", brokers)
         .set("socket.keepalive.enable", "true")
         .set("topic.metadata.refresh.interval.ms", "10000");
+    for (k, v) in cluster::properties() {
+        c.set(k, v);
+    }
     c
 }
 
@@ -185,21 +268,35 @@ pub async fn ensure_topics(
 ) -> Result<(), EdgeError> {
     let admin: AdminClient<QuietLogs> =
         client_config(brokers).create_with_context(QuietLogs::default())?;
-    let compacted = [("cleanup.policy", "compact")];
-    let specs: Vec<(&str, &[(&str, &str)])> = vec![
-        (&topics.activity, &[]),
-        (&topics.imports, &[]),
-        (&topics.presence, &compacted),
-        (&topics.import_ownership, &compacted),
-        (&topics.dead_letter, &[]),
+    let policy = cluster::policy();
+    let input_retention = cluster::retention_ms(policy.input_retention);
+    let dead_retention = cluster::retention_ms(policy.dead_letter_retention);
+    let min_isr = policy.min_insync_replicas.map(|n| n.to_string());
+    let compacted = vec![("cleanup.policy", "compact")];
+    let input = vec![("retention.ms", input_retention.as_str())];
+    let dead = vec![("retention.ms", dead_retention.as_str())];
+    let specs: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        (&topics.activity, input.clone()),
+        (&topics.imports, input),
+        (&topics.presence, compacted.clone()),
+        (&topics.import_ownership, compacted),
+        (&topics.dead_letter, dead),
     ];
     let new: Vec<NewTopic> = specs
         .iter()
         .map(|(name, cfg)| {
-            cfg.iter().fold(
-                NewTopic::new(name, partitions, TopicReplication::Fixed(1)),
+            let t = cfg.iter().fold(
+                NewTopic::new(
+                    name,
+                    partitions,
+                    TopicReplication::Fixed(policy.replication_factor),
+                ),
                 |t, (k, v)| t.set(k, v),
-            )
+            );
+            match &min_isr {
+                Some(n) => t.set("min.insync.replicas", n),
+                None => t,
+            }
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -214,7 +311,13 @@ pub async fn ensure_topics(
                 let consumer: rdkafka::consumer::BaseConsumer<QuietLogs> =
                     config.create_with_context(QuietLogs::default())?;
                 rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(2))
-                    .map(|_| ())
+                    .map(|m| {
+                        m.topics()
+                            .iter()
+                            .filter(|t| !t.partitions().is_empty())
+                            .map(|t| t.name().to_owned())
+                            .collect::<Vec<_>>()
+                    })
             })
             .await
             .map_err(|e| EdgeError::CreateTopic {
@@ -223,15 +326,34 @@ pub async fn ensure_topics(
             })?
         };
         let result = match probe {
-            Ok(()) => admin.create_topics(new.iter(), &opts).await,
+            Ok(names) if !policy.create => {
+                return match specs.iter().find(|(n, _)| !names.iter().any(|x| x == *n)) {
+                    None => Ok(()),
+                    Some((topic, cfg)) => Err(EdgeError::MissingTopic {
+                        topic: (*topic).to_owned(),
+                        hint: if cfg.contains(&("cleanup.policy", "compact")) {
+                            format!(" with {partitions} partitions and cleanup.policy=compact")
+                        } else {
+                            format!(" with {partitions} partitions")
+                        },
+                    }),
+                };
+            }
+            Ok(names) => admin
+                .create_topics(new.iter(), &opts)
+                .await
+                .map(|r| (r, names)),
             Err(e) => Err(e),
         };
         match result {
-            Ok(results) => {
+            Ok((results, existing)) => {
                 for r in results {
                     match r {
                         Ok(name) => tracing::info!(topic = %name, partitions, "created topic"),
                         Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        // A principal without create rights is refused even
+                        // for a topic the operator made: that one is fine.
+                        Err((topic, _)) if existing.contains(&topic) => {}
                         Err((topic, code)) => {
                             return Err(EdgeError::CreateTopic {
                                 topic,
@@ -255,6 +377,40 @@ pub async fn ensure_topics(
             }
         }
     }
+}
+
+/// Refuses to go on when an input topic and its changelog have different
+/// partition counts (topics made by hand, or a changelog recreated).
+pub fn check_partition_counts(brokers: &str, topics: &Topics) -> Result<(), EdgeError> {
+    let consumer: rdkafka::consumer::BaseConsumer<QuietLogs> =
+        client_config(brokers).create_with_context(QuietLogs::default())?;
+    let count = |topic: &str| -> Result<usize, EdgeError> {
+        let m = rdkafka::consumer::Consumer::fetch_metadata(
+            &consumer,
+            Some(topic),
+            Duration::from_secs(10),
+        )?;
+        Ok(m.topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .map(|t| t.partitions().len())
+            .sum())
+    };
+    for (input, changelog) in [
+        (&topics.activity, &topics.presence),
+        (&topics.imports, &topics.import_ownership),
+    ] {
+        let (i, c) = (count(input)?, count(changelog)?);
+        if i != c {
+            return Err(EdgeError::PartitionMismatch {
+                input: input.clone(),
+                input_partitions: i,
+                changelog: changelog.clone(),
+                changelog_partitions: c,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The Prometheus text exposition of a registry, as an HTTP response.

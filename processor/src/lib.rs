@@ -111,6 +111,17 @@ pub async fn run(
             return Ok(());
         }
     }
+    {
+        let (brokers, topics) = (
+            settings.looping.brokers.clone(),
+            settings.looping.topics.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            sessionfold_kafka::check_partition_counts(&brokers, &topics)
+        })
+        .await
+        .map_err(|e| ProcessorError::Worker(e.to_string()))??;
+    }
     let runtime = tokio::runtime::Handle::current();
     let mut worker = {
         let stop = stop.clone();

@@ -99,7 +99,7 @@ fn parse_until(s: &str) -> Result<i64, String> {
 }
 
 fn replay(a: ReplayArgs) -> anyhow::Result<()> {
-    sessionfold_kafka::init_logging(a.common.log_format);
+    a.common.init()?;
     let source = match a.input {
         Some(path) => Source::File(path),
         None => Source::Broker {
@@ -136,7 +136,7 @@ fn replay(a: ReplayArgs) -> anyhow::Result<()> {
 }
 
 fn export(a: ExportArgs) -> anyhow::Result<()> {
-    sessionfold_kafka::init_logging(a.common.log_format);
+    a.common.init()?;
     let progress = progress_bar();
     let report = archive::export(
         &a.common.brokers,
@@ -235,7 +235,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Run(a)) => a,
         None => cli.run,
     };
-    sessionfold_kafka::init_logging(args.common.log_format);
+    args.common.init()?;
     let settings = Settings {
         looping: LoopSettings {
             brokers: args.common.brokers.clone(),

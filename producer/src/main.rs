@@ -162,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
-    sessionfold_kafka::init_logging(a.common.log_format);
+    a.common.init()?;
     let auth = sessionfold_auth::Authenticator::from_args(&a.auth)?;
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await

@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the views (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print an HS256 token signed with the configured secret (for local runs and tools).
     Token(TokenArgs),
 }
@@ -87,10 +87,10 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let a = match cli.command {
         Some(Command::Token(t)) => return print_token(t),
-        Some(Command::Serve(a)) => a,
+        Some(Command::Serve(a)) => *a,
         None => cli.serve,
     };
-    sessionfold_kafka::init_logging(a.common.log_format);
+    a.common.init()?;
     let auth = sessionfold_auth::Authenticator::from_args(&a.auth)?;
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
