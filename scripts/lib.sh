@@ -132,19 +132,53 @@ kafka_classpath() {
 # DIR, starts a combined broker and controller on 127.0.0.1:PORT (controller
 # on a free port), waits until it answers a metadata request; sets KAFKA_PID.
 # Its log is DIR/broker.log.
+# The SCRAM user of the SASL_SSL listener that start_kafka can add.
+KAFKA_SCRAM_USER=sessionfold
+KAFKA_SCRAM_PASSWORD=sessionfold-test-password
+
+# kafka_tls DIR: a throw-away CA and a broker certificate for 127.0.0.1 in
+# DIR (ca.pem, broker.p12 with password "changeit").
+kafka_tls() {
+  local dir=$1
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 \
+      -subj "/CN=sessionfold-test-ca" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr \
+      -subj "/CN=127.0.0.1" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >san.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -out broker.pem -days 2 -extfile san.ext 2>/dev/null
+    openssl pkcs12 -export -in broker.pem -inkey broker.key -certfile ca.pem \
+      -out broker.p12 -passout pass:changeit
+  )
+}
+
+# start_kafka PORT DIR [EXTRA_PROPERTIES_FILE] [SECURE_PORT]: Apache Kafka,
+# KRaft, one node, PLAINTEXT on PORT; with SECURE_PORT also a SASL_SSL
+# listener there (SCRAM-SHA-512, user $KAFKA_SCRAM_USER, a test CA in
+# DIR/tls/ca.pem).
 start_kafka() {
-  local port=$1 dir=$2 extra=${3:-}
-  local cp controller
+  local port=$1 dir=$2 extra=${3:-} secure=${4:-}
+  local cp controller listeners advertised
   cp=$(kafka_classpath) || return 1
   controller=$(free_port)
   rm -rf "$dir"
   mkdir -p "$dir/data"
+  listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller"
+  advertised="PLAINTEXT://127.0.0.1:$port"
+  if [ -n "$secure" ]; then
+    kafka_tls "$dir/tls" || return 1
+    listeners="$listeners,SASL_SSL://127.0.0.1:$secure"
+    advertised="$advertised,SASL_SSL://127.0.0.1:$secure"
+  fi
   cat >"$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
@@ -161,11 +195,23 @@ group.consumer.min.session.timeout.ms=1000
 group.classic.min.session.timeout.ms=1000
 log.cleaner.backoff.ms=1000
 PROPS
-  [ -n "$extra" ] && cat "$extra" >>"$dir/server.properties"
+  local format_extra=()
+  if [ -n "$secure" ]; then
+    cat >>"$dir/server.properties" <<PROPS
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$PWD/$dir/tls/broker.p12
+ssl.keystore.password=changeit
+ssl.key.password=changeit
+PROPS
+    format_extra=(--add-scram "SCRAM-SHA-512=[name=$KAFKA_SCRAM_USER,password=$KAFKA_SCRAM_PASSWORD]")
+  fi
+  if [ -n "$extra" ]; then cat "$extra" >>"$dir/server.properties"; fi
   local java_opts=(-Xms256m -Xmx768m -XX:+UseG1GC "-Dlog4j2.configurationFile=$PWD/scripts/kafka/log4j2.properties")
   java "${java_opts[@]}" -cp "$cp" kafka.tools.StorageTool format \
     -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)" \
-    -c "$dir/server.properties" >"$dir/format.log" 2>&1 || {
+    -c "$dir/server.properties" "${format_extra[@]}" >"$dir/format.log" 2>&1 || {
     echo "formatting the Kafka store failed:" >&2
     cat "$dir/format.log" >&2
     return 1

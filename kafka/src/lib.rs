@@ -302,22 +302,39 @@ pub async fn ensure_topics(
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let started = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(200);
+    let mut last_cause: Option<String> = None;
+    let mut last_logged = started;
     loop {
         // Creating topics on an absent broker just waits; a short metadata probe
         // tells at once whether it is there, so the wait is logged and retried.
         let probe = {
             let config = client_config(brokers);
             tokio::task::spawn_blocking(move || {
-                let consumer: rdkafka::consumer::BaseConsumer<QuietLogs> =
-                    config.create_with_context(QuietLogs::default())?;
-                rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(2))
-                    .map(|m| {
-                        m.topics()
-                            .iter()
-                            .filter(|t| !t.partitions().is_empty())
-                            .map(|t| t.name().to_owned())
-                            .collect::<Vec<_>>()
-                    })
+                let consumer: rdkafka::consumer::BaseConsumer<ProbeLogs> = config
+                    .create_with_context(ProbeLogs::default())
+                    .map_err(|error| ProbeFailure { error, cause: None })?;
+                let found = rdkafka::consumer::Consumer::fetch_metadata(
+                    &consumer,
+                    None,
+                    Duration::from_secs(2),
+                );
+                match found {
+                    Ok(m) => Ok(m
+                        .topics()
+                        .iter()
+                        .filter(|t| !t.partitions().is_empty())
+                        .map(|t| t.name().to_owned())
+                        .collect::<Vec<_>>()),
+                    Err(e) => {
+                        // The reason (refused connection, TLS, authentication)
+                        // arrives as an event: serve the queue to collect it.
+                        let _ = consumer.poll(Duration::from_millis(100));
+                        Err(ProbeFailure {
+                            error: e,
+                            cause: rdkafka::consumer::Consumer::context(&consumer).cause(),
+                        })
+                    }
+                }
             })
             .await
             .map_err(|e| EdgeError::CreateTopic {
@@ -342,7 +359,8 @@ pub async fn ensure_topics(
             Ok(names) => admin
                 .create_topics(new.iter(), &opts)
                 .await
-                .map(|r| (r, names)),
+                .map(|r| (r, names))
+                .map_err(|error| ProbeFailure { error, cause: None }),
             Err(e) => Err(e),
         };
         match result {
@@ -364,8 +382,16 @@ pub async fn ensure_topics(
                 }
                 return Ok(());
             }
-            Err(e) if started.elapsed() < patience => {
-                tracing::warn!(brokers, error = %e, retry_in = ?delay, "broker not reachable yet; retrying");
+            Err(ProbeFailure { error, cause }) if started.elapsed() < patience => {
+                // The same cause is logged once a minute, not at every retry.
+                let cause = cause.unwrap_or_default();
+                if last_cause.as_deref() != Some(cause.as_str())
+                    || last_logged.elapsed() >= Duration::from_secs(60)
+                {
+                    tracing::warn!(brokers, error = %error, cause = %cause, retry_in = ?delay, "broker not reachable yet; retrying (the same cause is logged once a minute)");
+                    last_cause = Some(cause);
+                    last_logged = tokio::time::Instant::now();
+                }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -378,6 +404,57 @@ pub async fn ensure_topics(
         }
     }
 }
+
+/// A failed look at the cluster, with the client's own word on why.
+struct ProbeFailure {
+    error: KafkaError,
+    cause: Option<String>,
+}
+
+/// Keeps the first error librdkafka reported, so that "not reachable" can
+/// say why (connection refused, TLS, authentication).
+#[derive(Default)]
+struct ProbeLogs {
+    last: std::sync::Mutex<Option<String>>,
+}
+
+impl ProbeLogs {
+    fn cause(&self) -> Option<String> {
+        match self.last.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Keeps the first error of the probe: the later ones repeat it.
+    fn note(&self, what: String) {
+        let mut g = match self.last.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        g.get_or_insert(what);
+    }
+}
+
+impl rdkafka::ClientContext for ProbeLogs {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        if matches!(level, L::Emerg | L::Alert | L::Critical | L::Error) {
+            // Drop the thread tag and the timing, which differ at every try.
+            let msg = msg.split_once("]: ").map_or(msg, |(_, m)| m);
+            let msg = msg.split(" (after ").next().unwrap_or(msg);
+            self.note(msg.to_owned());
+        } else {
+            tracing::debug!(target: "librdkafka", facility = fac, "{msg}");
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.note(format!("{error}: {reason}"));
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ProbeLogs {}
 
 /// Refuses to go on when an input topic and its changelog have different
 /// partition counts (topics made by hand, or a changelog recreated).
