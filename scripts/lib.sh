@@ -36,9 +36,9 @@ ensure_chromedriver() {
 # pinned versions, otherwise a virtual environment in .local/pyenv.
 ensure_python_clients() {
   local req=tests/outside/requirements.txt venv=.local/pyenv
-  local check='import sys, fastavro, confluent_kafka
+  local check='import sys, fastavro, confluent_kafka, pandas
 want = dict(l.strip().split("==") for l in open(sys.argv[1]) if "==" in l)
-have = {"fastavro": fastavro.__version__, "confluent-kafka": confluent_kafka.__version__}
+have = {"fastavro": fastavro.__version__, "confluent-kafka": confluent_kafka.__version__, "pandas": pandas.__version__}
 sys.exit(0 if all(have.get(k) == v for k, v in want.items()) else 1)'
   if python3 -c "$check" "$req" 2>/dev/null; then
     export SESSIONFOLD_TEST_PYTHON=python3
@@ -54,7 +54,7 @@ sys.exit(0 if all(have.get(k) == v for k, v in want.items()) else 1)'
         }
       fi
     fi
-    echo "installing fastavro and confluent-kafka from PyPI into $venv" >&2
+    echo "installing fastavro, confluent-kafka and pandas from PyPI into $venv" >&2
     rm -rf "$venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"

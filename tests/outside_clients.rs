@@ -105,5 +105,50 @@ async fn an_outside_avro_producer_is_folded_with_every_codec() -> anyhow::Result
             "{user}"
         );
     }
+
+    // An analyst reads the export with pandas: the kind is a column of its own.
+    let dir = sessionfold_it::scratch()?;
+    let file = dir
+        .path()
+        .join("export.avro")
+        .to_string_lossy()
+        .into_owned();
+    sessionfold_it::run_processor_command(&[
+        "export",
+        "--brokers",
+        &b,
+        "--topic-prefix",
+        &stack.prefix,
+        "--out",
+        &file,
+    ])?;
+    let summary: serde_json::Value =
+        serde_json::from_str(&client(&["export-kinds", "--file", &file])?)?;
+    let n = (CODECS.len() * USERS) as i64;
+    assert_eq!(
+        summary["kinds"],
+        serde_json::json!({
+            "session_started": n, "heartbeat": n * BEATS, "page_viewed": n,
+            "import_started": CODECS.len(), "import_progressed": CODECS.len(),
+        }),
+        "{summary}"
+    );
+    for column in [
+        "stream",
+        "partition",
+        "offset",
+        "key",
+        "kind",
+        "actor_role",
+        "activity",
+        "import",
+    ] {
+        assert!(
+            summary["columns"]
+                .as_array()
+                .is_some_and(|c| c.contains(&serde_json::json!(column))),
+            "{column} in {summary}"
+        );
+    }
     Ok(())
 }

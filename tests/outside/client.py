@@ -1,6 +1,7 @@
 """An outside team's client of sessionfold, built from the .avsc files alone.
 
-`produce` writes activity events (current and version 1 schema) and import
+`export-kinds` reads an export file into a pandas frame and counts its
+`kind` column. `produce` writes activity events (current and version 1 schema) and import
 events with fastavro's single-object encoding and confluent-kafka, with the
 compression codec asked for, the way any Avro producer would. `presence`
 reads the presence changelog and decodes every state with fastavro, printing
@@ -135,17 +136,29 @@ def presence(args):
                           "page_views": s["page_views"], "current_page": s["current_page"]}))
 
 
+def export_kinds(args):
+    # What an analyst does with the export: a pandas frame, one column per field.
+    import pandas
+
+    with open(args.file, "rb") as f:
+        frame = pandas.DataFrame.from_records(list(fastavro.reader(f)))
+    counts = frame["kind"].value_counts(dropna=False)
+    print(json.dumps({"columns": list(frame.columns),
+                      "kinds": {str(k): int(v) for k, v in counts.items()}}))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("command", choices=["produce", "presence"])
-    ap.add_argument("--brokers", required=True)
-    ap.add_argument("--prefix", required=True)
+    ap.add_argument("command", choices=["produce", "presence", "export-kinds"])
+    ap.add_argument("--file")
+    ap.add_argument("--brokers")
+    ap.add_argument("--prefix")
     ap.add_argument("--codec", default="none", choices=["none", "gzip", "snappy", "lz4", "zstd"])
     ap.add_argument("--tag", default="out")
     ap.add_argument("--users", type=int, default=3)
     ap.add_argument("--beats", type=int, default=4)
     args = ap.parse_args()
-    {"produce": produce, "presence": presence}[args.command](args)
+    {"produce": produce, "presence": presence, "export-kinds": export_kinds}[args.command](args)
 
 
 if __name__ == "__main__":
