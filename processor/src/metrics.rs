@@ -31,6 +31,9 @@ pub struct Metrics {
     pub restore_skipped: IntCounterVec,
     /// Local stores found damaged and rebuilt from the changelog.
     pub store_rebuilt: prometheus::IntCounter,
+    /// Seeks back over records the broker skipped inside a fetched batch (a
+    /// tansu 0.6.0 defence; it never fires on Apache Kafka).
+    pub input_gap_seeks: prometheus::IntCounter,
     /// 1 for an owned partition with records waiting that has not moved for a while.
     pub stuck: IntGaugeVec,
     /// Records between the stored position and the end of each partition.
@@ -92,6 +95,10 @@ impl Metrics {
             "store_rebuilt_total",
             "Local state found damaged and rebuilt from the changelog",
         )?;
+        let input_gap_seeks = prometheus::IntCounter::new(
+            "input_gap_seeks_total",
+            "Seeks back over input records the broker skipped",
+        )?;
         let stuck = IntGaugeVec::new(
             Opts::new(
                 "partition_stuck",
@@ -113,6 +120,7 @@ impl Metrics {
         registry.register(Box::new(partitions.clone()))?;
         registry.register(Box::new(lag.clone()))?;
         registry.register(Box::new(stuck.clone()))?;
+        registry.register(Box::new(input_gap_seeks.clone()))?;
         registry.register(Box::new(restoring.clone()))?;
         registry.register(Box::new(restored.clone()))?;
         registry.register(Box::new(restore_skipped.clone()))?;
@@ -132,6 +140,7 @@ impl Metrics {
             restore_skipped,
             store_rebuilt,
             stuck,
+            input_gap_seeks,
             lag,
         })
     }

@@ -734,6 +734,7 @@ impl Core {
                     self.rewinds.insert(part, back);
                     let to = (want - back).max(0);
                     tracing::info!(partition = ?part, expected = want, got = pos.offset, seek_to = to, "input gap; seeking back");
+                    self.metrics.input_gap_seeks.inc();
                     return Some((part, to));
                 }
                 tracing::warn!(partition = ?part, expected = want, got = pos.offset, "records missing from the input partition; continuing after the gap");

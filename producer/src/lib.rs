@@ -9,7 +9,7 @@
 
 pub mod client;
 mod error;
-pub mod input;
+pub use sessionfold_ingest as input;
 pub mod owners;
 pub mod simulate;
 mod sink;

@@ -1,4 +1,11 @@
-//! JSON input of the ingest API, turned into typed events with field-level errors.
+//! The JSON input of sessionfold's ingest API.
+//!
+//! Browsers and services post activity and import events as JSON; this
+//! crate turns a request body into typed events of `sessionfold-schemas`
+//! with field-level errors, clamps claimed times to the receipt time, and
+//! checks that the caller may emit each event. The producer calls it before
+//! anything reaches Kafka, and the Rust client builds its requests from the
+//! same wire types. Pure code: no I/O, no Kafka, no clock.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -28,7 +35,7 @@ impl FieldError {
     }
 }
 
-/// An activity event as a client sends it (section 9 of the spec); the client
+/// An activity event as a client sends it (docs/contract.md, "Producer input"); the client
 /// library builds these and the ingest parses them.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct ActivityInput {
