@@ -216,10 +216,21 @@ PROPS
     cat "$dir/format.log" >&2
     return 1
   }
-  java "${java_opts[@]}" -cp "$cp" kafka.Kafka "$dir/server.properties" >"$dir/broker.log" 2>&1 &
+  run_kafka "$dir"
+}
+
+# run_kafka DIR: starts the Kafka formatted in DIR (by start_kafka) and waits
+# until it serves; used again to restart it on the same data.
+run_kafka() {
+  local dir=$1 cp
+  cp=$(kafka_classpath) || return 1
+  local java_opts=(-Xms256m -Xmx768m -XX:+UseG1GC "-Dlog4j2.configurationFile=$PWD/scripts/kafka/log4j2.properties")
+  local before
+  before=$(grep -c "Kafka Server started" "$dir/broker.log" 2>/dev/null || true)
+  java "${java_opts[@]}" -cp "$cp" kafka.Kafka "$dir/server.properties" >>"$dir/broker.log" 2>&1 &
   KAFKA_PID=$!
   for _ in $(seq 1 600); do
-    if grep -q "Kafka Server started" "$dir/broker.log" 2>/dev/null; then
+    if [ "$(grep -c "Kafka Server started" "$dir/broker.log" 2>/dev/null || true)" -gt "${before:-0}" ]; then
       return 0
     fi
     if ! kill -0 "$KAFKA_PID" 2>/dev/null; then
@@ -229,7 +240,7 @@ PROPS
     fi
     sleep 0.1
   done
-  echo "Apache Kafka did not start on 127.0.0.1:$port within 60 s; its log: $dir/broker.log" >&2
+  echo "Apache Kafka did not start within 60 s; its log: $dir/broker.log" >&2
   return 1
 }
 

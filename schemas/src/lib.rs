@@ -91,6 +91,9 @@ pub const ACTIVITY_HISTORY: &[&str] = &[
 /// Every published import schema version, oldest first.
 pub const IMPORT_HISTORY: &[&str] = &[include_str!("../history/import.v1.avsc")];
 
+/// Most items or bytes a single Avro length prefix may claim when decoding.
+pub const MAX_DECODE_ALLOCATION: usize = 2 * 1024 * 1024;
+
 /// The codecs of all four record types, parsed once.
 #[derive(Debug, Clone)]
 pub struct Contract {
@@ -107,6 +110,13 @@ pub struct Contract {
 impl Contract {
     /// Parses the schemas compiled into this build.
     pub fn load() -> Result<Contract, SchemaError> {
+        // apache-avro reserves room for as many items as an array's count
+        // claims, before reading one: a 50-byte record claiming half a
+        // billion items would ask for gigabytes. No value of these schemas
+        // comes near this bound (the largest is a copied record's bytes, and
+        // Kafka's default record limit is 1 MiB); it caps what one record
+        // can make the process reserve. Set once per process.
+        let _ = apache_avro::max_allocation_bytes(MAX_DECODE_ALLOCATION);
         Ok(Contract {
             activity: SchemaSet::new("ActivityEvent", ACTIVITY_AVSC, ACTIVITY_HISTORY)?,
             import: SchemaSet::new("ImportEvent", IMPORT_AVSC, IMPORT_HISTORY)?,

@@ -373,3 +373,24 @@ proptest! {
         prop_assert_eq!(c.decode_import_state(&fast).expect("decodes"), s);
     }
 }
+
+/// A record of a few bytes that claims an array of half a billion items is
+/// refused without reserving memory for them.
+#[test]
+fn an_array_count_bomb_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+    let c = Contract::load()?;
+    // The fuzzer's find: the current activity header, then a body whose
+    // roles array claims about 2^28 items.
+    let bomb: [u8; 55] = [
+        195, 1, 71, 75, 84, 21, 158, 223, 118, 244, 4, 101, 52, 128, 160, 0, 0, 0, 0, 0, 0, 0, 164,
+        132, 206, 103, 4, 101, 49, 4, 115, 0, 0, 0, 0, 0, 0, 0, 0, 48, 115, 115, 105, 111, 95, 0,
+        100, 0, 0, 115, 0, 0, 0, 0, 0,
+    ];
+    let e = c
+        .decode_activity(&bomb)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("maximum allowed: 2097152"), "{e}");
+    Ok(())
+}
