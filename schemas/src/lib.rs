@@ -116,7 +116,7 @@ impl Contract {
         // comes near this bound (the largest is a copied record's bytes, and
         // Kafka's default record limit is 1 MiB); it caps what one record
         // can make the process reserve. Set once per process.
-        let _ = apache_avro::max_allocation_bytes(MAX_DECODE_ALLOCATION);
+        let _ = apache_avro::util::max_allocation_bytes(MAX_DECODE_ALLOCATION);
         Ok(Contract {
             activity: SchemaSet::new("ActivityEvent", ACTIVITY_AVSC, ACTIVITY_HISTORY)?,
             import: SchemaSet::new("ImportEvent", IMPORT_AVSC, IMPORT_HISTORY)?,
