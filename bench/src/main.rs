@@ -27,6 +27,10 @@ pub struct Args {
     /// Kafka bootstrap servers.
     #[arg(long, env = "SESSIONFOLD_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
+    /// A second broker, Apache Kafka: the ceiling and the processor are
+    /// measured on it too, for a column of their own.
+    #[arg(long, env = "SESSIONFOLD_BENCH_KAFKA")]
+    kafka_brokers: Option<String>,
     /// PostgreSQL connection string; the PostgreSQL baseline is skipped without it.
     #[arg(long, env = "SESSIONFOLD_BENCH_POSTGRES")]
     postgres: Option<String>,
@@ -111,6 +115,23 @@ async fn main() -> anyhow::Result<()> {
         r.processor = Some(rate);
         eprintln!("state restore after a rebalance ({entities} entities)");
         r.restore = Some(pipeline::restore(&args.brokers, &prefix, entities).await?);
+    }
+    if let Some(kafka) = args.kafka_brokers.as_ref().filter(|_| runs("pipeline")) {
+        eprintln!("the same on Apache Kafka ({kafka})");
+        let prefix = format!("bench{}-kafka", std::process::id());
+        let topics = Topics::new(&prefix);
+        sessionfold_kafka::ensure_topics(kafka, &topics, 6, Duration::from_secs(60)).await?;
+        let (b, t, history) = (kafka.clone(), topics.clone(), events.clone());
+        let produce =
+            tokio::task::spawn_blocking(move || pipeline::produce(&b, &t, &history)).await??;
+        let (b, topic) = (kafka.clone(), topics.activity.clone());
+        let drain = tokio::task::spawn_blocking(move || pipeline::drain(&b, &topic, n)).await??;
+        let (processor, _) = pipeline::processor(kafka, &prefix, n).await?;
+        r.on_kafka = Some(report::BrokerRates {
+            produce,
+            drain,
+            processor,
+        });
     }
     if !runs("replay") {
         return run_services(&args, r, &events, now).await;

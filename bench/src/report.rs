@@ -35,6 +35,17 @@ pub struct Machine {
     pub kernel: String,
 }
 
+/// The broker-bound figures measured on a second broker.
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerRates {
+    /// Producing the history (events/s).
+    pub produce: f64,
+    /// The do-nothing consumer (events/s).
+    pub drain: f64,
+    /// The processor end to end (events/s).
+    pub processor: f64,
+}
+
 /// Everything measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Results {
@@ -58,6 +69,8 @@ pub struct Results {
     pub drain: Option<f64>,
     /// The processor end to end (events/s).
     pub processor: Option<f64>,
+    /// Producing, the ceiling and the processor on Apache Kafka.
+    pub on_kafka: Option<BrokerRates>,
     /// Restore from the changelog: (records, records/s).
     pub restore: Option<(u64, f64)>,
     /// Replay and export.
@@ -133,6 +146,7 @@ impl Results {
             produce: None,
             drain: None,
             processor: None,
+            on_kafka: None,
             restore: None,
             replay: None,
             postgres: None,
@@ -319,14 +333,45 @@ impl Results {
                 f.stream.n, f.stream.p50_ms, f.stream.p99_ms
             );
         }
+        if let Some(k) = &self.on_kafka {
+            let _ = writeln!(md, "\n## The processor on each broker\n");
+            let _ = writeln!(
+                md,
+                "| broker | producing (events/s) | do-nothing consumer | processor | processor ÷ consumer |\n|---|---|---|---|---|"
+            );
+            let _ = writeln!(
+                md,
+                "| tansu 0.6.0 | {} | {} | {} | {} |",
+                rate(self.produce),
+                rate(self.drain),
+                rate(self.processor),
+                ratio(self.processor, self.drain)
+            );
+            let _ = writeln!(
+                md,
+                "| Apache Kafka 4.1.1 | {:.0} | {:.0} | {:.0} | {:.2} |",
+                k.produce,
+                k.drain,
+                k.processor,
+                k.processor / k.drain
+            );
+        }
         let _ = writeln!(md, "\n## Against the targets\n");
         let _ = writeln!(md, "| target | measured | verdict |\n|---|---|---|");
         if let (Some(p), Some(d)) = (self.processor, self.drain) {
             let _ = writeln!(
                 md,
-                "| processor ≥ 0.9 × do-nothing consumer | {:.2} | {} |",
+                "| processor ≥ 0.9 × do-nothing consumer (tansu) | {:.2} | {} |",
                 p / d,
                 verdict(p / d >= 0.9)
+            );
+        }
+        if let Some(k) = &self.on_kafka {
+            let _ = writeln!(
+                md,
+                "| processor ≥ 0.9 × do-nothing consumer (Apache Kafka) | {:.2} | {} |",
+                k.processor / k.drain,
+                verdict(k.processor / k.drain >= 0.9)
             );
         }
         if let Some(f) = &self.fold {
