@@ -37,7 +37,8 @@ ensure_chromedriver() {
 ensure_python_clients() {
   local req=tests/outside/requirements.txt venv=.local/pyenv
   local check='import sys, fastavro, confluent_kafka, pandas
-want = dict(l.strip().split("==") for l in open(sys.argv[1]) if "==" in l)
+from confluent_kafka.schema_registry.avro import AvroSerializer
+want = dict(l.strip().split("[")[0].split("==")[0:1] + l.strip().split("==")[1:] for l in open(sys.argv[1]) if "==" in l)
 have = {"fastavro": fastavro.__version__, "confluent-kafka": confluent_kafka.__version__, "pandas": pandas.__version__}
 sys.exit(0 if all(have.get(k) == v for k, v in want.items()) else 1)'
   if python3 -c "$check" "$req" 2>/dev/null; then
@@ -242,6 +243,55 @@ run_kafka() {
   done
   echo "Apache Kafka did not start within 60 s; its log: $dir/broker.log" >&2
   return 1
+}
+
+# start_registry PORT DIR: a Schema Registry with the Confluent API on
+# 127.0.0.1:PORT (Apicurio Registry assembled from Maven Central by
+# scripts/registry/pom.xml; in-memory storage). Its base URL for clients is
+# http://127.0.0.1:PORT/apis/ccompat/v6. Log: DIR/registry.log.
+start_registry() {
+  local port=$1 dir=$2
+  local runner=scripts/registry/target/quarkus-app/quarkus-run.jar
+  if [ ! -f "$runner" ]; then
+    echo "building the test Schema Registry with Maven (once)" >&2
+    mvn -q -B -f scripts/registry/pom.xml package -DskipTests >"$dir.build.log" 2>&1 || {
+      echo "building the Schema Registry failed:" >&2
+      tail -n 30 "$dir.build.log" >&2
+      return 1
+    }
+  fi
+  rm -rf "$dir"
+  mkdir -p "$dir/config"
+  # The registry's runtime settings ship inside its own jar.
+  local app
+  app=$(ls scripts/registry/target/quarkus-app/lib/main/io.apicurio.apicurio-registry-app-*.jar | head -n1)
+  unzip -p "$app" application.properties >"$dir/config/application.properties"
+  local jar
+  jar="$(pwd)/$runner"
+  (cd "$dir" && exec java -Xmx256m -Dquarkus.http.port="$port" -Dquarkus.http.host=127.0.0.1 \
+    -jar "$jar" >registry.log 2>&1) &
+  REGISTRY_PID=$!
+  for _ in $(seq 1 600); do
+    if curl -fsS -m 1 "http://127.0.0.1:$port/apis/ccompat/v6/subjects" >/dev/null 2>&1; then
+      return 0
+    fi
+    if ! kill -0 "$REGISTRY_PID" 2>/dev/null; then
+      echo "the Schema Registry exited; its log:" >&2
+      tail -n 30 "$dir/registry.log" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "the Schema Registry did not start within 60 s; its log: $dir/registry.log" >&2
+  return 1
+}
+
+stop_registry() {
+  if [ -n "${REGISTRY_PID:-}" ]; then
+    kill "$REGISTRY_PID" 2>/dev/null || true
+    wait "$REGISTRY_PID" 2>/dev/null || true
+    REGISTRY_PID=
+  fi
 }
 
 stop_kafka() {

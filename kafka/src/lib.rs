@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod http;
+pub mod registry;
 
 use std::time::Duration;
 
@@ -65,6 +66,14 @@ pub enum EdgeError {
         changelog: String,
         /// Its partitions.
         changelog_partitions: usize,
+    },
+    /// The schema registry failed or refused.
+    #[error("schema registry, {what}: {reason}")]
+    Registry {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        reason: String,
     },
     /// The broker did not answer in time.
     #[error("broker {brokers} unreachable after {waited:?}")]
@@ -132,6 +141,9 @@ pub struct CommonArgs {
     /// How long the dead-letter topic keeps records. A duration or `forever`.
     #[arg(long, env = "SESSIONFOLD_DEAD_LETTER_RETENTION", default_value = "30d", value_parser = cluster::parse_retention)]
     pub dead_letter_retention: cluster::Retention,
+    /// The Schema Registry, for records in its wire format.
+    #[command(flatten)]
+    pub registry: registry::RegistryArgs,
 }
 
 impl CommonArgs {
@@ -145,6 +157,14 @@ impl CommonArgs {
         };
         props.extend(self.kafka_property.iter().cloned());
         cluster::install_properties(props);
+        if let Some(r) = registry::Registry::from_args(&self.registry)? {
+            let runtime = tokio::runtime::Handle::try_current().map_err(|e| EdgeError::Config {
+                what: "the schema registry lookups".into(),
+                reason: format!("no async runtime: {e}"),
+            })?;
+            tracing::info!(registry = ?r, "reading the Schema Registry wire format too");
+            registry::install(registry::RegistryIds::start(r, &runtime));
+        }
         cluster::install_policy(cluster::TopicPolicy {
             create: self.create_topics,
             replication_factor: self.replication_factor,

@@ -354,7 +354,7 @@ impl Processor {
                 .create_with_context(sessionfold_kafka::QuietLogs::default())?;
         let topics = settings.topics.clone();
         let core = Arc::new(Mutex::new(Core {
-            contract: Contract::load()?,
+            contract: sessionfold_kafka::registry::contract()?,
             settings,
             store,
             metrics,

@@ -27,7 +27,7 @@ use axum::{Json, Router};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use sessionfold_auth::{Authenticator, Caller};
 use sessionfold_kafka::HttpMetrics;
-use sessionfold_schemas::{Contract, Millis, Topics};
+use sessionfold_schemas::{Contract, Millis, SchemaError, Topics};
 
 pub use error::ApiError;
 pub use sink::{FailureEpisode, Sink, SinkError};
@@ -115,6 +115,56 @@ pub struct AppState {
     limits: Limits,
     auth: Authenticator,
     owners: Arc<owners::Owners>,
+    framing: Framing,
+}
+
+/// How the ingest frames the Avro records it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// Avro single-object encoding: `C3 01`, the schema fingerprint, the body.
+    #[default]
+    SingleObject,
+    /// The Schema Registry wire format: `00`, the schema id, the body.
+    Registry {
+        /// Schema id of the activity schema under `<prefix>.activity-value`.
+        activity: u32,
+        /// Schema id of the import schema under `<prefix>.imports-value`.
+        imports: u32,
+    },
+}
+
+impl Framing {
+    /// Registers the current schemas under the input topics' subjects
+    /// (`<topic>-value`), each checked for compatibility with the subject first.
+    pub async fn registered(
+        registry: &sessionfold_kafka::registry::Registry,
+        topics: &Topics,
+    ) -> Result<Framing, sessionfold_kafka::EdgeError> {
+        let activity = registry
+            .register_checked(
+                &format!("{}-value", topics.activity),
+                sessionfold_schemas::ACTIVITY_AVSC,
+            )
+            .await?;
+        let imports = registry
+            .register_checked(
+                &format!("{}-value", topics.imports),
+                sessionfold_schemas::IMPORT_AVSC,
+            )
+            .await?;
+        Ok(Framing::Registry { activity, imports })
+    }
+
+    /// A single-object record framed as this ingest writes it.
+    fn frame(self, bytes: Vec<u8>, import: bool) -> Result<Vec<u8>, SchemaError> {
+        match self {
+            Framing::SingleObject => Ok(bytes),
+            Framing::Registry { activity, imports } => sessionfold_schemas::to_registry_format(
+                &bytes,
+                if import { imports } else { activity },
+            ),
+        }
+    }
 }
 
 impl FromRef<AppState> for Authenticator {
@@ -149,6 +199,7 @@ impl AppState {
             limits,
             auth,
             owners: Arc::default(),
+            framing: Framing::default(),
         })
     }
 
@@ -271,6 +322,7 @@ fn ingest_activity(
             let bytes = state
                 .contract
                 .encode_activity(e)
+                .and_then(|b| state.framing.frame(b, false))
                 .map_err(|err| ApiError::Internal(format!("encoding {}: {err}", e.event_id)))?;
             Ok((
                 e.event_id.as_str(),
@@ -324,6 +376,7 @@ fn ingest_imports(
             let bytes = state
                 .contract
                 .encode_import(e)
+                .and_then(|b| state.framing.frame(b, true))
                 .map_err(|err| ApiError::Internal(format!("encoding {}: {err}", e.event_id)))?;
             Ok((
                 e.event_id.as_str(),
@@ -370,6 +423,8 @@ fn send_all(
 /// Everything `run` needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// How records are framed on the input topics.
+    pub framing: Framing,
     /// Bootstrap servers.
     pub brokers: String,
     /// Topic names.
@@ -411,7 +466,7 @@ pub async fn run(
         }
     });
     let metrics = Metrics::new()?;
-    let state = AppState::new(
+    let mut state = AppState::new(
         &settings.brokers,
         settings.topics,
         settings.limits,
@@ -419,6 +474,7 @@ pub async fn run(
         metrics,
         settings.auth,
     )?;
+    state.framing = settings.framing;
     let sink = state.sink().clone();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let follower = {

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use sessionfold_kafka::{CommonArgs, parse_duration};
 use sessionfold_producer::client::Client;
 use sessionfold_producer::simulate::{SimConfig, simulate};
-use sessionfold_producer::{Limits, Settings, run};
+use sessionfold_producer::{Framing, Limits, Settings, run};
 
 /// Accepts JSON events over HTTP and writes them to Kafka as Avro.
 #[derive(Debug, Parser)]
@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the ingest API (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Send realistic traffic to a running producer.
     Simulate(SimulateArgs),
 }
@@ -52,6 +52,20 @@ struct ServeArgs {
     /// Events buffered while the broker is unreachable; past this, requests get 503.
     #[arg(long, env = "SESSIONFOLD_BUFFER_MESSAGES", default_value_t = 100_000)]
     buffer_messages: usize,
+    /// How events are framed on the input topics: Avro single-object
+    /// encoding, or the Schema Registry wire format (needs
+    /// `--schema-registry-url`; subjects `<topic>-value`).
+    #[arg(long, env = "SESSIONFOLD_WIRE_FORMAT", value_enum, default_value_t = WireFormat::SingleObject)]
+    wire_format: WireFormat,
+}
+
+/// The `--wire-format` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WireFormat {
+    /// `C3 01`, the schema fingerprint, the body.
+    SingleObject,
+    /// `00`, the registry's schema id, the body.
+    Registry,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -156,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(total = report.total(), by_kind = ?report.by_kind, "simulation done");
             Ok(())
         }
-        Some(Command::Serve(a)) => serve(a).await,
+        Some(Command::Serve(a)) => serve(*a).await,
         None => serve(cli.serve).await,
     }
 }
@@ -167,7 +181,16 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .with_context(|| format!("binding {}", a.listen))?;
+    let framing = match a.wire_format {
+        WireFormat::SingleObject => Framing::SingleObject,
+        WireFormat::Registry => {
+            let registry = sessionfold_kafka::registry::Registry::from_args(&a.common.registry)?
+                .context("--wire-format registry needs --schema-registry-url")?;
+            Framing::registered(&registry, &a.common.topics()).await?
+        }
+    };
     let settings = Settings {
+        framing,
         brokers: a.common.brokers.clone(),
         topics: a.common.topics(),
         partitions: a.common.partitions,

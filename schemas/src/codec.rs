@@ -36,6 +36,40 @@ pub fn legacy_fingerprint(schema: &Schema) -> u64 {
     u64::from_le_bytes(le)
 }
 
+/// The first byte of a record in the Schema Registry wire format, followed by
+/// the schema id (4 bytes, big-endian) and the Avro body.
+pub const REGISTRY_MAGIC: u8 = 0;
+/// Marker plus the 4-byte schema id.
+pub const REGISTRY_HEADER_LEN: usize = 5;
+
+/// Resolves Schema Registry ids to the fingerprints of the schemas they name.
+/// The edge implements it over HTTP, with a cache; the codec stays pure.
+pub trait SchemaIds: Send + Sync {
+    /// The CRC-64-AVRO fingerprint of the schema registered under `id`.
+    fn fingerprint(&self, id: u32) -> Result<u64, String>;
+}
+
+/// The schema id of a record in the Schema Registry wire format, if it is one.
+pub fn registry_id(bytes: &[u8]) -> Option<u32> {
+    if bytes.len() < REGISTRY_HEADER_LEN || bytes[0] != REGISTRY_MAGIC {
+        return None;
+    }
+    let mut be = [0u8; 4];
+    be.copy_from_slice(&bytes[1..REGISTRY_HEADER_LEN]);
+    Some(u32::from_be_bytes(be))
+}
+
+/// Turns a single-object record into the Schema Registry wire format with `id`.
+pub fn to_registry_format(single_object: &[u8], id: u32) -> Result<Vec<u8>, SchemaError> {
+    header_fingerprint(single_object)?;
+    let body = &single_object[HEADER_LEN..];
+    let mut out = Vec::with_capacity(REGISTRY_HEADER_LEN + body.len());
+    out.push(REGISTRY_MAGIC);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
 /// Reads the writer fingerprint from a single-object header.
 pub fn header_fingerprint(bytes: &[u8]) -> Result<u64, SchemaError> {
     if bytes.len() < HEADER_LEN {
@@ -130,10 +164,29 @@ impl SchemaSet {
         body(out)
     }
 
-    /// Decodes a single-object record written with any known version into a
-    /// value of the reader schema.
-    pub fn decode(&self, bytes: &[u8]) -> Result<Value, SchemaError> {
-        let fp = header_fingerprint(bytes)?;
+    /// Decodes a record written with any known version, in single-object
+    /// encoding or (with `ids`) the Schema Registry wire format, told apart by
+    /// the first byte, into a value of the reader schema.
+    pub fn decode(&self, bytes: &[u8], ids: Option<&dyn SchemaIds>) -> Result<Value, SchemaError> {
+        let (fp, header) = match registry_id(bytes) {
+            Some(id) => {
+                let ids = ids.ok_or(SchemaError::NoRegistry { id })?;
+                let fp = ids
+                    .fingerprint(id)
+                    .map_err(|reason| SchemaError::RegistryId { id, reason })?;
+                if !self.writers.contains_key(&fp) {
+                    return Err(SchemaError::RegistryId {
+                        id,
+                        reason: format!(
+                            "names a schema (fingerprint {fp:016x}) that is not a published version of {}",
+                            self.record
+                        ),
+                    });
+                }
+                (fp, REGISTRY_HEADER_LEN)
+            }
+            None => (header_fingerprint(bytes)?, HEADER_LEN),
+        };
         let writer = self
             .writers
             .get(&fp)
@@ -141,14 +194,14 @@ impl SchemaSet {
                 record: self.record,
                 fingerprint: fp,
             })?;
-        let mut body = Cursor::new(&bytes[HEADER_LEN..]);
+        let mut body = Cursor::new(&bytes[header..]);
         let reader = if fp == self.current_fingerprint || *writer == self.current {
             None
         } else {
             Some(&self.current)
         };
         let value = from_avro_datum(writer, &mut body, reader)?;
-        let rest = bytes.len() - HEADER_LEN - body.position() as usize;
+        let rest = bytes.len() - header - body.position() as usize;
         if rest != 0 {
             return Err(SchemaError::TrailingBytes(rest));
         }

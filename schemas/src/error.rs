@@ -10,7 +10,9 @@ pub enum SchemaError {
         len: usize,
     },
     /// The first two bytes are not the single-object marker.
-    #[error("not Avro single-object encoding: header starts {0:02x} {1:02x}, expected c3 01")]
+    #[error(
+        "not Avro single-object encoding: header starts {0:02x} {1:02x}, expected c3 01 (or 00 and a schema id: the Schema Registry wire format)"
+    )]
     BadMagic(u8, u8),
     /// The writer schema's fingerprint names no schema version this build knows.
     #[error("unknown writer schema fingerprint {fingerprint:016x} for {record}")]
@@ -47,6 +49,24 @@ pub enum SchemaError {
         /// What was wrong.
         reason: String,
     },
+    /// A record in the Schema Registry wire format arrived, and no registry
+    /// is configured to resolve its schema id.
+    #[error(
+        "record in the Schema Registry wire format (schema id {id}) and no schema registry is configured"
+    )]
+    NoRegistry {
+        /// The schema id in the record.
+        id: u32,
+    },
+    /// The registry did not name a schema for the id, or names one this
+    /// build does not know.
+    #[error("schema id {id} from the registry: {reason}")]
+    RegistryId {
+        /// The schema id in the record.
+        id: u32,
+        /// Why it does not resolve.
+        reason: String,
+    },
     /// Bytes remained after the Avro body.
     #[error("{0} trailing bytes after the Avro body")]
     TrailingBytes(usize),
@@ -71,7 +91,10 @@ impl SchemaError {
     pub fn kind(&self) -> &'static str {
         match self {
             SchemaError::TooShort { .. } | SchemaError::BadMagic(..) => "not_single_object",
-            SchemaError::UnknownFingerprint { .. } => "unknown_schema",
+            SchemaError::UnknownFingerprint { .. } | SchemaError::RegistryId { .. } => {
+                "unknown_schema"
+            }
+            SchemaError::NoRegistry { .. } => "no_registry",
             SchemaError::Avro(_)
             | SchemaError::TrailingBytes(_)
             | SchemaError::Canonical { .. } => "undecodable",

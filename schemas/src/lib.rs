@@ -65,7 +65,8 @@ pub use activity::{
     check_id,
 };
 pub use codec::{
-    HEADER_LEN, MAGIC, SchemaSet, fingerprint, header_fingerprint, legacy_fingerprint,
+    HEADER_LEN, MAGIC, REGISTRY_HEADER_LEN, REGISTRY_MAGIC, SchemaIds, SchemaSet, fingerprint,
+    header_fingerprint, legacy_fingerprint, registry_id, to_registry_format,
 };
 pub use error::SchemaError;
 pub use import::{ImportBody, ImportEvent};
@@ -95,7 +96,7 @@ pub const IMPORT_HISTORY: &[&str] = &[include_str!("../history/import.v1.avsc")]
 pub const MAX_DECODE_ALLOCATION: usize = 2 * 1024 * 1024;
 
 /// The codecs of all four record types, parsed once.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Contract {
     /// Activity events.
     pub activity: SchemaSet,
@@ -105,6 +106,18 @@ pub struct Contract {
     pub presence: SchemaSet,
     /// Import state.
     pub import_state: SchemaSet,
+    /// Resolves the schema ids of records in the Schema Registry wire format.
+    ids: Option<std::sync::Arc<dyn SchemaIds>>,
+}
+
+impl std::fmt::Debug for Contract {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Contract")
+            .field("activity", &self.activity)
+            .field("import", &self.import)
+            .field("registry", &self.ids.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Contract {
@@ -122,7 +135,19 @@ impl Contract {
             import: SchemaSet::new("ImportEvent", IMPORT_AVSC, IMPORT_HISTORY)?,
             presence: SchemaSet::new("UserPresence", PRESENCE_AVSC, &[])?,
             import_state: SchemaSet::new("ImportState", IMPORT_STATE_AVSC, &[])?,
+            ids: None,
         })
+    }
+
+    /// The same contract, also reading records in the Schema Registry wire
+    /// format, their schema ids resolved by `ids`.
+    pub fn with_registry(mut self, ids: std::sync::Arc<dyn SchemaIds>) -> Contract {
+        self.ids = Some(ids);
+        self
+    }
+
+    fn ids(&self) -> Option<&dyn SchemaIds> {
+        self.ids.as_deref()
     }
 
     /// Encodes an activity event.
@@ -132,7 +157,7 @@ impl Contract {
 
     /// Decodes and validates an activity event.
     pub fn decode_activity(&self, bytes: &[u8]) -> Result<ActivityEvent, SchemaError> {
-        let e = ActivityEvent::from_value(self.activity.decode(bytes)?)?;
+        let e = ActivityEvent::from_value(self.activity.decode(bytes, self.ids())?)?;
         e.validate()?;
         Ok(e)
     }
@@ -144,7 +169,7 @@ impl Contract {
 
     /// Decodes and validates an import event.
     pub fn decode_import(&self, bytes: &[u8]) -> Result<ImportEvent, SchemaError> {
-        let e = ImportEvent::from_value(self.import.decode(bytes)?)?;
+        let e = ImportEvent::from_value(self.import.decode(bytes, self.ids())?)?;
         e.validate()?;
         Ok(e)
     }
@@ -156,7 +181,7 @@ impl Contract {
 
     /// Decodes a presence state.
     pub fn decode_presence(&self, bytes: &[u8]) -> Result<UserPresence, SchemaError> {
-        UserPresence::from_value(self.presence.decode(bytes)?)
+        UserPresence::from_value(self.presence.decode(bytes, self.ids())?)
     }
 
     /// Encodes an import state (with the direct encoder; see `binary.rs`).
@@ -166,6 +191,6 @@ impl Contract {
 
     /// Decodes an import state.
     pub fn decode_import_state(&self, bytes: &[u8]) -> Result<ImportState, SchemaError> {
-        ImportState::from_value(self.import_state.decode(bytes)?)
+        ImportState::from_value(self.import_state.decode(bytes, self.ids())?)
     }
 }

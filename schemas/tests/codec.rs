@@ -160,7 +160,7 @@ fn old_reader_reads_new_writer() {
         .with_reader(ACTIVITY_HISTORY[0])
         .expect("v1 reader");
     let bytes = c.encode_activity(&started("u7")).expect("encodes");
-    let value = old_reader.decode(&bytes).expect("v1 reader reads v2");
+    let value = old_reader.decode(&bytes, None).expect("v1 reader reads v2");
     let apache_avro::types::Value::Record(fields) = &value else {
         panic!("record expected")
     };
@@ -291,7 +291,7 @@ proptest! {
     fn any_activity_round_trips(e in any_activity()) {
         let c = contract();
         let bytes = c.encode_activity(&e).expect("encodes");
-        let value = c.activity.decode(&bytes).expect("decodes");
+        let value = c.activity.decode(&bytes, None).expect("decodes");
         prop_assert_eq!(ActivityEvent::from_value(value).expect("typed"), e);
     }
 
@@ -392,5 +392,62 @@ fn an_array_count_bomb_is_refused() -> Result<(), Box<dyn std::error::Error>> {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(e.contains("maximum allowed: 2097152"), "{e}");
+    Ok(())
+}
+
+/// Ids from a registry, as the edge resolves them.
+struct Ids(std::collections::HashMap<u32, u64>);
+
+impl SchemaIds for Ids {
+    fn fingerprint(&self, id: u32) -> Result<u64, String> {
+        self.0
+            .get(&id)
+            .copied()
+            .ok_or_else(|| "not registered".into())
+    }
+}
+
+/// The same event in both wire formats reads the same; the first byte tells
+/// them apart, and a registry id that names no published version is refused.
+#[test]
+fn both_wire_formats_read_the_same() -> Result<(), Box<dyn std::error::Error>> {
+    let plain = Contract::load()?;
+    let e = ActivityEvent {
+        event_id: "e1".into(),
+        occurred_at: 1_780_000_000_000,
+        user_id: "u1".into(),
+        session_id: "s1".into(),
+        body: ActivityBody::Heartbeat {
+            page: Some("/q".into()),
+            activity: Interaction::Click,
+        },
+        received_at: None,
+    };
+    let single = plain.encode_activity(&e)?;
+    let framed = to_registry_format(&single, 7)?;
+    assert_eq!(&framed[..5], &[0, 0, 0, 0, 7]);
+    assert_eq!(&framed[5..], &single[10..]);
+    assert_eq!(registry_id(&framed), Some(7));
+    assert_eq!(registry_id(&single), None);
+    let fp = header_fingerprint(&single)?;
+    let with = Contract::load()?.with_registry(std::sync::Arc::new(Ids([(7, fp), (8, 1)].into())));
+    assert_eq!(with.decode_activity(&framed)?, e);
+    assert_eq!(with.decode_activity(&single)?, e);
+    let err = |c: &Contract, b: &[u8]| c.decode_activity(b).map_err(|e| (e.kind(), e.to_string()));
+    assert_eq!(
+        err(&plain, &framed),
+        Err(("no_registry", "record in the Schema Registry wire format (schema id 7) and no schema registry is configured".into()))
+    );
+    assert_eq!(
+        err(&with, &to_registry_format(&single, 8)?).map_err(|e| e.0),
+        Err("unknown_schema")
+    );
+    assert_eq!(
+        err(&with, &to_registry_format(&single, 9)?),
+        Err((
+            "unknown_schema",
+            "schema id 9 from the registry: not registered".into()
+        ))
+    );
     Ok(())
 }

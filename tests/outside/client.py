@@ -1,6 +1,7 @@
 """An outside team's client of sessionfold, built from the .avsc files alone.
 
-`export-kinds` reads an export file into a pandas frame and counts its
+`produce-registry` writes activity events with confluent-kafka's own
+AvroSerializer through a Schema Registry. `export-kinds` reads an export file into a pandas frame and counts its
 `kind` column. `produce` writes activity events (current and version 1 schema) and import
 events with fastavro's single-object encoding and confluent-kafka, with the
 compression codec asked for, the way any Avro producer would. `presence`
@@ -136,6 +137,42 @@ def presence(args):
                           "page_views": s["page_views"], "current_page": s["current_page"]}))
 
 
+def produce_registry(args):
+    # Confluent's own serializer: it registers the .avsc under <topic>-value
+    # (auto.register.schemas) and writes 00, the schema id, the body.
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    with open(os.path.join(SCHEMAS, "activity.avsc")) as f:
+        schema_str = f.read()
+    serializer = AvroSerializer(SchemaRegistryClient({"url": args.registry}), schema_str)
+    producer = Producer({"bootstrap.servers": args.brokers, "partitioner": "murmur2_random"})
+    topic = args.prefix + ".activity"
+    ns = "io.sessionfold.activity."
+    now = int(time.time() * 1000)
+    failed = []
+    count = 0
+    for i in range(args.users):
+        user = "%s-%d" % (args.tag, i)
+        events = [("0", {"-type": ns + "SessionStarted", "email": user + "@example.com", "full_name": None,
+                         "membership": None, "roles": [], "device_type": None, "browser": None, "os": None,
+                         "ip_address": None, "user_agent": None, "page": "/"})]
+        events += [("b%d" % b, {"-type": ns + "Heartbeat", "page": "/q", "activity": "keyboard"})
+                   for b in range(args.beats)]
+        for n, (suffix, body) in enumerate(events):
+            record = {"event_id": "%s-%s" % (user, suffix), "occurred_at": now + n, "user_id": user,
+                      "session_id": user + "-s", "event": body, "received_at": None}
+            value = serializer(record, SerializationContext(topic, MessageField.VALUE))
+            producer.produce(topic, key=user.encode(), value=value,
+                             on_delivery=lambda err, _m: err and failed.append(str(err)))
+            count += 1
+    producer.flush(30)
+    if failed:
+        sys.exit("delivery failed: %s" % failed[0])
+    print(json.dumps({"records": count}))
+
+
 def export_kinds(args):
     # What an analyst does with the export: a pandas frame, one column per field.
     import pandas
@@ -149,8 +186,9 @@ def export_kinds(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("command", choices=["produce", "presence", "export-kinds"])
+    ap.add_argument("command", choices=["produce", "produce-registry", "presence", "export-kinds"])
     ap.add_argument("--file")
+    ap.add_argument("--registry")
     ap.add_argument("--brokers")
     ap.add_argument("--prefix")
     ap.add_argument("--codec", default="none", choices=["none", "gzip", "snappy", "lz4", "zstd"])
@@ -158,7 +196,8 @@ def main():
     ap.add_argument("--users", type=int, default=3)
     ap.add_argument("--beats", type=int, default=4)
     args = ap.parse_args()
-    {"produce": produce, "presence": presence, "export-kinds": export_kinds}[args.command](args)
+    {"produce": produce, "produce-registry": produce_registry, "presence": presence,
+     "export-kinds": export_kinds}[args.command](args)
 
 
 if __name__ == "__main__":
