@@ -109,14 +109,16 @@ async fn garbage_and_invalid_events_are_dead_lettered() -> anyhow::Result<()> {
         .find(|r| r.payload.as_deref() == Some(b"this is not avro".as_slice()))
         .expect("raw bytes kept");
     assert_eq!(
-        garbage.headers.get("sessionfold-source-topic"),
+        garbage.headers.get(headers::SOURCE_TOPIC),
         Some(&topics.activity)
     );
     assert!(garbage.headers.contains_key("sessionfold-source-offset"));
     assert!(garbage.headers.contains_key("sessionfold-source-partition"));
     assert_eq!(
         garbage.headers.get("sessionfold-error").map(String::as_str),
-        Some("not Avro single-object encoding: header starts 74 68, expected c3 01")
+        Some(
+            "not Avro single-object encoding: header starts 74 68, expected c3 01 (or 00 and a schema id: the Schema Registry wire format)"
+        )
     );
     let invalid = dead.iter().find(|r| {
         r.headers.get("sessionfold-error-kind").map(String::as_str) == Some("invalid_value")
