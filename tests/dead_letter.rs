@@ -19,13 +19,13 @@ fn event(id: &str, user: &str, at: i64, body: ActivityBody) -> ActivityEvent {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_and_invalid_events_are_dead_lettered() -> anyhow::Result<()> {
-    let prefix = unique_prefix("dlq");
-    let topics = Topics::new(&prefix);
+/// A processor and projections on fresh topics; the directory holds their
+/// state and logs for as long as the test keeps it.
+async fn services(test: &str) -> anyhow::Result<(Topics, tempfile::TempDir, Service, Service)> {
+    let prefix = unique_prefix(test);
     let dir = sessionfold_it::scratch()?;
     let state = dir.path().join("state").to_string_lossy().into_owned();
-    let _processor = Service::start(
+    let processor = Service::start(
         "sessionfold-processor",
         &prefix,
         &["--state-dir", &state, "--group-id", &prefix],
@@ -33,6 +33,12 @@ async fn garbage_and_invalid_events_are_dead_lettered() -> anyhow::Result<()> {
     )
     .await?;
     let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
+    Ok((Topics::new(&prefix), dir, processor, projections))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_invalid_events_are_dead_lettered() -> anyhow::Result<()> {
+    let (topics, _dir, _processor, projections) = services("dlq").await?;
     let c = Contract::load()?;
     let now = chrono_now();
     let start = c.encode_activity(&event(
@@ -153,18 +159,7 @@ async fn garbage_and_invalid_events_are_dead_lettered() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_too_large_to_copy_is_dead_lettered_cut_short() -> anyhow::Result<()> {
     use sha2::Digest;
-    let prefix = unique_prefix("dlqbig");
-    let topics = Topics::new(&prefix);
-    let dir = sessionfold_it::scratch()?;
-    let state = dir.path().join("state").to_string_lossy().into_owned();
-    let _processor = Service::start(
-        "sessionfold-processor",
-        &prefix,
-        &["--state-dir", &state, "--group-id", &prefix],
-        dir.path(),
-    )
-    .await?;
-    let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
+    let (topics, _dir, _processor, projections) = services("dlqbig").await?;
     let c = Contract::load()?;
     let start = c.encode_activity(&event(
         "e1",
@@ -221,18 +216,7 @@ async fn a_record_too_large_to_copy_is_dead_lettered_cut_short() -> anyhow::Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_on_the_wrong_partition_is_dead_lettered() -> anyhow::Result<()> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let prefix = unique_prefix("dlqpart");
-    let topics = Topics::new(&prefix);
-    let dir = sessionfold_it::scratch()?;
-    let state = dir.path().join("state").to_string_lossy().into_owned();
-    let _processor = Service::start(
-        "sessionfold-processor",
-        &prefix,
-        &["--state-dir", &state, "--group-id", &prefix],
-        dir.path(),
-    )
-    .await?;
-    let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
+    let (topics, _dir, _processor, projections) = services("dlqpart").await?;
     let c = Contract::load()?;
     let now = chrono_now();
     let start = c.encode_activity(&event(

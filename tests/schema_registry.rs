@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 use sessionfold_it::{
-    Feeder, Service, activity, bin, brokers, consume_all, eventually, get_json, now_millis,
-    post_json, unique_prefix,
+    Feeder, Service, activity, brokers, consume_all, eventually, get_json, now_millis, post_json,
+    unique_prefix,
 };
 use sessionfold_schemas::{Topics, registry_id};
 
@@ -199,25 +199,21 @@ async fn an_incompatible_subject_is_refused_before_use() -> anyhow::Result<()> {
         json!({"compatibility": "BACKWARD"}),
     )
     .await?;
-    let port = sessionfold_it::free_port()?;
-    let mut child = Command::new(bin("sessionfold-producer")?)
-        .args(["--brokers", &brokers(), "--topic-prefix", &prefix])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--jwt-secret", sessionfold_it::TEST_SECRET])
-        .args(["--wire-format", "registry", "--schema-registry-url", &url])
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while child.try_wait()?.is_none() {
-        if std::time::Instant::now() > deadline {
-            child.kill()?;
-            anyhow::bail!("the producer started with an incompatible subject");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output()?;
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (ok, log) = sessionfold_it::exits_within(
+        "sessionfold-producer",
+        &[
+            "--topic-prefix",
+            &prefix,
+            "--jwt-secret",
+            sessionfold_it::TEST_SECRET,
+            "--wire-format",
+            "registry",
+            "--schema-registry-url",
+            &url,
+        ],
+        Duration::from_secs(30),
+    )?;
+    assert!(!ok, "the producer started with an incompatible subject");
     assert!(
         log.contains(&format!("registering the schema of {subject}"))
             && log.contains("incompatible"),

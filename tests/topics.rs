@@ -4,13 +4,12 @@
 //! and a changelog whose partition count differs from its input refused.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use sessionfold_it::{
-    Feeder, Service, bin, brokers, consume_all, now_millis, session_started, unique_prefix,
+    Feeder, Service, brokers, consume_all, now_millis, session_started, unique_prefix,
 };
 use sessionfold_schemas::Topics;
 
@@ -61,38 +60,16 @@ async fn operator_creates(topics: &[(&str, i32, bool)]) -> anyhow::Result<()> {
 fn processor_exits(prefix: &str, extra: &[&str]) -> anyhow::Result<(bool, String)> {
     let dir = sessionfold_it::scratch()?;
     let state = dir.path().join("s").to_string_lossy().into_owned();
-    let port = sessionfold_it::free_port()?;
-    let mut child = Command::new(bin("sessionfold-processor")?)
-        .args([
-            "--brokers",
-            &brokers(),
-            "--topic-prefix",
-            prefix,
-            "--state-dir",
-            &state,
-        ])
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--group-id",
-            prefix,
-        ])
-        .args(extra)
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while child.try_wait()?.is_none() {
-        if std::time::Instant::now() > deadline {
-            child.kill()?;
-            anyhow::bail!("the processor did not exit within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output()?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+    let mut args = vec![
+        "--topic-prefix",
+        prefix,
+        "--state-dir",
+        &state,
+        "--group-id",
+        prefix,
+    ];
+    args.extend_from_slice(extra);
+    sessionfold_it::exits_within("sessionfold-processor", &args, Duration::from_secs(60))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

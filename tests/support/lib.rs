@@ -62,6 +62,36 @@ pub fn run_processor_command(args: &[&str]) -> anyhow::Result<String> {
     Ok(log)
 }
 
+/// Runs workspace binary `name` with `args` (plus `--listen` on a free port
+/// and `--brokers`) until it exits; fails if it is still running after
+/// `within`. Returns whether it succeeded and what it wrote to stderr.
+pub fn exits_within(name: &str, args: &[&str], within: Duration) -> anyhow::Result<(bool, String)> {
+    let port = free_port()?;
+    let mut child = Command::new(bin(name)?)
+        .args([
+            "--brokers",
+            &brokers(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + within;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            child.kill()?;
+            bail!("{name} was still running after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
 /// A topic prefix no other test (or earlier run) uses.
 pub fn unique_prefix(test: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
