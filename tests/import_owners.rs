@@ -8,7 +8,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 use sessionfold_it::{
-    Service, Stack, brokers, consume_all, eventually, get_json_as, now_millis, post_json_as, token,
+    Stack, brokers, consume_all, eventually, get_json_as, now_millis, post_json_as, token,
     unique_prefix,
 };
 use sessionfold_schemas::{Contract, ImportBody, ImportEvent, ImportStatus, Topics, headers};
@@ -109,15 +109,8 @@ async fn the_processor_refuses_events_no_one_vouched_for() -> anyhow::Result<()>
     let prefix = unique_prefix("owners-direct");
     let topics = Topics::new(&prefix);
     let dir = sessionfold_it::scratch()?;
-    let state = dir.path().join("s").to_string_lossy().into_owned();
-    let mut p = Service::start(
-        "sessionfold-processor",
-        &prefix,
-        &["--state-dir", &state, "--group-id", &prefix],
-        dir.path(),
-    )
-    .await?;
-    p.wait_http("/readyz", Duration::from_secs(60)).await?;
+    let _processor =
+        sessionfold_it::start_processor(&prefix, &dir.path().join("s"), dir.path(), &[]).await?;
     let c = Contract::load()?;
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers())

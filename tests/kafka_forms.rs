@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use sessionfold_it::{
-    Feeder, Service, activity, brokers, consume_all, eventually, now_millis, session_started,
-    unique_prefix,
+    Feeder, activity, brokers, consume_all, eventually, now_millis, session_started,
+    start_processor, unique_prefix,
 };
 use sessionfold_schemas::{Contract, Topics};
 
@@ -22,20 +22,6 @@ fn on_kafka() -> bool {
         eprintln!("this test needs Apache Kafka (log cleaner, static membership)");
     }
     !tansu
-}
-
-async fn processor(
-    prefix: &str,
-    state: &std::path::Path,
-    logs: &std::path::Path,
-    extra: &[&str],
-) -> anyhow::Result<Service> {
-    let state = state.to_string_lossy().into_owned();
-    let mut args = vec!["--state-dir", state.as_str(), "--group-id", prefix];
-    args.extend_from_slice(extra);
-    let mut p = Service::start("sessionfold-processor", prefix, &args, logs).await?;
-    p.wait_http("/readyz", Duration::from_secs(90)).await?;
-    Ok(p)
 }
 
 /// The latest state per user on the presence changelog (purged users absent)
@@ -94,7 +80,7 @@ async fn a_restore_from_the_compacted_changelog_has_the_old_state() -> anyhow::R
     }
     let dir = sessionfold_it::scratch()?;
     let feeder = Feeder::new(&prefix)?;
-    let mut a = processor(
+    let mut a = start_processor(
         &prefix,
         &dir.path().join("a"),
         dir.path(),
@@ -160,7 +146,7 @@ async fn a_restore_from_the_compacted_changelog_has_the_old_state() -> anyhow::R
                 .collect::<Vec<_>>(),
         )
         .await?;
-    let mut b = processor(
+    let mut b = start_processor(
         &prefix,
         &dir.path().join("b"),
         dir.path(),
@@ -180,7 +166,7 @@ async fn a_restore_from_the_compacted_changelog_has_the_old_state() -> anyhow::R
 
     // A third processor on an empty store restores from the compacted log.
     let started = Instant::now();
-    let c = processor(
+    let c = start_processor(
         &prefix,
         &dir.path().join("c"),
         dir.path(),
@@ -235,7 +221,7 @@ async fn a_static_member_takes_its_partitions_back_at_once() -> anyhow::Result<(
         "--heartbeat-interval",
         "3s",
     ];
-    let mut p = processor(&prefix, &state, dir.path(), &args).await?;
+    let mut p = start_processor(&prefix, &state, dir.path(), &args).await?;
     let owned = "sessionfold_processor_partitions_assigned";
     eventually(Duration::from_secs(60), "all six partitions", || async {
         Ok((p.metric(owned).await? == 6.0).then_some(()))
@@ -243,7 +229,7 @@ async fn a_static_member_takes_its_partitions_back_at_once() -> anyhow::Result<(
     .await?;
     p.kill();
     let restarted = Instant::now();
-    let p = processor(&prefix, &state, dir.path(), &args).await?;
+    let p = start_processor(&prefix, &state, dir.path(), &args).await?;
     eventually(
         Duration::from_secs(20),
         "all six partitions back",

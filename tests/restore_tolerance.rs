@@ -2,30 +2,16 @@
 //! changelogs, and rebuilds a damaged local store from them.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sessionfold_it::{
     Feeder, Service, activity, brokers, eventually, get_json, now_millis, produce_raw,
-    session_started, unique_prefix,
+    session_started, start_processor, unique_prefix,
 };
 use sessionfold_schemas::Topics;
 
 const USERS: usize = 10;
-
-async fn processor(prefix: &str, state: &Path, logs: &Path) -> anyhow::Result<Service> {
-    let state = state.to_string_lossy().into_owned();
-    let mut p = Service::start(
-        "sessionfold-processor",
-        prefix,
-        &["--state-dir", &state, "--group-id", prefix],
-        logs,
-    )
-    .await?;
-    p.wait_http("/readyz", Duration::from_secs(90)).await?;
-    Ok(p)
-}
 
 fn user(u: usize) -> String {
     format!("u{u:02}")
@@ -82,7 +68,7 @@ async fn stray_changelog_records_do_not_block_a_restore() -> anyhow::Result<()> 
     let dir = sessionfold_it::scratch()?;
     let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
     let feeder = Feeder::new(&prefix)?;
-    let mut p = processor(&prefix, &dir.path().join("a"), dir.path()).await?;
+    let mut p = start_processor(&prefix, &dir.path().join("a"), dir.path(), &[]).await?;
     feed(&feeder, "r1", 2, true).await?;
     heartbeats_are(&projections, 2).await?;
     p.stop(Duration::from_secs(30)).await?;
@@ -113,7 +99,7 @@ async fn stray_changelog_records_do_not_block_a_restore() -> anyhow::Result<()> 
         .map_err(|(e, _)| e)?;
 
     // A fresh store: every partition is rebuilt from the changelog.
-    let p = processor(&prefix, &dir.path().join("b"), dir.path()).await?;
+    let p = start_processor(&prefix, &dir.path().join("b"), dir.path(), &[]).await?;
     assert_eq!(
         p.metric(r#"sessionfold_processor_restore_skipped_records_total{reason="foreign_value"}"#)
             .await?,
@@ -143,12 +129,12 @@ async fn a_damaged_store_is_moved_aside_and_rebuilt() -> anyhow::Result<()> {
     let state = dir.path().join("s");
     let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
     let feeder = Feeder::new(&prefix)?;
-    let mut p = processor(&prefix, &state, dir.path()).await?;
+    let mut p = start_processor(&prefix, &state, dir.path(), &[]).await?;
     feed(&feeder, "r1", 2, true).await?;
     heartbeats_are(&projections, 2).await?;
     p.stop(Duration::from_secs(30)).await?;
     // A second run leaves a snapshot that points into the data file.
-    let mut p = processor(&prefix, &state, dir.path()).await?;
+    let mut p = start_processor(&prefix, &state, dir.path(), &[]).await?;
     p.stop(Duration::from_secs(30)).await?;
 
     // Zero the start of the store's data file: sled can no longer open it.
@@ -158,7 +144,7 @@ async fn a_damaged_store_is_moved_aside_and_rebuilt() -> anyhow::Result<()> {
     bytes[..end].fill(0);
     std::fs::write(&db, bytes)?;
 
-    let p = processor(&prefix, &state, dir.path()).await?;
+    let p = start_processor(&prefix, &state, dir.path(), &[]).await?;
     assert_eq!(
         p.metric("sessionfold_processor_store_rebuilt_total")
             .await?,

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use sessionfold_it::{
-    Feeder, Service, brokers, consume_all, now_millis, session_started, unique_prefix,
-};
+use sessionfold_it::{Feeder, brokers, consume_all, now_millis, session_started, unique_prefix};
 use sessionfold_schemas::Topics;
 
 fn admin() -> anyhow::Result<AdminClient<DefaultClientContext>> {
@@ -77,15 +75,11 @@ async fn created_topics_carry_the_operator_settings() -> anyhow::Result<()> {
     let prefix = unique_prefix("topiccfg");
     let t = Topics::new(&prefix);
     let dir = sessionfold_it::scratch()?;
-    let state = dir.path().join("s").to_string_lossy().into_owned();
-    let mut p = Service::start(
-        "sessionfold-processor",
+    let _processor = sessionfold_it::start_processor(
         &prefix,
+        &dir.path().join("s"),
+        dir.path(),
         &[
-            "--state-dir",
-            &state,
-            "--group-id",
-            &prefix,
             "--input-retention",
             "3d",
             "--dead-letter-retention",
@@ -93,10 +87,8 @@ async fn created_topics_carry_the_operator_settings() -> anyhow::Result<()> {
             "--min-insync-replicas",
             "1",
         ],
-        dir.path(),
     )
     .await?;
-    p.wait_http("/readyz", Duration::from_secs(60)).await?;
     for (topic, policy, retention) in [
         (&t.activity, "delete", "259200000"),
         (&t.imports, "delete", "259200000"),
@@ -154,22 +146,13 @@ async fn with_creation_off_the_operator_s_topics_are_used() -> anyhow::Result<()
     ])
     .await?;
     let dir = sessionfold_it::scratch()?;
-    let state = dir.path().join("s").to_string_lossy().into_owned();
-    let mut p = Service::start(
-        "sessionfold-processor",
+    let _processor = sessionfold_it::start_processor(
         &prefix,
-        &[
-            "--state-dir",
-            &state,
-            "--group-id",
-            &prefix,
-            "--create-topics",
-            "false",
-        ],
+        &dir.path().join("s"),
         dir.path(),
+        &["--create-topics", "false"],
     )
     .await?;
-    p.wait_http("/readyz", Duration::from_secs(60)).await?;
     Feeder::new(&prefix)?
         .send(&[session_started("s1".into(), "op-user", now_millis())])
         .await?;

@@ -62,6 +62,22 @@ pub fn run_processor_command(args: &[&str]) -> anyhow::Result<String> {
     Ok(log)
 }
 
+/// Starts a processor on `prefix` with its own group and state directory,
+/// and waits until it is ready (joined and restored).
+pub async fn start_processor(
+    prefix: &str,
+    state: &std::path::Path,
+    logs: &std::path::Path,
+    extra: &[&str],
+) -> anyhow::Result<Service> {
+    let state = state.to_string_lossy().into_owned();
+    let mut args = vec!["--state-dir", state.as_str(), "--group-id", prefix];
+    args.extend_from_slice(extra);
+    let mut p = Service::start("sessionfold-processor", prefix, &args, logs).await?;
+    p.wait_http("/readyz", Duration::from_secs(90)).await?;
+    Ok(p)
+}
+
 /// Runs workspace binary `name` with `args` (plus `--listen` on a free port
 /// and `--brokers`) until it exits; fails if it is still running after
 /// `within`. Returns whether it succeeded and what it wrote to stderr.
