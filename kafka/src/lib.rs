@@ -476,6 +476,40 @@ impl rdkafka::ClientContext for ProbeLogs {
 
 impl rdkafka::consumer::ConsumerContext for ProbeLogs {}
 
+/// A partition's low and high watermarks. A partition whose leader is still
+/// being elected (just after its topic was created, or during a broker
+/// restart) answers "not leader" for a moment: asked again for up to 30 s.
+pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), KafkaError> {
+    use rdkafka::consumer::Consumer;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut wait = Duration::from_millis(50);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Err(e)
+                if std::time::Instant::now() < deadline
+                    && matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::NotLeaderForPartition
+                                | RDKafkaErrorCode::LeaderNotAvailable
+                                | RDKafkaErrorCode::UnknownTopicOrPartition
+                                | RDKafkaErrorCode::NotCoordinator
+                        )
+                    ) =>
+            {
+                tracing::debug!(topic, partition, error = %e, "partition has no leader yet; asking again");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Refuses to go on when an input topic and its changelog have different
 /// partition counts (topics made by hand, or a changelog recreated).
 pub fn check_partition_counts(brokers: &str, topics: &Topics) -> Result<(), EdgeError> {

@@ -121,12 +121,11 @@ pub fn restore_partition(
         .set("group.id", "sessionfold-restore")
         .set("enable.auto.commit", "false")
         .create_with_context(QuietLogs::default())?;
-    let timeout = Duration::from_secs(10);
     // A store that has read past the end of its input belongs to another
     // incarnation of the topic (recreated, or another cluster): its offsets
     // mean nothing here. Drop it and rebuild from this cluster's changelog.
     // A broker whose reported end lags (tansu) only costs a needless restore.
-    let (_, input_end) = consumer.fetch_watermarks(input, partition, timeout)?;
+    let (_, input_end) = sessionfold_kafka::watermarks(&consumer, input, partition)?;
     if let Some(local) = store.next_offset(tree)?
         && local > input_end
     {
@@ -139,7 +138,7 @@ pub fn restore_partition(
         );
         store.replace(tree, PartitionWrite::default())?;
     }
-    let (low, high) = consumer.fetch_watermarks(changelog, partition, timeout)?;
+    let (low, high) = sessionfold_kafka::watermarks(&consumer, changelog, partition)?;
     if high <= low {
         return Ok(Restore::LocalCurrent);
     }

@@ -109,7 +109,7 @@ pub fn follow(
             return Err(FollowError::NoTopic(topic.to_owned()));
         }
         for p in partitions {
-            let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+            let (low, high) = sessionfold_kafka::watermarks(&consumer, topic, p)?;
             if high > low {
                 targets.insert((changelog, p), high);
             }

@@ -75,7 +75,7 @@ pub fn read_topics(
         let parts = partitions_of(&consumer, topic)?;
         counts.insert(stream, i32::try_from(parts.len()).unwrap_or(i32::MAX));
         for p in parts {
-            let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+            let (low, high) = sessionfold_kafka::watermarks(&consumer, topic, p)?;
             if high > low {
                 ends.insert((topic.to_owned(), p), high);
                 total += u64::try_from(high - low).unwrap_or(0);
