@@ -96,7 +96,7 @@ async fn garbage_and_invalid_events_are_dead_lettered() -> anyhow::Result<()> {
         .iter()
         .map(|r| {
             r.headers
-                .get("sessionfold-error-kind")
+                .get(headers::ERROR_KIND)
                 .map_or("", String::as_str)
         })
         .collect();
@@ -118,20 +118,20 @@ async fn garbage_and_invalid_events_are_dead_lettered() -> anyhow::Result<()> {
         garbage.headers.get(headers::SOURCE_TOPIC),
         Some(&topics.activity)
     );
-    assert!(garbage.headers.contains_key("sessionfold-source-offset"));
-    assert!(garbage.headers.contains_key("sessionfold-source-partition"));
+    assert!(garbage.headers.contains_key(headers::SOURCE_OFFSET));
+    assert!(garbage.headers.contains_key(headers::SOURCE_PARTITION));
     assert_eq!(
-        garbage.headers.get("sessionfold-error").map(String::as_str),
+        garbage.headers.get(headers::ERROR).map(String::as_str),
         Some(
             "not Avro single-object encoding: header starts 74 68, expected c3 01 (or 00 and a schema id: the Schema Registry wire format)"
         )
     );
-    let invalid = dead.iter().find(|r| {
-        r.headers.get("sessionfold-error-kind").map(String::as_str) == Some("invalid_value")
-    });
+    let invalid = dead
+        .iter()
+        .find(|r| r.headers.get(headers::ERROR_KIND).map(String::as_str) == Some("invalid_value"));
     assert_eq!(
         invalid
-            .and_then(|r| r.headers.get("sessionfold-error"))
+            .and_then(|r| r.headers.get(headers::ERROR))
             .map(String::as_str),
         Some("invalid session_id: must not be empty")
     );

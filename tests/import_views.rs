@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sessionfold_it::{
     Stack, consume_all, eventually, get_json_as, post_json_as, root_token, token,
 };
-use sessionfold_schemas::Topics;
+use sessionfold_schemas::{Topics, headers};
 
 struct Users {
     ada: String,
@@ -303,7 +303,7 @@ async fn stale_imports_show_in_the_monitor_and_invalid_lifecycle_changes_nothing
     .await?;
     let mut reasons: Vec<&str> = dead
         .iter()
-        .filter_map(|r| r.headers.get("sessionfold-error").map(String::as_str))
+        .filter_map(|r| r.headers.get(headers::ERROR).map(String::as_str))
         .collect();
     reasons.sort_unstable();
     assert_eq!(

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sessionfold_it::{Feeder, Service, consume_all, now_millis, unique_prefix};
-use sessionfold_schemas::{Contract, ImportBody, ImportEvent, ImportState, ImportStatus, Topics};
+use sessionfold_schemas::{
+    Contract, ImportBody, ImportEvent, ImportState, ImportStatus, Topics, headers,
+};
 
 fn ev(id: &str, import: &str, body: ImportBody) -> ImportEvent {
     ImportEvent {
@@ -90,7 +92,7 @@ async fn imports_are_folded_and_lifecycle_violations_dead_lettered() -> anyhow::
     let dead = consume_all(&topics.dead_letter, 4, Duration::from_secs(60)).await?;
     let mut reasons: Vec<String> = dead
         .iter()
-        .filter_map(|r| r.headers.get("sessionfold-error").cloned())
+        .filter_map(|r| r.headers.get(headers::ERROR).cloned())
         .collect();
     reasons.sort();
     assert_eq!(
@@ -103,9 +105,8 @@ async fn imports_are_folded_and_lifecycle_violations_dead_lettered() -> anyhow::
         ]
     );
     assert!(
-        dead.iter().all(
-            |r| r.headers.get("sessionfold-error-kind").map(String::as_str) == Some("lifecycle")
-        )
+        dead.iter()
+            .all(|r| r.headers.get(headers::ERROR_KIND).map(String::as_str) == Some("lifecycle"))
     );
 
     let c = Contract::load()?;
