@@ -7,7 +7,7 @@
 //! The [`client`] module is the Rust client other services use, and
 //! [`simulate`] generates realistic traffic through it.
 
-pub mod client;
+pub use sessionfold_client as client;
 mod error;
 pub use sessionfold_ingest as input;
 pub mod owners;

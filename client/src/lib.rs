@@ -1,10 +1,14 @@
-//! A Rust client of the ingest API for other services.
+//! A Rust client of sessionfold's ingest API, for the services that post
+//! activity and import events: it gives every event an id before the first
+//! try, so that a retry after a timeout or a 503 is applied once, and it
+//! retries what the ingest could not take yet. HTTP only: using it needs no
+//! Kafka client library.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::input::{ActivityInput, ImportInput};
+use sessionfold_ingest::{ActivityInput, ImportInput};
 
 /// An event the client can give an id before sending, so that retries are applied once.
 trait Identified: Serialize {
