@@ -214,6 +214,13 @@ pub async fn run(
         })
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "projections listening");
+    // On stop, open streams get a last `closing` event and end, so the
+    // drain does not wait on them.
+    let hub = state.hub.clone();
+    let shutdown = async move {
+        shutdown.await;
+        hub.close();
+    };
     let served = sessionfold_kafka::http::serve(listener, app(state), shutdown).await;
     stop.store(true, Ordering::SeqCst);
     served?;

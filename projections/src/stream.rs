@@ -72,6 +72,8 @@ pub struct Hub {
     capacity: usize,
     held: Mutex<Held>,
     tx: broadcast::Sender<Arc<Change>>,
+    /// Set when the service stops: open streams end with a last event.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// Where a new subscriber starts.
@@ -96,7 +98,13 @@ impl Hub {
                 recent: VecDeque::new(),
             }),
             tx,
+            closing: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Ends every open stream with a `closing` event; the service is stopping.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Changes kept for resuming, and how far a live subscriber may fall behind.
@@ -180,26 +188,45 @@ fn event_of(hub: &Hub, c: &Change) -> Event {
         .data(c.data.clone())
 }
 
-/// The subscriber's token expired while it waited.
-struct Expired;
+/// Why a live stream ends before its subscriber leaves.
+enum Ended {
+    /// The subscriber's token expired.
+    Expired,
+    /// The service is stopping.
+    Closing,
+}
 
-/// The next change, or `Expired` once `expires_at` (seconds since the
-/// epoch) has passed: a stream never outlives the token that opened it.
+/// The live feed and the service's stop signal.
+type Live = (
+    broadcast::Receiver<Arc<Change>>,
+    tokio::sync::watch::Receiver<bool>,
+);
+
+/// The next change, or why the stream ends first: its token expired
+/// (`expires_at`, seconds since the epoch; a stream never outlives the token
+/// that opened it) or the service is stopping.
 async fn recv_until(
-    live: &mut broadcast::Receiver<Arc<Change>>,
+    (live, closing): &mut Live,
     expires_at: Option<u64>,
-) -> Result<Result<Arc<Change>, broadcast::error::RecvError>, Expired> {
-    let Some(exp) = expires_at else {
-        return Ok(live.recv().await);
-    };
+) -> Result<Result<Arc<Change>, broadcast::error::RecvError>, Ended> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let left = Duration::from_secs(exp.saturating_sub(now));
+    let left = expires_at.map(|exp| Duration::from_secs(exp.saturating_sub(now)));
+    let expiry = async {
+        match left {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    if *closing.borrow() {
+        return Err(Ended::Closing);
+    }
     tokio::select! {
         r = live.recv() => Ok(r),
-        () = tokio::time::sleep(left) => Err(Expired),
+        () = expiry => Err(Ended::Expired),
+        _ = closing.changed() => Err(Ended::Closing),
     }
 }
 
@@ -210,6 +237,7 @@ pub fn events(
     last_event_id: Option<String>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let sub = hub.subscribe(last_event_id.as_deref());
+    let closing = hub.closing.subscribe();
     let first = sub.resync.then(|| {
         Event::default().event("resync").data(
             r#"{"reason":"the changes after Last-Event-ID are no longer held; reload the views"}"#,
@@ -219,7 +247,7 @@ pub fn events(
         hub,
         caller,
         Phase::Backlog(sub.backlog.into_iter()),
-        sub.live,
+        (sub.live, closing),
         first,
     );
     futures::stream::unfold(
@@ -240,9 +268,15 @@ pub fn events(
                         None => phase = Phase::Live,
                     },
                     Phase::Live => match recv_until(&mut live, caller.expires_at).await {
-                        Err(Expired) => {
+                        Err(Ended::Expired) => {
                             let e = Event::default().event("expired").data(
                                 r#"{"reason":"the token expired; reconnect with a fresh token and Last-Event-ID"}"#,
+                            );
+                            return Some((Ok(e), (hub, caller, Phase::Done, live, None)));
+                        }
+                        Err(Ended::Closing) => {
+                            let e = Event::default().event("closing").data(
+                                r#"{"reason":"the server is stopping; reconnect with Last-Event-ID"}"#,
                             );
                             return Some((Ok(e), (hub, caller, Phase::Done, live, None)));
                         }

@@ -267,19 +267,21 @@ impl Service {
     }
 
     /// Stops the process with SIGTERM, as an orchestrator would, and waits
-    /// at most `within` for it to exit.
-    pub async fn stop(&mut self, within: Duration) -> anyhow::Result<()> {
+    /// at most `within` for it to exit; its exit status.
+    pub async fn stop(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()?;
         let deadline = Instant::now() + within;
-        while self.child.try_wait()?.is_none() {
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
             if Instant::now() > deadline {
                 bail!("{} did not stop within {within:?}", self.name);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(())
     }
 
     /// The value of one series on the service's `/metrics` (0 when absent):
