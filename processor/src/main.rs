@@ -127,7 +127,7 @@ fn replay(a: ReplayArgs) -> anyhow::Result<()> {
     if report.folded == 0 && report.after_until > 0 {
         tracing::warn!(
             "--until {} is before all {} events read; nothing was folded",
-            sessionfold_projections::view::rfc3339(settings.until),
+            sessionfold_views::view::rfc3339(settings.until),
             report.after_until
         );
     }

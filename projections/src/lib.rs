@@ -9,13 +9,11 @@
 //! can serve.
 
 mod api;
-pub mod counts;
+pub use sessionfold_views::{counts, imports, view};
 mod dashboard;
 pub mod follow;
-pub mod imports;
 pub mod metrics;
 pub mod stream;
-pub mod view;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};

@@ -19,10 +19,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sessionfold_fold::{
     Applied, Authority, ImportConfig, ImportTable, Millis, Position, PresenceConfig, PresenceTable,
 };
-use sessionfold_projections::imports::ImportView;
-use sessionfold_projections::view::{PresenceView, rfc3339};
 use sessionfold_report::{History, Rules};
 use sessionfold_schemas::{ActivityEvent, Contract, ImportEvent, Topics};
+use sessionfold_views::imports::ImportView;
+use sessionfold_views::view::{PresenceView, rfc3339};
 
 use crate::error::ProcessorError;
 use crate::store::{PartitionWrite, Store};
