@@ -13,7 +13,7 @@ mod presence;
 
 pub use dedup::event_hash;
 pub use imports::{Authority, ImportConfig, ImportTable};
-pub use presence::{PresenceConfig, PresenceTable, refresh_session};
+pub use presence::{PresenceConfig, PresenceTable, refresh_session, session_status};
 pub use sessionfold_schemas::Millis;
 
 use thiserror::Error;

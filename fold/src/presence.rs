@@ -33,12 +33,18 @@ impl Default for PresenceConfig {
     }
 }
 
-/// Recomputes `active` and the expiry reason of one session at `now`;
-/// returns whether either changed.
-pub fn refresh_session(s: &mut SessionState, cfg: &PresenceConfig, now: Millis) -> bool {
+/// Whether a session is active at `now`, and why it ended if it did: the
+/// one rule for the fold, the views and replay. Active means started, not
+/// ended, and seen within `idle_timeout`; a started session that is neither
+/// ended nor active has expired.
+pub fn session_status(
+    s: &SessionState,
+    idle_timeout: Millis,
+    now: Millis,
+) -> (bool, Option<EndedReason>) {
     let started = s.started_at.is_some();
     let ended = s.ended_at.is_some();
-    let active = started && !ended && s.last_activity + cfg.idle_timeout > now;
+    let active = started && !ended && s.last_activity + idle_timeout > now;
     let reason = if ended {
         s.ended_reason
     } else if started && !active {
@@ -46,6 +52,13 @@ pub fn refresh_session(s: &mut SessionState, cfg: &PresenceConfig, now: Millis) 
     } else {
         None
     };
+    (active, reason)
+}
+
+/// Recomputes `active` and the expiry reason of one session at `now`;
+/// returns whether either changed.
+pub fn refresh_session(s: &mut SessionState, cfg: &PresenceConfig, now: Millis) -> bool {
+    let (active, reason) = session_status(s, cfg.idle_timeout, now);
     let changed = s.active != active || s.ended_reason != reason;
     s.active = active;
     s.ended_reason = reason;

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, SecondsFormat};
 use serde::Serialize;
+use sessionfold_fold::session_status;
 use sessionfold_schemas::{EndedReason, Millis, SessionState, UserPresence};
 
 /// Formats event time as RFC 3339 in UTC.
@@ -183,12 +184,8 @@ impl PresenceView {
     }
 
     fn session_json(&self, s: &SessionState, now: Millis) -> SessionJson {
-        let active = s.active && in_window(s, now, self.idle_timeout);
-        let ended_reason = match s.ended_reason {
-            Some(r @ (EndedReason::Logout | EndedReason::Closed)) => Some(r.as_str()),
-            _ if s.started_at.is_some() && !active => Some(EndedReason::Expired.as_str()),
-            _ => None,
-        };
+        let (active, ended_reason) = session_status(s, self.idle_timeout, now);
+        let ended_reason = ended_reason.map(EndedReason::as_str);
         SessionJson {
             session_id: s.session_id.clone(),
             device_type: s.device_type.clone(),
