@@ -30,7 +30,7 @@ use crate::liveness::{Coverage, Progress};
 use crate::metrics::Metrics;
 use crate::restore::{Restore, restore_partition};
 use crate::store::{PartitionWrite, Store};
-use crate::tables::{Part, Stream, Table};
+use crate::tables::{Part, Stream, Table, tree};
 
 /// How the loop runs.
 #[derive(Debug, Clone)]
@@ -238,7 +238,7 @@ impl ConsumerContext for Ctx {
         let partitions: Vec<Part> = tpl
             .elements()
             .iter()
-            .filter_map(|e| Some((Stream::of_topic(&self.topics, e.topic())?, e.partition())))
+            .filter_map(|e| Some((Stream::of_input(&self.topics, e.topic())?, e.partition())))
             .collect();
         let mut core = lock(&self.core);
         match err {
@@ -632,13 +632,13 @@ impl Core {
                     tracing::error!(partition = ?p, error = %e, "local state of this partition is damaged; rebuilding it from the changelog");
                     self.metrics.store_rebuilt.inc();
                     self.store
-                        .replace(&p.0.tree(p.1), PartitionWrite::default())?;
+                        .replace(&tree(p.0, p.1), PartitionWrite::default())?;
                     self.restore(p)?;
                     self.load(p)?
                 }
                 Err(e) => return Err(e),
             };
-            let next = self.store.next_offset(&p.0.tree(p.1))?;
+            let next = self.store.next_offset(&tree(p.0, p.1))?;
             tracing::info!(partition = ?p, entities = table.size().0, next_offset = ?next, restore = ?how, "partition loaded");
             self.tables.insert(p, table);
             if let Some(o) = next {
@@ -662,7 +662,7 @@ impl Core {
             stream.input(&self.settings.topics),
             stream.changelog(&self.settings.topics),
             partition,
-            &stream.tree(partition),
+            &tree(stream, partition),
             &self.store,
             &self.metrics,
             &valid,
@@ -672,7 +672,7 @@ impl Core {
     /// Reads a partition's stored states into a table.
     fn load(&self, (stream, partition): Part) -> Result<Table, ProcessorError> {
         let mut table = Table::new(stream, self.settings.presence, self.settings.imports);
-        for bytes in self.store.states(&stream.tree(partition))? {
+        for bytes in self.store.states(&tree(stream, partition))? {
             table
                 .restore(&self.contract, &bytes)
                 .map_err(|e| ProcessorError::CorruptState {
@@ -708,7 +708,7 @@ impl Core {
             partition: msg.partition(),
             offset: msg.offset(),
         };
-        let Some(stream) = Stream::of_topic(&self.settings.topics, msg.topic()) else {
+        let Some(stream) = Stream::of_input(&self.settings.topics, msg.topic()) else {
             tracing::warn!(
                 topic = msg.topic(),
                 "record from a topic not folded; skipped"
@@ -873,7 +873,7 @@ impl Core {
         }
         for (part, write) in writes {
             let next = write.next_offset;
-            self.store.commit(&part.0.tree(part.1), write)?;
+            self.store.commit(&tree(part.0, part.1), write)?;
             if let Some(n) = next {
                 self.positions.insert(part, n);
                 self.progress.position(&part, n, Instant::now());

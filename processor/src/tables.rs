@@ -3,51 +3,18 @@
 use sessionfold_fold::{
     Applied, Authority, ImportConfig, ImportTable, Millis, Position, PresenceConfig, PresenceTable,
 };
-use sessionfold_schemas::{Contract, SchemaError, Topics};
+use sessionfold_schemas::{Contract, SchemaError};
 
-/// An input topic the processor folds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Stream {
-    /// Activity events → presence.
-    Activity,
-    /// Import events → import ownership.
-    Imports,
-}
+pub use sessionfold_schemas::Stream;
 
 /// One owned input partition.
 pub type Part = (Stream, i32);
 
-impl Stream {
-    /// Both streams.
-    pub const ALL: [Stream; 2] = [Stream::Activity, Stream::Imports];
-
-    /// The input topic.
-    pub fn input(self, t: &Topics) -> &str {
-        match self {
-            Stream::Activity => &t.activity,
-            Stream::Imports => &t.imports,
-        }
-    }
-
-    /// The changelog topic.
-    pub fn changelog(self, t: &Topics) -> &str {
-        match self {
-            Stream::Activity => &t.presence,
-            Stream::Imports => &t.import_ownership,
-        }
-    }
-
-    /// The stream an input topic belongs to.
-    pub fn of_topic(t: &Topics, topic: &str) -> Option<Stream> {
-        Stream::ALL.into_iter().find(|s| s.input(t) == topic)
-    }
-
-    /// Name of the sled tree holding one partition's state.
-    pub fn tree(self, partition: i32) -> String {
-        match self {
-            Stream::Activity => format!("presence/{partition}"),
-            Stream::Imports => format!("imports/{partition}"),
-        }
+/// Name of the sled tree holding one partition's state.
+pub fn tree(stream: Stream, partition: i32) -> String {
+    match stream {
+        Stream::Activity => format!("presence/{partition}"),
+        Stream::Imports => format!("imports/{partition}"),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use sessionfold_schemas::{Contract, SchemaError, Topics};
+use sessionfold_schemas::{Contract, SchemaError, Stream, Topics};
 
 use crate::imports::ImportView;
 use crate::metrics::Metrics;
@@ -44,24 +44,8 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     }
 }
 
-/// Which changelog a record came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Changelog {
-    Presence,
-    Imports,
-}
-
-impl Changelog {
-    fn label(self) -> &'static str {
-        match self {
-            Changelog::Presence => "presence",
-            Changelog::Imports => "import-ownership",
-        }
-    }
-}
-
 struct Raw {
-    changelog: Changelog,
+    changelog: Stream,
     partition: i32,
     offset: i64,
     key: Option<String>,
@@ -91,13 +75,10 @@ pub fn follow(
             .set("enable.partition.eof", "false")
             .create_with_context(sessionfold_kafka::QuietLogs::default())?;
     let timeout = Duration::from_secs(10);
-    let names = [
-        (topics.presence.as_str(), Changelog::Presence),
-        (topics.import_ownership.as_str(), Changelog::Imports),
-    ];
-    let mut targets: HashMap<(Changelog, i32), i64> = HashMap::new();
+    let mut targets: HashMap<(Stream, i32), i64> = HashMap::new();
     let mut tpl = TopicPartitionList::new();
-    for (topic, changelog) in names {
+    for changelog in Stream::ALL {
+        let topic = changelog.changelog(topics);
         let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
         let partitions: Vec<i32> = metadata
             .topics()
@@ -136,10 +117,8 @@ pub fn follow(
                     break;
                 }
                 Some(Ok(m)) => {
-                    let changelog = if m.topic() == topics.presence {
-                        Changelog::Presence
-                    } else {
-                        Changelog::Imports
+                    let Some(changelog) = Stream::of_changelog(topics, m.topic()) else {
+                        continue;
                     };
                     batch.push(Raw {
                         changelog,
@@ -185,7 +164,7 @@ fn apply_batch(
 ) {
     let now = chrono::Utc::now().timestamp_millis();
     let (presence, imports): (Vec<Raw>, Vec<Raw>) =
-        batch.partition(|r| r.changelog == Changelog::Presence);
+        batch.partition(|r| r.changelog == Stream::Activity);
     if !presence.is_empty() {
         let mut view = write(&views.presence);
         for r in presence {
@@ -196,7 +175,7 @@ fn apply_batch(
                 .and_then(|_| view.user(&key, now))
                 .map(|u| (u.online, current_page(&u)));
             let outcome = view.apply(&key, state);
-            count(metrics, Changelog::Presence, outcome);
+            count(metrics, Stream::Activity, outcome);
             if let Some(hub) = hub.filter(|_| outcome != Update::Stale) {
                 let user = view.user(&key, now);
                 let change = match (&user, before) {
@@ -221,7 +200,7 @@ fn apply_batch(
             };
             let before = view.get(&key).map(|s| s.owner_id.clone());
             let outcome = view.apply(&key, state);
-            count(metrics, Changelog::Imports, outcome);
+            count(metrics, Stream::Imports, outcome);
             if let Some(hub) = hub.filter(|_| outcome != Update::Stale) {
                 let import = view.get(&key).map(|s| view.json(s, now));
                 let after = import.as_ref().map(|i| i.owner_id.clone());
@@ -255,7 +234,7 @@ fn decoded<T>(
     metrics: &Metrics,
     decode: impl Fn(&[u8]) -> Result<T, SchemaError>,
 ) -> Option<(String, Option<T>)> {
-    let label = r.changelog.label();
+    let label = r.changelog.changelog_label();
     let Some(key) = r.key.clone() else {
         metrics.records.with_label_values(&[label, "no_key"]).inc();
         return None;
@@ -274,7 +253,7 @@ fn decoded<T>(
     }
 }
 
-fn count(metrics: &Metrics, changelog: Changelog, outcome: Update) {
+fn count(metrics: &Metrics, changelog: Stream, outcome: Update) {
     let label = match outcome {
         Update::Upserted => "upserted",
         Update::Deleted => "deleted",
@@ -282,6 +261,6 @@ fn count(metrics: &Metrics, changelog: Changelog, outcome: Update) {
     };
     metrics
         .records
-        .with_label_values(&[changelog.label(), label])
+        .with_label_values(&[changelog.changelog_label(), label])
         .inc();
 }

@@ -71,7 +71,7 @@ pub use codec::{
 pub use error::SchemaError;
 pub use import::{ImportBody, ImportEvent};
 pub use state::{EndedReason, ImportState, ImportStatus, SeenEvent, SessionState, UserPresence};
-pub use topics::Topics;
+pub use topics::{Stream, Topics};
 
 /// Milliseconds since the Unix epoch, UTC: the one time type of the pipeline.
 pub type Millis = i64;

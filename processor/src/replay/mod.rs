@@ -26,7 +26,7 @@ use sessionfold_views::view::{PresenceView, rfc3339};
 
 use crate::error::ProcessorError;
 use crate::store::{PartitionWrite, Store};
-use crate::tables::Stream;
+use crate::tables::{Stream, tree};
 
 /// Where a replay starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,7 +317,7 @@ fn write_store(f: &Folded, contract: &Contract, dir: &Path) -> Result<(), Proces
             entities,
             next_offset: offset(Stream::Activity, *p),
         };
-        store.replace(&Stream::Activity.tree(*p), write)?;
+        store.replace(&tree(Stream::Activity, *p), write)?;
     }
     for (p, t) in &f.imports {
         let mut entities = Vec::with_capacity(t.len());
@@ -328,7 +328,7 @@ fn write_store(f: &Folded, contract: &Contract, dir: &Path) -> Result<(), Proces
             entities,
             next_offset: offset(Stream::Imports, *p),
         };
-        store.replace(&Stream::Imports.tree(*p), write)?;
+        store.replace(&tree(Stream::Imports, *p), write)?;
     }
     store.flush()
 }

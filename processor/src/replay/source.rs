@@ -99,7 +99,7 @@ pub fn read_topics(
         match consumer.poll(Duration::from_millis(300)) {
             Some(Ok(m)) => {
                 idle_since = Instant::now();
-                let Some(stream) = Stream::of_topic(topics, m.topic()) else {
+                let Some(stream) = Stream::of_input(topics, m.topic()) else {
                     continue;
                 };
                 each(RawRecord {
