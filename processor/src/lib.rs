@@ -11,6 +11,8 @@ pub mod dead_letter;
 mod error;
 pub mod liveness;
 pub mod metrics;
+pub mod offsets;
+mod output;
 pub mod pipeline;
 pub mod replay;
 pub mod restore;

@@ -1,0 +1,128 @@
+//! The consumer group seen from outside: which input partitions have an
+//! owner, and the group offsets that standard lag tools read.
+
+use super::*;
+
+/// How often the group's assignment is checked for partitions without an owner.
+pub(super) const GROUP_CHECK: Duration = Duration::from_secs(5);
+
+impl Processor {
+    /// Asks the coordinator which input partitions the group's members own;
+    /// when some have had no owner past the grace period, leaves and rejoins
+    /// the group (with back-off) so that a new assignment is made.
+    pub(super) fn check_group(&self) {
+        let (group, topics, total) = {
+            let core = lock(&self.core);
+            let total: i32 = core.partition_counts.values().sum();
+            (
+                core.settings.group_id.clone(),
+                core.settings.topics.clone(),
+                usize::try_from(total).unwrap_or(0),
+            )
+        };
+        if total == 0 {
+            return;
+        }
+        let inputs = [topics.activity.as_str(), topics.imports.as_str()];
+        let owned = match self
+            .consumer
+            .fetch_group_list(Some(&group), Duration::from_secs(5))
+        {
+            Ok(list) => list
+                .groups()
+                .iter()
+                .find(|g| g.name() == group)
+                .and_then(|g| match g.state() {
+                    // A stable group always lists its members; a broker that
+                    // lists none (tansu 0.6.0) tells nothing.
+                    "Stable" if !g.members().is_empty() => Some(
+                        g.members()
+                            .iter()
+                            .filter_map(|m| crate::liveness::assigned(m.assignment()?, &inputs))
+                            .flatten()
+                            .collect::<BTreeSet<_>>()
+                            .len(),
+                    ),
+                    "Empty" | "Dead" => Some(0),
+                    _ => None,
+                }),
+            Err(e) => {
+                tracing::debug!(error = %e, "describing the consumer group");
+                None
+            }
+        };
+        let now = Instant::now();
+        let mut core = lock(&self.core);
+        match owned {
+            Some(owned) => core.coverage.observe(owned, total, now),
+            // Without the group's word, a member that owns nothing past the
+            // grace period is the one fault it can see for itself.
+            None if core.status.joined.load(Ordering::SeqCst) => {
+                let mine = if core.tables.is_empty() { 0 } else { total };
+                core.coverage.observe(mine, total, now);
+            }
+            None => {}
+        }
+        let short = core.coverage.short_for(now);
+        core.status
+            .unowned_secs
+            .store(short.map_or(0, |d| d.as_secs().max(1)), Ordering::SeqCst);
+        if core.coverage.rejoin_due(now) {
+            tracing::warn!(owned = ?owned, total, for_secs = short.map(|d| d.as_secs()), owned_here = core.tables.len(), "input partitions have no owner in the group; leaving and rejoining it");
+            drop(core);
+            self.consumer.unsubscribe();
+            if let Err(e) = self.consumer.subscribe(&inputs) {
+                tracing::error!(error = %e, "subscribing again");
+            }
+        }
+    }
+}
+
+impl Core {
+    /// The positions stored in sled for `parts` (all owned ones when `None`),
+    /// as group offsets.
+    pub(super) fn group_offsets(&self, parts: Option<&[Part]>) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for (part, next) in &self.positions {
+            if parts.is_some_and(|only| !only.contains(part)) {
+                continue;
+            }
+            let topic = part.0.input(&self.settings.topics);
+            if let Err(e) = tpl.add_partition_offset(topic, part.1, Offset::Offset(*next)) {
+                tracing::debug!(partition = ?part, error = %e, "group offset left out");
+            }
+        }
+        tpl
+    }
+
+    /// Mirrors the positions stored in sled to the consumer group, so that
+    /// standard lag tools see the processor's progress. sled stays the truth
+    /// for where to resume; a failed group commit costs only a stale figure.
+    pub(super) fn commit_group<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        parts: Option<&[Part]>,
+        mode: CommitMode,
+    ) {
+        if parts.is_none()
+            && (!self.group_behind
+                || (matches!(mode, CommitMode::Async)
+                    && self.group_committed.elapsed() < Duration::from_secs(1)))
+        {
+            return;
+        }
+        let tpl = self.group_offsets(parts);
+        if tpl.count() == 0 {
+            return;
+        }
+        match consumer.commit(&tpl, mode) {
+            Ok(()) => {
+                if parts.is_none() {
+                    self.group_behind = false;
+                    self.group_committed = Instant::now();
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "committing group offsets"),
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Partitions coming and going: the consumer context that restores and loads
+//! a partition on assignment and commits pending work on revocation.
+
+use super::*;
+
+/// Consumer context: restores and loads partitions on assignment, commits
+/// pending work on revocation, and starts each partition at the offset stored
+/// with its state, never at the group's committed offset.
+pub(super) struct Ctx {
+    pub(super) core: Shared,
+    pub(super) topics: Topics,
+    pub(super) logs: sessionfold_kafka::QuietLogs,
+}
+
+impl ClientContext for Ctx {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        self.logs.log(level, fac, msg);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.logs.error(error, reason);
+    }
+
+    /// librdkafka's periodic statistics give each partition's high offset;
+    /// lag is measured from the position committed to sled, which is ahead of
+    /// the group offsets by at most a second.
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let mut core = lock(&self.core);
+        let now = Instant::now();
+        let after = core.settings.stuck_after;
+        let mut stuck = 0;
+        for stream in Stream::ALL {
+            let name = stream.input(&self.topics);
+            let Some(topic) = stats.topics.get(name) else {
+                continue;
+            };
+            for (p, part) in &topic.partitions {
+                let key = (stream, *p);
+                if !core.tables.contains_key(&key) || part.hi_offset < 0 {
+                    continue;
+                }
+                let position = core.positions.get(&key).copied().unwrap_or(0);
+                let lag = (part.hi_offset - position).max(0);
+                let label = [name, &p.to_string()];
+                core.metrics.lag.with_label_values(&label).set(lag);
+                let is_stuck = core.progress.stuck(&key, lag, after, now);
+                core.metrics
+                    .stuck
+                    .with_label_values(&label)
+                    .set(i64::from(is_stuck));
+                if is_stuck {
+                    stuck += 1;
+                    if core.stuck_logged.insert(key) {
+                        tracing::error!(partition = ?key, lag, position, stuck_for = ?after, "partition makes no progress although records wait (see the dead-letter topic and the broker); /readyz is not ready until it moves");
+                    }
+                } else if core.stuck_logged.remove(&key) {
+                    tracing::info!(partition = ?key, position, "partition moves again");
+                }
+            }
+        }
+        core.status.stuck.store(stuck, Ordering::SeqCst);
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let partitions: Vec<Part> = tpl
+            .elements()
+            .iter()
+            .filter_map(|e| Some((Stream::of_input(&self.topics, e.topic())?, e.partition())))
+            .collect();
+        let mut core = lock(&self.core);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                tracing::info!(?partitions, "partitions assigned");
+                core.status.joined.store(true, Ordering::SeqCst);
+                let counts = partition_counts(consumer, &self.topics);
+                core.partition_counts.extend(counts);
+                for p in &partitions {
+                    let offset = match core.take_partition(*p) {
+                        Ok(Some(o)) => Offset::Offset(o),
+                        Ok(None) => Offset::Beginning,
+                        Err(e) => {
+                            tracing::error!(partition = ?p, error = %e, "restoring partition");
+                            core.failed.get_or_insert(e);
+                            Offset::Beginning
+                        }
+                    };
+                    if let Err(e) = tpl.set_partition_offset(p.0.input(&self.topics), p.1, offset) {
+                        tracing::error!(partition = ?p, error = %e, "setting start offset");
+                    }
+                }
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(error = %e, "assigning partitions");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(
+                    ?partitions,
+                    "partitions revoked; committing pending work first"
+                );
+                if let Err(e) = core.commit() {
+                    core.failed.get_or_insert(e);
+                }
+                // Async: a broker slow to answer a commit (tansu 0.6.0 at a
+                // rebalance) must not hold the rebalance, and sled is the truth.
+                core.commit_group(consumer, Some(&partitions), CommitMode::Async);
+                for p in &partitions {
+                    core.tables.remove(p);
+                    core.positions.remove(p);
+                    core.offsets.remove(p);
+                    core.progress.forget(p);
+                    core.stuck_logged.remove(p);
+                    // A partition that left has no lag here: drop its series
+                    // rather than leave a stale figure behind.
+                    let label = [p.0.input(&self.topics), &p.1.to_string()];
+                    let _ = core.metrics.lag.remove_label_values(&label);
+                    let _ = core.metrics.stuck.remove_label_values(&label);
+                }
+                let stuck = core.stuck_logged.len();
+                core.status.stuck.store(stuck, Ordering::SeqCst);
+                core.metrics.partitions.set(core.tables.len() as i64);
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "unassigning partitions");
+                }
+            }
+            other => tracing::error!(error = ?other, "rebalance error"),
+        }
+    }
+}
+
+/// The partitions of each input topic, as the broker's metadata has them now;
+/// a topic whose metadata cannot be read is left out.
+pub(super) fn partition_counts<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topics: &Topics,
+) -> BTreeMap<Stream, i32> {
+    let mut out = BTreeMap::new();
+    for stream in Stream::ALL {
+        let topic = stream.input(topics);
+        match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+            Ok(m) => {
+                let n: usize = m
+                    .topics()
+                    .iter()
+                    .filter(|t| t.name() == topic)
+                    .map(|t| t.partitions().len())
+                    .sum();
+                if let Ok(n) = i32::try_from(n)
+                    && n > 0
+                {
+                    out.insert(stream, n);
+                }
+            }
+            Err(e) => tracing::warn!(topic, error = %e, "reading the partition count"),
+        }
+    }
+    out
+}
+
+impl Core {
+    /// Restores (if needed) and loads one assigned partition; returns where to read from.
+    pub(super) fn take_partition(&mut self, p: Part) -> Result<Option<i64>, ProcessorError> {
+        self.status.restoring.fetch_add(1, Ordering::SeqCst);
+        self.status.running.store(false, Ordering::SeqCst);
+        let result = (|| {
+            let how = self.restore(p)?;
+            let table = match self.load(p) {
+                Ok(t) => t,
+                Err(e) if self.settings.rebuild_damaged => {
+                    tracing::error!(partition = ?p, error = %e, "local state of this partition is damaged; rebuilding it from the changelog");
+                    self.metrics.store_rebuilt.inc();
+                    self.store
+                        .replace(&tree(p.0, p.1), PartitionWrite::default())?;
+                    self.restore(p)?;
+                    self.load(p)?
+                }
+                Err(e) => return Err(e),
+            };
+            let next = self.store.next_offset(&tree(p.0, p.1))?;
+            tracing::info!(partition = ?p, entities = table.size().0, next_offset = ?next, restore = ?how, "partition loaded");
+            self.tables.insert(p, table);
+            if let Some(o) = next {
+                self.positions.insert(p, o);
+                self.offsets.insert(p, OffsetTracker::at(Some(o)));
+            }
+            self.progress
+                .position(&p, next.unwrap_or(0), Instant::now());
+            self.metrics.partitions.set(self.tables.len() as i64);
+            Ok(next)
+        })();
+        self.status.restoring.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    pub(super) fn restore(&self, (stream, partition): Part) -> Result<Restore, ProcessorError> {
+        let contract = &self.contract;
+        let valid = |key: &str, bytes: &[u8]| Table::check(stream, contract, key, bytes);
+        restore_partition(
+            &self.settings.brokers,
+            stream.input(&self.settings.topics),
+            stream.changelog(&self.settings.topics),
+            partition,
+            &tree(stream, partition),
+            &self.store,
+            &self.metrics,
+            &valid,
+        )
+    }
+
+    /// Reads a partition's stored states into a table.
+    pub(super) fn load(&self, (stream, partition): Part) -> Result<Table, ProcessorError> {
+        let mut table = Table::new(stream, self.settings.presence, self.settings.imports);
+        for bytes in self.store.states(&tree(stream, partition))? {
+            table
+                .restore(&self.contract, &bytes)
+                .map_err(|e| ProcessorError::CorruptState {
+                    partition,
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(table)
+    }
+}
