@@ -110,7 +110,7 @@ pub async fn at_size(
     now: i64,
 ) -> anyhow::Result<AtSize> {
     let topics = Topics::new(prefix);
-    sessionfold_kafka::ensure_topics(brokers, &topics, 6, Duration::from_secs(60)).await?;
+    sessionfold_edge::ensure_topics(brokers, &topics, 6, Duration::from_secs(60)).await?;
     let processor = Service::start(
         "sessionfold-processor",
         brokers,
@@ -244,7 +244,7 @@ pub async fn freshness(
     probes: usize,
 ) -> anyhow::Result<Freshness> {
     let topics = Topics::new(prefix);
-    sessionfold_kafka::ensure_topics(brokers, &topics, 6, Duration::from_secs(60)).await?;
+    sessionfold_edge::ensure_topics(brokers, &topics, 6, Duration::from_secs(60)).await?;
     let producer = Service::start("sessionfold-producer", brokers, prefix, &[]).await?;
     let _processor = Service::start("sessionfold-processor", brokers, prefix, &[]).await?;
     let projections = Service::start("sessionfold-projections", brokers, prefix, &[]).await?;

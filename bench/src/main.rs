@@ -99,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
 
     let prefix = format!("bench{}", std::process::id());
     let topics = Topics::new(&prefix);
-    sessionfold_kafka::ensure_topics(&args.brokers, &topics, 6, Duration::from_secs(60)).await?;
+    sessionfold_edge::ensure_topics(&args.brokers, &topics, 6, Duration::from_secs(60)).await?;
     eprintln!("producing the history to {}", topics.activity);
     let (brokers, t, history) = (args.brokers.clone(), topics.clone(), events.clone());
     r.produce = Some(
@@ -120,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("the same on Apache Kafka ({kafka})");
         let prefix = format!("bench{}-kafka", std::process::id());
         let topics = Topics::new(&prefix);
-        sessionfold_kafka::ensure_topics(kafka, &topics, 6, Duration::from_secs(60)).await?;
+        sessionfold_edge::ensure_topics(kafka, &topics, 6, Duration::from_secs(60)).await?;
         let (b, t, history) = (kafka.clone(), topics.clone(), events.clone());
         let produce =
             tokio::task::spawn_blocking(move || pipeline::produce(&b, &t, &history)).await??;
@@ -184,7 +184,7 @@ async fn run_services(
     if runs("ingest") {
         eprintln!("HTTP ingest");
         let ingest_prefix = format!("{prefix}-ingest");
-        sessionfold_kafka::ensure_topics(
+        sessionfold_edge::ensure_topics(
             &args.brokers,
             &Topics::new(&ingest_prefix),
             6,

@@ -89,7 +89,7 @@ pub fn fold_and_sled(events: &[ActivityEvent]) -> anyhow::Result<FoldRates> {
 pub fn produce(brokers: &str, topics: &Topics, events: &[ActivityEvent]) -> anyhow::Result<f64> {
     let contract = Contract::load()?;
     let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
-        sessionfold_kafka::client_config(brokers)
+        sessionfold_edge::client_config(brokers)
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "20")
             .set("compression.type", "lz4")
@@ -119,7 +119,7 @@ pub fn produce(brokers: &str, topics: &Topics, events: &[ActivityEvent]) -> anyh
 /// the most any consumer of this broker can do. Events per second from its
 /// first record to its last.
 pub fn drain(brokers: &str, topic: &str, n: usize) -> anyhow::Result<f64> {
-    let consumer: BaseConsumer = sessionfold_kafka::client_config(brokers)
+    let consumer: BaseConsumer = sessionfold_edge::client_config(brokers)
         .set("group.id", format!("bench-drain-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .create()?;

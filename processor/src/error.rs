@@ -48,7 +48,7 @@ pub enum ProcessorError {
     Kafka(#[from] rdkafka::error::KafkaError),
     /// The broker edge failed.
     #[error(transparent)]
-    Edge(#[from] sessionfold_kafka::EdgeError),
+    Edge(#[from] sessionfold_edge::EdgeError),
     /// A state could not be encoded.
     #[error("encoding state: {0}")]
     Encode(#[from] sessionfold_schemas::SchemaError),

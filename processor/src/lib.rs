@@ -65,7 +65,7 @@ fn ops_router(ops: Ops) -> Router {
         .route(
             "/metrics",
             get(|State(ops): State<Ops>| async move {
-                sessionfold_kafka::metrics_response(&ops.metrics.registry)
+                sessionfold_edge::metrics_response(&ops.metrics.registry)
             }),
         )
         .with_state(ops)
@@ -97,10 +97,10 @@ pub async fn run(
         status: status.clone(),
     });
     let server = tokio::spawn(async move {
-        sessionfold_kafka::http::serve(listener, app, std::future::pending()).await
+        sessionfold_edge::http::serve(listener, app, std::future::pending()).await
     });
     tokio::pin!(shutdown);
-    let topics = sessionfold_kafka::ensure_topics(
+    let topics = sessionfold_edge::ensure_topics(
         &settings.looping.brokers,
         &settings.looping.topics,
         settings.partitions,
@@ -119,7 +119,7 @@ pub async fn run(
             settings.looping.topics.clone(),
         );
         tokio::task::spawn_blocking(move || {
-            sessionfold_kafka::check_partition_counts(&brokers, &topics)
+            sessionfold_edge::check_partition_counts(&brokers, &topics)
         })
         .await
         .map_err(|e| ProcessorError::Worker(e.to_string()))??;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use sessionfold_edge::{CommonArgs, parse_duration};
 use sessionfold_fold::{ImportConfig, PresenceConfig};
-use sessionfold_kafka::{CommonArgs, parse_duration};
 use sessionfold_processor::replay::{ReplaySettings, Source, Start, archive, progress_bar};
 use sessionfold_processor::{LoopSettings, Settings, run};
 
@@ -265,7 +265,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    run(listener, settings, sessionfold_kafka::shutdown_signal())
+    run(listener, settings, sessionfold_edge::shutdown_signal())
         .await
         .context("processor stopped")
 }

@@ -56,7 +56,7 @@ pub(crate) fn changelog_headers(
 
 /// Publishes every record and waits until the broker has acknowledged all.
 pub(crate) fn deliver(
-    producer: &FutureProducer<sessionfold_kafka::QuietLogs>,
+    producer: &FutureProducer<sessionfold_edge::QuietLogs>,
     runtime: &tokio::runtime::Handle,
     records: &[Outgoing<'_>],
 ) -> Result<(), ProcessorError> {

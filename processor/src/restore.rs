@@ -16,7 +16,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use sessionfold_kafka::QuietLogs;
+use sessionfold_edge::QuietLogs;
 use sessionfold_schemas::headers::{BATCH_END, BATCH_START};
 
 use crate::error::ProcessorError;
@@ -117,7 +117,7 @@ pub fn restore_partition(
     metrics: &Metrics,
     valid: Validate<'_>,
 ) -> Result<Restore, ProcessorError> {
-    let consumer: BaseConsumer<QuietLogs> = sessionfold_kafka::consumer_config(brokers)
+    let consumer: BaseConsumer<QuietLogs> = sessionfold_edge::consumer_config(brokers)
         .set("group.id", "sessionfold-restore")
         .set("enable.auto.commit", "false")
         .create_with_context(QuietLogs::default())?;
@@ -125,7 +125,7 @@ pub fn restore_partition(
     // incarnation of the topic (recreated, or another cluster): its offsets
     // mean nothing here. Drop it and rebuild from this cluster's changelog.
     // A broker whose reported end lags (tansu) only costs a needless restore.
-    let (_, input_end) = sessionfold_kafka::watermarks(&consumer, input, partition)?;
+    let (_, input_end) = sessionfold_edge::watermarks(&consumer, input, partition)?;
     if let Some(local) = store.next_offset(tree)?
         && local > input_end
     {
@@ -138,7 +138,7 @@ pub fn restore_partition(
         );
         store.replace(tree, PartitionWrite::default())?;
     }
-    let (low, high) = sessionfold_kafka::watermarks(&consumer, changelog, partition)?;
+    let (low, high) = sessionfold_edge::watermarks(&consumer, changelog, partition)?;
     if high <= low {
         return Ok(Restore::LocalCurrent);
     }

@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use sessionfold_auth::{Authenticator, Caller};
-use sessionfold_kafka::HttpMetrics;
+use sessionfold_edge::HttpMetrics;
 use sessionfold_schemas::{Contract, Millis, SchemaError, Topics};
 
 pub use error::ApiError;
@@ -137,9 +137,9 @@ impl Framing {
     /// Registers the current schemas under the input topics' subjects
     /// (`<topic>-value`), each checked for compatibility with the subject first.
     pub async fn registered(
-        registry: &sessionfold_kafka::registry::Registry,
+        registry: &sessionfold_edge::registry::Registry,
         topics: &Topics,
-    ) -> Result<Framing, sessionfold_kafka::EdgeError> {
+    ) -> Result<Framing, sessionfold_edge::EdgeError> {
         let activity = registry
             .register_checked(
                 &format!("{}-value", topics.activity),
@@ -224,13 +224,13 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/metrics",
             get(|State(s): State<AppState>| async move {
-                sessionfold_kafka::metrics_response(&s.metrics.registry)
+                sessionfold_edge::metrics_response(&s.metrics.registry)
             }),
         )
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             http,
-            sessionfold_kafka::track_http,
+            sessionfold_edge::track_http,
         ))
         .with_state(state)
 }
@@ -454,13 +454,9 @@ pub async fn run(
     );
     let brokers_for_topics = brokers.clone();
     tokio::spawn(async move {
-        if let Err(e) = sessionfold_kafka::ensure_topics(
-            &brokers_for_topics,
-            &topics,
-            partitions,
-            Duration::MAX,
-        )
-        .await
+        if let Err(e) =
+            sessionfold_edge::ensure_topics(&brokers_for_topics, &topics, partitions, Duration::MAX)
+                .await
         {
             tracing::error!(error = %e, "creating topics");
         }
@@ -483,7 +479,7 @@ pub async fn run(
         tokio::task::spawn_blocking(move || owners::follow(&brokers, &topic, owners, stop))
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "producer listening");
-    sessionfold_kafka::http::serve(listener, app(state), shutdown).await?;
+    sessionfold_edge::http::serve(listener, app(state), shutdown).await?;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(10))).await??;
     follower.await?;

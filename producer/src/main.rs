@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sessionfold_kafka::{CommonArgs, parse_duration};
+use sessionfold_edge::{CommonArgs, parse_duration};
 use sessionfold_producer::client::Client;
 use sessionfold_producer::simulate::{SimConfig, simulate};
 use sessionfold_producer::{Framing, Limits, Settings, run};
@@ -113,7 +113,7 @@ struct SimulateArgs {
         value_enum,
         default_value = "text"
     )]
-    log_format: sessionfold_kafka::LogFormat,
+    log_format: sessionfold_edge::LogFormat,
 }
 
 fn service_token(a: &SimulateArgs) -> anyhow::Result<Option<String>> {
@@ -144,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Simulate(a)) => {
-            sessionfold_kafka::init_logging(a.log_format);
+            sessionfold_edge::init_logging(a.log_format);
             let mut client = Client::new(&a.producer_url);
             if let Some(t) = service_token(&a)? {
                 client = client.with_token(t);
@@ -184,7 +184,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let framing = match a.wire_format {
         WireFormat::SingleObject => Framing::SingleObject,
         WireFormat::Registry => {
-            let registry = sessionfold_kafka::registry::Registry::from_args(&a.common.registry)?
+            let registry = sessionfold_edge::registry::Registry::from_args(&a.common.registry)?
                 .context("--wire-format registry needs --schema-registry-url")?;
             Framing::registered(&registry, &a.common.topics()).await?
         }
@@ -202,7 +202,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         buffer_messages: a.buffer_messages,
         auth,
     };
-    run(listener, settings, sessionfold_kafka::shutdown_signal())
+    run(listener, settings, sessionfold_edge::shutdown_signal())
         .await
         .context("producer stopped")
 }

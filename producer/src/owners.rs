@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use sessionfold_kafka::QuietLogs;
+use sessionfold_edge::QuietLogs;
 use sessionfold_schemas::Contract;
 
 /// One import's owner and the input offset its state reflects.
@@ -94,7 +94,7 @@ fn follow_once(
     stop: &AtomicBool,
 ) -> Result<(), String> {
     let contract = Contract::load().map_err(|e| e.to_string())?;
-    let consumer: BaseConsumer<QuietLogs> = sessionfold_kafka::consumer_config(brokers)
+    let consumer: BaseConsumer<QuietLogs> = sessionfold_edge::consumer_config(brokers)
         .set("group.id", "sessionfold-producer-owners")
         .set("enable.auto.commit", "false")
         .create_with_context(QuietLogs::default())

@@ -59,7 +59,7 @@ pub struct DeliveryCounter {
     delivered: IntCounterVec,
     failing: IntGauge,
     episode: Mutex<Option<FailureEpisode>>,
-    logs: sessionfold_kafka::QuietLogs,
+    logs: sessionfold_edge::QuietLogs,
 }
 
 impl DeliveryCounter {
@@ -140,7 +140,7 @@ impl Sink {
         delivered: IntCounterVec,
         failing: IntGauge,
     ) -> Result<Sink, SinkError> {
-        let producer = sessionfold_kafka::client_config(brokers)
+        let producer = sessionfold_edge::client_config(brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
@@ -153,7 +153,7 @@ impl Sink {
                 delivered,
                 failing,
                 episode: Mutex::new(None),
-                logs: sessionfold_kafka::QuietLogs::default(),
+                logs: sessionfold_edge::QuietLogs::default(),
             })?;
         Ok(Sink { producer })
     }

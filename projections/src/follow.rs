@@ -65,15 +65,15 @@ pub fn follow(
     stop: Arc<AtomicBool>,
 ) -> Result<(), FollowError> {
     let contract = Contract::load()?;
-    let consumer: BaseConsumer<sessionfold_kafka::QuietLogs> =
-        sessionfold_kafka::consumer_config(brokers)
+    let consumer: BaseConsumer<sessionfold_edge::QuietLogs> =
+        sessionfold_edge::consumer_config(brokers)
             .set(
                 "group.id",
                 format!("sessionfold-projections-{}", std::process::id()),
             )
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
-            .create_with_context(sessionfold_kafka::QuietLogs::default())?;
+            .create_with_context(sessionfold_edge::QuietLogs::default())?;
     let timeout = Duration::from_secs(10);
     let mut targets: HashMap<(Stream, i32), i64> = HashMap::new();
     let mut tpl = TopicPartitionList::new();
@@ -90,7 +90,7 @@ pub fn follow(
             return Err(FollowError::NoTopic(topic.to_owned()));
         }
         for p in partitions {
-            let (low, high) = sessionfold_kafka::watermarks(&consumer, topic, p)?;
+            let (low, high) = sessionfold_edge::watermarks(&consumer, topic, p)?;
             if high > low {
                 targets.insert((changelog, p), high);
             }

@@ -118,12 +118,12 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/metrics",
             get(|State(s): State<AppState>| async move {
-                sessionfold_kafka::metrics_response(&s.metrics.registry)
+                sessionfold_edge::metrics_response(&s.metrics.registry)
             }),
         )
         .layer(axum::middleware::from_fn_with_state(
             http,
-            sessionfold_kafka::track_http,
+            sessionfold_edge::track_http,
         ))
         .with_state(state)
 }
@@ -166,7 +166,7 @@ pub async fn run(
             stop.clone(),
         );
         tokio::spawn(async move {
-            sessionfold_kafka::ensure_topics(
+            sessionfold_edge::ensure_topics(
                 &settings.brokers,
                 &settings.topics,
                 settings.partitions,
@@ -219,7 +219,7 @@ pub async fn run(
         shutdown.await;
         hub.close();
     };
-    let served = sessionfold_kafka::http::serve(listener, app(state), shutdown).await;
+    let served = sessionfold_edge::http::serve(listener, app(state), shutdown).await;
     stop.store(true, Ordering::SeqCst);
     served?;
     match tokio::time::timeout(Duration::from_secs(5), follower).await {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sessionfold_kafka::{CommonArgs, parse_duration};
+use sessionfold_edge::{CommonArgs, parse_duration};
 use sessionfold_projections::{Settings, run};
 
 /// Serves who is online and who owns which import, from the changelogs.
@@ -104,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
         auth,
         stream_buffer: a.stream_buffer,
     };
-    run(listener, settings, sessionfold_kafka::shutdown_signal())
+    run(listener, settings, sessionfold_edge::shutdown_signal())
         .await
         .context("projections stopped")
 }

@@ -1,7 +1,7 @@
 //! Prometheus metrics of the projections.
 
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
-use sessionfold_kafka::HttpMetrics;
+use sessionfold_edge::HttpMetrics;
 
 /// Every metric the projections export.
 #[derive(Clone)]

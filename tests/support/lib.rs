@@ -41,7 +41,7 @@ pub fn brokers() -> String {
 /// Creates the topics of `prefix` (three partitions each) without starting
 /// any service, for tests that write a history straight to the topics.
 pub async fn create_topics(prefix: &str) -> anyhow::Result<()> {
-    sessionfold_kafka::ensure_topics(
+    sessionfold_edge::ensure_topics(
         &brokers(),
         &sessionfold_schemas::Topics::new(prefix),
         3,

@@ -136,7 +136,7 @@ struct Core {
     contract: Contract,
     store: Store,
     metrics: Metrics,
-    producer: FutureProducer<sessionfold_kafka::QuietLogs>,
+    producer: FutureProducer<sessionfold_edge::QuietLogs>,
     runtime: tokio::runtime::Handle,
     status: Arc<Status>,
     tables: BTreeMap<Part, Table>,
@@ -151,7 +151,7 @@ struct Core {
     group_committed: Instant,
     /// One warning per reason every 30 s: a stream of bad records is counted
     /// in the metrics, not logged line by line.
-    dead_log: sessionfold_kafka::LogThrottle,
+    dead_log: sessionfold_edge::LogThrottle,
     /// An error raised inside a rebalance callback, for the loop to return.
     failed: Option<ProcessorError>,
     /// Partitions of each input topic, read at each assignment: a key's
@@ -190,15 +190,15 @@ impl Processor {
         status: Arc<Status>,
         runtime: tokio::runtime::Handle,
     ) -> Result<Processor, ProcessorError> {
-        let producer: FutureProducer<sessionfold_kafka::QuietLogs> =
-            sessionfold_kafka::client_config(&settings.brokers)
+        let producer: FutureProducer<sessionfold_edge::QuietLogs> =
+            sessionfold_edge::client_config(&settings.brokers)
                 .set("enable.idempotence", "true")
                 .set("linger.ms", "5")
                 .set("compression.type", "lz4")
-                .create_with_context(sessionfold_kafka::QuietLogs::default())?;
+                .create_with_context(sessionfold_edge::QuietLogs::default())?;
         let topics = settings.topics.clone();
         let core = Arc::new(Mutex::new(Core {
-            contract: sessionfold_kafka::registry::contract()?,
+            contract: sessionfold_edge::registry::contract()?,
             settings,
             store,
             metrics,
@@ -209,7 +209,7 @@ impl Processor {
             positions: BTreeMap::new(),
             offsets: BTreeMap::new(),
             batch: Batch::default(),
-            dead_log: sessionfold_kafka::LogThrottle::new(Duration::from_secs(30)),
+            dead_log: sessionfold_edge::LogThrottle::new(Duration::from_secs(30)),
             group_behind: false,
             group_committed: Instant::now(),
             failed: None,
@@ -219,7 +219,7 @@ impl Processor {
             stuck_logged: BTreeSet::new(),
         }));
         let settings = lock(&core).settings.clone();
-        let mut config = sessionfold_kafka::consumer_config(&settings.brokers);
+        let mut config = sessionfold_edge::consumer_config(&settings.brokers);
         if let Some(id) = &settings.instance_id {
             config.set("group.instance.id", id);
         }
@@ -241,7 +241,7 @@ impl Processor {
             .create_with_context(Ctx {
                 core: core.clone(),
                 topics: topics.clone(),
-                logs: sessionfold_kafka::QuietLogs::default(),
+                logs: sessionfold_edge::QuietLogs::default(),
             })?;
         consumer.subscribe(&[topics.activity.as_str(), topics.imports.as_str()])?;
         {

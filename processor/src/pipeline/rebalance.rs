@@ -9,7 +9,7 @@ use super::*;
 pub(super) struct Ctx {
     pub(super) core: Shared,
     pub(super) topics: Topics,
-    pub(super) logs: sessionfold_kafka::QuietLogs,
+    pub(super) logs: sessionfold_edge::QuietLogs,
 }
 
 impl ClientContext for Ctx {

@@ -128,7 +128,7 @@ pub fn export(
     path: &Path,
     progress: &ProgressBar,
 ) -> Result<ExportReport, ProcessorError> {
-    let contract = sessionfold_kafka::registry::contract()?;
+    let contract = sessionfold_edge::registry::contract()?;
     let schema = schema()?;
     let file = File::create(path).map_err(|e| archive_error(path, e))?;
     let mut writer = Writer::with_codec(

@@ -247,7 +247,7 @@ pub fn progress_bar() -> ProgressBar {
 /// Reads the history from `s.from` to its end, folds it, and writes the
 /// as-of views, the state store and the reports into `s.out`.
 pub fn replay(s: &ReplaySettings) -> Result<ReplayReport, ProcessorError> {
-    let contract = sessionfold_kafka::registry::contract()?;
+    let contract = sessionfold_edge::registry::contract()?;
     let progress = progress_bar();
     let mut folded = Folded::default();
     let mut report = ReplayReport::default();

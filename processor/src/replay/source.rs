@@ -9,8 +9,8 @@ use indicatif::ProgressBar;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
+use sessionfold_edge::QuietLogs;
 use sessionfold_fold::Millis;
-use sessionfold_kafka::QuietLogs;
 use sessionfold_schemas::{Topics, headers};
 
 use super::Start;
@@ -60,7 +60,7 @@ pub fn read_topics(
     progress: &ProgressBar,
     mut each: impl FnMut(RawRecord<'_>) -> Result<(), ProcessorError>,
 ) -> Result<(), ProcessorError> {
-    let consumer: BaseConsumer<QuietLogs> = sessionfold_kafka::client_config(brokers)
+    let consumer: BaseConsumer<QuietLogs> = sessionfold_edge::client_config(brokers)
         .set("group.id", "sessionfold-replay")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
@@ -75,7 +75,7 @@ pub fn read_topics(
         let parts = partitions_of(&consumer, topic)?;
         counts.insert(stream, i32::try_from(parts.len()).unwrap_or(i32::MAX));
         for p in parts {
-            let (low, high) = sessionfold_kafka::watermarks(&consumer, topic, p)?;
+            let (low, high) = sessionfold_edge::watermarks(&consumer, topic, p)?;
             if high > low {
                 ends.insert((topic.to_owned(), p), high);
                 total += u64::try_from(high - low).unwrap_or(0);
