@@ -8,6 +8,9 @@
 pub mod cluster;
 pub mod http;
 pub mod registry;
+pub mod sync;
+
+pub use sync::{lock, millis, now_millis, read, write};
 
 use std::time::Duration;
 
@@ -440,18 +443,12 @@ struct ProbeLogs {
 
 impl ProbeLogs {
     fn cause(&self) -> Option<String> {
-        match self.last.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        crate::lock(&self.last).clone()
     }
 
     /// Keeps the first error of the probe: the later ones repeat it.
     fn note(&self, what: String) {
-        let mut g = match self.last.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut g = crate::lock(&self.last);
         g.get_or_insert(what);
     }
 }
@@ -647,10 +644,7 @@ impl LogThrottle {
     /// `Some(n)` when a line for `key` may be logged now, `n` being how many
     /// were held back since the last one; `None` (and counted) otherwise.
     pub fn admit(&self, key: &str) -> Option<u64> {
-        let mut seen = match self.seen.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut seen = crate::lock(&self.seen);
         let now = std::time::Instant::now();
         match seen.get_mut(key) {
             Some((at, held)) if now.duration_since(*at) < self.period => {

@@ -207,10 +207,7 @@ impl RegistryIds {
                         continue;
                     }
                 };
-                let mut known = match ids.known.write() {
-                    Ok(g) => g,
-                    Err(p) => p.into_inner(),
-                };
+                let mut known = crate::write(&ids.known);
                 known.insert(id, found);
             }
         });
@@ -218,10 +215,7 @@ impl RegistryIds {
     }
 
     fn cached(&self, id: u32) -> Option<Result<u64, String>> {
-        let known = match self.known.read() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let known = crate::read(&self.known);
         known.get(&id).cloned()
     }
 }

@@ -209,9 +209,7 @@ impl AppState {
     }
 }
 
-fn now_millis() -> Millis {
-    chrono::Utc::now().timestamp_millis()
-}
+use sessionfold_edge::now_millis;
 
 /// The ingest's routes.
 pub fn app(state: AppState) -> Router {

@@ -135,9 +135,7 @@ fn service_token(a: &SimulateArgs) -> anyhow::Result<Option<String>> {
     )?))
 }
 
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
+use sessionfold_edge::millis;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -33,20 +33,14 @@ impl Owners {
     /// The owner of an import: `None` when unknown here, `Some(None)` for an
     /// import with no owner.
     pub fn owner_of(&self, import_id: &str) -> Option<Option<String>> {
-        let map = match self.map.read() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let map = sessionfold_edge::read(&self.map);
         map.get(import_id).map(|k| k.owner.clone())
     }
 
     /// Applies one changelog record; an older state than the one held (a
     /// re-published batch) changes nothing.
     fn apply(&self, contract: &Contract, key: &str, payload: Option<&[u8]>) {
-        let mut map = match self.map.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut map = sessionfold_edge::write(&self.map);
         let Some(bytes) = payload else {
             map.remove(key);
             return;

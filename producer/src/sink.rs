@@ -64,10 +64,7 @@ pub struct DeliveryCounter {
 
 impl DeliveryCounter {
     fn episode(&self) -> MutexGuard<'_, Option<FailureEpisode>> {
-        match self.episode.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        sessionfold_edge::lock(&self.episode)
     }
 }
 

@@ -54,12 +54,7 @@ impl FromRef<AppState> for Authenticator {
     }
 }
 
-fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    match lock.read() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
+use sessionfold_edge::read;
 
 impl AppState {
     /// Fresh, empty views.

@@ -113,10 +113,7 @@ impl Hub {
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Held> {
-        match self.held.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        sessionfold_edge::lock(&self.held)
     }
 
     /// Publishes a change to every subscriber; never waits for them.

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Headers};
@@ -73,13 +73,7 @@ pub struct LoopSettings {
     pub stuck_after: Duration,
 }
 
-/// Current wall-clock time in milliseconds.
-pub fn now_millis() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
+pub use sessionfold_edge::now_millis;
 
 /// What the HTTP surface reports about the loop.
 #[derive(Default)]
@@ -168,10 +162,7 @@ struct Core {
 type Shared = Arc<Mutex<Core>>;
 
 fn lock(core: &Shared) -> MutexGuard<'_, Core> {
-    match core.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
+    sessionfold_edge::lock(core)
 }
 
 /// The processing loop; owns the consumer, the producer and the state.

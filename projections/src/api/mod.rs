@@ -7,7 +7,6 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use sessionfold_schemas::Millis;
 
 /// A request the projections cannot answer.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +33,4 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub(crate) fn now_millis() -> Millis {
-    chrono::Utc::now().timestamp_millis()
-}
+pub(crate) use sessionfold_edge::now_millis;
