@@ -19,19 +19,14 @@ fn event(id: &str, user: &str, at: i64, body: ActivityBody) -> ActivityEvent {
     }
 }
 
-/// A processor and projections on fresh topics; the directory holds their
-/// state and logs for as long as the test keeps it.
+/// A processor (ready, its topics made) and projections on fresh topics; the
+/// directory holds their state and logs for as long as the test keeps it.
 async fn services(test: &str) -> anyhow::Result<(Topics, tempfile::TempDir, Service, Service)> {
     let prefix = unique_prefix(test);
     let dir = sessionfold_it::scratch()?;
-    let state = dir.path().join("state").to_string_lossy().into_owned();
-    let processor = Service::start(
-        "sessionfold-processor",
-        &prefix,
-        &["--state-dir", &state, "--group-id", &prefix],
-        dir.path(),
-    )
-    .await?;
+    let processor =
+        sessionfold_it::start_processor(&prefix, &dir.path().join("state"), dir.path(), &[])
+            .await?;
     let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
     Ok((Topics::new(&prefix), dir, processor, projections))
 }
