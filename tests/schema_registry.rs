@@ -132,6 +132,35 @@ async fn the_registry_format_is_written_and_both_formats_are_folded() -> anyhow:
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Records naming ids the registry never gave: each is dead-lettered at
+    // once (a missing id is remembered), and the stream goes on.
+    let mut bogus = Vec::new();
+    for id in [2_000_000_001u32, 2_000_000_002, 2_000_000_003] {
+        let mut r = vec![0u8];
+        r.extend_from_slice(&id.to_be_bytes());
+        r.extend_from_slice(b"\x02x");
+        bogus.push(r);
+    }
+    let records: Vec<(Option<&str>, &[u8])> =
+        bogus.iter().map(|r| (Some("r1"), r.as_slice())).collect();
+    sessionfold_it::produce_raw(&t.activity, &records).await?;
+    let dead = consume_all(&t.dead_letter, 3, Duration::from_secs(60)).await?;
+    assert_eq!(dead.len(), 3);
+    for d in &dead {
+        assert_eq!(
+            d.headers
+                .get(sessionfold_schemas::headers::ERROR)
+                .map(String::as_str),
+            Some(
+                format!(
+                    "schema id {} from the registry: the registry has no schema with this id",
+                    registry_id(d.payload.as_deref().unwrap_or_default()).unwrap_or(0)
+                )
+                .as_str()
+            )
+        );
+    }
+
     for (user, beats) in [("r1", 5), ("py-0", 3), ("py-1", 3)] {
         let u = format!("{}/v1/presence/users/{user}", projections.url);
         eventually(Duration::from_secs(60), user, || async {
@@ -156,24 +185,27 @@ async fn the_registry_format_is_written_and_both_formats_are_folded() -> anyhow:
             .await?;
         subject_ids.push(version["id"].as_u64().and_then(|i| u32::try_from(i).ok()));
     }
-    let raw = consume_all(&t.activity, 4 + 2 + 8, Duration::from_secs(30)).await?;
+    let raw = consume_all(&t.activity, 4 + 2 + 8 + 3, Duration::from_secs(30)).await?;
     let ids: Vec<Option<u32>> = raw
         .iter()
         .map(|r| r.payload.as_deref().and_then(registry_id))
         .collect();
-    assert_eq!(ids.len(), 14);
+    assert_eq!(ids.len(), 17);
     assert_eq!(ids.iter().filter(|i| i.is_none()).count(), 2, "{ids:?}");
-    assert!(
-        ids.iter()
-            .flatten()
-            .all(|i| subject_ids.contains(&Some(*i))),
-        "{ids:?} all among {subject_ids:?}"
+    let foreign = ids
+        .iter()
+        .flatten()
+        .filter(|i| !subject_ids.contains(&Some(**i)))
+        .count();
+    assert_eq!(
+        foreign, 3,
+        "only the three made-up ids are not the subject's: {ids:?} against {subject_ids:?}"
     );
     assert_eq!(
         processor
             .metric(r#"sessionfold_processor_dead_lettered_total{reason="unknown_schema"}"#)
             .await?,
-        0.0
+        3.0
     );
     Ok(())
 }

@@ -140,8 +140,9 @@ impl Registry {
         }
     }
 
-    /// The schema text registered under `id`.
-    pub async fn schema(&self, id: u32) -> Result<String, EdgeError> {
+    /// The schema text registered under `id`; `None` when the registry has
+    /// no schema with that id.
+    pub async fn schema(&self, id: u32) -> Result<Option<String>, EdgeError> {
         let what = format!("looking up schema id {id}");
         match self
             .send(
@@ -152,8 +153,9 @@ impl Registry {
         {
             (200, body) => body["schema"]
                 .as_str()
-                .map(str::to_owned)
+                .map(|s| Some(s.to_owned()))
                 .ok_or_else(|| registry_error(what, format!("no schema in {body}"))),
+            (404, _) => Ok(None),
             (status, body) => Err(registry_error(what, format!("HTTP {status}: {body}"))),
         }
     }
@@ -180,6 +182,9 @@ pub struct RegistryIds {
     wanted: tokio::sync::mpsc::UnboundedSender<u32>,
 }
 
+/// Most ids cached before the refused ones are forgotten.
+const MAX_CACHED: usize = 10_000;
+
 /// Longest a decode waits for a schema id's first lookup.
 pub const LOOKUP_WAIT: Duration = Duration::from_secs(15);
 
@@ -198,9 +203,12 @@ impl RegistryIds {
                 if ids.cached(id).is_some() {
                     continue;
                 }
+                // A missing id is remembered like a found one: a stream of
+                // records with made-up ids costs one lookup each, not a wait.
                 let found = match registry.schema(id).await {
-                    Ok(text) => sessionfold_schemas::canonical::fingerprint_of_text(&text)
+                    Ok(Some(text)) => sessionfold_schemas::canonical::fingerprint_of_text(&text)
                         .map_err(|e| format!("the registered schema does not parse: {e}")),
+                    Ok(None) => Err("the registry has no schema with this id".to_owned()),
                     Err(e) => {
                         // Unreachable: not cached, so a later record asks again.
                         tracing::warn!(id, error = %e, "schema registry lookup failed");
@@ -208,6 +216,10 @@ impl RegistryIds {
                     }
                 };
                 let mut known = crate::write(&ids.known);
+                // Made-up ids must not grow the cache without bound.
+                if found.is_err() && known.len() >= MAX_CACHED {
+                    known.retain(|_, v| v.is_ok());
+                }
                 known.insert(id, found);
             }
         });
