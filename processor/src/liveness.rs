@@ -8,7 +8,7 @@
 //! member leave and rejoin the group, with back-off, until every input
 //! partition has an owner.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 /// The partitions of `topics` in one member's assignment, as Kafka's
@@ -105,47 +105,31 @@ impl Coverage {
     }
 }
 
-/// When each owned partition last moved, to tell a stuck one from an idle one.
-#[derive(Debug)]
-pub struct Progress<K: Ord> {
-    moved: BTreeMap<K, (i64, Instant)>,
+/// When a partition's stored position last moved, to tell a stuck
+/// partition from an idle one.
+#[derive(Debug, Clone, Copy)]
+pub struct Movement {
+    position: i64,
+    at: Instant,
 }
 
-impl<K: Ord> Default for Progress<K> {
-    fn default() -> Self {
-        Progress {
-            moved: BTreeMap::new(),
-        }
+impl Movement {
+    /// A partition at `position`, seen at `now`.
+    pub fn new(position: i64, now: Instant) -> Movement {
+        Movement { position, at: now }
     }
-}
 
-impl<K: Ord + Clone> Progress<K> {
     /// Notes the partition's position; a new value counts as progress.
-    pub fn position(&mut self, part: &K, position: i64, now: Instant) {
-        match self.moved.get_mut(part) {
-            Some((p, at)) if *p != position => {
-                *p = position;
-                *at = now;
-            }
-            Some(_) => {}
-            None => {
-                self.moved.insert(part.clone(), (position, now));
-            }
+    pub fn position(&mut self, position: i64, now: Instant) {
+        if position != self.position {
+            self.position = position;
+            self.at = now;
         }
     }
 
-    /// Forgets a partition that left.
-    pub fn forget(&mut self, part: &K) {
-        self.moved.remove(part);
-    }
-
-    /// Whether a partition with `lag` records waiting has not moved for `after`.
-    pub fn stuck(&self, part: &K, lag: i64, after: Duration, now: Instant) -> bool {
-        lag > 0
-            && self
-                .moved
-                .get(part)
-                .is_some_and(|(_, at)| now.saturating_duration_since(*at) >= after)
+    /// Whether the partition, with `lag` records waiting, has not moved for `after`.
+    pub fn stuck(&self, lag: i64, after: Duration, now: Instant) -> bool {
+        lag > 0 && now.saturating_duration_since(self.at) >= after
     }
 }
 
@@ -209,14 +193,16 @@ mod tests {
     fn a_partition_is_stuck_only_with_records_waiting() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
-        let mut p: Progress<i32> = Progress::default();
-        p.position(&0, 10, t0);
-        assert!(!p.stuck(&0, 5, 30 * s, t0 + 29 * s));
-        assert!(p.stuck(&0, 5, 30 * s, t0 + 30 * s));
-        assert!(!p.stuck(&0, 0, 30 * s, t0 + 60 * s));
-        p.position(&0, 11, t0 + 60 * s);
-        assert!(!p.stuck(&0, 5, 30 * s, t0 + 61 * s));
-        p.forget(&0);
-        assert!(!p.stuck(&0, 5, 30 * s, t0 + 200 * s));
+        let mut p = Movement::new(10, t0);
+        assert!(!p.stuck(5, 30 * s, t0 + 29 * s));
+        assert!(p.stuck(5, 30 * s, t0 + 30 * s));
+        assert!(!p.stuck(0, 30 * s, t0 + 60 * s));
+        p.position(10, t0 + 60 * s);
+        assert!(
+            p.stuck(5, 30 * s, t0 + 61 * s),
+            "the same position is no progress"
+        );
+        p.position(11, t0 + 60 * s);
+        assert!(!p.stuck(5, 30 * s, t0 + 61 * s));
     }
 }

@@ -12,13 +12,14 @@ impl Core {
         let topics = &self.settings.topics;
         let mut writes: BTreeMap<Part, PartitionWrite> = BTreeMap::new();
         let mut outgoing: Vec<Outgoing<'_>> = Vec::new();
-        for (part, table) in self.tables.iter_mut() {
+        for (part, owned) in self.parts.iter_mut() {
+            let table = &mut owned.table;
             let dirty = table.take_dirty();
             if dirty.is_empty() {
                 continue;
             }
             let (stream, p) = *part;
-            let position = self.positions.get(part).copied().unwrap_or(0);
+            let position = owned.position.unwrap_or(0);
             let start = batch.starts.get(part).copied().unwrap_or(position);
             let end = batch.ends.get(part).copied().unwrap_or(position);
             for id in dirty {
@@ -72,13 +73,16 @@ impl Core {
             let next = write.next_offset;
             self.store.commit(&tree(part.0, part.1), write)?;
             if let Some(n) = next {
-                self.positions.insert(part, n);
-                self.progress.position(&part, n, Instant::now());
+                if let Some(owned) = self.parts.get_mut(&part) {
+                    owned.position = Some(n);
+                    owned.moved.position(n, Instant::now());
+                }
                 self.group_behind = true;
             }
         }
         let (mut users, mut sessions, mut imports) = (0, 0, 0);
-        for ((stream, _), t) in &self.tables {
+        for ((stream, _), owned) in &self.parts {
+            let t = &owned.table;
             let (entities, s) = t.size();
             match stream {
                 Stream::Activity => users += entities,

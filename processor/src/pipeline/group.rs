@@ -58,7 +58,7 @@ impl Processor {
             // Without the group's word, a member that owns nothing past the
             // grace period is the one fault it can see for itself.
             None if core.status.joined.load(Ordering::SeqCst) => {
-                let mine = if core.tables.is_empty() { 0 } else { total };
+                let mine = if core.parts.is_empty() { 0 } else { total };
                 core.coverage.observe(mine, total, now);
             }
             None => {}
@@ -68,7 +68,7 @@ impl Processor {
             .unowned_secs
             .store(short.map_or(0, |d| d.as_secs().max(1)), Ordering::SeqCst);
         if core.coverage.rejoin_due(now) {
-            tracing::warn!(owned = ?owned, total, for_secs = short.map(|d| d.as_secs()), owned_here = core.tables.len(), "input partitions have no owner in the group; leaving and rejoining it");
+            tracing::warn!(owned = ?owned, total, for_secs = short.map(|d| d.as_secs()), owned_here = core.parts.len(), "input partitions have no owner in the group; leaving and rejoining it");
             drop(core);
             self.consumer.unsubscribe();
             if let Err(e) = self.consumer.subscribe(&inputs) {
@@ -83,12 +83,16 @@ impl Core {
     /// as group offsets.
     pub(super) fn group_offsets(&self, parts: Option<&[Part]>) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
-        for (part, next) in &self.positions {
+        for (part, next) in self
+            .parts
+            .iter()
+            .filter_map(|(p, o)| Some((p, o.position?)))
+        {
             if parts.is_some_and(|only| !only.contains(part)) {
                 continue;
             }
             let topic = part.0.input(&self.settings.topics);
-            if let Err(e) = tpl.add_partition_offset(topic, part.1, Offset::Offset(*next)) {
+            if let Err(e) = tpl.add_partition_offset(topic, part.1, Offset::Offset(next)) {
                 tracing::debug!(partition = ?part, error = %e, "group offset left out");
             }
         }

@@ -24,7 +24,7 @@ use sessionfold_schemas::{Contract, Topics, headers, partition};
 
 use crate::ProcessorError;
 use crate::dead_letter::DeadLetter;
-use crate::liveness::{Coverage, Progress};
+use crate::liveness::{Coverage, Movement};
 use crate::metrics::Metrics;
 use crate::offsets::{OffsetTracker, Verdict};
 use crate::output::{Outgoing, changelog_headers, deliver};
@@ -133,11 +133,8 @@ struct Core {
     producer: FutureProducer<sessionfold_edge::QuietLogs>,
     runtime: tokio::runtime::Handle,
     status: Arc<Status>,
-    tables: BTreeMap<Part, Table>,
-    /// Next input offset per owned partition, as committed.
-    positions: BTreeMap<Part, i64>,
-    /// Where each partition's next record must be.
-    offsets: BTreeMap<Part, OffsetTracker>,
+    /// The owned partitions, each with its state and where it stands.
+    parts: BTreeMap<Part, Owned>,
     batch: Batch,
     /// Positions moved in sled since they were last committed to the group.
     group_behind: bool,
@@ -153,10 +150,19 @@ struct Core {
     partition_counts: BTreeMap<Stream, i32>,
     /// How long the group has left input partitions without an owner.
     coverage: Coverage,
-    /// When each owned partition last moved.
-    progress: Progress<Part>,
-    /// Stuck partitions already logged, so each episode logs once.
-    stuck_logged: BTreeSet<Part>,
+}
+
+/// One owned input partition: its folded state and where it stands.
+struct Owned {
+    table: Table,
+    /// Next input offset, as committed to sled (`None`: nothing committed yet).
+    position: Option<i64>,
+    /// Where the partition's next record must be.
+    offsets: OffsetTracker,
+    /// When the committed position last moved.
+    moved: Movement,
+    /// Whether the current stuck episode was logged, so each logs once.
+    stuck_logged: bool,
 }
 
 type Shared = Arc<Mutex<Core>>;
@@ -196,9 +202,7 @@ impl Processor {
             producer,
             runtime,
             status,
-            tables: BTreeMap::new(),
-            positions: BTreeMap::new(),
-            offsets: BTreeMap::new(),
+            parts: BTreeMap::new(),
             batch: Batch::default(),
             dead_log: sessionfold_edge::LogThrottle::new(Duration::from_secs(30)),
             group_behind: false,
@@ -206,8 +210,6 @@ impl Processor {
             failed: None,
             partition_counts: BTreeMap::new(),
             coverage: Coverage::new(Duration::ZERO),
-            progress: Progress::default(),
-            stuck_logged: BTreeSet::new(),
         }));
         let settings = lock(&core).settings.clone();
         let mut config = sessionfold_edge::consumer_config(&settings.brokers);
@@ -333,8 +335,8 @@ impl Processor {
 
 impl Core {
     fn tick(&mut self, now: Millis) {
-        for ((stream, _), table) in self.tables.iter_mut() {
-            let n = table.tick(now);
+        for ((stream, _), owned) in self.parts.iter_mut() {
+            let n = owned.table.tick(now);
             let what = match stream {
                 Stream::Activity => "users",
                 Stream::Imports => "imports",
@@ -365,11 +367,11 @@ impl Core {
             return None;
         };
         let part = (stream, pos.partition);
-        if !self.tables.contains_key(&part) {
+        let Some(owned) = self.parts.get_mut(&part) else {
             tracing::warn!(partition = ?part, "record from a partition not owned; skipped");
             return None;
-        }
-        match self.offsets.entry(part).or_default().observe(pos.offset) {
+        };
+        match owned.offsets.observe(pos.offset) {
             Verdict::Next => {}
             Verdict::Repeat => {
                 self.metrics
@@ -391,7 +393,7 @@ impl Core {
                     .inc();
             }
         }
-        let table = self.tables.get_mut(&part)?;
+        let table = &mut self.parts.get_mut(&part)?.table;
         let batch = &mut self.batch;
         batch.records += 1;
         batch.starts.entry(part).or_insert(pos.offset);

@@ -25,7 +25,10 @@ impl ClientContext for Ctx {
     /// lag is measured from the position committed to sled, which is ahead of
     /// the group offsets by at most a second.
     fn stats(&self, stats: rdkafka::Statistics) {
-        let mut core = lock(&self.core);
+        let mut guard = lock(&self.core);
+        // A plain reference, so that the partitions and the metrics can be
+        // borrowed side by side.
+        let core = &mut *guard;
         let now = Instant::now();
         let after = core.settings.stuck_after;
         let mut stuck = 0;
@@ -36,24 +39,27 @@ impl ClientContext for Ctx {
             };
             for (p, part) in &topic.partitions {
                 let key = (stream, *p);
-                if !core.tables.contains_key(&key) || part.hi_offset < 0 {
+                let Some(owned) = core.parts.get_mut(&key) else {
+                    continue;
+                };
+                if part.hi_offset < 0 {
                     continue;
                 }
-                let position = core.positions.get(&key).copied().unwrap_or(0);
+                let position = owned.position.unwrap_or(0);
                 let lag = (part.hi_offset - position).max(0);
                 let label = [name, &p.to_string()];
                 core.metrics.lag.with_label_values(&label).set(lag);
-                let is_stuck = core.progress.stuck(&key, lag, after, now);
+                let is_stuck = owned.moved.stuck(lag, after, now);
                 core.metrics
                     .stuck
                     .with_label_values(&label)
                     .set(i64::from(is_stuck));
                 if is_stuck {
                     stuck += 1;
-                    if core.stuck_logged.insert(key) {
+                    if !std::mem::replace(&mut owned.stuck_logged, true) {
                         tracing::error!(partition = ?key, lag, position, stuck_for = ?after, "partition makes no progress although records wait (see the dead-letter topic and the broker); /readyz is not ready until it moves");
                     }
-                } else if core.stuck_logged.remove(&key) {
+                } else if std::mem::replace(&mut owned.stuck_logged, false) {
                     tracing::info!(partition = ?key, position, "partition moves again");
                 }
             }
@@ -111,20 +117,16 @@ impl ConsumerContext for Ctx {
                 // rebalance) must not hold the rebalance, and sled is the truth.
                 core.commit_group(consumer, Some(&partitions), CommitMode::Async);
                 for p in &partitions {
-                    core.tables.remove(p);
-                    core.positions.remove(p);
-                    core.offsets.remove(p);
-                    core.progress.forget(p);
-                    core.stuck_logged.remove(p);
+                    core.parts.remove(p);
                     // A partition that left has no lag here: drop its series
                     // rather than leave a stale figure behind.
                     let label = [p.0.input(&self.topics), &p.1.to_string()];
                     let _ = core.metrics.lag.remove_label_values(&label);
                     let _ = core.metrics.stuck.remove_label_values(&label);
                 }
-                let stuck = core.stuck_logged.len();
+                let stuck = core.parts.values().filter(|o| o.stuck_logged).count();
                 core.status.stuck.store(stuck, Ordering::SeqCst);
-                core.metrics.partitions.set(core.tables.len() as i64);
+                core.metrics.partitions.set(core.parts.len() as i64);
                 if let Err(e) = consumer.unassign() {
                     tracing::error!(error = %e, "unassigning partitions");
                 }
@@ -184,14 +186,17 @@ impl Core {
             };
             let next = self.store.next_offset(&tree(p.0, p.1))?;
             tracing::info!(partition = ?p, entities = table.size().0, next_offset = ?next, restore = ?how, "partition loaded");
-            self.tables.insert(p, table);
-            if let Some(o) = next {
-                self.positions.insert(p, o);
-                self.offsets.insert(p, OffsetTracker::at(Some(o)));
-            }
-            self.progress
-                .position(&p, next.unwrap_or(0), Instant::now());
-            self.metrics.partitions.set(self.tables.len() as i64);
+            self.parts.insert(
+                p,
+                Owned {
+                    table,
+                    position: next,
+                    offsets: OffsetTracker::at(next),
+                    moved: Movement::new(next.unwrap_or(0), Instant::now()),
+                    stuck_logged: false,
+                },
+            );
+            self.metrics.partitions.set(self.parts.len() as i64);
             Ok(next)
         })();
         self.status.restoring.fetch_sub(1, Ordering::SeqCst);
