@@ -123,12 +123,9 @@ pub fn drain(brokers: &str, topic: &str, n: usize) -> anyhow::Result<f64> {
         .set("group.id", format!("bench-drain-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut tpl = rdkafka::TopicPartitionList::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)?;
-        }
+    for p in sessionfold_edge::catch_up::partitions(&consumer, topic)? {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
     let mut got = 0usize;

@@ -242,16 +242,7 @@ pub fn check_partition_counts(brokers: &str, topics: &Topics) -> Result<(), Edge
     let consumer: rdkafka::consumer::BaseConsumer<QuietLogs> =
         client_config(brokers).create_with_context(QuietLogs::default())?;
     let count = |topic: &str| -> Result<usize, EdgeError> {
-        let m = rdkafka::consumer::Consumer::fetch_metadata(
-            &consumer,
-            Some(topic),
-            Duration::from_secs(10),
-        )?;
-        Ok(m.topics()
-            .iter()
-            .filter(|t| t.name() == topic)
-            .map(|t| t.partitions().len())
-            .sum())
+        Ok(crate::catch_up::partitions(&consumer, topic)?.len())
     };
     for (input, changelog) in [
         (&topics.activity, &topics.presence),

@@ -6,6 +6,7 @@
 //! lives here so each binary stays a thin layer over its own library.
 
 mod admin;
+pub mod catch_up;
 pub mod cluster;
 pub mod http;
 pub mod registry;
@@ -71,6 +72,14 @@ pub enum EdgeError {
         changelog: String,
         /// Its partitions.
         changelog_partitions: usize,
+    },
+    /// Reading to the end of some partitions stopped getting records.
+    #[error("no records for {waited:?} with partitions still short of their end: {short}")]
+    Stalled {
+        /// How long nothing arrived.
+        waited: Duration,
+        /// The partitions still short, with their ends.
+        short: String,
     },
     /// The schema registry failed or refused.
     #[error("schema registry, {what}: {reason}")]

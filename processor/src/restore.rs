@@ -13,10 +13,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
+use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use sessionfold_edge::QuietLogs;
+use sessionfold_edge::catch_up::{Ends, Patience, read_to_end};
 use sessionfold_schemas::headers::{BATCH_END, BATCH_START};
 
 use crate::error::ProcessorError;
@@ -45,40 +46,27 @@ fn header_i64(m: &impl Message, name: &str) -> Option<i64> {
         .and_then(|s| s.parse().ok())
 }
 
-/// Reads from the current position to the real end of the partition: past
-/// the reported end and then until nothing more arrives for a moment (the
-/// reported high watermark can lag the records stored), calling `f` on each
-/// record; returns the last one.
-fn read_to_end(
+/// Reads partition `partition` of `changelog` from the assigned position to
+/// `end`, and on until the log is briefly quiet (records past the reported
+/// end are newer than the batch headers read, and the input after the resume
+/// offset rebuilds them anyway).
+fn read_to(
     consumer: &BaseConsumer<QuietLogs>,
-    high: i64,
+    changelog: &str,
     partition: i32,
-    mut f: impl FnMut(&rdkafka::message::OwnedMessage),
-) -> Result<Option<rdkafka::message::OwnedMessage>, ProcessorError> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(600);
-    let mut last: Option<rdkafka::message::OwnedMessage> = None;
-    loop {
-        let reached = last.as_ref().is_some_and(|m| m.offset() >= high - 1);
-        // Once the reported end is reached, 100 ms of quiet ends the read:
-        // records past it are newer than the batch headers read, and the
-        // input after the resume offset rebuilds them anyway.
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let m = m.detach();
-                f(&m);
-                last = Some(m);
-            }
-            Some(Err(e)) => return Err(e.into()),
-            None if reached => return Ok(last),
-            None if std::time::Instant::now() > deadline => {
-                return Err(ProcessorError::Restore {
-                    partition,
-                    reason: format!("changelog not read to offset {} in time", high - 1),
-                });
-            }
-            None => {}
-        }
-    }
+    (from, end): (i64, i64),
+    mut f: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<(), ProcessorError> {
+    let mut ends = Ends::new();
+    ends.expect(changelog, partition, from, end);
+    let patience = Patience {
+        quiet: Duration::from_millis(100),
+        ..Patience::default()
+    };
+    read_to_end(consumer, &mut ends, patience, |m| {
+        f(m);
+        Ok::<(), ProcessorError>(())
+    })
 }
 
 /// The input offsets of the last batch a changelog partition records.
@@ -149,11 +137,13 @@ pub fn restore_partition(
         Ok(())
     };
     assign(Offset::Offset(high - 1))?;
-    let last = read_to_end(&consumer, high, partition, |_| {})?.ok_or_else(|| {
-        ProcessorError::Restore {
-            partition,
-            reason: format!("last changelog record (offset {}) not readable", high - 1),
-        }
+    let mut last = None;
+    read_to(&consumer, changelog, partition, (high - 1, high), |m| {
+        last = Some(m.detach());
+    })?;
+    let last = last.ok_or_else(|| ProcessorError::Restore {
+        partition,
+        reason: format!("last changelog record (offset {}) not readable", high - 1),
     })?;
     let batch = match batch_of(&last) {
         Some(b) => Some(b),
@@ -167,7 +157,7 @@ pub fn restore_partition(
             );
             assign(Offset::Beginning)?;
             let mut found = None;
-            read_to_end(&consumer, high, partition, |m| {
+            read_to(&consumer, changelog, partition, (low, high), |m| {
                 if let Some(b) = batch_of(m) {
                     found = Some(b);
                 }
@@ -202,36 +192,42 @@ pub fn restore_partition(
     let mut records = 0u64;
     let mut skipped: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut first_refusal: Option<(i64, String)> = None;
-    let read = read_to_end(&consumer, last.offset() + 1, partition, |m| {
-        records += 1;
-        metrics.restored.inc();
-        let mut skip = |reason: &'static str| *skipped.entry(reason).or_default() += 1;
-        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-            skip("bad_key");
-            return;
-        };
-        let ours = batch_of(m).is_some();
-        match m.payload() {
-            None => {
-                if !ours {
-                    skip("tombstone_without_headers");
-                }
-                latest.insert(key.to_owned(), None);
-            }
-            Some(v) => match valid(key, v) {
-                Ok(()) => {
+    let read = read_to(
+        &consumer,
+        changelog,
+        partition,
+        (low, last.offset() + 1),
+        |m| {
+            records += 1;
+            metrics.restored.inc();
+            let mut skip = |reason: &'static str| *skipped.entry(reason).or_default() += 1;
+            let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                skip("bad_key");
+                return;
+            };
+            let ours = batch_of(m).is_some();
+            match m.payload() {
+                None => {
                     if !ours {
-                        skip("state_without_headers");
+                        skip("tombstone_without_headers");
                     }
-                    latest.insert(key.to_owned(), Some(v.to_vec()));
+                    latest.insert(key.to_owned(), None);
                 }
-                Err(e) => {
-                    skip("foreign_value");
-                    first_refusal.get_or_insert((m.offset(), e));
-                }
-            },
-        }
-    });
+                Some(v) => match valid(key, v) {
+                    Ok(()) => {
+                        if !ours {
+                            skip("state_without_headers");
+                        }
+                        latest.insert(key.to_owned(), Some(v.to_vec()));
+                    }
+                    Err(e) => {
+                        skip("foreign_value");
+                        first_refusal.get_or_insert((m.offset(), e));
+                    }
+                },
+            }
+        },
+    );
     metrics.restoring.dec();
     read?;
     if !skipped.is_empty() {

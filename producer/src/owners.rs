@@ -93,15 +93,10 @@ fn follow_once(
         .set("enable.auto.commit", "false")
         .create_with_context(QuietLogs::default())
         .map_err(|e| e.to_string())?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| e.to_string())?;
     let mut tpl = TopicPartitionList::new();
-    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                .map_err(|e| e.to_string())?;
-        }
+    for p in sessionfold_edge::catch_up::partitions(&consumer, topic).map_err(|e| e.to_string())? {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(|e| e.to_string())?;
     }
     if tpl.count() == 0 {
         return Err(format!("topic {topic} has no partitions yet"));

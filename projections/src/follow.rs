@@ -1,12 +1,12 @@
 //! Follows the changelog topics from the beginning into the in-memory views.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use sessionfold_edge::catch_up::{self, Ends};
 use sessionfold_schemas::{Contract, SchemaError, Stream, Topics};
 
 use crate::imports::ImportView;
@@ -69,36 +69,27 @@ pub fn follow(
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .create_with_context(sessionfold_edge::QuietLogs::default())?;
-    let timeout = Duration::from_secs(10);
-    let mut targets: HashMap<(Stream, i32), i64> = HashMap::new();
+    let mut ends = Ends::new();
     let mut tpl = TopicPartitionList::new();
     for changelog in Stream::ALL {
         let topic = changelog.changelog(topics);
-        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic)
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
+        let partitions = catch_up::partitions(&consumer, topic)?;
         if partitions.is_empty() {
             return Err(FollowError::NoTopic(topic.to_owned()));
         }
         for p in partitions {
             let (low, high) = sessionfold_edge::watermarks(&consumer, topic, p)?;
-            if high > low {
-                targets.insert((changelog, p), high);
-            }
+            ends.expect(topic, p, low, high);
             tpl.add_partition_offset(topic, p, Offset::Beginning)?;
         }
     }
     consumer.assign(&tpl)?;
     tracing::info!(
         partitions = tpl.count(),
-        to_catch_up = targets.len(),
+        to_catch_up = ends.pending(),
         "following the changelogs"
     );
-    if targets.is_empty() {
+    if ends.reached() {
         ready.store(true, Ordering::SeqCst);
     }
     let mut batch: Vec<Raw> = Vec::with_capacity(1024);
@@ -130,14 +121,9 @@ pub fn follow(
             continue;
         }
         for r in &batch {
-            if let Some(t) = targets.get(&(r.changelog, r.partition))
-                && r.offset + 1 >= *t
-            {
-                targets.remove(&(r.changelog, r.partition));
-                if targets.is_empty() {
-                    ready.store(true, Ordering::SeqCst);
-                    tracing::info!("caught up with the changelogs");
-                }
+            if ends.seen(r.changelog.changelog(topics), r.partition, r.offset) {
+                ready.store(true, Ordering::SeqCst);
+                tracing::info!("caught up with the changelogs");
             }
         }
         // Changes are streamed once caught up: what came before is history,

@@ -145,15 +145,9 @@ pub(super) fn partition_counts<C: ConsumerContext>(
     let mut out = BTreeMap::new();
     for stream in Stream::ALL {
         let topic = stream.input(topics);
-        match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
-            Ok(m) => {
-                let n: usize = m
-                    .topics()
-                    .iter()
-                    .filter(|t| t.name() == topic)
-                    .map(|t| t.partitions().len())
-                    .sum();
-                if let Ok(n) = i32::try_from(n)
+        match sessionfold_edge::catch_up::partitions(consumer, topic) {
+            Ok(ids) => {
+                if let Ok(n) = i32::try_from(ids.len())
                     && n > 0
                 {
                     out.insert(stream, n);

@@ -3,13 +3,14 @@
 //! the end the topics have when the read begins.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use indicatif::ProgressBar;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use sessionfold_edge::QuietLogs;
+use sessionfold_edge::catch_up::{self, Ends, Patience, read_to_end};
 use sessionfold_fold::Millis;
 use sessionfold_schemas::{Topics, headers};
 
@@ -38,19 +39,6 @@ pub struct RawRecord<'a> {
     pub partitions: i32,
 }
 
-fn partitions_of(
-    consumer: &BaseConsumer<QuietLogs>,
-    topic: &str,
-) -> Result<Vec<i32>, ProcessorError> {
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    Ok(metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect())
-}
-
 /// Hands every record of both input topics, from `from` to the ends seen at
 /// the start, to `each`, partition by partition in offset order.
 pub fn read_topics(
@@ -66,20 +54,18 @@ pub fn read_topics(
         .set("enable.partition.eof", "false")
         .create_with_context(QuietLogs::default())?;
     let timeout = Duration::from_secs(10);
-    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut bounds: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
-    let mut total = 0;
     let mut counts: BTreeMap<Stream, i32> = BTreeMap::new();
     for stream in Stream::ALL {
         let topic = stream.input(topics);
-        let parts = partitions_of(&consumer, topic)?;
+        let parts = catch_up::partitions(&consumer, topic)?;
         counts.insert(stream, i32::try_from(parts.len()).unwrap_or(i32::MAX));
         for p in parts {
-            let (low, high) = sessionfold_edge::watermarks(&consumer, topic, p)?;
-            if high > low {
-                ends.insert((topic.to_owned(), p), high);
-                total += u64::try_from(high - low).unwrap_or(0);
-            }
+            bounds.insert(
+                (topic.to_owned(), p),
+                sessionfold_edge::watermarks(&consumer, topic, p)?,
+            );
             let offset = match from {
                 Start::Earliest => Offset::Beginning,
                 Start::At(t) => Offset::Offset(t),
@@ -87,49 +73,48 @@ pub fn read_topics(
             tpl.add_partition_offset(topic, p, offset)?;
         }
     }
+    if let Start::At(_) = from {
+        tpl = consumer.offsets_for_times(tpl, timeout)?;
+    }
+    // A partition with nothing after the start time is already at its end.
+    let mut ends = Ends::new();
+    let mut total = 0;
+    for e in tpl.elements() {
+        let Some(&(low, high)) = bounds.get(&(e.topic().to_owned(), e.partition())) else {
+            continue;
+        };
+        let start = match e.offset() {
+            Offset::Offset(o) => o.max(low),
+            Offset::Beginning => low,
+            _ => high,
+        };
+        ends.expect(e.topic(), e.partition(), start, high);
+        total += u64::try_from(high - start).unwrap_or(0);
+    }
     super::progress_length(progress, total);
     if let Start::At(_) = from {
         tpl = consumer.offsets_for_times(tpl, timeout)?;
     }
     consumer.assign(&tpl)?;
-    // Past the reported ends, read on until nothing arrives for a moment: a
-    // broker's reported end can lag the records it stores (tansu does).
-    let mut idle_since = Instant::now();
-    loop {
-        match consumer.poll(Duration::from_millis(300)) {
-            Some(Ok(m)) => {
-                idle_since = Instant::now();
-                let Some(stream) = Stream::of_input(topics, m.topic()) else {
-                    continue;
-                };
-                each(RawRecord {
-                    stream,
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    timestamp: m.timestamp().to_millis(),
-                    key: m.key().and_then(|k| std::str::from_utf8(k).ok()),
-                    payload: m.payload(),
-                    actor_role: m
-                        .headers()
-                        .and_then(|h| h.iter().find(|h| h.key == headers::ACTOR_ROLE))
-                        .and_then(|h| h.value)
-                        .and_then(|v| std::str::from_utf8(v).ok()),
-                    partitions: counts.get(&stream).copied().unwrap_or(0),
-                })?;
-                progress.inc(1);
-                let part = (m.topic().to_owned(), m.partition());
-                if ends.get(&part).is_some_and(|end| m.offset() + 1 >= *end) {
-                    ends.remove(&part);
-                }
-            }
-            Some(Err(e)) => return Err(e.into()),
-            None if ends.is_empty() => return Ok(()),
-            None if idle_since.elapsed() > Duration::from_secs(30) => {
-                return Err(ProcessorError::Replay(format!(
-                    "no records for 30 s with partitions still short of their end: {ends:?}"
-                )));
-            }
-            None => {}
-        }
-    }
+    read_to_end(&consumer, &mut ends, Patience::default(), |m| {
+        let Some(stream) = Stream::of_input(topics, m.topic()) else {
+            return Ok(());
+        };
+        each(RawRecord {
+            stream,
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp: m.timestamp().to_millis(),
+            key: m.key().and_then(|k| std::str::from_utf8(k).ok()),
+            payload: m.payload(),
+            actor_role: m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == headers::ACTOR_ROLE))
+                .and_then(|h| h.value)
+                .and_then(|v| std::str::from_utf8(v).ok()),
+            partitions: counts.get(&stream).copied().unwrap_or(0),
+        })?;
+        progress.inc(1);
+        Ok(())
+    })
 }

@@ -1,0 +1,194 @@
+//! Reading partitions to their real end.
+//!
+//! Restore, replay and the changelog follower all read some partitions from a
+//! position to "what the log held when we started". The end a broker reports
+//! can lag the records it stores (tansu 0.6.0 does), so the end is reached
+//! when a record at or past the reported end has been seen *and* the log then
+//! stays quiet for a moment. [`Ends`] is the pure bookkeeping of which
+//! partitions are still short of their end; [`read_to_end`] is the one poll
+//! loop built on it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+
+use crate::EdgeError;
+
+/// The partitions still short of the end they had when reading began.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ends {
+    left: BTreeMap<String, BTreeMap<i32, i64>>,
+}
+
+impl Ends {
+    /// Nothing to wait for yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Waits for `partition` of `topic` to be read up to `end` (the offset
+    /// after its last record) when it holds anything between `start` and
+    /// `end`; an empty range is already reached.
+    pub fn expect(&mut self, topic: &str, partition: i32, start: i64, end: i64) {
+        if end > start {
+            self.left
+                .entry(topic.to_owned())
+                .or_default()
+                .insert(partition, end);
+        }
+    }
+
+    /// Notes a record read; true when it was the one that brought the last
+    /// partition still short to its end.
+    pub fn seen(&mut self, topic: &str, partition: i32, offset: i64) -> bool {
+        let Some(parts) = self.left.get_mut(topic) else {
+            return false;
+        };
+        if parts.get(&partition).is_none_or(|end| offset + 1 < *end) {
+            return false;
+        }
+        parts.remove(&partition);
+        if parts.is_empty() {
+            self.left.remove(topic);
+        }
+        self.left.is_empty()
+    }
+
+    /// True when every expected partition has reached its end.
+    pub fn reached(&self) -> bool {
+        self.left.is_empty()
+    }
+
+    /// How many partitions are still short of their end.
+    pub fn pending(&self) -> usize {
+        self.left.values().map(BTreeMap::len).sum()
+    }
+
+    /// The partitions still short, as `topic/partition < end`, for messages.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        for (topic, ends) in &self.left {
+            for (p, end) in ends {
+                parts.push(format!("{topic}/{p} < {end}"));
+            }
+        }
+        parts.join(", ")
+    }
+}
+
+/// The partition ids of `topic`, in order; empty when the topic does not exist.
+pub fn partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+) -> Result<Vec<i32>, KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut ids: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// How long the log must stay quiet once every end is reached, and how long
+/// it may stay silent while some partition is still short.
+#[derive(Debug, Clone, Copy)]
+pub struct Patience {
+    /// Quiet after the ends that ends the read: records a lagging broker
+    /// reports late arrive within it.
+    pub quiet: Duration,
+    /// Silence, with some partition still short, after which the read fails.
+    pub stall: Duration,
+}
+
+impl Default for Patience {
+    fn default() -> Self {
+        Self {
+            quiet: Duration::from_millis(200),
+            stall: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Polls the partitions `consumer` is assigned, handing each record to `f`,
+/// until every partition in `ends` has reached its end and the log has been
+/// quiet for `patience.quiet`. Fails when nothing arrives for
+/// `patience.stall` while a partition is still short.
+pub fn read_to_end<C, E>(
+    consumer: &BaseConsumer<C>,
+    ends: &mut Ends,
+    patience: Patience,
+    mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<(), E>,
+) -> Result<(), E>
+where
+    C: ConsumerContext,
+    E: From<EdgeError>,
+{
+    let mut last_record = Instant::now();
+    loop {
+        match consumer.poll(patience.quiet) {
+            Some(Ok(m)) => {
+                last_record = Instant::now();
+                ends.seen(m.topic(), m.partition(), m.offset());
+                f(&m)?;
+            }
+            Some(Err(e)) => return Err(EdgeError::Kafka(e).into()),
+            None if ends.reached() => return Ok(()),
+            None if last_record.elapsed() > patience.stall => {
+                return Err(EdgeError::Stalled {
+                    waited: patience.stall,
+                    short: ends.describe(),
+                }
+                .into());
+            }
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_partitions_are_reached_at_once() {
+        let mut ends = Ends::new();
+        ends.expect("a", 0, 5, 5);
+        ends.expect("a", 1, 0, 0);
+        assert!(ends.reached());
+        assert_eq!(ends.pending(), 0);
+    }
+
+    #[test]
+    fn the_last_partition_to_reach_its_end_is_told() {
+        let mut ends = Ends::new();
+        ends.expect("a", 0, 0, 3);
+        ends.expect("a", 1, 10, 12);
+        ends.expect("b", 0, 0, 1);
+        assert_eq!(ends.pending(), 3);
+        assert!(!ends.seen("a", 0, 1));
+        assert!(!ends.seen("a", 0, 2));
+        assert!(!ends.seen("b", 0, 0));
+        assert_eq!(ends.describe(), "a/1 < 12");
+        // A record past the end (the broker's end lagged) counts too.
+        assert!(ends.seen("a", 1, 40));
+        assert!(ends.reached());
+        // Records after that change nothing.
+        assert!(!ends.seen("a", 1, 41));
+    }
+
+    #[test]
+    fn records_of_other_partitions_do_not_count() {
+        let mut ends = Ends::new();
+        ends.expect("a", 0, 0, 2);
+        assert!(!ends.seen("a", 1, 5));
+        assert!(!ends.seen("b", 0, 5));
+        assert_eq!(ends.pending(), 1);
+    }
+}
