@@ -308,12 +308,7 @@ fn ingest_activity(
     let value = json_body(state, body)?;
     let events = input::activity_request(&value, receipt(state), state.limits.max_events)
         .map_err(ApiError::BadRequest)?;
-    if let Some(e) = events.iter().find(|e| !caller.may_act_for(&e.user_id)) {
-        return Err(ApiError::Forbidden(format!(
-            "user_id {:?}: a user token may only emit events for its own sub",
-            e.user_id
-        )));
-    }
+    input::authorize_request(caller, &value, events.iter().map(input::Event::Activity))?;
     let records = events
         .iter()
         .map(|e| {
@@ -350,24 +345,22 @@ fn ingest_imports(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Vec<String>, ApiError> {
     let value = json_body(state, body)?;
-    let events = input::import_request(
+    let events = input::import_events(
         &value,
         import_id,
-        caller,
+        &caller.user_id,
         receipt(state),
         state.limits.max_events,
-    )?;
-    if !caller.acts_on_any_import()
-        && events
+    )
+    .map_err(ApiError::BadRequest)?;
+    let owner = state.owners.owner_of(import_id);
+    input::authorize_request(
+        caller,
+        &value,
+        events
             .iter()
-            .any(|e| !matches!(e.body, sessionfold_schemas::ImportBody::Started { .. }))
-        && let Some(owner) = state.owners.owner_of(import_id)
-        && owner.as_deref() != Some(caller.user_id.as_str())
-    {
-        return Err(ApiError::Forbidden(format!(
-            "import {import_id:?} is not yours: only its owner, an admin, IMPORT_ADMIN or a service may write its events"
-        )));
-    }
+            .map(|e| input::Event::Import(e, owner.as_ref().map(Option::as_deref))),
+    )?;
     let records = events
         .iter()
         .map(|e| {
