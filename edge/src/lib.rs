@@ -248,3 +248,30 @@ pub async fn shutdown_signal() {
 pub fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
 }
+
+/// A service's command line: one of its subcommands, or, with none, the
+/// arguments of its default command.
+#[derive(Debug, clap::Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+pub struct ServiceCli<C: clap::Subcommand, A: clap::Args> {
+    /// The subcommand given, if any.
+    #[command(subcommand)]
+    pub command: Option<C>,
+    /// The default command's arguments.
+    #[command(flatten)]
+    pub default: A,
+}
+
+impl<C: clap::Subcommand, A: clap::Args> ServiceCli<C, A> {
+    /// Parses the process arguments as binary `name`, described by `about`;
+    /// exits with clap's message on bad arguments or `--help`.
+    pub fn parse_as(name: &'static str, about: &'static str) -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command()
+            .name(name)
+            .bin_name(name)
+            .about(about)
+            .get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}

@@ -4,25 +4,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use sessionfold_edge::{CommonArgs, parse_duration};
+use clap::Subcommand;
+use sessionfold_edge::{CommonArgs, ServiceCli, parse_duration};
 use sessionfold_fold::{ImportConfig, PresenceConfig};
 use sessionfold_processor::replay::{ReplaySettings, Source, Start, archive, progress_bar};
 use sessionfold_processor::{LoopSettings, Settings, run};
 
-/// Folds activity and import events into per-user state and publishes changelogs.
-#[derive(Debug, Parser)]
-#[command(
-    name = "sessionfold-processor",
-    version,
-    args_conflicts_with_subcommands = true
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    run: RunArgs,
-}
+/// What `--help` says this binary does.
+const ABOUT: &str =
+    "Folds activity and import events into per-user state and publishes changelogs.";
+
+type Cli = ServiceCli<Command, RunArgs>;
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -32,6 +24,39 @@ enum Command {
     Replay(ReplayArgs),
     /// Write the input topics into an Avro object container file, for replay or analysis away from the cluster.
     Export(ExportArgs),
+}
+
+/// The fold's rules, the same live and in replay (where a different idle
+/// timeout can be tried on the past).
+#[derive(Debug, Clone, clap::Args)]
+struct FoldArgs {
+    /// A session with no activity for this long goes inactive.
+    #[arg(long, env = "SESSIONFOLD_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// A session is forgotten this long after its last activity.
+    #[arg(long, env = "SESSIONFOLD_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    retention: Duration,
+    /// Event ids are remembered this long behind a user's latest activity;
+    /// older events are dead-lettered as late rather than risk a double apply.
+    #[arg(long, env = "SESSIONFOLD_DEDUP_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    dedup_window: Duration,
+}
+
+impl FoldArgs {
+    fn presence(&self) -> PresenceConfig {
+        PresenceConfig {
+            idle_timeout: millis(self.idle_timeout),
+            retention: millis(self.retention),
+            dedup_window: millis(self.dedup_window),
+        }
+    }
+
+    fn imports(&self) -> ImportConfig {
+        ImportConfig {
+            retention: millis(self.retention),
+            dedup_window: millis(self.dedup_window),
+        }
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -62,15 +87,8 @@ struct ReplayArgs {
     /// Read this export file instead of the broker.
     #[arg(long, value_name = "FILE.avro")]
     input: Option<PathBuf>,
-    /// A session without activity for this long is no longer active.
-    #[arg(long, env = "SESSIONFOLD_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
-    idle_timeout: Duration,
-    /// A session is forgotten this long after its last activity.
-    #[arg(long, env = "SESSIONFOLD_RETENTION", default_value = "24h", value_parser = parse_duration)]
-    retention: Duration,
-    /// Event ids are remembered this long behind a user's latest activity.
-    #[arg(long, env = "SESSIONFOLD_DEDUP_WINDOW", default_value = "10m", value_parser = parse_duration)]
-    dedup_window: Duration,
+    #[command(flatten)]
+    rules: FoldArgs,
     /// Window of the as-of active list and summary.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     window: Duration,
@@ -111,15 +129,8 @@ fn replay(a: ReplayArgs) -> anyhow::Result<()> {
         source,
         from: a.from,
         until: a.until,
-        presence: PresenceConfig {
-            idle_timeout: millis(a.idle_timeout),
-            retention: millis(a.retention),
-            dedup_window: millis(a.dedup_window),
-        },
-        imports: ImportConfig {
-            retention: millis(a.retention),
-            dedup_window: millis(a.dedup_window),
-        },
+        presence: a.rules.presence(),
+        imports: a.rules.imports(),
         window: millis(a.window),
         out: a.out,
     };
@@ -172,16 +183,8 @@ struct RunArgs {
         default_value = "sessionfold-processor"
     )]
     group_id: String,
-    /// A session with no activity for this long goes inactive.
-    #[arg(long, env = "SESSIONFOLD_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
-    idle_timeout: Duration,
-    /// A session is forgotten this long after its last activity.
-    #[arg(long, env = "SESSIONFOLD_RETENTION", default_value = "24h", value_parser = parse_duration)]
-    retention: Duration,
-    /// Event ids are remembered this long behind a user's latest activity;
-    /// older events are dead-lettered as late rather than risk a double apply.
-    #[arg(long, env = "SESSIONFOLD_DEDUP_WINDOW", default_value = "10m", value_parser = parse_duration)]
-    dedup_window: Duration,
+    #[command(flatten)]
+    rules: FoldArgs,
     /// Interval of the wall-clock expiry tick.
     #[arg(long, env = "SESSIONFOLD_TICK_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     tick_interval: Duration,
@@ -226,12 +229,12 @@ use sessionfold_edge::millis;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_as("sessionfold-processor", ABOUT);
     let args = match cli.command {
         Some(Command::Replay(a)) => return replay(a),
         Some(Command::Export(a)) => return export(a),
         Some(Command::Run(a)) => a,
-        None => cli.run,
+        None => cli.default,
     };
     args.common.init()?;
     let settings = Settings {
@@ -239,15 +242,8 @@ async fn main() -> anyhow::Result<()> {
             brokers: args.common.brokers.clone(),
             topics: args.common.topics(),
             group_id: args.group_id,
-            presence: PresenceConfig {
-                idle_timeout: millis(args.idle_timeout),
-                retention: millis(args.retention),
-                dedup_window: millis(args.dedup_window),
-            },
-            imports: ImportConfig {
-                retention: millis(args.retention),
-                dedup_window: millis(args.dedup_window),
-            },
+            presence: args.rules.presence(),
+            imports: args.rules.imports(),
             tick: args.tick_interval,
             batch_max: args.batch_max,
             instance_id: args.instance_id,

@@ -3,25 +3,16 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use sessionfold_edge::{CommonArgs, parse_duration};
+use clap::Subcommand;
+use sessionfold_edge::{CommonArgs, ServiceCli, parse_duration};
 use sessionfold_producer::client::Client;
 use sessionfold_producer::simulate::{SimConfig, simulate};
 use sessionfold_producer::{Framing, Limits, Settings, run};
 
-/// Accepts JSON events over HTTP and writes them to Kafka as Avro.
-#[derive(Debug, Parser)]
-#[command(
-    name = "sessionfold-producer",
-    version,
-    args_conflicts_with_subcommands = true
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    serve: ServeArgs,
-}
+/// What `--help` says this binary does.
+const ABOUT: &str = "Accepts JSON events over HTTP and writes them to Kafka as Avro.";
+
+type Cli = ServiceCli<Command, ServeArgs>;
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -139,7 +130,7 @@ use sessionfold_edge::millis;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_as("sessionfold-producer", ABOUT);
     match cli.command {
         Some(Command::Simulate(a)) => {
             sessionfold_edge::init_logging(a.log_format);
@@ -169,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Serve(a)) => serve(*a).await,
-        None => serve(cli.serve).await,
+        None => serve(cli.default).await,
     }
 }
 

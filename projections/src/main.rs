@@ -3,23 +3,14 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use sessionfold_edge::{CommonArgs, parse_duration};
+use clap::Subcommand;
+use sessionfold_edge::{CommonArgs, ServiceCli, parse_duration};
 use sessionfold_projections::{Settings, run};
 
-/// Serves who is online and who owns which import, from the changelogs.
-#[derive(Debug, Parser)]
-#[command(
-    name = "sessionfold-projections",
-    version,
-    args_conflicts_with_subcommands = true
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    serve: ServeArgs,
-}
+/// What `--help` says this binary does.
+const ABOUT: &str = "Serves who is online and who owns which import, from the changelogs.";
+
+type Cli = ServiceCli<Command, ServeArgs>;
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -82,11 +73,11 @@ use sessionfold_edge::millis;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_as("sessionfold-projections", ABOUT);
     let a = match cli.command {
         Some(Command::Token(t)) => return print_token(t),
         Some(Command::Serve(a)) => *a,
-        None => cli.serve,
+        None => cli.default,
     };
     a.common.init()?;
     let auth = sessionfold_auth::Authenticator::from_args(&a.auth)?;
