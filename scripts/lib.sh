@@ -31,11 +31,11 @@ ensure_chromedriver() {
 }
 
 # ensure_python_clients: a Python with the outside clients' libraries
-# (tests/outside/requirements.txt, from PyPI) for the end-to-end tests;
+# (e2e/tests/outside/requirements.txt, from PyPI) for the end-to-end tests;
 # exports SESSIONFOLD_TEST_PYTHON. Uses python3 itself when it has the
 # pinned versions, otherwise a virtual environment in .local/pyenv.
 ensure_python_clients() {
-  local req=tests/outside/requirements.txt venv=.local/pyenv
+  local req=e2e/tests/outside/requirements.txt venv=.local/pyenv
   local check='import sys, fastavro, confluent_kafka, pandas
 from confluent_kafka.schema_registry.avro import AvroSerializer
 want = dict(l.strip().split("[")[0].split("==")[0:1] + l.strip().split("==")[1:] for l in open(sys.argv[1]) if "==" in l)

@@ -69,8 +69,7 @@ pub async fn postgres(
         )
         .await?;
     drop(client);
-    let t = Instant::now();
-    let results = futures::stream::iter(events.iter().map(|e| {
+    let events_per_sec = writes_per_sec(events.len(), events.iter().map(|e| {
         let pool = pool.clone();
         async move {
             let c = pool.get().await?;
@@ -107,13 +106,7 @@ pub async fn postgres(
             anyhow::Ok(())
         }
     }))
-    .buffer_unordered(IN_FLIGHT)
-    .collect::<Vec<_>>()
-    .await;
-    for r in results {
-        r?;
-    }
-    let events_per_sec = events.len() as f64 / t.elapsed().as_secs_f64();
+    .await?;
     let c = pool.get().await?;
     let count_sql = c
         .prepare(
@@ -159,37 +152,33 @@ pub async fn redis(
         .arg("presence")
         .query_async::<()>(&mut c)
         .await?;
-    let t = Instant::now();
-    let results = futures::stream::iter(events.iter().map(|e| {
-        let mut c = conn.clone();
-        async move {
-            match &e.body {
-                ActivityBody::SessionEnded { .. } => {
-                    redis::cmd("ZREM")
-                        .arg("presence")
-                        .arg(&e.user_id)
-                        .query_async::<()>(&mut c)
-                        .await
-                }
-                _ => {
-                    redis::cmd("ZADD")
-                        .arg("presence")
-                        .arg("GT")
-                        .arg(e.occurred_at)
-                        .arg(&e.user_id)
-                        .query_async::<()>(&mut c)
-                        .await
+    let events_per_sec = writes_per_sec(
+        events.len(),
+        events.iter().map(|e| {
+            let mut c = conn.clone();
+            async move {
+                match &e.body {
+                    ActivityBody::SessionEnded { .. } => {
+                        redis::cmd("ZREM")
+                            .arg("presence")
+                            .arg(&e.user_id)
+                            .query_async::<()>(&mut c)
+                            .await
+                    }
+                    _ => {
+                        redis::cmd("ZADD")
+                            .arg("presence")
+                            .arg("GT")
+                            .arg(e.occurred_at)
+                            .arg(&e.user_id)
+                            .query_async::<()>(&mut c)
+                            .await
+                    }
                 }
             }
-        }
-    }))
-    .buffer_unordered(IN_FLIGHT)
-    .collect::<Vec<_>>()
-    .await;
-    for r in results {
-        r?;
-    }
-    let events_per_sec = events.len() as f64 / t.elapsed().as_secs_f64();
+        }),
+    )
+    .await?;
     let since = now - 15 * 60_000;
     let mut count = Vec::with_capacity(reads);
     let mut page = Vec::with_capacity(reads);
@@ -222,4 +211,22 @@ pub async fn redis(
         count: Latency::of(count),
         first_page: Latency::of(page),
     })
+}
+
+/// Runs `writes` (one per event) with `IN_FLIGHT` at a time, as a pool of
+/// clients would; events per second, or the first failure.
+async fn writes_per_sec<F, T, E>(n: usize, writes: impl Iterator<Item = F>) -> anyhow::Result<f64>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+    anyhow::Error: From<E>,
+{
+    let t = Instant::now();
+    let results = futures::stream::iter(writes)
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
 }

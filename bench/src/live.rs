@@ -118,7 +118,7 @@ pub async fn at_size(
         &["--idle-timeout", "2h"],
     )
     .await?;
-    let projections = Service::start(
+    let mut projections = Service::start(
         "sessionfold-projections",
         brokers,
         prefix,
@@ -247,7 +247,7 @@ pub async fn freshness(
     sessionfold_edge::ensure_topics(brokers, &topics, 6, Duration::from_secs(60)).await?;
     let producer = Service::start("sessionfold-producer", brokers, prefix, &[]).await?;
     let _processor = Service::start("sessionfold-processor", brokers, prefix, &[]).await?;
-    let projections = Service::start("sessionfold-projections", brokers, prefix, &[]).await?;
+    let mut projections = Service::start("sessionfold-projections", brokers, prefix, &[]).await?;
     projections
         .wait("/readyz", Duration::from_secs(120))
         .await?;

@@ -273,19 +273,14 @@ impl Results {
             md,
             "| contender | sessions | count / summary | first page of active users |\n|---|---|---|---|"
         );
-        if let Some(b) = pg {
+        let baselines = [
+            ("PostgreSQL (indexed `last_activity`)", pg),
+            ("Redis (ids and scores only)", rd),
+        ];
+        for (name, b) in baselines.iter().filter_map(|(n, b)| Some((n, (*b)?))) {
             let _ = writeln!(
                 md,
-                "| PostgreSQL (indexed `last_activity`) | {} | {} | {} |",
-                self.users,
-                lat(&b.count),
-                lat(&b.first_page)
-            );
-        }
-        if let Some(b) = rd {
-            let _ = writeln!(
-                md,
-                "| Redis (ids and scores only) | {} | {} | {} |",
+                "| {name} | {} | {} | {} |",
                 self.users,
                 lat(&b.count),
                 lat(&b.first_page)

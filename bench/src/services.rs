@@ -32,12 +32,6 @@ fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 impl Service {
     /// Starts `name` with `args` and waits for `/healthz`.
     pub async fn start(
@@ -47,7 +41,7 @@ impl Service {
         args: &[&str],
     ) -> anyhow::Result<Service> {
         let dir = tempfile::tempdir()?;
-        let port = free_port()?;
+        let port = sessionfold_e2e::free_port()?;
         let log = std::fs::File::create(dir.path().join("log"))?;
         // With SESSIONFOLD_BENCH_HEAPTRACK=DIR the long-running services run
         // under heaptrack, for the memory profile in docs/profiles/.
@@ -79,7 +73,7 @@ impl Service {
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {name}"))?;
-        let s = Service {
+        let mut s = Service {
             child,
             url: format!("http://127.0.0.1:{port}"),
             _dir: dir,
@@ -89,21 +83,14 @@ impl Service {
     }
 
     /// Waits until `path` answers 200.
-    pub async fn wait(&self, path: &str, within: Duration) -> anyhow::Result<()> {
+    pub async fn wait(&mut self, path: &str, within: Duration) -> anyhow::Result<()> {
         let url = format!("{}{path}", self.url);
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = reqwest::get(&url).await
-                && r.status().is_success()
-            {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                started.elapsed() < within,
-                "{url} not ready within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let child = &mut self.child;
+        sessionfold_e2e::wait_ready(&url, within, || {
+            let status = child.try_wait().ok().flatten()?;
+            Some(format!("{url} exited with {status}"))
+        })
+        .await
     }
 
     /// The Prometheus text of `/metrics`.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use serde_json::json;
-use sessionfold_it::{Service, brokers, eventually, post_json, unique_prefix};
+use sessionfold_e2e::{Service, brokers, eventually, post_json, unique_prefix};
 use sessionfold_schemas::Topics;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,7 +29,7 @@ async fn a_refused_delivery_turns_the_producer_unready() -> anyhow::Result<()> {
     for r in admin.create_topics(&topics, &AdminOptions::new()).await? {
         r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
     }
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let producer = Service::start("sessionfold-producer", &prefix, &[], dir.path()).await?;
     let url = format!("{}/v1/activity", producer.url);
     let ready = format!("{}/readyz", producer.url);
@@ -64,7 +64,7 @@ async fn a_refused_delivery_turns_the_producer_unready() -> anyhow::Result<()> {
     };
     let r = reqwest::Client::new()
         .post(&url)
-        .bearer_auth(sessionfold_it::root_token())
+        .bearer_auth(sessionfold_e2e::root_token())
         .json(&small("s1"))
         .send()
         .await?;

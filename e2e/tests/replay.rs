@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use sessionfold_it::{
+use sessionfold_e2e::{
     Feeder, Stack, activity, bin, eventually, get_json, now_millis, session_started,
 };
 use sessionfold_schemas::{ImportBody, ImportEvent};
@@ -15,7 +15,7 @@ fn run_replay(prefix: &str, until: &str, out: &Path, extra: &[&str]) -> anyhow::
         .args([
             "replay",
             "--brokers",
-            &sessionfold_it::brokers(),
+            &sessionfold_e2e::brokers(),
             "--topic-prefix",
             prefix,
         ])
@@ -125,7 +125,7 @@ async fn replay_matches_the_live_views_and_is_byte_identical() -> anyhow::Result
     let live = eventually(Duration::from_secs(60), "the later view", views_are(37)).await?;
     let (_, live_imports) = get_json(&format!("{}/v1/imports?all=true", s.projections.url)).await?;
 
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let until = rfc3339(now_millis());
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     run_replay(&s.prefix, &until, &a, &["--window", "15m"])?;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sessionfold_it::{
+use sessionfold_e2e::{
     Stack, consume_all, eventually, get_json_as, post_json_as, root_token, token,
 };
 use sessionfold_schemas::{Topics, headers};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sessionfold_it::{Stack, eventually, get_json, post_json, root_token};
+use sessionfold_e2e::{Stack, eventually, get_json, post_json, root_token};
 
 async fn stack(test: &str, processor_args: &[&str]) -> anyhow::Result<Stack> {
     Stack::start(test, processor_args, &[]).await

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::json;
-use sessionfold_it::{
+use sessionfold_e2e::{
     Feeder, Service, activity, brokers, consume_all, eventually, get_json, now_millis, post_json,
     unique_prefix,
 };
@@ -51,7 +51,7 @@ async fn the_registry_format_is_written_and_both_formats_are_folded() -> anyhow:
     };
     let prefix = unique_prefix("registry");
     let t = Topics::new(&prefix);
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let state = dir.path().join("s").to_string_lossy().into_owned();
     let producer = Service::start(
         "sessionfold-producer",
@@ -143,7 +143,7 @@ async fn the_registry_format_is_written_and_both_formats_are_folded() -> anyhow:
     }
     let records: Vec<(Option<&str>, &[u8])> =
         bogus.iter().map(|r| (Some("r1"), r.as_slice())).collect();
-    sessionfold_it::produce_raw(&t.activity, &records).await?;
+    sessionfold_e2e::produce_raw(&t.activity, &records).await?;
     let dead = consume_all(&t.dead_letter, 3, Duration::from_secs(60)).await?;
     assert_eq!(dead.len(), 3);
     for d in &dead {
@@ -231,13 +231,13 @@ async fn an_incompatible_subject_is_refused_before_use() -> anyhow::Result<()> {
         json!({"compatibility": "BACKWARD"}),
     )
     .await?;
-    let (ok, log) = sessionfold_it::exits_within(
+    let (ok, log) = sessionfold_e2e::exits_within(
         "sessionfold-producer",
         &[
             "--topic-prefix",
             &prefix,
             "--jwt-secret",
-            sessionfold_it::TEST_SECRET,
+            sessionfold_e2e::TEST_SECRET,
             "--wire-format",
             "registry",
             "--schema-registry-url",

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use sessionfold_it::{
+use sessionfold_e2e::{
     Feeder, activity, brokers, consume_all, eventually, now_millis, session_started,
     start_processor, unique_prefix,
 };
@@ -78,7 +78,7 @@ async fn a_restore_from_the_compacted_changelog_has_the_old_state() -> anyhow::R
     for r in admin.create_topics(&topics, &AdminOptions::new()).await? {
         r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
     }
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let feeder = Feeder::new(&prefix)?;
     let mut a = start_processor(
         &prefix,
@@ -211,7 +211,7 @@ async fn a_static_member_takes_its_partitions_back_at_once() -> anyhow::Result<(
         return Ok(());
     }
     let prefix = unique_prefix("static");
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let state = dir.path().join("s");
     let args = [
         "--instance-id",

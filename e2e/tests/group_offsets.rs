@@ -7,7 +7,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
-use sessionfold_it::{Stack, brokers, eventually, post_json};
+use sessionfold_e2e::{Stack, brokers, eventually, post_json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_offsets_reach_the_end_of_the_input() -> anyhow::Result<()> {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use sessionfold_it::{
+use sessionfold_e2e::{
     Feeder, Service, activity, consume_all, eventually, get_json, now_millis, session_started,
     unique_prefix,
 };
@@ -35,7 +35,7 @@ async fn processor(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_expire_on_time_and_are_purged() -> anyhow::Result<()> {
     let prefix = unique_prefix("expiry");
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let _p = processor(
         &prefix,
         &dir.path().join("s"),
@@ -161,7 +161,7 @@ async fn exact_counts(projections: &Service, s: &Stream) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_never_loses_or_doubles() -> anyhow::Result<()> {
     let prefix = unique_prefix("crash");
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let state = dir.path().join("s");
     let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
     let feeder = Feeder::new(&prefix)?;
@@ -199,7 +199,7 @@ async fn kill_dash_nine_never_loses_or_doubles() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_member_s_partitions_move_with_their_state() -> anyhow::Result<()> {
     let prefix = unique_prefix("rebalance");
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
     let feeder = Feeder::new(&prefix)?;
     let s = Stream {
@@ -244,7 +244,7 @@ async fn a_dead_member_s_partitions_move_with_their_state() -> anyhow::Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_inside_the_session_timeout_owns_partitions_again() -> anyhow::Result<()> {
     let prefix = unique_prefix("restart");
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let state = dir.path().join("s");
     let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
     let feeder = Feeder::new(&prefix)?;
@@ -280,7 +280,7 @@ async fn a_restart_inside_the_session_timeout_owns_partitions_again() -> anyhow:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_member_takes_partitions_with_their_state() -> anyhow::Result<()> {
     let prefix = unique_prefix("join");
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
     let feeder = Feeder::new(&prefix)?;
     let s = Stream {
@@ -349,7 +349,7 @@ const OWNED: &str = "sessionfold_processor_partitions_assigned";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_from_another_topic_incarnation_is_discarded() -> anyhow::Result<()> {
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let state = dir.path().join("s");
     // The store reads 60 records of the first incarnation, about 20 per partition.
     let old = unique_prefix("incarnation-old");

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sessionfold_it::{Feeder, Service, consume_all, now_millis, unique_prefix};
+use sessionfold_e2e::{Feeder, Service, consume_all, now_millis, unique_prefix};
 use sessionfold_schemas::{
     Contract, ImportBody, ImportEvent, ImportState, ImportStatus, Topics, headers,
 };
@@ -36,7 +36,7 @@ fn start(id: &str, import: &str, owner: Option<&str>) -> ImportEvent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imports_are_folded_and_lifecycle_violations_dead_lettered() -> anyhow::Result<()> {
     let prefix = unique_prefix("imports");
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let state = dir.path().join("s").to_string_lossy().into_owned();
     let mut p = Service::start(
         "sessionfold-processor",

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use sessionfold_it::{Feeder, brokers, consume_all, now_millis, session_started, unique_prefix};
+use sessionfold_e2e::{Feeder, brokers, consume_all, now_millis, session_started, unique_prefix};
 use sessionfold_schemas::Topics;
 
 fn admin() -> anyhow::Result<AdminClient<DefaultClientContext>> {
@@ -56,7 +56,7 @@ async fn operator_creates(topics: &[(&str, i32, bool)]) -> anyhow::Result<()> {
 
 /// Runs the processor until it exits (at most 60 s); returns its status and log.
 fn processor_exits(prefix: &str, extra: &[&str]) -> anyhow::Result<(bool, String)> {
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let state = dir.path().join("s").to_string_lossy().into_owned();
     let mut args = vec![
         "--topic-prefix",
@@ -67,15 +67,15 @@ fn processor_exits(prefix: &str, extra: &[&str]) -> anyhow::Result<(bool, String
         prefix,
     ];
     args.extend_from_slice(extra);
-    sessionfold_it::exits_within("sessionfold-processor", &args, Duration::from_secs(60))
+    sessionfold_e2e::exits_within("sessionfold-processor", &args, Duration::from_secs(60))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn created_topics_carry_the_operator_settings() -> anyhow::Result<()> {
     let prefix = unique_prefix("topiccfg");
     let t = Topics::new(&prefix);
-    let dir = sessionfold_it::scratch()?;
-    let _processor = sessionfold_it::start_processor(
+    let dir = sessionfold_e2e::scratch()?;
+    let _processor = sessionfold_e2e::start_processor(
         &prefix,
         &dir.path().join("s"),
         dir.path(),
@@ -145,8 +145,8 @@ async fn with_creation_off_the_operator_s_topics_are_used() -> anyhow::Result<()
         (&t.dead_letter, 1, false),
     ])
     .await?;
-    let dir = sessionfold_it::scratch()?;
-    let _processor = sessionfold_it::start_processor(
+    let dir = sessionfold_e2e::scratch()?;
+    let _processor = sessionfold_e2e::start_processor(
         &prefix,
         &dir.path().join("s"),
         dir.path(),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sessionfold_it::{SseClient, SseEvent, Stack, eventually, get_json_as, post_json_as, token};
+use sessionfold_e2e::{SseClient, SseEvent, Stack, eventually, get_json_as, post_json_as, token};
 
 /// `(event, key, change)` of an event, for comparing.
 fn summary(e: &SseEvent) -> (String, String, String) {
@@ -173,12 +173,12 @@ async fn a_stream_closes_when_its_token_expires() -> anyhow::Result<()> {
         ],
     )
     .await?;
-    let now = sessionfold_it::now_millis() / 1000;
+    let now = sessionfold_e2e::now_millis() / 1000;
     let signed = |claims: Value| -> anyhow::Result<String> {
         Ok(jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),
             &claims,
-            &jsonwebtoken::EncodingKey::from_secret(sessionfold_it::TEST_SECRET.as_bytes()),
+            &jsonwebtoken::EncodingKey::from_secret(sessionfold_e2e::TEST_SECRET.as_bytes()),
         )?)
     };
     let claims = json!({"sub": "watcher", "roles": ["admin"], "exp": now + 3,

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sessionfold_it::{SseClient, Stack, consume_all, post_json, root_token};
+use sessionfold_e2e::{SseClient, Stack, consume_all, post_json, root_token};
 use sessionfold_schemas::Topics;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use serde_json::Value;
-use sessionfold_it::{Feeder, activity, brokers, create_topics, run_processor_command, scratch};
+use sessionfold_e2e::{Feeder, activity, brokers, create_topics, run_processor_command, scratch};
 use sessionfold_schemas::{
     ActivityBody, ActivityEvent, EndReason, ImportBody, ImportEvent, SessionStarted,
 };
@@ -176,7 +176,7 @@ fn column(csv: &str, name: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_different_idle_timeout_gives_the_hand_calculated_figures() -> anyhow::Result<()> {
-    let prefix = sessionfold_it::unique_prefix("report");
+    let prefix = sessionfold_e2e::unique_prefix("report");
     create_topics(&prefix).await?;
     let feeder = Feeder::new(&prefix)?;
     let (activity, imports) = small_history();
@@ -347,7 +347,7 @@ fn generated_history() -> (Vec<ActivityEvent>, Vec<ImportEvent>) {
             activity.push(if rng.next(3) == 0 {
                 viewed(&id, &user, t, pages[rng.next(5) as usize])
             } else {
-                sessionfold_it::activity(id, &user, t, false)
+                sessionfold_e2e::activity(id, &user, t, false)
             });
         }
         if rng.next(2) == 0 {
@@ -412,8 +412,8 @@ fn assert_same_outputs(a: &Path, b: &Path, what: &str) -> anyhow::Result<()> {
 async fn out_of_order_and_duplicated_history_gives_the_sorted_answer_and_the_export_too()
 -> anyhow::Result<()> {
     let (activity, imports) = generated_history();
-    let sorted = sessionfold_it::unique_prefix("sorted");
-    let messy = sessionfold_it::unique_prefix("messy");
+    let sorted = sessionfold_e2e::unique_prefix("sorted");
+    let messy = sessionfold_e2e::unique_prefix("messy");
     for p in [&sorted, &messy] {
         create_topics(p).await?;
     }

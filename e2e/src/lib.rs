@@ -148,6 +148,30 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// Waits until `url` answers 2xx, for at most `within`; `gone` says why to
+/// give up at once (the process that should answer has exited).
+pub async fn wait_ready(
+    url: &str,
+    within: Duration,
+    mut gone: impl FnMut() -> Option<String>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = reqwest::get(url).await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        if let Some(why) = gone() {
+            bail!(why);
+        }
+        if started.elapsed() > within {
+            bail!("{url} not ready within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A running service; killed when dropped.
 pub struct Service {
     child: Child,
@@ -237,28 +261,13 @@ impl Service {
     /// Waits until `path` answers 200.
     pub async fn wait_http(&mut self, path: &str, within: Duration) -> anyhow::Result<()> {
         let url = format!("{}{path}", self.url);
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = reqwest::get(&url).await
-                && r.status().is_success()
-            {
-                return Ok(());
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                bail!(
-                    "{} exited with {status}; log:\n{}",
-                    self.name,
-                    self.log_text()
-                );
-            }
-            if started.elapsed() > within {
-                bail!(
-                    "{url} not ready within {within:?}; log:\n{}",
-                    self.log_text()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let (child, name) = (&mut self.child, &self.name);
+        wait_ready(&url, within, || {
+            let status = child.try_wait().ok().flatten()?;
+            Some(format!("{name} exited with {status}"))
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", self.log_text()))
     }
 
     /// The log so far.

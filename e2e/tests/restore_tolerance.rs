@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sessionfold_it::{
+use sessionfold_e2e::{
     Feeder, Service, activity, brokers, eventually, get_json, now_millis, produce_raw,
     session_started, start_processor, unique_prefix,
 };
@@ -65,7 +65,7 @@ async fn heartbeats_are(projections: &Service, want: i64) -> anyhow::Result<()> 
 async fn stray_changelog_records_do_not_block_a_restore() -> anyhow::Result<()> {
     let prefix = unique_prefix("stray");
     let topics = Topics::new(&prefix);
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
     let feeder = Feeder::new(&prefix)?;
     let mut p = start_processor(&prefix, &dir.path().join("a"), dir.path(), &[]).await?;
@@ -125,7 +125,7 @@ async fn stray_changelog_records_do_not_block_a_restore() -> anyhow::Result<()> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_store_is_moved_aside_and_rebuilt() -> anyhow::Result<()> {
     let prefix = unique_prefix("damaged");
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let state = dir.path().join("s");
     let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
     let feeder = Feeder::new(&prefix)?;

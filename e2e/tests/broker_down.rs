@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use serde_json::json;
-use sessionfold_it::{Service, free_port, post_json, unique_prefix};
+use sessionfold_e2e::{Service, free_port, post_json, unique_prefix};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_wait_for_a_missing_broker() -> anyhow::Result<()> {
     let nowhere = format!("127.0.0.1:{}", free_port()?);
     let prefix = unique_prefix("down");
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let state = dir.path().join("state").to_string_lossy().into_owned();
     let mut producer =
         Service::start_on(&nowhere, "sessionfold-producer", &prefix, &[], dir.path()).await?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::json;
-use sessionfold_it::{
+use sessionfold_e2e::{
     Service, eventually, get_json, post_json, run_processor_command, unique_prefix,
 };
 
@@ -61,7 +61,7 @@ async fn the_services_and_a_replay_run_over_sasl_ssl() -> anyhow::Result<()> {
         return Ok(());
     };
     let prefix = unique_prefix("secure");
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let props = s.args(&s.password);
     let props: Vec<&str> = props.iter().map(String::as_str).collect();
     let state = dir.path().join("s").to_string_lossy().into_owned();
@@ -157,7 +157,7 @@ async fn a_wrong_password_is_a_clear_error_and_not_ready() -> anyhow::Result<()>
         return Ok(());
     };
     let prefix = unique_prefix("badpass");
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let props = s.args("not-the-password");
     let props: Vec<&str> = props.iter().map(String::as_str).collect();
     let state = dir.path().join("s").to_string_lossy().into_owned();

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sessionfold_it::{Stack, TEST_SECRET, eventually, free_port, get_json_as, post_json_as, token};
+use sessionfold_e2e::{
+    Stack, TEST_SECRET, eventually, free_port, get_json_as, post_json_as, token,
+};
 
 const CALLERS: [&str; 7] = [
     "none",
@@ -238,7 +240,7 @@ async fn every_route_answers_every_caller_as_the_rules_say() -> anyhow::Result<(
 async fn a_service_without_a_key_refuses_to_start_unless_open_mode_is_asked_for()
 -> anyhow::Result<()> {
     for name in ["sessionfold-producer", "sessionfold-projections"] {
-        let out = std::process::Command::new(sessionfold_it::bin(name)?)
+        let out = std::process::Command::new(sessionfold_e2e::bin(name)?)
             .args(["--listen", "127.0.0.1:0", "--brokers", "127.0.0.1:1"])
             .env_remove("SESSIONFOLD_JWT_SECRET")
             .env_remove("SESSIONFOLD_JWT_PUBLIC_KEY")
@@ -251,15 +253,15 @@ async fn a_service_without_a_key_refuses_to_start_unless_open_mode_is_asked_for(
         );
     }
     // Open mode starts, says so loudly, and lets a tokenless caller in.
-    let dir = sessionfold_it::scratch()?;
-    let prefix = sessionfold_it::unique_prefix("open");
+    let dir = sessionfold_e2e::scratch()?;
+    let prefix = sessionfold_e2e::unique_prefix("open");
     let port = free_port()?;
     let log = dir.path().join("open.log");
-    let mut child = std::process::Command::new(sessionfold_it::bin("sessionfold-projections")?)
+    let mut child = std::process::Command::new(sessionfold_e2e::bin("sessionfold-projections")?)
         .args(["--auth-disabled", "--listen", &format!("127.0.0.1:{port}")])
         .args([
             "--brokers",
-            &sessionfold_it::brokers(),
+            &sessionfold_e2e::brokers(),
             "--topic-prefix",
             &prefix,
         ])
@@ -280,12 +282,12 @@ async fn a_service_without_a_key_refuses_to_start_unless_open_mode_is_asked_for(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rs256_tokens_verify_with_the_public_key() -> anyhow::Result<()> {
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let key = dir.path().join("public.pem");
-    std::fs::write(&key, include_str!("../auth/testdata/rsa-public.pem"))?;
-    let prefix = sessionfold_it::unique_prefix("rs256");
+    std::fs::write(&key, include_str!("../../auth/testdata/rsa-public.pem"))?;
+    let prefix = sessionfold_e2e::unique_prefix("rs256");
     let key = key.to_string_lossy().into_owned();
-    let svc = sessionfold_it::Service::start_without_secret(
+    let svc = sessionfold_e2e::Service::start_without_secret(
         "sessionfold-projections",
         &prefix,
         &["--jwt-public-key", &key],
@@ -299,11 +301,11 @@ async fn rs256_tokens_verify_with_the_public_key() -> anyhow::Result<()> {
         exp: Some(4_000_000_000),
         iat: None,
     };
-    let private = include_bytes!("../auth/testdata/rsa-private.pem");
+    let private = include_bytes!("../../auth/testdata/rsa-private.pem");
     let signed = sessionfold_auth::mint_rs256(private, &claims(vec!["admin".into()]))?;
     let url = format!("{}/v1/imports?all=true", svc.url);
     assert_eq!(get_json_as(&url, Some(&signed)).await?.0, 200);
-    let other = include_bytes!("../auth/testdata/rsa-other-private.pem");
+    let other = include_bytes!("../../auth/testdata/rsa-other-private.pem");
     let forged = sessionfold_auth::mint_rs256(other, &claims(vec!["admin".into()]))?;
     let (status, body) = get_json_as(&url, Some(&forged)).await?;
     assert_eq!(

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sessionfold_it::{Service, consume_all, eventually, get_json, produce_raw, unique_prefix};
+use sessionfold_e2e::{Service, consume_all, eventually, get_json, produce_raw, unique_prefix};
 use sessionfold_schemas::{
     ActivityBody, ActivityEvent, Contract, Interaction, SessionStarted, Topics, headers,
 };
@@ -23,9 +23,9 @@ fn event(id: &str, user: &str, at: i64, body: ActivityBody) -> ActivityEvent {
 /// directory holds their state and logs for as long as the test keeps it.
 async fn services(test: &str) -> anyhow::Result<(Topics, tempfile::TempDir, Service, Service)> {
     let prefix = unique_prefix(test);
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let processor =
-        sessionfold_it::start_processor(&prefix, &dir.path().join("state"), dir.path(), &[])
+        sessionfold_e2e::start_processor(&prefix, &dir.path().join("state"), dir.path(), &[])
             .await?;
     let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
     Ok((Topics::new(&prefix), dir, processor, projections))
@@ -237,7 +237,7 @@ async fn a_record_on_the_wrong_partition_is_dead_lettered() -> anyhow::Result<()
     let home = sessionfold_schemas::partition::partition_for(b"w1", 3);
     let away = (home + 1) % 3;
     let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", sessionfold_it::brokers())
+        .set("bootstrap.servers", sessionfold_e2e::brokers())
         .create()?;
     for (id, bytes, partition) in [
         ("p1", start, home),

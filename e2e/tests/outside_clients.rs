@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context;
-use sessionfold_it::{Stack, brokers, eventually, get_json};
+use sessionfold_e2e::{Stack, brokers, eventually, get_json};
 
 const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
 const USERS: usize = 3;
@@ -27,7 +27,7 @@ fn client(args: &[&str]) -> anyhow::Result<String> {
         .with_context(|| format!("running {python} {}", script.display()))?;
     anyhow::ensure!(
         out.status.success(),
-        "{} {args:?} failed ({}); it needs fastavro and confluent-kafka (tests/outside/requirements.txt), which scripts/test installs:\n{}",
+        "{} {args:?} failed ({}); it needs fastavro and confluent-kafka (e2e/tests/outside/requirements.txt), which scripts/test installs:\n{}",
         script.display(),
         out.status,
         String::from_utf8_lossy(&out.stderr)
@@ -107,13 +107,13 @@ async fn an_outside_avro_producer_is_folded_with_every_codec() -> anyhow::Result
     }
 
     // An analyst reads the export with pandas: the kind is a column of its own.
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let file = dir
         .path()
         .join("export.avro")
         .to_string_lossy()
         .into_owned();
-    sessionfold_it::run_processor_command(&[
+    sessionfold_e2e::run_processor_command(&[
         "export",
         "--brokers",
         &b,

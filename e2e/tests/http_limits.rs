@@ -4,14 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use sessionfold_it::{Service, get_json, unique_prefix};
+use sessionfold_e2e::{Service, get_json, unique_prefix};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_are_cut_off() -> anyhow::Result<()> {
     let prefix = unique_prefix("slowloris");
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let svc = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
     let addr = svc.url.trim_start_matches("http://").to_owned();
     let mut conns = Vec::new();

@@ -7,13 +7,13 @@ use std::time::Duration;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
-use sessionfold_it::{
+use sessionfold_e2e::{
     Stack, brokers, consume_all, eventually, get_json_as, now_millis, post_json_as, token,
     unique_prefix,
 };
 use sessionfold_schemas::{Contract, ImportBody, ImportEvent, ImportStatus, Topics, headers};
 
-fn not_owner(records: &[sessionfold_it::Record]) -> usize {
+fn not_owner(records: &[sessionfold_e2e::Record]) -> usize {
     records
         .iter()
         .filter(|r| r.headers.get(headers::ERROR_KIND).map(String::as_str) == Some("not_owner"))
@@ -108,9 +108,9 @@ fn ev(id: &str, actor: Option<&str>, body: ImportBody) -> ImportEvent {
 async fn the_processor_refuses_events_no_one_vouched_for() -> anyhow::Result<()> {
     let prefix = unique_prefix("owners-direct");
     let topics = Topics::new(&prefix);
-    let dir = sessionfold_it::scratch()?;
+    let dir = sessionfold_e2e::scratch()?;
     let _processor =
-        sessionfold_it::start_processor(&prefix, &dir.path().join("s"), dir.path(), &[]).await?;
+        sessionfold_e2e::start_processor(&prefix, &dir.path().join("s"), dir.path(), &[]).await?;
     let c = Contract::load()?;
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers())

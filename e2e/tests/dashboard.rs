@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::json;
-use sessionfold_it::{Stack, eventually, free_port, get_json_as, post_json_as, token};
+use sessionfold_e2e::{Stack, eventually, free_port, get_json_as, post_json_as, token};
 
 struct Driver(Child);
 
