@@ -2,7 +2,7 @@
 //! to this binary, on free loopback ports, with their own state and logs.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -63,16 +63,8 @@ impl Service {
         } else {
             cmd.args(["--jwt-secret", SECRET]);
         }
-        let child = cmd
-            .args(args)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--brokers", brokers, "--topic-prefix", prefix])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
+        cmd.args(args);
+        let child = sessionfold_e2e::spawn_service(cmd, name, port, brokers, prefix, "warn", log)?;
         let mut s = Service {
             child,
             url: format!("http://127.0.0.1:{port}"),

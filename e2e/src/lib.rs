@@ -172,6 +172,28 @@ pub async fn wait_ready(
     }
 }
 
+/// Starts `cmd` (a service binary with its own arguments given) on loopback
+/// `port` against `brokers` under topic prefix `prefix`, with its output in
+/// `log`.
+pub fn spawn_service(
+    mut cmd: Command,
+    name: &str,
+    port: u16,
+    brokers: &str,
+    prefix: &str,
+    rust_log: &str,
+    log: std::fs::File,
+) -> anyhow::Result<Child> {
+    cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--brokers", brokers, "--topic-prefix", prefix])
+        .env("RUST_LOG", rust_log)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {name}"))
+}
+
 /// A running service; killed when dropped.
 pub struct Service {
     child: Child,
@@ -231,23 +253,16 @@ impl Service {
         if with_secret && name != "sessionfold-processor" {
             cmd.args(["--jwt-secret", TEST_SECRET]);
         }
-        let child = cmd
-            .args(args)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args([
-                "--brokers",
-                brokers,
-                "--topic-prefix",
-                prefix,
-                "--partitions",
-                "3",
-            ])
-            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
+        cmd.args(args).args(["--partitions", "3"]);
+        let child = spawn_service(
+            cmd,
+            name,
+            port,
+            brokers,
+            prefix,
+            "info,librdkafka=warn,rdkafka=warn",
+            out,
+        )?;
         let mut s = Service {
             child,
             url: format!("http://127.0.0.1:{port}"),

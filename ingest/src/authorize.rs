@@ -131,12 +131,13 @@ pub fn authorize_request<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use sessionfold_schemas::{ActivityBody, Interaction};
 
     use super::*;
 
-    fn caller(sub: &str, roles: &[&str], permissions: &[&str]) -> Caller {
+    /// A caller with these roles and permissions.
+    pub(crate) fn caller(sub: &str, roles: &[&str], permissions: &[&str]) -> Caller {
         Caller {
             user_id: sub.into(),
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),

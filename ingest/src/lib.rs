@@ -39,6 +39,7 @@ pub fn import_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::authorize::tests::caller;
     use serde_json::json;
     use sessionfold_schemas::{ActivityBody, ImportBody, Interaction, Millis};
 
@@ -151,15 +152,6 @@ mod tests {
                 title: Some("P".into())
             }
         );
-    }
-
-    fn caller(sub: &str, roles: &[&str], permissions: &[&str]) -> Caller {
-        Caller {
-            user_id: sub.into(),
-            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-            permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
-            ..Caller::default()
-        }
     }
 
     fn import(body: Value, who: &Caller) -> Result<ImportEvent, Refusal> {
