@@ -19,8 +19,10 @@ const BATCH: usize = 10_000;
 /// The parts of fold + sled, in events per second.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct FoldRates {
-    /// Avro decode alone.
+    /// Avro decode alone (the direct decoder of the current schema), with validation.
     pub decode: f64,
+    /// The same decode through apache-avro's resolving path, for comparison.
+    pub decode_resolving: f64,
     /// The pure fold alone.
     pub fold: f64,
     /// State encoding and one sled batch per 10,000 events.
@@ -46,6 +48,13 @@ pub fn fold_and_sled(events: &[ActivityEvent]) -> anyhow::Result<FoldRates> {
         .map(|b| contract.decode_activity(b))
         .collect::<Result<_, _>>()?;
     let decode_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for b in &encoded {
+        let e = contract.decode_activity_resolving(b)?;
+        e.validate()?;
+        std::hint::black_box(e);
+    }
+    let resolving_secs = t.elapsed().as_secs_f64();
     let (mut fold_secs, mut write_secs) = (0.0, 0.0);
     let mut now = i64::MIN;
     for (chunk_no, chunk) in decoded.chunks(BATCH).enumerate() {
@@ -78,6 +87,7 @@ pub fn fold_and_sled(events: &[ActivityEvent]) -> anyhow::Result<FoldRates> {
     let n = events.len() as f64;
     Ok(FoldRates {
         decode: n / decode_secs,
+        decode_resolving: n / resolving_secs,
         fold: n / fold_secs,
         encode_and_sled: n / write_secs,
         total: n / (decode_secs + fold_secs + write_secs),

@@ -164,10 +164,15 @@ impl SchemaSet {
         body(out)
     }
 
-    /// Decodes a record written with any known version, in single-object
-    /// encoding or (with `ids`) the Schema Registry wire format, told apart by
-    /// the first byte, into a value of the reader schema.
-    pub fn decode(&self, bytes: &[u8], ids: Option<&dyn SchemaIds>) -> Result<Value, SchemaError> {
+    /// The writer fingerprint of a record and its Avro body, for a record
+    /// in single-object encoding or (with `ids`) the Schema Registry wire
+    /// format, told apart by the first byte; refused when the writer is not a
+    /// known version.
+    pub fn written_with<'b>(
+        &self,
+        bytes: &'b [u8],
+        ids: Option<&dyn SchemaIds>,
+    ) -> Result<(u64, &'b [u8]), SchemaError> {
         let (fp, header) = match registry_id(bytes) {
             Some(id) => {
                 let ids = ids.ok_or(SchemaError::NoRegistry { id })?;
@@ -187,6 +192,19 @@ impl SchemaSet {
             }
             None => (header_fingerprint(bytes)?, HEADER_LEN),
         };
+        if !self.writers.contains_key(&fp) {
+            return Err(SchemaError::UnknownFingerprint {
+                record: self.record,
+                fingerprint: fp,
+            });
+        }
+        Ok((fp, &bytes[header..]))
+    }
+
+    /// Decodes a record written with any known version (see
+    /// [`SchemaSet::written_with`]) into a value of the reader schema.
+    pub fn decode(&self, bytes: &[u8], ids: Option<&dyn SchemaIds>) -> Result<Value, SchemaError> {
+        let (fp, body) = self.written_with(bytes, ids)?;
         let writer = self
             .writers
             .get(&fp)
@@ -194,14 +212,14 @@ impl SchemaSet {
                 record: self.record,
                 fingerprint: fp,
             })?;
-        let mut body = Cursor::new(&bytes[header..]);
+        let mut cursor = Cursor::new(body);
         let reader = if fp == self.current_fingerprint || *writer == self.current {
             None
         } else {
             Some(&self.current)
         };
-        let value = from_avro_datum(writer, &mut body, reader)?;
-        let rest = bytes.len() - header - body.position() as usize;
+        let value = from_avro_datum(writer, &mut cursor, reader)?;
+        let rest = body.len() - cursor.position() as usize;
         if rest != 0 {
             return Err(SchemaError::TrailingBytes(rest));
         }

@@ -67,6 +67,14 @@ pub enum SchemaError {
         /// Why it does not resolve.
         reason: String,
     },
+    /// The Avro body is not a valid encoding of the writer schema.
+    #[error("{record}: malformed Avro body: {reason}")]
+    Malformed {
+        /// Record being decoded.
+        record: &'static str,
+        /// What is wrong, and where.
+        reason: String,
+    },
     /// Bytes remained after the Avro body.
     #[error("{0} trailing bytes after the Avro body")]
     TrailingBytes(usize),
@@ -96,6 +104,7 @@ impl SchemaError {
             }
             SchemaError::NoRegistry { .. } => "no_registry",
             SchemaError::Avro(_)
+            | SchemaError::Malformed { .. }
             | SchemaError::TrailingBytes(_)
             | SchemaError::Canonical { .. } => "undecodable",
             SchemaError::Field { .. } => "bad_field",

@@ -53,6 +53,7 @@ mod avro;
 mod binary;
 pub mod canonical;
 mod codec;
+mod direct;
 mod error;
 pub mod headers;
 mod import;
@@ -108,6 +109,18 @@ pub struct Contract {
     pub import_state: SchemaSet,
     /// Resolves the schema ids of records in the Schema Registry wire format.
     ids: Option<std::sync::Arc<dyn SchemaIds>>,
+    /// Fingerprints of the schemas compiled into this build, whose records
+    /// the direct decoder reads.
+    built: Built,
+}
+
+/// The writer fingerprints the direct decoder reads.
+#[derive(Debug, Clone, Copy)]
+struct Built {
+    activity: u64,
+    import: u64,
+    presence: u64,
+    import_state: u64,
 }
 
 impl std::fmt::Debug for Contract {
@@ -130,12 +143,23 @@ impl Contract {
         // Kafka's default record limit is 1 MiB); it caps what one record
         // can make the process reserve. Set once per process.
         let _ = apache_avro::util::max_allocation_bytes(MAX_DECODE_ALLOCATION);
+        let activity = SchemaSet::new("ActivityEvent", ACTIVITY_AVSC, ACTIVITY_HISTORY)?;
+        let import = SchemaSet::new("ImportEvent", IMPORT_AVSC, IMPORT_HISTORY)?;
+        let presence = SchemaSet::new("UserPresence", PRESENCE_AVSC, &[])?;
+        let import_state = SchemaSet::new("ImportState", IMPORT_STATE_AVSC, &[])?;
+        let built = Built {
+            activity: activity.fingerprint(),
+            import: import.fingerprint(),
+            presence: presence.fingerprint(),
+            import_state: import_state.fingerprint(),
+        };
         Ok(Contract {
-            activity: SchemaSet::new("ActivityEvent", ACTIVITY_AVSC, ACTIVITY_HISTORY)?,
-            import: SchemaSet::new("ImportEvent", IMPORT_AVSC, IMPORT_HISTORY)?,
-            presence: SchemaSet::new("UserPresence", PRESENCE_AVSC, &[])?,
-            import_state: SchemaSet::new("ImportState", IMPORT_STATE_AVSC, &[])?,
+            activity,
+            import,
+            presence,
+            import_state,
             ids: None,
+            built,
         })
     }
 
@@ -155,11 +179,24 @@ impl Contract {
         self.activity.encode(e.to_value())
     }
 
-    /// Decodes and validates an activity event.
+    /// Decodes and validates an activity event: directly when written with
+    /// the current schema, by schema resolution when written with an older one.
     pub fn decode_activity(&self, bytes: &[u8]) -> Result<ActivityEvent, SchemaError> {
-        let e = ActivityEvent::from_value(self.activity.decode(bytes, self.ids())?)?;
+        let (fp, body) = self.activity.written_with(bytes, self.ids())?;
+        let e = if fp == self.built.activity {
+            direct::activity(body)?
+        } else {
+            self.decode_activity_resolving(bytes)?
+        };
         e.validate()?;
         Ok(e)
+    }
+
+    /// Decodes an activity event of any known version through apache-avro's
+    /// schema resolution, without validation: the general path, kept for
+    /// older writers and as the reference the direct decoder is tested against.
+    pub fn decode_activity_resolving(&self, bytes: &[u8]) -> Result<ActivityEvent, SchemaError> {
+        ActivityEvent::from_value(self.activity.decode(bytes, self.ids())?)
     }
 
     /// Encodes an import event.
@@ -167,11 +204,22 @@ impl Contract {
         self.import.encode(e.to_value())
     }
 
-    /// Decodes and validates an import event.
+    /// Decodes and validates an import event (directly when written with the
+    /// current schema).
     pub fn decode_import(&self, bytes: &[u8]) -> Result<ImportEvent, SchemaError> {
-        let e = ImportEvent::from_value(self.import.decode(bytes, self.ids())?)?;
+        let (fp, body) = self.import.written_with(bytes, self.ids())?;
+        let e = if fp == self.built.import {
+            direct::import(body)?
+        } else {
+            self.decode_import_resolving(bytes)?
+        };
         e.validate()?;
         Ok(e)
+    }
+
+    /// Decodes an import event through schema resolution, without validation.
+    pub fn decode_import_resolving(&self, bytes: &[u8]) -> Result<ImportEvent, SchemaError> {
+        ImportEvent::from_value(self.import.decode(bytes, self.ids())?)
     }
 
     /// Encodes a presence state (with the direct encoder; see `binary.rs`).
@@ -179,8 +227,16 @@ impl Contract {
         Ok(self.presence.frame(|buf| binary::presence(buf, s)))
     }
 
-    /// Decodes a presence state.
+    /// Decodes a presence state (directly when written with the current schema).
     pub fn decode_presence(&self, bytes: &[u8]) -> Result<UserPresence, SchemaError> {
+        match self.presence.written_with(bytes, self.ids())? {
+            (fp, body) if fp == self.built.presence => direct::presence(body),
+            _ => self.decode_presence_resolving(bytes),
+        }
+    }
+
+    /// Decodes a presence state through schema resolution.
+    pub fn decode_presence_resolving(&self, bytes: &[u8]) -> Result<UserPresence, SchemaError> {
         UserPresence::from_value(self.presence.decode(bytes, self.ids())?)
     }
 
@@ -189,8 +245,16 @@ impl Contract {
         Ok(self.import_state.frame(|buf| binary::import_state(buf, s)))
     }
 
-    /// Decodes an import state.
+    /// Decodes an import state (directly when written with the current schema).
     pub fn decode_import_state(&self, bytes: &[u8]) -> Result<ImportState, SchemaError> {
+        match self.import_state.written_with(bytes, self.ids())? {
+            (fp, body) if fp == self.built.import_state => direct::import_state(body),
+            _ => self.decode_import_state_resolving(bytes),
+        }
+    }
+
+    /// Decodes an import state through schema resolution.
+    pub fn decode_import_state_resolving(&self, bytes: &[u8]) -> Result<ImportState, SchemaError> {
         ImportState::from_value(self.import_state.decode(bytes, self.ids())?)
     }
 }
