@@ -111,8 +111,9 @@ async fn main() -> anyhow::Result<()> {
         Some(tokio::task::spawn_blocking(move || pipeline::drain(&brokers, &topic, n)).await??);
     if runs("pipeline") {
         eprintln!("processor end to end");
-        let (rate, entities) = pipeline::processor(&args.brokers, &prefix, n).await?;
-        r.processor = Some(rate);
+        let (run, entities) = pipeline::processor(&args.brokers, &prefix, n).await?;
+        r.processor = Some(run.events_per_sec);
+        r.processor_store = Some(run);
         eprintln!("state restore after a rebalance ({entities} entities)");
         r.restore = Some(pipeline::restore(&args.brokers, &prefix, entities).await?);
     }
@@ -126,11 +127,12 @@ async fn main() -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || pipeline::produce(&b, &t, &history)).await??;
         let (b, topic) = (kafka.clone(), topics.activity.clone());
         let drain = tokio::task::spawn_blocking(move || pipeline::drain(&b, &topic, n)).await??;
-        let (processor, _) = pipeline::processor(kafka, &prefix, n).await?;
+        let (run, _) = pipeline::processor(kafka, &prefix, n).await?;
         r.on_kafka = Some(report::BrokerRates {
             produce,
             drain,
-            processor,
+            processor: run.events_per_sec,
+            store: run,
         });
     }
     if !runs("replay") {

@@ -155,15 +155,20 @@ pub fn drain(brokers: &str, topic: &str, n: usize) -> anyhow::Result<f64> {
 /// Starts a processor on topics that already hold `n` events and returns
 /// events per second from its first applied event to its last, and the
 /// number of entities it then holds.
-pub async fn processor(brokers: &str, prefix: &str, n: usize) -> anyhow::Result<(f64, u64)> {
+pub async fn processor(
+    brokers: &str,
+    prefix: &str,
+    n: usize,
+) -> anyhow::Result<(ProcessorRun, u64)> {
     let processor = Service::start("sessionfold-processor", brokers, prefix, &[]).await?;
     let mut first: Option<(Instant, u64)> = None;
     let deadline = Instant::now() + Duration::from_secs(1800);
+    // Counted once durable: output acknowledged, state and offsets in sled.
     let done = loop {
         let done = processor
             .metrics()
             .await
-            .map(|m| metric_sum(&m, "sessionfold_processor_events_in_total"))
+            .map(|m| metric_sum(&m, "sessionfold_processor_committed_records_total"))
             .unwrap_or(0.0) as u64;
         if first.is_none() && done > 0 {
             first = Some((Instant::now(), done));
@@ -179,13 +184,26 @@ pub async fn processor(brokers: &str, prefix: &str, n: usize) -> anyhow::Result<
     };
     let (t0, d0) = first.unwrap_or((Instant::now(), 0));
     let rate = (done - d0) as f64 / t0.elapsed().as_secs_f64();
-    // The last batch's state write lands just after its events are counted.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let entities = metric_sum(
-        &processor.metrics().await?,
-        "sessionfold_processor_state_entities",
-    ) as u64;
-    Ok((rate, entities))
+    let m = processor.metrics().await?;
+    let entities = metric_sum(&m, "sessionfold_processor_state_entities") as u64;
+    let per_event = |name: &str| metric_sum(&m, name) / done.max(1) as f64;
+    let run = ProcessorRun {
+        events_per_sec: rate,
+        writes_per_event: per_event("sessionfold_processor_store_writes_total"),
+        bytes_per_event: per_event("sessionfold_processor_store_bytes_total"),
+    };
+    Ok((run, entities))
+}
+
+/// The processor end to end.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct ProcessorRun {
+    /// Input events per second, counted when durable.
+    pub events_per_sec: f64,
+    /// States written to sled per input event (after per-key coalescing).
+    pub writes_per_event: f64,
+    /// Bytes written to sled per input event.
+    pub bytes_per_event: f64,
 }
 
 /// A processor of a new group with an empty store on topics whose changelog

@@ -44,6 +44,8 @@ pub struct BrokerRates {
     pub drain: f64,
     /// The processor end to end (events/s).
     pub processor: f64,
+    /// Its store writes.
+    pub store: crate::pipeline::ProcessorRun,
 }
 
 /// Everything measured.
@@ -69,6 +71,8 @@ pub struct Results {
     pub drain: Option<f64>,
     /// The processor end to end (events/s).
     pub processor: Option<f64>,
+    /// The processor's store writes in that run.
+    pub processor_store: Option<crate::pipeline::ProcessorRun>,
     /// Producing, the ceiling and the processor on Apache Kafka.
     pub on_kafka: Option<BrokerRates>,
     /// Restore from the changelog: (records, records/s).
@@ -146,6 +150,7 @@ impl Results {
             produce: None,
             drain: None,
             processor: None,
+            processor_store: None,
             on_kafka: None,
             restore: None,
             replay: None,
@@ -365,6 +370,19 @@ impl Results {
                 "| processor ≥ 0.9 × do-nothing consumer (Apache Kafka) | {:.2} | {} |",
                 k.processor / k.drain,
                 verdict(k.processor / k.drain >= 0.9)
+            );
+        }
+        let stores = [
+            ("tansu", self.processor_store),
+            ("Apache Kafka", self.on_kafka.as_ref().map(|k| k.store)),
+        ];
+        for (broker, run) in stores.iter().filter_map(|(b, r)| Some((b, (*r)?))) {
+            let _ = writeln!(
+                md,
+                "| store writes per event ≤ 0.2 in catch-up ({broker}; {:.0} bytes written per event) | {:.3} | {} |",
+                run.bytes_per_event,
+                run.writes_per_event,
+                verdict(run.writes_per_event <= 0.2)
             );
         }
         if let Some(f) = &self.fold {

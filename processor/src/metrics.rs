@@ -38,6 +38,13 @@ pub struct Metrics {
     pub stuck: IntGaugeVec,
     /// Records between the stored position and the end of each partition.
     pub lag: IntGaugeVec,
+    /// Input records whose batch is durable: output acknowledged, state and
+    /// offsets written to the local store.
+    pub committed: prometheus::IntCounter,
+    /// States written to (or deleted from) the local store.
+    pub store_writes: prometheus::IntCounter,
+    /// Bytes of keys and states written to the local store.
+    pub store_bytes: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -110,6 +117,21 @@ impl Metrics {
             Opts::new("consumer_lag", "Records not yet processed"),
             &["topic", "partition"],
         )?;
+        let committed = prometheus::IntCounter::new(
+            "committed_records_total",
+            "Input records whose batch is durable (output acknowledged, state and offsets stored)",
+        )?;
+        let store_writes = prometheus::IntCounter::new(
+            "store_writes_total",
+            "States written to or deleted from the local store",
+        )?;
+        let store_bytes = prometheus::IntCounter::new(
+            "store_bytes_total",
+            "Bytes of keys and states written to the local store",
+        )?;
+        for c in [&committed, &store_writes, &store_bytes] {
+            registry.register(Box::new(c.clone()))?;
+        }
         registry.register(Box::new(events_in.clone()))?;
         registry.register(Box::new(records_out.clone()))?;
         registry.register(Box::new(dead_lettered.clone()))?;
@@ -142,6 +164,9 @@ impl Metrics {
             stuck,
             input_gap_seeks,
             lag,
+            committed,
+            store_writes,
+            store_bytes,
         })
     }
 }

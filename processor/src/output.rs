@@ -1,11 +1,15 @@
 //! What the processor publishes per batch: the changed states on the
-//! changelogs and the dead letters, with their headers, all sent before the
-//! batch is committed and awaited together.
+//! changelogs and the dead letters, with their headers. A batch's records are
+//! handed to the producer together; their acknowledgements are awaited
+//! before the batch's state is stored (while the next batch is folded).
+
+use std::time::Duration;
 
 use futures::future::join_all;
+use rdkafka::Message;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use sessionfold_schemas::headers;
 
 use crate::ProcessorError;
@@ -54,31 +58,69 @@ pub(crate) fn changelog_headers(
     }
 }
 
-/// Publishes every record and waits until the broker has acknowledged all.
-pub(crate) fn deliver(
+/// Hands every record to the producer, in order, without waiting for the
+/// broker; the deliveries to await before the batch counts as published.
+/// Each record's headers are moved out (left empty) rather than copied.
+pub(crate) fn publish(
     producer: &FutureProducer<sessionfold_edge::QuietLogs>,
-    runtime: &tokio::runtime::Handle,
-    records: &[Outgoing<'_>],
-) -> Result<(), ProcessorError> {
-    let sends = records.iter().map(|o| {
+    records: &mut [Outgoing<'_>],
+) -> Result<Vec<DeliveryFuture>, ProcessorError> {
+    let mut sent = Vec::with_capacity(records.len());
+    for o in records.iter_mut() {
+        let headers = std::mem::replace(&mut o.headers, OwnedHeaders::new_with_capacity(0));
         let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(o.topic)
             .key(o.key.as_slice())
-            .headers(o.headers.clone());
+            .headers(headers);
         if let Some(p) = o.partition {
             r = r.partition(p);
         }
         if let Some(v) = &o.payload {
             r = r.payload(v.as_slice());
         }
-        producer.send(r, Timeout::Never)
-    });
-    let results = runtime.block_on(join_all(sends));
-    for (o, r) in records.iter().zip(results) {
-        if let Err((e, _)) = r {
-            return Err(ProcessorError::Delivery {
-                topic: o.topic.to_owned(),
-                reason: e.to_string(),
-            });
+        loop {
+            match producer.send_result(r) {
+                Ok(delivery) => {
+                    sent.push(delivery);
+                    break;
+                }
+                // The producer's queue is full: its own thread drains it as
+                // the broker acknowledges; wait a moment and offer it again.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    r = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => {
+                    return Err(ProcessorError::Delivery {
+                        topic: o.topic.to_owned(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(sent)
+}
+
+/// Waits until the broker has acknowledged every delivery.
+pub(crate) fn acknowledged(
+    runtime: &tokio::runtime::Handle,
+    deliveries: Vec<DeliveryFuture>,
+) -> Result<(), ProcessorError> {
+    for r in runtime.block_on(join_all(deliveries)) {
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, m))) => {
+                return Err(ProcessorError::Delivery {
+                    topic: m.topic().to_owned(),
+                    reason: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(ProcessorError::Delivery {
+                    topic: "(any)".into(),
+                    reason: "the producer was dropped before the delivery report".into(),
+                });
+            }
         }
     }
     Ok(())

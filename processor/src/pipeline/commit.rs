@@ -1,17 +1,33 @@
-//! The end of a batch: output published and acknowledged, then states and
-//! input offsets written to sled together.
+//! The end of a batch. Its output is handed to the producer at once; the
+//! next batch is folded while the broker acknowledges it; then, before the
+//! next batch is published, the acknowledged batch's states and input
+//! offsets are written to sled together. At most one batch is in flight, so
+//! a changelog partition holds at most one incomplete batch, its last.
 
 use super::*;
+use crate::output::{acknowledged, publish};
+
+/// A batch handed to the producer whose states are not yet stored.
+pub(super) struct InFlight {
+    deliveries: Vec<rdkafka::producer::DeliveryFuture>,
+    writes: BTreeMap<Part, PartitionWrite>,
+    records: usize,
+    outgoing: Vec<(String, u64)>,
+    started: Instant,
+}
 
 impl Core {
-    /// Publishes the pending batch's output, waits for it, then writes states
-    /// and offsets to sled.
+    /// Finishes the batch in flight, then publishes the pending batch and
+    /// leaves it in flight.
     pub(super) fn commit(&mut self) -> Result<(), ProcessorError> {
+        self.finish()?;
         let started = Instant::now();
         let batch = std::mem::take(&mut self.batch);
         let topics = &self.settings.topics;
         let mut writes: BTreeMap<Part, PartitionWrite> = BTreeMap::new();
         let mut outgoing: Vec<Outgoing<'_>> = Vec::new();
+        // Which changelog record carries which entity's state.
+        let mut entities: Vec<(Part, String)> = Vec::new();
         for (part, owned) in self.parts.iter_mut() {
             let table = &mut owned.table;
             let dirty = table.take_dirty();
@@ -31,11 +47,11 @@ impl Core {
                 outgoing.push(Outgoing {
                     topic: stream.changelog(topics),
                     partition: Some(p),
-                    key: id.clone().into_bytes(),
-                    payload: value.clone(),
+                    key: id.as_bytes().to_vec(),
+                    payload: value,
                     headers: changelog_headers(stream.input(topics), p, offset, start, end),
                 });
-                writes.entry(*part).or_default().entities.push((id, value));
+                entities.push((*part, id));
             }
         }
         for d in &batch.dead {
@@ -60,17 +76,74 @@ impl Core {
                 headers: published.headers,
             });
         }
-        if !outgoing.is_empty() {
-            deliver(&self.producer, &self.runtime, &outgoing)?;
-            for o in &outgoing {
-                self.metrics.records_out.with_label_values(&[o.topic]).inc();
-            }
+        let deliveries = publish(&self.producer, &mut outgoing)?;
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        for o in &outgoing {
+            *counts.entry(o.topic).or_default() += 1;
+        }
+        let counts = counts.into_iter().map(|(t, n)| (t.to_owned(), n)).collect();
+        // The changelog records come first, in the order of `entities`; their
+        // states, copied by the producer, move on to the store.
+        for ((part, id), o) in entities.into_iter().zip(outgoing) {
+            writes
+                .entry(part)
+                .or_default()
+                .entities
+                .push((id, o.payload));
         }
         for (p, next) in &batch.ends {
             writes.entry(*p).or_default().next_offset = Some(*next);
         }
-        for (part, write) in writes {
+        let nothing_to_await = deliveries.is_empty();
+        if writes.is_empty() && nothing_to_await {
+            return Ok(());
+        }
+        self.in_flight = Some(InFlight {
+            deliveries,
+            writes,
+            records: batch.records,
+            outgoing: counts,
+            started,
+        });
+        if nothing_to_await {
+            // Only positions moved (duplicates, re-reads): store them now.
+            self.finish()?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the pending batch and finishes it: nothing left in flight.
+    pub(super) fn commit_all(&mut self) -> Result<(), ProcessorError> {
+        self.commit()?;
+        self.finish()
+    }
+
+    /// Waits for the batch in flight to be acknowledged, then writes its
+    /// states and input offsets to sled.
+    pub(super) fn finish(&mut self) -> Result<(), ProcessorError> {
+        let Some(f) = self.in_flight.take() else {
+            return Ok(());
+        };
+        acknowledged(&self.runtime, f.deliveries)?;
+        for (topic, n) in &f.outgoing {
+            self.metrics
+                .records_out
+                .with_label_values(&[topic])
+                .inc_by(*n);
+        }
+        let had_output = !f.outgoing.is_empty();
+        for (part, write) in f.writes {
             let next = write.next_offset;
+            self.metrics
+                .store_writes
+                .inc_by(write.entities.len() as u64);
+            self.metrics.store_bytes.inc_by(
+                write
+                    .entities
+                    .iter()
+                    .map(|(k, v)| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64)
+                    .sum(),
+            );
             self.store.commit(&tree(part.0, part.1), write)?;
             if let Some(n) = next {
                 if let Some(owned) = self.parts.get_mut(&part) {
@@ -80,6 +153,7 @@ impl Core {
                 self.group_behind = true;
             }
         }
+        self.metrics.committed.inc_by(f.records as u64);
         let (mut users, mut sessions, mut imports) = (0, 0, 0);
         for ((stream, _), owned) in &self.parts {
             let t = &owned.table;
@@ -102,10 +176,10 @@ impl Core {
             .state_size
             .with_label_values(&["sessions"])
             .set(sessions as i64);
-        if batch.records > 0 || !outgoing.is_empty() {
+        if f.records > 0 || had_output {
             self.metrics
                 .commit_seconds
-                .observe(started.elapsed().as_secs_f64());
+                .observe(f.started.elapsed().as_secs_f64());
         }
         Ok(())
     }

@@ -27,11 +27,12 @@ use crate::dead_letter::DeadLetter;
 use crate::liveness::{Coverage, Movement};
 use crate::metrics::Metrics;
 use crate::offsets::{OffsetTracker, Verdict};
-use crate::output::{Outgoing, changelog_headers, deliver};
+use crate::output::{Outgoing, changelog_headers};
 
 mod commit;
 mod group;
 mod rebalance;
+mod sizing;
 
 use crate::restore::{Restore, restore_partition};
 use crate::store::{PartitionWrite, Store};
@@ -136,6 +137,8 @@ struct Core {
     /// The owned partitions, each with its state and where it stands.
     parts: BTreeMap<Part, Owned>,
     batch: Batch,
+    /// The batch published and not yet stored.
+    in_flight: Option<commit::InFlight>,
     /// Positions moved in sled since they were last committed to the group.
     group_behind: bool,
     /// When the group offsets were last committed: at most once a second.
@@ -204,6 +207,7 @@ impl Processor {
             status,
             parts: BTreeMap::new(),
             batch: Batch::default(),
+            in_flight: None,
             dead_log: sessionfold_edge::LogThrottle::new(Duration::from_secs(30)),
             group_behind: false,
             group_committed: Instant::now(),
@@ -258,12 +262,16 @@ impl Processor {
                 core.settings.batch_wait,
             )
         };
+        let mut sizing = sizing::Sizing::new(batch_max, batch_wait);
         let mut next_tick = Instant::now();
         let mut next_group_check = Instant::now() + GROUP_CHECK;
         let mut started = Instant::now();
         while !stop.load(Ordering::SeqCst) {
             // Never hold the lock across poll: the rebalance callback takes it.
-            let pending = lock(&self.core).batch.records > 0;
+            let pending = {
+                let core = lock(&self.core);
+                core.batch.records > 0 || core.in_flight.is_some()
+            };
             let wait = if pending {
                 Duration::ZERO
             } else {
@@ -302,9 +310,12 @@ impl Processor {
                     false
                 }
             };
-            let full = core.batch.records >= batch_max || started.elapsed() >= batch_wait;
+            let full = core.batch.records >= sizing.records() || started.elapsed() >= sizing.wait();
             if !(idle || full) {
                 continue;
+            }
+            if core.batch.records > 0 {
+                sizing.ended(idle);
             }
             core.metrics
                 .fold_seconds
@@ -322,7 +333,7 @@ impl Processor {
             }
         }
         let mut core = lock(&self.core);
-        core.commit()?;
+        core.commit_all()?;
         core.store.flush()?;
         core.group_behind = true;
         core.group_committed = Instant::now() - Duration::from_secs(2);

@@ -110,7 +110,7 @@ impl ConsumerContext for Ctx {
                     ?partitions,
                     "partitions revoked; committing pending work first"
                 );
-                if let Err(e) = core.commit() {
+                if let Err(e) = core.commit_all() {
                     core.failed.get_or_insert(e);
                 }
                 // Async: a broker slow to answer a commit (tansu 0.6.0 at a
