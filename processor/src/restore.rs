@@ -2,7 +2,7 @@
 //!
 //! Every changelog record carries, in headers, the input offsets its batch
 //! started and ended at. Batches are published in order and each is fully
-//! acknowledged before the next is folded, so only the last batch in a
+//! acknowledged and stored before the next is published, so only the last batch in a
 //! changelog partition can be incomplete. The local store is current when its
 //! stored input offset has reached the end of that last batch. Otherwise the
 //! partition is rebuilt from the changelog, and reading resumes at the start

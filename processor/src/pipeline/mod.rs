@@ -1,11 +1,13 @@
 //! The consume → fold → publish → commit loop.
 //!
 //! One thread owns the consumer. It polls records into a batch, folds them in
-//! memory, publishes the changed states and dead letters and waits for the
-//! broker to acknowledge them, then writes states and next input offsets in one
-//! sled batch per partition. Rebalance callbacks run inside `poll` on the same
-//! thread. On revocation they commit the pending batch before the partitions
-//! go. On assignment they restore each partition (from the changelog unless
+//! memory and publishes the changed states and dead letters. While the broker
+//! acknowledges them it folds the next batch; before publishing that one it
+//! waits for the acknowledgements and writes the states and next input
+//! offsets in one sled batch per partition. Batches are small while the input
+//! is caught up and grow while it lags (`sizing`). Rebalance callbacks run
+//! inside `poll` on the same thread. On revocation they publish and store all
+//! pending work before the partitions go. On assignment they restore each partition (from the changelog unless
 //! the local store is current) and load it before reading starts, at the
 //! offset stored with the state.
 
