@@ -13,8 +13,10 @@ use sessionfold_schemas::{ActivityEvent, Contract, Topics};
 
 use crate::services::{Service, metric_sum};
 
-/// Records folded per sled write, as the processor's default batch.
-const BATCH: usize = 10_000;
+/// Records folded per sled write: the processor's largest batch in catch-up
+/// (its default 10,000 grown by the most its sizing allows), as when it
+/// works through a backlog.
+const BATCH: usize = 10_000 * sessionfold_processor::pipeline::sizing::MAX_FACTOR as usize;
 
 /// The parts of fold + sled, in events per second.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -25,7 +27,7 @@ pub struct FoldRates {
     pub decode_resolving: f64,
     /// The pure fold alone.
     pub fold: f64,
-    /// State encoding and one sled batch per 10,000 events.
+    /// State encoding and one sled batch per catch-up batch (80,000 events).
     pub encode_and_sled: f64,
     /// All three, one core.
     pub total: f64,

@@ -83,11 +83,16 @@ fn deadline(u: &UserPresence, cfg: &PresenceConfig) -> Option<Millis> {
         .min()
 }
 
-fn set_page(s: &mut SessionState, page: &Option<String>, at: Millis) {
+fn set_page(s: &mut SessionState, page: Option<&str>, at: Millis) {
     if let Some(p) = page
         && at >= s.page_at
     {
-        s.current_page = Some(p.clone());
+        // Most heartbeats name the page already held: no new allocation.
+        match &mut s.current_page {
+            Some(cur) if cur == p => {}
+            Some(cur) => p.clone_into(cur),
+            None => s.current_page = Some(p.to_owned()),
+        }
         s.page_at = at;
     }
 }
@@ -141,15 +146,15 @@ fn apply_body(u: &mut UserPresence, e: &ActivityEvent) {
                 s.ip_address.clone_from(&st.ip_address);
                 s.user_agent.clone_from(&st.user_agent);
             }
-            set_page(s, &st.page, at);
+            set_page(s, st.page.as_deref(), at);
         }
         ActivityBody::Heartbeat { page, .. } => {
             s.heartbeats += 1;
-            set_page(s, page, at);
+            set_page(s, page.as_deref(), at);
         }
         ActivityBody::PageViewed { page, .. } => {
             s.page_views += 1;
-            set_page(s, &Some(page.clone()), at);
+            set_page(s, Some(page), at);
         }
         ActivityBody::SessionEnded { reason } => {
             if s.ended_at.is_none_or(|t| at < t) {
@@ -268,14 +273,18 @@ impl PresenceTable {
         )? {
             return Ok(done);
         }
-        let user = self
-            .users
-            .entry(e.user_id.clone())
-            .or_insert_with(|| UserPresence {
-                user_id: e.user_id.clone(),
-                profile_at: Millis::MIN,
-                ..UserPresence::default()
-            });
+        // The id is copied only for a user seen for the first time.
+        let user = match self.users.get_mut(&e.user_id) {
+            Some(u) => u,
+            None => self
+                .users
+                .entry(e.user_id.clone())
+                .or_insert_with(|| UserPresence {
+                    user_id: e.user_id.clone(),
+                    profile_at: Millis::MIN,
+                    ..UserPresence::default()
+                }),
+        };
         let before = user.sessions.len();
         apply_body(user, e);
         for s in &mut user.sessions {
@@ -288,7 +297,9 @@ impl PresenceTable {
         user.source_partition = pos.partition;
         user.source_offset = pos.offset;
         self.sessions += user.sessions.len() - before;
-        self.dirty.insert(e.user_id.clone());
+        if !self.dirty.contains(&e.user_id) {
+            self.dirty.insert(e.user_id.clone());
+        }
         self.reindex(&e.user_id);
         Ok(Applied::Changed)
     }

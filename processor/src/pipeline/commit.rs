@@ -23,6 +23,12 @@ impl Core {
         self.finish()?;
         let started = Instant::now();
         let batch = std::mem::take(&mut self.batch);
+        for ((kind, outcome), n) in &batch.outcomes {
+            self.metrics
+                .events_in
+                .with_label_values(&[kind, outcome])
+                .inc_by(*n);
+        }
         let topics = &self.settings.topics;
         let mut writes: BTreeMap<Part, PartitionWrite> = BTreeMap::new();
         let mut outgoing: Vec<Outgoing<'_>> = Vec::new();

@@ -34,7 +34,7 @@ use crate::output::{Outgoing, changelog_headers};
 mod commit;
 mod group;
 mod rebalance;
-mod sizing;
+pub mod sizing;
 
 use crate::restore::{Restore, restore_partition};
 use crate::store::{PartitionWrite, Store};
@@ -125,6 +125,9 @@ struct Batch {
     /// Next input offset per partition after this batch.
     ends: BTreeMap<Part, i64>,
     dead: Vec<DeadLetter>,
+    /// Input records by (kind, outcome), added to the metric at the end of
+    /// the batch rather than through a labelled lookup per record.
+    outcomes: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 /// The state and output side of the processor, shared with the rebalance callback.
@@ -457,10 +460,7 @@ impl Core {
                     Applied::Duplicate => "duplicate",
                     Applied::AlreadyApplied => "already_applied",
                 };
-                self.metrics
-                    .events_in
-                    .with_label_values(&[kind, outcome])
-                    .inc();
+                *batch.outcomes.entry((kind, outcome)).or_default() += 1;
             }
             Err((kind, error)) => batch.dead.push(dead(kind, error)),
         }
