@@ -64,6 +64,13 @@ pub struct Args {
     /// Where to write the machine-readable results.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
+    /// Classpath of the Kafka Streams peer (`bench/streams/`, built by
+    /// scripts/bench); measured on the Apache Kafka broker when given.
+    #[arg(long, env = "SESSIONFOLD_BENCH_STREAMS_CLASSPATH")]
+    streams_classpath: Option<String>,
+    /// The activity schema the peer reads records with.
+    #[arg(long, default_value = "schemas/activity.avsc")]
+    activity_schema: PathBuf,
     /// Run only these parts (fold, pipeline, replay, postgres, redis, ingest,
     /// freshness, sizes); all when empty. Handy under `perf record`.
     #[arg(long, value_delimiter = ',')]
@@ -128,11 +135,22 @@ async fn main() -> anyhow::Result<()> {
         let (b, topic) = (kafka.clone(), topics.activity.clone());
         let drain = tokio::task::spawn_blocking(move || pipeline::drain(&b, &topic, n)).await??;
         let (run, _) = pipeline::processor(kafka, &prefix, n).await?;
+        let streams = match &args.streams_classpath {
+            Some(cp) => {
+                eprintln!("the Kafka Streams peer on the same history");
+                Some(
+                    pipeline::streams_peer(kafka, &topics.activity, n, cp, &args.activity_schema)
+                        .await?,
+                )
+            }
+            None => None,
+        };
         r.on_kafka = Some(report::BrokerRates {
             produce,
             drain,
             processor: run.events_per_sec,
             store: run,
+            streams,
         });
     }
     if !runs("replay") {

@@ -242,3 +242,70 @@ pub async fn restore(brokers: &str, prefix: &str, entities: u64) -> anyhow::Resu
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The Kafka Streams peer (`bench/streams/`): the same presence fold as a
+/// Kafka Streams application with a RocksDB store, its changelog and
+/// exactly-once v2, reading the same history on the same broker. Its events
+/// per second are counted like the processor's: from the first committed
+/// input offset until the committed offsets (committed with each
+/// transaction) reach the end of the history.
+pub async fn streams_peer(
+    brokers: &str,
+    topic: &str,
+    n: usize,
+    classpath: &str,
+    schema: &std::path::Path,
+) -> anyhow::Result<f64> {
+    let app = format!("bench-streams-{}", std::process::id());
+    let dir = tempfile::tempdir()?;
+    let log = std::fs::File::create(dir.path().join("streams.log"))?;
+    let mut child = std::process::Command::new("java")
+        .args(["-cp", classpath, "io.sessionfold.bench.PresenceStreams", brokers, topic])
+        .arg(schema)
+        .arg(&app)
+        .arg(dir.path().join("state"))
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let consumer: BaseConsumer = sessionfold_edge::client_config(brokers)
+        .set("group.id", &app)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in sessionfold_edge::catch_up::partitions(&consumer, topic)? {
+        tpl.add_partition(topic, p);
+    }
+    let mut first: Option<(Instant, u64)> = None;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let done = loop {
+        let committed = consumer.committed_offsets(tpl.clone(), Duration::from_secs(5))?;
+        let done: u64 = committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                rdkafka::Offset::Offset(o) => u64::try_from(o).ok(),
+                _ => None,
+            })
+            .sum();
+        if first.is_none() && done > 0 {
+            first = Some((Instant::now(), done));
+        }
+        if done >= n as u64 {
+            break done;
+        }
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(dir.path().join("streams.log")).unwrap_or_default();
+            anyhow::bail!("the Kafka Streams peer exited with {status}:\n{log}");
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the Kafka Streams peer stalled at {done} of {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (t0, d0) = first.unwrap_or((Instant::now(), 0));
+    let rate = (done - d0) as f64 / t0.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(rate)
+}

@@ -46,6 +46,8 @@ pub struct BrokerRates {
     pub processor: f64,
     /// Its store writes.
     pub store: crate::pipeline::ProcessorRun,
+    /// The Kafka Streams peer on the same history (events/s), when built.
+    pub streams: Option<f64>,
 }
 
 /// Everything measured.
@@ -352,7 +354,17 @@ impl Results {
                 k.drain,
                 k.processor,
                 k.processor / k.drain
-            );
+            );            if let Some(peer) = k.streams {
+                let _ = writeln!(
+                    md,
+                    "\nThe same presence fold as a Kafka Streams application (`bench/streams/`: \
+                     per user and session, heartbeat and page-view counts, last activity and page, \
+                     RocksDB store with its changelog and record cache, exactly-once v2, one stream \
+                     thread), on the same history and broker: {peer:.0} events/s; sessionfold's \
+                     processor ÷ Kafka Streams = {:.2}.",
+                    k.processor / peer
+                );
+            }
         }
         let _ = writeln!(md, "\n## Against the targets\n");
         let _ = writeln!(md, "| target | measured | verdict |\n|---|---|---|");
@@ -430,8 +442,10 @@ impl Results {
              flight. Both are on loopback like the broker.\n\
              - The Redis reads return ids and scores only; a real active list would also fetch each user's \
              profile, so its read figures are a lower bound.\n\
-             - The processor figure is from its first applied event to its last (Prometheus counter polled every \
-             20 ms), on records already in the topic; so is the do-nothing consumer's.\n\
+             - The processor figure counts an event once it is durable (its batch's output acknowledged, state \
+             and input offsets in sled), from the first such event to the last (Prometheus counter polled every \
+             20 ms), on records already in the topic; the Kafka Streams peer's counts committed input offsets \
+             the same way; the do-nothing consumer's runs from its first record to its last.\n\
              - Replay figures include process start, the read to the end of the topics and writing every report.\n\
              - Memory is VmRSS from /proc after loading, minus VmRSS of the same process with nothing loaded.\n\
              - Where the time and the memory go, and what the missed targets would take: `docs/performance.md` \
