@@ -71,6 +71,13 @@ pub struct Args {
     /// The activity schema the peer reads records with.
     #[arg(long, default_value = "schemas/activity.avsc")]
     activity_schema: PathBuf,
+    /// Run one stage of fold + sled and exit (for callgrind; see
+    /// `instructions_per_event`).
+    #[arg(long, hide = true)]
+    stage: Option<String>,
+    /// Events in the history callgrind counts instructions over.
+    #[arg(long, default_value_t = 20_000)]
+    instruction_events: usize,
     /// Run only these parts (fold, pipeline, replay, postgres, redis, ingest,
     /// freshness, sizes); all when empty. Handy under `perf record`.
     #[arg(long, value_delimiter = ',')]
@@ -89,6 +96,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut r = report::Results::new(&args);
     let now = chrono::Utc::now().timestamp_millis();
+    if let Some(stage) = &args.stage {
+        let events = history::generate(args.seed, args.users, args.events, now);
+        return pipeline::run_stage(&events, stage);
+    }
     let events = history::generate(args.seed, args.users, args.events, now);
     let n = events.len();
     eprintln!("history: {n} events of {} users", args.users);
@@ -99,6 +110,14 @@ async fn main() -> anyhow::Result<()> {
         let history = events.clone();
         r.fold =
             Some(tokio::task::spawn_blocking(move || pipeline::fold_and_sled(&history)).await??);
+        eprintln!("instructions per event (callgrind)");
+        // The same shape as the history: as many events per user.
+        let n = args.instruction_events.min(args.events);
+        let users = (args.users * n / args.events.max(1)).max(1);
+        let seed = args.seed;
+        r.instructions =
+            tokio::task::spawn_blocking(move || pipeline::instructions_per_event(n, users, seed))
+                .await??;
     }
     if !args.only.is_empty() && !["pipeline", "replay"].iter().any(|p| runs(p)) {
         return run_services(&args, r, &events, now).await;

@@ -27,15 +27,72 @@ pub struct FoldRates {
     pub decode_resolving: f64,
     /// The pure fold alone.
     pub fold: f64,
-    /// State encoding and one sled batch per catch-up batch (80,000 events).
+    /// State encoding and one sled batch per catch-up batch (40,000 events).
     pub encode_and_sled: f64,
     /// All three, one core.
     pub total: f64,
 }
 
+/// The stages of fold + sled, each a function of its own so that callgrind
+/// can count the instructions of one stage alone (`instructions_per_event`).
+pub const STAGES: [&str; 4] = ["decode", "decode_resolving", "fold", "store"];
+
+#[inline(never)]
+fn measured_decode(contract: &Contract, encoded: &[Vec<u8>]) -> anyhow::Result<Vec<ActivityEvent>> {
+    Ok(encoded
+        .iter()
+        .map(|b| contract.decode_activity(b))
+        .collect::<Result<_, _>>()?)
+}
+
+#[inline(never)]
+fn measured_decode_resolving(contract: &Contract, encoded: &[Vec<u8>]) -> anyhow::Result<()> {
+    for b in encoded {
+        let e = contract.decode_activity_resolving(b)?;
+        e.validate()?;
+        std::hint::black_box(e);
+    }
+    Ok(())
+}
+
+#[inline(never)]
+fn measured_fold(table: &mut PresenceTable, chunk: &[ActivityEvent], first: usize, now: &mut i64) {
+    for (i, e) in chunk.iter().enumerate() {
+        *now = (*now).max(e.occurred_at);
+        let pos = Position {
+            partition: 0,
+            offset: (first + i) as i64,
+        };
+        // Refusals (none in this history) would cost the same as applies.
+        let _ = table.apply(Some(&e.user_id), e, pos, *now);
+    }
+    table.tick(*now);
+}
+
+#[inline(never)]
+fn measured_store(
+    table: &mut PresenceTable,
+    contract: &Contract,
+    store: &Store,
+    next_offset: usize,
+) -> anyhow::Result<()> {
+    let mut write = PartitionWrite::default();
+    for id in table.take_dirty() {
+        let value = table
+            .get(&id)
+            .map(|s| contract.encode_presence(s))
+            .transpose()?;
+        write.entities.push((id, value));
+    }
+    write.next_offset = Some(next_offset as i64);
+    store.commit("presence/0", write)?;
+    Ok(())
+}
+
 /// Decode, fold, state encoding and one sled batch per [`BATCH`] events, on
-/// the calling thread.
-pub fn fold_and_sled(events: &[ActivityEvent]) -> anyhow::Result<FoldRates> {
+/// the calling thread; with `only`, runs that stage's work (and what it
+/// needs) without timing, for callgrind.
+fn stages(events: &[ActivityEvent], only: Option<&str>) -> anyhow::Result<FoldRates> {
     let contract = Contract::load()?;
     let encoded: Vec<Vec<u8>> = events
         .iter()
@@ -45,44 +102,24 @@ pub fn fold_and_sled(events: &[ActivityEvent]) -> anyhow::Result<FoldRates> {
     let store = Store::open(dir.path())?;
     let mut table = PresenceTable::new(PresenceConfig::default());
     let t = Instant::now();
-    let decoded: Vec<ActivityEvent> = encoded
-        .iter()
-        .map(|b| contract.decode_activity(b))
-        .collect::<Result<_, _>>()?;
+    let decoded = measured_decode(&contract, &encoded)?;
     let decode_secs = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    for b in &encoded {
-        let e = contract.decode_activity_resolving(b)?;
-        e.validate()?;
-        std::hint::black_box(e);
+    if only.is_none_or(|s| s == "decode_resolving") {
+        measured_decode_resolving(&contract, &encoded)?;
     }
     let resolving_secs = t.elapsed().as_secs_f64();
     let (mut fold_secs, mut write_secs) = (0.0, 0.0);
     let mut now = i64::MIN;
     for (chunk_no, chunk) in decoded.chunks(BATCH).enumerate() {
-        let t = Instant::now();
-        for (i, e) in chunk.iter().enumerate() {
-            now = now.max(e.occurred_at);
-            let pos = Position {
-                partition: 0,
-                offset: (chunk_no * BATCH + i) as i64,
-            };
-            // Refusals (none in this history) would cost the same as applies.
-            let _ = table.apply(Some(&e.user_id), e, pos, now);
+        if only.is_some_and(|s| s != "fold" && s != "store") {
+            break;
         }
-        table.tick(now);
+        let t = Instant::now();
+        measured_fold(&mut table, chunk, chunk_no * BATCH, &mut now);
         fold_secs += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let mut write = PartitionWrite::default();
-        for id in table.take_dirty() {
-            let value = table
-                .get(&id)
-                .map(|s| contract.encode_presence(s))
-                .transpose()?;
-            write.entities.push((id, value));
-        }
-        write.next_offset = Some(((chunk_no + 1) * BATCH) as i64);
-        store.commit("presence/0", write)?;
+        measured_store(&mut table, &contract, &store, (chunk_no + 1) * BATCH)?;
         write_secs += t.elapsed().as_secs_f64();
     }
     store.flush()?;
@@ -94,6 +131,69 @@ pub fn fold_and_sled(events: &[ActivityEvent]) -> anyhow::Result<FoldRates> {
         encode_and_sled: n / write_secs,
         total: n / (decode_secs + fold_secs + write_secs),
     })
+}
+
+/// Decode, fold, state encoding and one sled batch per [`BATCH`] events, on
+/// the calling thread.
+pub fn fold_and_sled(events: &[ActivityEvent]) -> anyhow::Result<FoldRates> {
+    stages(events, None)
+}
+
+/// Runs one stage's work for callgrind (`--stage`).
+pub fn run_stage(events: &[ActivityEvent], stage: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(STAGES.contains(&stage), "unknown stage {stage:?}");
+    stages(events, Some(stage)).map(|_| ())
+}
+
+/// Instructions per event of each stage, counted by callgrind running this
+/// binary on `events` events of `users` users; `None` without valgrind. A
+/// count of instructions does not depend on the machine's load.
+pub fn instructions_per_event(
+    events: usize,
+    users: usize,
+    seed: u64,
+) -> anyhow::Result<Option<Vec<(String, f64)>>> {
+    if std::process::Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return Ok(None);
+    }
+    let exe = std::env::current_exe()?;
+    let dir = tempfile::tempdir()?;
+    let mut out = Vec::new();
+    for stage in STAGES {
+        let file = dir.path().join(format!("{stage}.out"));
+        let status = std::process::Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg("--collect-atstart=no")
+            .arg(format!("--toggle-collect=*pipeline::measured_{stage}"))
+            .arg(format!("--callgrind-out-file={}", file.display()))
+            .arg(&exe)
+            .args(["--stage", stage, "--events", &events.to_string()])
+            .args(["--users", &users.to_string(), "--seed", &seed.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "callgrind of stage {stage} failed: {status}"
+        );
+        let text = std::fs::read_to_string(&file)?;
+        let total: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("totals:")
+                    .or_else(|| l.strip_prefix("summary:"))
+            })
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .ok_or_else(|| {
+                anyhow::anyhow!("no instruction total in callgrind's output for {stage}")
+            })?;
+        out.push((stage.to_owned(), total / events as f64));
+    }
+    Ok(Some(out))
 }
 
 /// Writes the history into `<prefix>.activity` as the ingest would (Avro,
@@ -260,7 +360,13 @@ pub async fn streams_peer(
     let dir = tempfile::tempdir()?;
     let log = std::fs::File::create(dir.path().join("streams.log"))?;
     let mut child = std::process::Command::new("java")
-        .args(["-cp", classpath, "io.sessionfold.bench.PresenceStreams", brokers, topic])
+        .args([
+            "-cp",
+            classpath,
+            "io.sessionfold.bench.PresenceStreams",
+            brokers,
+            topic,
+        ])
         .arg(schema)
         .arg(&app)
         .arg(dir.path().join("state"))

@@ -67,6 +67,8 @@ pub struct Results {
     pub seed: u64,
     /// Fold + sled on one core.
     pub fold: Option<FoldRates>,
+    /// Instructions per event of each stage (callgrind), when valgrind is there.
+    pub instructions: Option<Vec<(String, f64)>>,
     /// Producing the history to the broker (events/s).
     pub produce: Option<f64>,
     /// The do-nothing consumer (events/s).
@@ -153,6 +155,7 @@ impl Results {
             drain: None,
             processor: None,
             processor_store: None,
+            instructions: None,
             on_kafka: None,
             restore: None,
             replay: None,
@@ -260,6 +263,19 @@ impl Results {
                 f.decode, f.decode_resolving, f.fold, f.encode_and_sled
             );
         }
+        if let Some(ir) = &self.instructions {
+            let stages: Vec<String> = ir
+                .iter()
+                .map(|(stage, n)| format!("{stage} {n:.0}"))
+                .collect();
+            let _ = writeln!(
+                md,
+                "\nInstructions per event, counted by callgrind over a history of the same shape \
+                 (`--instruction-events`, as many events per user; independent of the machine's load): {}. `decode_resolving` is apache-avro's path, the \
+                 decoder used before the direct one; `store` is state encoding and the sled batch.",
+                stages.join(", ")
+            );
+        }
         if let Some((records, rate)) = self.restore {
             let _ = writeln!(
                 md,
@@ -354,7 +370,8 @@ impl Results {
                 k.drain,
                 k.processor,
                 k.processor / k.drain
-            );            if let Some(peer) = k.streams {
+            );
+            if let Some(peer) = k.streams {
                 let _ = writeln!(
                     md,
                     "\nThe same presence fold as a Kafka Streams application (`bench/streams/`: \
@@ -395,6 +412,24 @@ impl Results {
                 run.bytes_per_event,
                 run.writes_per_event,
                 verdict(run.writes_per_event <= 0.2)
+            );
+        }
+        if let Some(f) = &self.fold {
+            let _ = writeln!(
+                md,
+                "| decode of the current schema ≥ 2,000,000 events/s per core | {:.0} | {} |",
+                f.decode,
+                verdict(f.decode >= 2_000_000.0)
+            );
+        }
+        if let Some(k) = &self.on_kafka
+            && let Some(peer) = k.streams
+        {
+            let _ = writeln!(
+                md,
+                "| processor ahead of the Kafka Streams peer (Apache Kafka) | {:.2}× | {} |",
+                k.processor / peer,
+                verdict(k.processor > peer)
             );
         }
         if let Some(f) = &self.fold {
