@@ -2,7 +2,8 @@
 //!
 //! The producer and the projections both take `Authorization: Bearer <JWT>`.
 //! This crate verifies the token (HS256 with a shared secret or RS256 with a
-//! public key), turns its claims into a [`Caller`], and holds the scoping rules
+//! public key), turns its claims into a [`Caller`] (read where the identity
+//! provider puts them, see [`claims`]), and holds the scoping rules
 //! of the contract (docs/contract.md §5) in one place, so the ingest and the views cannot
 //! disagree about who is an admin. A service started without a key refuses to
 //! start unless open mode is asked for explicitly.
@@ -17,6 +18,9 @@ use axum::response::{IntoResponse, Response};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+
+pub mod claims;
+pub use claims::{ClaimMap, Preset};
 
 /// Role of an administrator: sees and manages everything.
 pub const ROLE_ADMIN: &str = "admin";
@@ -225,6 +229,7 @@ pub struct Policy {
 pub struct Authenticator {
     mode: Arc<Mode>,
     max_lifetime: Option<u64>,
+    claims: Arc<ClaimMap>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -274,6 +279,7 @@ impl Authenticator {
                 validation: Box::new(validation(Algorithm::HS256)),
             }),
             max_lifetime: None,
+            claims: Arc::default(),
         }
     }
 
@@ -287,6 +293,7 @@ impl Authenticator {
                 validation: Box::new(validation(Algorithm::RS256)),
             }),
             max_lifetime: None,
+            claims: Arc::default(),
         })
     }
 
@@ -296,6 +303,7 @@ impl Authenticator {
         Authenticator {
             mode: Arc::new(Mode::Open),
             max_lifetime: None,
+            claims: Arc::default(),
         }
     }
 
@@ -323,6 +331,30 @@ impl Authenticator {
         Authenticator {
             mode: Arc::new(mode),
             max_lifetime: policy.max_lifetime.map(|d| d.as_secs()),
+            claims: self.claims,
+        }
+    }
+
+    /// The same verifier, reading the identity where `map` says.
+    pub fn with_claims(self, map: ClaimMap) -> Authenticator {
+        let mode = match &*self.mode {
+            Mode::Verify { key, validation } => {
+                let mut v = (**validation).clone();
+                // The user id is checked where the map reads it.
+                if map.user != "sub" {
+                    v.required_spec_claims.remove("sub");
+                }
+                Mode::Verify {
+                    key: key.clone(),
+                    validation: Box::new(v),
+                }
+            }
+            Mode::Open => Mode::Open,
+        };
+        Authenticator {
+            mode: Arc::new(mode),
+            max_lifetime: self.max_lifetime,
+            claims: Arc::new(map),
         }
     }
 
@@ -333,7 +365,20 @@ impl Authenticator {
             audiences: args.jwt_audience.clone(),
             max_lifetime: args.jwt_max_lifetime,
         };
-        Ok(Authenticator::from_key_args(args)?.with_policy(&policy))
+        let mut map = ClaimMap::preset(args.jwt_claims);
+        if let Some(user) = &args.jwt_user_claim {
+            map.user.clone_from(user);
+        }
+        if !args.jwt_roles_claim.is_empty() {
+            map.roles.clone_from(&args.jwt_roles_claim);
+        }
+        if !args.jwt_permissions_claim.is_empty() {
+            map.permissions.clone_from(&args.jwt_permissions_claim);
+        }
+        map.names.extend(args.jwt_role_map.iter().cloned());
+        Ok(Authenticator::from_key_args(args)?
+            .with_policy(&policy)
+            .with_claims(map))
     }
 
     fn from_key_args(args: &AuthArgs) -> Result<Authenticator, AuthError> {
@@ -375,22 +420,28 @@ impl Authenticator {
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         let decoded = match &*self.mode {
             Mode::Verify { key, validation } => {
-                jsonwebtoken::decode::<Claims>(token, key, validation)
+                jsonwebtoken::decode::<serde_json::Value>(token, key, validation)
             }
-            Mode::Open => jsonwebtoken::dangerous::insecure_decode::<Claims>(token),
+            Mode::Open => jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token),
         };
         let claims = decoded.map_err(classify)?.claims;
-        if let Some(exp) = claims.exp
+        let exp = claims.get("exp").and_then(serde_json::Value::as_u64);
+        let iat = claims.get("iat").and_then(serde_json::Value::as_u64);
+        if let Some(exp) = exp
             && self.is_open()
             && exp + LEEWAY_SECONDS < now_seconds()
         {
             return Err(AuthError::Expired);
         }
-        if claims.sub.trim().is_empty() {
+        let (user_id, roles, permissions) = self
+            .claims
+            .read(&claims)
+            .ok_or_else(|| AuthError::Invalid(format!("missing claim {}", self.claims.user)))?;
+        if user_id.trim().is_empty() {
             return Err(AuthError::Invalid("empty sub".into()));
         }
-        if let (Some(max), Some(exp)) = (self.max_lifetime, claims.exp) {
-            let from = claims.iat.unwrap_or_else(now_seconds);
+        if let (Some(max), Some(exp)) = (self.max_lifetime, exp) {
+            let from = iat.unwrap_or_else(now_seconds);
             if exp.saturating_sub(from) > max.saturating_add(LEEWAY_SECONDS) {
                 return Err(AuthError::Invalid(format!(
                     "token lifetime over the accepted {max} s"
@@ -398,10 +449,10 @@ impl Authenticator {
             }
         }
         Ok(Caller {
-            user_id: claims.sub,
-            roles: claims.roles,
-            permissions: claims.permissions,
-            expires_at: claims.exp,
+            user_id,
+            roles,
+            permissions,
+            expires_at: exp,
         })
     }
 }
@@ -465,6 +516,26 @@ pub struct AuthArgs {
     /// without `iat`), e.g. `24h`. Unset: any.
     #[arg(long, env = "SESSIONFOLD_JWT_MAX_LIFETIME", value_parser = humantime::parse_duration)]
     pub jwt_max_lifetime: Option<std::time::Duration>,
+    /// Where the identity provider puts the user id, roles and permissions
+    /// (see the README); the options below change single paths of it.
+    #[arg(long, env = "SESSIONFOLD_JWT_CLAIMS", value_enum, default_value_t = Preset::Sessionfold)]
+    pub jwt_claims: Preset,
+    /// Path of the user id claim, dot-separated into nested objects (a claim
+    /// whose own name has dots is found first).
+    #[arg(long, env = "SESSIONFOLD_JWT_USER_CLAIM")]
+    pub jwt_user_claim: Option<String>,
+    /// Path of a roles claim (an array, or names separated by spaces); repeat
+    /// for several. Replaces the preset's.
+    #[arg(long, env = "SESSIONFOLD_JWT_ROLES_CLAIM", value_delimiter = ',')]
+    pub jwt_roles_claim: Vec<String>,
+    /// Path of a permissions claim; repeat for several. Replaces the preset's.
+    #[arg(long, env = "SESSIONFOLD_JWT_PERMISSIONS_CLAIM", value_delimiter = ',')]
+    pub jwt_permissions_claim: Vec<String>,
+    /// `VALUE=ROLE`: a role value of the token that means sessionfold's
+    /// `admin` or `service`, or a permission (e.g. `ops=admin`,
+    /// `presence-viewer=USER_VIEW_ACTIVE_SESSIONS`); repeat for several.
+    #[arg(long, env = "SESSIONFOLD_JWT_ROLE_MAP", value_delimiter = ',', value_parser = claims::parse_role_map)]
+    pub jwt_role_map: Vec<(String, String)>,
 }
 
 /// Signs an HS256 token; for tools, tests and local runs.

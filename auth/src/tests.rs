@@ -230,3 +230,81 @@ fn nbf_iss_aud_and_lifetime_are_held_to_the_policy() {
     assert!(plain.verify(&raw_token(future)).is_err());
     assert!(plain.verify(&raw_token(good)).is_ok());
 }
+
+/// Tokens laid out as each identity provider issues them, through the
+/// verifier with that provider's preset.
+#[test]
+fn provider_tokens_name_the_caller_with_their_preset() {
+    let exp = now() + 600;
+    let verify = |preset: Preset, claims: serde_json::Value| {
+        Authenticator::hs256(SECRET)
+            .with_claims(ClaimMap::preset(preset))
+            .verify(&raw_token(claims))
+    };
+    // Supabase: a service_role key is a service; a user is `authenticated`.
+    let svc = verify(
+        Preset::Supabase,
+        serde_json::json!({"iss": "supabase", "ref": "abc", "role": "service_role", "sub": "svc", "exp": exp, "iat": exp - 600}),
+    )
+    .expect("service_role token");
+    assert!(svc.is_service());
+    let user = verify(
+        Preset::Supabase,
+        serde_json::json!({"aud": "authenticated", "sub": "9f1c", "email": "a@b.c", "role": "authenticated",
+            "app_metadata": {"provider": "email", "providers": ["email"], "permissions": ["IMPORT_ADMIN"]},
+            "user_metadata": {}, "exp": exp}),
+    )
+    .expect("user token");
+    assert_eq!(user.user_id, "9f1c");
+    assert!(!user.is_service() && !user.is_admin());
+    assert!(user.may_transfer_imports());
+    // Keycloak: realm roles.
+    let kc = verify(
+        Preset::Keycloak,
+        serde_json::json!({"sub": "kc-7", "typ": "Bearer", "azp": "web", "exp": exp,
+            "realm_access": {"roles": ["default-roles-demo", "admin"]},
+            "resource_access": {"account": {"roles": ["view-profile"]}}}),
+    )
+    .expect("keycloak token");
+    assert!(kc.is_admin());
+    // Cognito: groups; Auth0: namespaced roles and RBAC permissions.
+    let cg = verify(
+        Preset::Cognito,
+        serde_json::json!({"sub": "cg-1", "cognito:groups": ["service"], "token_use": "access", "exp": exp}),
+    )
+    .expect("cognito token");
+    assert!(cg.is_service());
+    let a0 = verify(
+        Preset::Auth0,
+        serde_json::json!({"sub": "auth0|1", "https://sessionfold/roles": [], "permissions": ["USER_VIEW_ACTIVE_SESSIONS"], "exp": exp}),
+    )
+    .expect("auth0 token");
+    assert!(a0.sees_all_presence() && !a0.is_admin());
+    // The same Supabase service token read with the default layout is a plain user.
+    let plain = verify(
+        Preset::Sessionfold,
+        serde_json::json!({"role": "service_role", "sub": "svc", "exp": exp}),
+    )
+    .expect("plain token");
+    assert!(!plain.is_service());
+}
+
+#[test]
+fn a_user_claim_elsewhere_is_required_there() {
+    let exp = now() + 600;
+    let map = ClaimMap {
+        user: "user.id".into(),
+        ..ClaimMap::default()
+    };
+    let auth = Authenticator::hs256(SECRET).with_claims(map);
+    let c = auth
+        .verify(&raw_token(
+            serde_json::json!({"user": {"id": "u-9"}, "exp": exp}),
+        ))
+        .expect("user id in a nested claim");
+    assert_eq!(c.user_id, "u-9");
+    assert_eq!(
+        auth.verify(&raw_token(serde_json::json!({"sub": "u-9", "exp": exp}))),
+        Err(AuthError::Invalid("missing claim user.id".into()))
+    );
+}
