@@ -309,25 +309,17 @@ impl Authenticator {
 
     /// The same verifier, also holding tokens to `policy`.
     pub fn with_policy(self, policy: &Policy) -> Authenticator {
-        let mode = match &*self.mode {
-            Mode::Verify { key, validation } => {
-                let mut v = (**validation).clone();
-                if !policy.issuers.is_empty() {
-                    v.set_issuer(&policy.issuers);
-                    v.required_spec_claims.insert("iss".into());
-                }
-                if !policy.audiences.is_empty() {
-                    v.validate_aud = true;
-                    v.set_audience(&policy.audiences);
-                    v.required_spec_claims.insert("aud".into());
-                }
-                Mode::Verify {
-                    key: key.clone(),
-                    validation: Box::new(v),
-                }
+        let mode = self.validating(|v| {
+            if !policy.issuers.is_empty() {
+                v.set_issuer(&policy.issuers);
+                v.required_spec_claims.insert("iss".into());
             }
-            Mode::Open => Mode::Open,
-        };
+            if !policy.audiences.is_empty() {
+                v.validate_aud = true;
+                v.set_audience(&policy.audiences);
+                v.required_spec_claims.insert("aud".into());
+            }
+        });
         Authenticator {
             mode: Arc::new(mode),
             max_lifetime: policy.max_lifetime.map(|d| d.as_secs()),
@@ -335,22 +327,29 @@ impl Authenticator {
         }
     }
 
-    /// The same verifier, reading the identity where `map` says.
-    pub fn with_claims(self, map: ClaimMap) -> Authenticator {
-        let mode = match &*self.mode {
+    /// The verifying mode with its validation changed by `change`.
+    fn validating(&self, change: impl FnOnce(&mut Validation)) -> Mode {
+        match &*self.mode {
             Mode::Verify { key, validation } => {
                 let mut v = (**validation).clone();
-                // The user id is checked where the map reads it.
-                if map.user != "sub" {
-                    v.required_spec_claims.remove("sub");
-                }
+                change(&mut v);
                 Mode::Verify {
                     key: key.clone(),
                     validation: Box::new(v),
                 }
             }
             Mode::Open => Mode::Open,
-        };
+        }
+    }
+
+    /// The same verifier, reading the identity where `map` says.
+    pub fn with_claims(self, map: ClaimMap) -> Authenticator {
+        let mode = self.validating(|v| {
+            // The user id is checked where the map reads it.
+            if map.user != "sub" {
+                v.required_spec_claims.remove("sub");
+            }
+        });
         Authenticator {
             mode: Arc::new(mode),
             max_lifetime: self.max_lifetime,

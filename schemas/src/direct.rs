@@ -212,11 +212,20 @@ impl<'a> In<'a> {
 /// Decodes the body of an activity event written with the current schema.
 pub(crate) fn activity(body: &[u8]) -> R<ActivityEvent> {
     let mut i = In::new("ActivityEvent", body);
-    let event_id = i.string()?;
-    let occurred_at = i.long()?;
-    let user_id = i.string()?;
-    let session_id = i.string()?;
-    let body = match i.branch(4)? {
+    // Fields are read in the order written, which is the schema's order.
+    let e = ActivityEvent {
+        event_id: i.string()?,
+        occurred_at: i.long()?,
+        user_id: i.string()?,
+        session_id: i.string()?,
+        body: activity_body(&mut i)?,
+        received_at: i.opt_long()?,
+    };
+    i.done(e)
+}
+
+fn activity_body(i: &mut In<'_>) -> R<ActivityBody> {
+    Ok(match i.branch(4)? {
         0 => ActivityBody::SessionStarted(SessionStarted {
             email: i.string()?,
             full_name: i.opt_string()?,
@@ -240,26 +249,25 @@ pub(crate) fn activity(body: &[u8]) -> R<ActivityEvent> {
         _ => ActivityBody::SessionEnded {
             reason: i.symbol(EndReason::ALL)?,
         },
-    };
-    let received_at = i.opt_long()?;
-    i.done(ActivityEvent {
-        event_id,
-        occurred_at,
-        user_id,
-        session_id,
-        body,
-        received_at,
     })
 }
 
 /// Decodes the body of an import event written with the current schema.
 pub(crate) fn import(body: &[u8]) -> R<ImportEvent> {
     let mut i = In::new("ImportEvent", body);
-    let event_id = i.string()?;
-    let occurred_at = i.long()?;
-    let import_id = i.string()?;
-    let actor_id = i.opt_string()?;
-    let body = match i.branch(7)? {
+    let e = ImportEvent {
+        event_id: i.string()?,
+        occurred_at: i.long()?,
+        import_id: i.string()?,
+        actor_id: i.opt_string()?,
+        body: import_body(&mut i)?,
+        received_at: i.opt_long()?,
+    };
+    i.done(e)
+}
+
+fn import_body(i: &mut In<'_>) -> R<ImportBody> {
+    Ok(match i.branch(7)? {
         0 => ImportBody::Started {
             owner_id: i.opt_string()?,
             json_hash: i.string()?,
@@ -286,15 +294,6 @@ pub(crate) fn import(body: &[u8]) -> R<ImportEvent> {
             new_owner_id: i.string()?,
         },
         _ => ImportBody::Deleted,
-    };
-    let received_at = i.opt_long()?;
-    i.done(ImportEvent {
-        event_id,
-        occurred_at,
-        import_id,
-        actor_id,
-        body,
-        received_at,
     })
 }
 
