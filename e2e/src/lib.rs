@@ -625,6 +625,16 @@ impl Stack {
         processor_args: &[&str],
         projections_args: &[&str],
     ) -> anyhow::Result<Stack> {
+        Stack::start_with(test, &[], processor_args, projections_args).await
+    }
+
+    /// Starts producer, processor and projections, each with extra options.
+    pub async fn start_with(
+        test: &str,
+        producer_args: &[&str],
+        processor_args: &[&str],
+        projections_args: &[&str],
+    ) -> anyhow::Result<Stack> {
         let prefix = unique_prefix(test);
         let dir = scratch()?;
         let state = dir.path().join("state").to_string_lossy().into_owned();
@@ -637,7 +647,8 @@ impl Stack {
             "200ms",
         ];
         args.extend_from_slice(processor_args);
-        let producer = Service::start("sessionfold-producer", &prefix, &[], dir.path()).await?;
+        let producer =
+            Service::start("sessionfold-producer", &prefix, producer_args, dir.path()).await?;
         let processor = Service::start("sessionfold-processor", &prefix, &args, dir.path()).await?;
         let mut projections = Service::start(
             "sessionfold-projections",

@@ -14,6 +14,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
 /// Longest a client may take to send a request's head (also the longest an
 /// idle keep-alive connection waits for its next request).
@@ -46,7 +47,7 @@ pub async fn serve(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -59,7 +60,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(app.clone().map_request(with_peer(peer)));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
@@ -77,4 +78,16 @@ pub async fn serve(
         tracing::info!("open HTTP requests cut after the drain period");
     }
     Ok(())
+}
+
+/// Puts the connection's peer address on each request, where handlers read
+/// it as axum's `ConnectInfo`.
+fn with_peer<B>(
+    peer: std::net::SocketAddr,
+) -> impl Fn(axum::http::Request<B>) -> axum::http::Request<B> + Clone {
+    move |mut req| {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        req
+    }
 }

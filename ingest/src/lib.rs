@@ -8,6 +8,7 @@
 //! anything reaches Kafka, and the Rust client builds its requests from the
 //! same wire types. Pure code: no I/O, no Kafka, no clock.
 
+pub mod address;
 mod authorize;
 mod parse;
 mod wire;

@@ -19,21 +19,22 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRef, Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use sessionfold_auth::{Authenticator, Caller};
 use sessionfold_edge::HttpMetrics;
 use sessionfold_schemas::{Contract, Millis, SchemaError, Topics};
+use std::net::SocketAddr;
 
 pub use error::ApiError;
 pub use sink::{FailureEpisode, Sink, SinkError};
 
 /// Limits and rules of the ingest.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
@@ -41,6 +42,10 @@ pub struct Limits {
     pub max_events: usize,
     /// Most an event time may lie ahead of the time received.
     pub max_clock_skew: Millis,
+    /// How much of a client's address a session start records.
+    pub addresses: input::address::AddressPolicy,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Limits {
@@ -49,6 +54,8 @@ impl Default for Limits {
             max_body_bytes: 1 << 20,
             max_events: 1000,
             max_clock_skew: 60_000,
+            addresses: input::address::AddressPolicy::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -294,21 +301,35 @@ fn receipt(state: &AppState) -> input::Receipt {
 async fn post_activity(
     State(state): State<AppState>,
     caller: Caller,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let result = ingest_activity(&state, &caller, body);
+    let client = peer.map(|Extension(ConnectInfo(p))| {
+        let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        input::address::client_address(p.ip(), forwarded, &state.limits.trusted_proxies)
+    });
+    let result = ingest_activity(&state, &caller, client, body);
     answer(&state, result)
 }
 
 fn ingest_activity(
     state: &AppState,
     caller: &Caller,
+    client: Option<std::net::IpAddr>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Vec<String>, ApiError> {
     let value = json_body(state, body)?;
-    let events = input::activity_request(&value, receipt(state), state.limits.max_events)
+    let mut events = input::activity_request(&value, receipt(state), state.limits.max_events)
         .map_err(ApiError::BadRequest)?;
     input::authorize_request(caller, &value, events.iter().map(input::Event::Activity))?;
+    // Only as much of the address as configured leaves the ingest.
+    for e in &mut events {
+        if let sessionfold_schemas::ActivityBody::SessionStarted(st) = &mut e.body {
+            st.ip_address =
+                input::address::recorded(st.ip_address.as_deref(), client, state.limits.addresses);
+        }
+    }
     let records = events
         .iter()
         .map(|e| {

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use sessionfold_edge::{CommonArgs, ServiceCli, parse_duration};
 use sessionfold_producer::client::Client;
+use sessionfold_producer::input::address::AddressPolicy;
 use sessionfold_producer::simulate::{SimConfig, simulate};
 use sessionfold_producer::{Framing, Limits, Settings, run};
 
@@ -13,6 +14,23 @@ use sessionfold_producer::{Framing, Limits, Settings, run};
 const ABOUT: &str = "Accepts JSON events over HTTP and writes them to Kafka as Avro.";
 
 type Cli = ServiceCli<Command, ServeArgs>;
+
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR network"))
+}
+
+/// How much of a client's IP address is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ClientIp {
+    /// The network part only: IPv4 to /24, IPv6 to /48.
+    Anonymized,
+    /// The whole address.
+    Full,
+    /// No address.
+    None,
+}
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -48,6 +66,14 @@ struct ServeArgs {
     /// `--schema-registry-url`; subjects `<topic>-value`).
     #[arg(long, env = "SESSIONFOLD_WIRE_FORMAT", value_enum, default_value_t = WireFormat::SingleObject)]
     wire_format: WireFormat,
+    /// How much of a client's IP address a session start records: the
+    /// network part only (IPv4 /24, IPv6 /48), all of it, or nothing.
+    #[arg(long, env = "SESSIONFOLD_CLIENT_IP", value_enum, default_value_t = ClientIp::Anonymized)]
+    client_ip: ClientIp,
+    /// A proxy (address or CIDR) whose `X-Forwarded-For` names the client;
+    /// repeat for several. Without one the connection's peer is the client.
+    #[arg(long, env = "SESSIONFOLD_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_net)]
+    trusted_proxy: Vec<ipnet::IpNet>,
 }
 
 /// The `--wire-format` choices.
@@ -187,6 +213,12 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             max_body_bytes: a.max_body_bytes,
             max_events: a.max_events,
             max_clock_skew: millis(a.max_clock_skew),
+            addresses: match a.client_ip {
+                ClientIp::Anonymized => AddressPolicy::Anonymized,
+                ClientIp::Full => AddressPolicy::Full,
+                ClientIp::None => AddressPolicy::None,
+            },
+            trusted_proxies: a.trusted_proxy,
         },
         buffer_messages: a.buffer_messages,
         auth,
