@@ -16,10 +16,11 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 pub mod claims;
+mod keys;
 pub use claims::{ClaimMap, Preset};
 
 /// Role of an administrator: sees and manages everything.
@@ -207,10 +208,38 @@ impl Caller {
 
 enum Mode {
     Verify {
-        key: Box<DecodingKey>,
+        keys: Arc<std::sync::RwLock<Vec<keys::Key>>>,
+        /// Asked for when a token names a key id not in the set.
+        want_refresh: Arc<std::sync::atomic::AtomicBool>,
         validation: Box<Validation>,
     },
     Open,
+}
+
+/// Replaces the key set of a JWKS-backed verifier (see `edge::jwks`).
+#[derive(Clone)]
+pub struct KeysHandle {
+    keys: Arc<std::sync::RwLock<Vec<keys::Key>>>,
+    want_refresh: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl KeysHandle {
+    /// Puts the keys of a JWKS document in place of the current ones.
+    pub fn replace(&self, jwks: &str) -> Result<usize, AuthError> {
+        let fresh = keys::jwks(jwks)?;
+        let n = fresh.len();
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        Ok(n)
+    }
+
+    /// True (once) when a token named a key id the set does not hold.
+    pub fn take_refresh_request(&self) -> bool {
+        self.want_refresh
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// What a token must satisfy beyond its signature and expiry.
@@ -235,10 +264,7 @@ pub struct Authenticator {
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mode = match *self.mode {
-            Mode::Verify { ref validation, .. } => match validation.algorithms.first() {
-                Some(Algorithm::RS256) => "RS256",
-                _ => "HS256",
-            },
+            Mode::Verify { .. } => "verify",
             Mode::Open => "open",
         };
         f.debug_struct("Authenticator")
@@ -271,11 +297,11 @@ fn validation(alg: Algorithm) -> Validation {
 }
 
 impl Authenticator {
-    /// Verifies HS256 tokens signed with `secret`.
-    pub fn hs256(secret: &[u8]) -> Authenticator {
+    fn with_keys(keys: Vec<keys::Key>) -> Authenticator {
         Authenticator {
             mode: Arc::new(Mode::Verify {
-                key: Box::new(DecodingKey::from_secret(secret)),
+                keys: Arc::new(std::sync::RwLock::new(keys)),
+                want_refresh: Arc::default(),
                 validation: Box::new(validation(Algorithm::HS256)),
             }),
             max_lifetime: None,
@@ -283,18 +309,41 @@ impl Authenticator {
         }
     }
 
-    /// Verifies RS256 tokens with a PEM-encoded RSA public key.
+    /// Verifies HMAC tokens (HS256, HS384, HS512) signed with `secret`.
+    pub fn hs256(secret: &[u8]) -> Authenticator {
+        Authenticator::with_keys(vec![keys::secret(secret)])
+    }
+
+    /// Verifies tokens with a PEM public key: RSA (RS256/384/512,
+    /// PS256/384/512), EC (ES256, ES384) or Ed25519 (EdDSA).
     pub fn rs256(public_key_pem: &[u8]) -> Result<Authenticator, AuthError> {
-        let key = DecodingKey::from_rsa_pem(public_key_pem)
-            .map_err(|e| AuthError::Key(format!("not an RSA public key in PEM form ({e})")))?;
-        Ok(Authenticator {
-            mode: Arc::new(Mode::Verify {
-                key: Box::new(key),
-                validation: Box::new(validation(Algorithm::RS256)),
+        Ok(Authenticator::with_keys(vec![keys::public_pem(
+            public_key_pem,
+        )?]))
+    }
+
+    /// Verifies tokens with the keys of a JWKS document, chosen by `kid`.
+    pub fn jwks(document: &str) -> Result<Authenticator, AuthError> {
+        Ok(Authenticator::with_keys(keys::jwks(document)?))
+    }
+
+    /// A verifier whose keys arrive later through [`Authenticator::keys_handle`]
+    /// (a JWKS fetched from a URL); tokens are refused until then.
+    pub fn jwks_pending() -> Authenticator {
+        Authenticator::with_keys(Vec::new())
+    }
+
+    /// The handle that replaces this verifier's keys; `None` in open mode.
+    pub fn keys_handle(&self) -> Option<KeysHandle> {
+        match &*self.mode {
+            Mode::Verify {
+                keys, want_refresh, ..
+            } => Some(KeysHandle {
+                keys: keys.clone(),
+                want_refresh: want_refresh.clone(),
             }),
-            max_lifetime: None,
-            claims: Arc::default(),
-        })
+            Mode::Open => None,
+        }
     }
 
     /// Open mode: no token means full access; a token's claims are read
@@ -330,11 +379,16 @@ impl Authenticator {
     /// The verifying mode with its validation changed by `change`.
     fn validating(&self, change: impl FnOnce(&mut Validation)) -> Mode {
         match &*self.mode {
-            Mode::Verify { key, validation } => {
+            Mode::Verify {
+                keys,
+                want_refresh,
+                validation,
+            } => {
                 let mut v = (**validation).clone();
                 change(&mut v);
                 Mode::Verify {
-                    key: key.clone(),
+                    keys: keys.clone(),
+                    want_refresh: want_refresh.clone(),
                     validation: Box::new(v),
                 }
             }
@@ -381,6 +435,19 @@ impl Authenticator {
     }
 
     fn from_key_args(args: &AuthArgs) -> Result<Authenticator, AuthError> {
+        if let Some(source) = &args.jwt_jwks {
+            if args.jwt_secret.is_some() || args.jwt_public_key.is_some() {
+                return Err(AuthError::Key(
+                    "set one of --jwt-secret, --jwt-public-key and --jwt-jwks".into(),
+                ));
+            }
+            if is_url(source) {
+                return Ok(Authenticator::jwks_pending());
+            }
+            let text = std::fs::read_to_string(source)
+                .map_err(|e| AuthError::Key(format!("reading JWKS file {source}: {e}")))?;
+            return Authenticator::jwks(&text);
+        }
         match (&args.jwt_secret, &args.jwt_public_key, args.auth_disabled) {
             (Some(_), Some(_), _) => Err(AuthError::Key(
                 "set either --jwt-secret or --jwt-public-key, not both".into(),
@@ -418,8 +485,43 @@ impl Authenticator {
     /// The caller named by a bare token.
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         let decoded = match &*self.mode {
-            Mode::Verify { key, validation } => {
-                jsonwebtoken::decode::<serde_json::Value>(token, key, validation)
+            Mode::Verify {
+                keys,
+                want_refresh,
+                validation,
+            } => {
+                let header = jsonwebtoken::decode_header(token).map_err(classify)?;
+                let keys = keys
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut v = (**validation).clone();
+                v.algorithms = vec![header.alg];
+                let mut outcome = None;
+                for k in keys::candidates(&keys, header.kid.as_deref(), header.alg) {
+                    let r = jsonwebtoken::decode::<serde_json::Value>(token, &k.key, &v);
+                    let done = r.is_ok();
+                    outcome = Some(r);
+                    if done {
+                        break;
+                    }
+                }
+                let known_kid = |kid: &str| keys.iter().any(|k| k.kid.as_deref() == Some(kid));
+                match outcome {
+                    Some(r) => r,
+                    None if keys.is_empty() => {
+                        want_refresh.store(true, std::sync::atomic::Ordering::SeqCst);
+                        return Err(AuthError::Invalid("no signing keys loaded yet".into()));
+                    }
+                    // A key id the set does not hold: the provider may have
+                    // rotated its keys since they were read.
+                    None if header.kid.as_deref().is_some_and(|k| !known_kid(k)) => {
+                        want_refresh.store(true, std::sync::atomic::Ordering::SeqCst);
+                        return Err(AuthError::Invalid("unknown key id (kid)".into()));
+                    }
+                    None => {
+                        return Err(AuthError::Invalid("unexpected signing algorithm".into()));
+                    }
+                }
             }
             Mode::Open => jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token),
         };
@@ -484,6 +586,11 @@ fn classify(e: jsonwebtoken::errors::Error) -> AuthError {
     }
 }
 
+/// True when a JWKS source is fetched over HTTP rather than read from a file.
+pub fn is_url(source: &str) -> bool {
+    source.starts_with("http://") || source.starts_with("https://")
+}
+
 /// Reads a PEM key given inline or as a file path.
 fn read_pem(value: &str) -> Result<Vec<u8>, AuthError> {
     if value.trim_start().starts_with("-----BEGIN") {
@@ -499,9 +606,17 @@ pub struct AuthArgs {
     /// HS256 secret that signs the tokens.
     #[arg(long, env = "SESSIONFOLD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
-    /// RS256 public key, as PEM text or the path of a PEM file.
+    /// Public key (RSA, EC or Ed25519), as PEM text or the path of a PEM file.
     #[arg(long, env = "SESSIONFOLD_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<String>,
+    /// A JWKS (the identity provider's signing keys, chosen by `kid`), as a
+    /// file or an http(s) URL; read again every `--jwt-jwks-refresh` and when
+    /// a token names an unknown key (at most every 10 s).
+    #[arg(long, env = "SESSIONFOLD_JWT_JWKS")]
+    pub jwt_jwks: Option<String>,
+    /// How often the JWKS is read again.
+    #[arg(long, env = "SESSIONFOLD_JWT_JWKS_REFRESH", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub jwt_jwks_refresh: std::time::Duration,
     /// Run without authentication: requests without a token may do everything. For local experiments only.
     #[arg(long, env = "SESSIONFOLD_AUTH_DISABLED")]
     pub auth_disabled: bool,

@@ -308,3 +308,131 @@ fn a_user_claim_elsewhere_is_required_there() {
         Err(AuthError::Invalid("missing claim user.id".into()))
     );
 }
+
+const JWKS: &str = include_str!("../testdata/jwks.json");
+
+fn signed(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, sub: &str) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    let claims = serde_json::json!({"sub": sub, "exp": now() + 600});
+    jsonwebtoken::encode(&header, &claims, key).unwrap_or_default()
+}
+
+fn pem_key(alg: Algorithm, pem: &[u8]) -> EncodingKey {
+    let key = match alg {
+        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(pem),
+        _ => EncodingKey::from_rsa_pem(pem),
+    };
+    key.unwrap_or_else(|_| EncodingKey::from_secret(b"unusable"))
+}
+
+#[test]
+fn every_supported_algorithm_verifies_with_its_key_family() {
+    for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+        let t = signed(alg, None, &EncodingKey::from_secret(SECRET), "h");
+        assert_eq!(
+            Authenticator::hs256(SECRET).verify(&t).map(|c| c.user_id),
+            Ok("h".into()),
+            "{alg:?}"
+        );
+    }
+    let cases: [(Algorithm, &[u8], &[u8]); 6] = [
+        (Algorithm::RS256, RSA_PRIVATE, RSA_PUBLIC),
+        (Algorithm::RS512, RSA_PRIVATE, RSA_PUBLIC),
+        (Algorithm::PS384, RSA_PRIVATE, RSA_PUBLIC),
+        (
+            Algorithm::ES256,
+            include_bytes!("../testdata/ec256-private.pem"),
+            include_bytes!("../testdata/ec256-public.pem"),
+        ),
+        (
+            Algorithm::ES384,
+            include_bytes!("../testdata/ec384-private.pem"),
+            include_bytes!("../testdata/ec384-public.pem"),
+        ),
+        (
+            Algorithm::EdDSA,
+            include_bytes!("../testdata/ed25519-private.pem"),
+            include_bytes!("../testdata/ed25519-public.pem"),
+        ),
+    ];
+    for (alg, private, public) in cases {
+        let t = signed(alg, None, &pem_key(alg, private), "p");
+        let auth = Authenticator::rs256(public).expect("public key");
+        assert_eq!(
+            auth.verify(&t).map(|c| c.user_id),
+            Ok("p".into()),
+            "{alg:?}"
+        );
+        // The key's family only: an HMAC token is refused.
+        let h = signed(
+            Algorithm::HS256,
+            None,
+            &EncodingKey::from_secret(public),
+            "p",
+        );
+        assert_eq!(
+            auth.verify(&h),
+            Err(AuthError::Invalid("unexpected signing algorithm".into())),
+            "{alg:?}"
+        );
+    }
+}
+
+#[test]
+fn a_jwks_picks_the_key_by_kid_and_rotates() {
+    let auth = Authenticator::jwks(JWKS).expect("jwks");
+    let ec = pem_key(
+        Algorithm::ES256,
+        include_bytes!("../testdata/ec256-private.pem"),
+    );
+    let ed = pem_key(
+        Algorithm::EdDSA,
+        include_bytes!("../testdata/ed25519-private.pem"),
+    );
+    let rsa = pem_key(Algorithm::RS256, RSA_PRIVATE);
+    for (alg, kid, key) in [
+        (Algorithm::ES256, "ec256", &ec),
+        (Algorithm::EdDSA, "ed", &ed),
+        (Algorithm::RS256, "rsa", &rsa),
+    ] {
+        assert_eq!(
+            auth.verify(&signed(alg, Some(kid), key, "k"))
+                .map(|c| c.user_id),
+            Ok("k".into()),
+            "{kid}"
+        );
+    }
+    // Signed by the RSA key but naming the other RSA key's id: bad signature.
+    assert_eq!(
+        auth.verify(&signed(Algorithm::RS256, Some("rsa-other"), &rsa, "k")),
+        Err(AuthError::BadSignature)
+    );
+    // A key id the set does not hold asks for a refresh.
+    let handle = auth.keys_handle().expect("verifying mode");
+    let new = signed(Algorithm::RS256, Some("rsa-new"), &rsa, "k");
+    assert_eq!(
+        auth.verify(&new),
+        Err(AuthError::Invalid("unknown key id (kid)".into()))
+    );
+    assert!(handle.take_refresh_request());
+    assert!(!handle.take_refresh_request());
+    // The provider rotates: the new id appears, the old ones are gone.
+    let mut doc: serde_json::Value = serde_json::from_str(JWKS).expect("json");
+    let mut rsa_jwk = doc["keys"]
+        .as_array()
+        .and_then(|ks| ks.iter().find(|k| k["kid"] == "rsa"))
+        .cloned()
+        .expect("rsa key");
+    rsa_jwk["kid"] = serde_json::json!("rsa-new");
+    doc["keys"] = serde_json::json!([rsa_jwk]);
+    assert_eq!(handle.replace(&doc.to_string()), Ok(1));
+    assert_eq!(auth.verify(&new).map(|c| c.user_id), Ok("k".into()));
+    // The removed key's id is unknown now.
+    assert_eq!(
+        auth.verify(&signed(Algorithm::ES256, Some("ec256"), &ec, "k")),
+        Err(AuthError::Invalid("unknown key id (kid)".into()))
+    );
+    assert!(handle.replace("{\"keys\": []}").is_err());
+}

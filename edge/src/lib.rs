@@ -9,6 +9,7 @@ mod admin;
 pub mod catch_up;
 pub mod cluster;
 pub mod http;
+pub mod jwks;
 pub mod registry;
 pub mod sync;
 mod telemetry;

@@ -81,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
     };
     a.common.init()?;
     let auth = sessionfold_auth::Authenticator::from_args(&a.auth)?;
+    sessionfold_edge::jwks::keep_fresh(&auth, &a.auth).await;
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .with_context(|| format!("binding {}", a.listen))?;
