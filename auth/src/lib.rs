@@ -1,8 +1,8 @@
 //! Who is calling sessionfold, and what they may see.
 //!
 //! The producer and the projections both take `Authorization: Bearer <JWT>`.
-//! This crate verifies the token (HS256 with a shared secret or RS256 with a
-//! public key), turns its claims into a [`Caller`] (read where the identity
+//! This crate verifies the token (an HMAC secret, an RSA, EC or Ed25519
+//! public key, or a JWKS chosen by `kid`), turns its claims into a [`Caller`] (read where the identity
 //! provider puts them, see [`claims`]), and holds the scoping rules
 //! of the contract (docs/contract.md §5) in one place, so the ingest and the views cannot
 //! disagree about who is an admin. A service started without a key refuses to
