@@ -31,7 +31,9 @@ pub async fn ensure_topics(
         (&topics.activity, input.clone()),
         (&topics.imports, input),
         (&topics.presence, compacted.clone()),
-        (&topics.import_ownership, compacted),
+        (&topics.import_ownership, compacted.clone()),
+        // Erasures are kept for good: every replay must know them.
+        (&topics.erasures, compacted),
         (&topics.dead_letter, dead),
     ];
     let new: Vec<NewTopic> = specs

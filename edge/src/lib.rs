@@ -8,6 +8,7 @@
 mod admin;
 pub mod catch_up;
 pub mod cluster;
+pub mod follow;
 pub mod http;
 pub mod jwks;
 pub mod registry;

@@ -8,6 +8,7 @@ use crate::deadlines::Deadlines;
 use sessionfold_schemas::{ImportBody, ImportEvent, ImportState, ImportStatus, Millis};
 
 use crate::dedup::{Memory, admit, check_key, event_hash, forget_before, remember};
+use crate::erasure::{Erasures, Outcome, import_outcome};
 use crate::{Applied, Position, Rejected};
 
 /// The rules of import ownership, durations in milliseconds.
@@ -310,6 +311,55 @@ impl ImportTable {
     /// in the table was purged.
     pub fn take_dirty(&mut self) -> Vec<String> {
         std::mem::take(&mut self.dirty).into_iter().collect()
+    }
+
+    /// Applies the erasures to every import held (after an erasure becomes
+    /// known, or a partition is loaded); returns the ids deleted, sorted.
+    pub fn forget_users(&mut self, erasures: &Erasures) -> Vec<String> {
+        if erasures.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<String> = self.imports.keys().cloned().collect();
+        self.forget_users_in(ids, erasures)
+    }
+
+    /// Applies the erasures to the imports changed since the last
+    /// [`ImportTable::take_dirty`]: an event folded after an erasure cannot
+    /// give a forgotten user an import back. Returns the ids deleted.
+    pub fn forget_users_in_changed(&mut self, erasures: &Erasures) -> Vec<String> {
+        if erasures.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<String> = self.dirty.iter().cloned().collect();
+        self.forget_users_in(ids, erasures)
+    }
+
+    /// Applies the erasures to the imports named; returns the ids deleted.
+    pub fn forget_users_in(&mut self, mut ids: Vec<String>, erasures: &Erasures) -> Vec<String> {
+        if erasures.is_empty() {
+            return Vec::new();
+        }
+        ids.sort();
+        let mut deleted = Vec::new();
+        for id in ids {
+            let Some(s) = self.imports.get(&id) else {
+                continue;
+            };
+            match import_outcome(s, erasures) {
+                Outcome::Untouched => continue,
+                Outcome::Rewritten(new) => {
+                    self.imports.insert(id.clone(), *new);
+                    self.reindex(&id);
+                }
+                Outcome::Deleted => {
+                    self.imports.remove(&id);
+                    self.deadlines.set(&id, None);
+                    deleted.push(id.clone());
+                }
+            }
+            self.dirty.insert(id);
+        }
+        deleted
     }
 
     /// Imports of one owner (legacy imports have none), sorted by id.

@@ -8,10 +8,12 @@
 
 mod deadlines;
 mod dedup;
+mod erasure;
 mod imports;
 mod presence;
 
 pub use dedup::event_hash;
+pub use erasure::Erasures;
 pub use imports::{Authority, ImportConfig, ImportTable};
 pub use presence::{PresenceConfig, PresenceTable, refresh_session, session_status};
 pub use sessionfold_schemas::Millis;
@@ -37,6 +39,8 @@ pub enum Applied {
     /// This input position is already reflected in the state (a re-read after
     /// a restart or restore); nothing changed.
     AlreadyApplied,
+    /// The event's user was forgotten: it is left out.
+    Forgotten,
 }
 
 /// Why an event was refused; the state is unchanged and the record belongs on

@@ -304,6 +304,17 @@ impl PresenceTable {
         Ok(Applied::Changed)
     }
 
+    /// Drops everything held about a forgotten user; true when there was
+    /// something (the caller then publishes its deletion).
+    pub fn forget(&mut self, user_id: &str) -> bool {
+        if !self.users.contains_key(user_id) {
+            return false;
+        }
+        self.remove(user_id);
+        self.dirty.insert(user_id.to_owned());
+        true
+    }
+
     /// Expires and purges what is due at `now`; returns how many users changed.
     /// Costs the number of users with a deadline passed, not the number stored.
     pub fn tick(&mut self, now: Millis) -> usize {

@@ -15,7 +15,7 @@ mod wire;
 
 pub use authorize::{Event, Forbidden, Refusal, authorize, authorize_request};
 pub use parse::{
-    FieldError, Receipt, activity_event, activity_request, import_event, import_events,
+    FieldError, Receipt, activity_event, activity_request, import_event, import_events, item_path,
 };
 pub use wire::{ActivityInput, ImportInput};
 

@@ -347,7 +347,7 @@ pub fn import_events(
 }
 
 /// The path prefix of the `i`th event of `body`, as its errors name it.
-pub(crate) fn item_path(body: &Value, i: usize) -> String {
+pub fn item_path(body: &Value, i: usize) -> String {
     if body.get("events").is_some() {
         format!("events[{i}].")
     } else {

@@ -125,10 +125,18 @@ pub async fn run(
         .map_err(|e| ProcessorError::Worker(e.to_string()))??;
     }
     let runtime = tokio::runtime::Handle::current();
+    let erasures = Arc::new(std::sync::RwLock::new(sessionfold_fold::Erasures::new()));
+    let follower = sessionfold_edge::follow::erasures(
+        &settings.looping.brokers,
+        &settings.looping.topics.erasures,
+        sessionfold_edge::registry::contract()?,
+        erasures.clone(),
+        stop.clone(),
+    );
     let mut worker = {
         let stop = stop.clone();
         tokio::task::spawn_blocking(move || {
-            let p = Processor::new(settings.looping, store, metrics, status, runtime)?;
+            let p = Processor::new(settings.looping, store, metrics, status, runtime, erasures)?;
             p.run(stop)
         })
     };
@@ -141,5 +149,7 @@ pub async fn run(
         }
     };
     server.abort();
+    stop.store(true, Ordering::SeqCst);
+    let _ = tokio::task::spawn_blocking(move || follower.join()).await;
     result.map_err(|e| ProcessorError::Worker(e.to_string()))?
 }

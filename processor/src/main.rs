@@ -133,6 +133,7 @@ fn replay(a: ReplayArgs) -> anyhow::Result<()> {
         imports: a.rules.imports(),
         window: millis(a.window),
         out: a.out,
+        erasures: read_erasures(&a.common)?,
     };
     let report = sessionfold_processor::replay::replay(&settings).context("replay failed")?;
     if report.folded == 0 && report.after_until > 0 {
@@ -146,6 +147,23 @@ fn replay(a: ReplayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The users forgotten so far, from the broker's erasures topic: a replay
+/// honours them whether it reads the topics or an older export file.
+fn read_erasures(common: &CommonArgs) -> anyhow::Result<sessionfold_fold::Erasures> {
+    let topics = common.topics();
+    let contract = sessionfold_edge::registry::contract()?;
+    let erasures =
+        sessionfold_edge::follow::read_erasures(&common.brokers, &topics.erasures, &contract)
+            .with_context(|| {
+                format!(
+                    "reading the users to forget from {} on {}; a replay must leave them out, so it needs the broker",
+                    topics.erasures, common.brokers
+                )
+            })?;
+    tracing::info!(forgotten = erasures.len(), "users to leave out");
+    Ok(erasures)
+}
+
 fn export(a: ExportArgs) -> anyhow::Result<()> {
     a.common.init()?;
     let progress = progress_bar();
@@ -155,6 +173,7 @@ fn export(a: ExportArgs) -> anyhow::Result<()> {
         a.from,
         &a.out,
         &progress,
+        &read_erasures(&a.common)?,
     )
     .context("export failed")?;
     progress.finish_and_clear();

@@ -15,6 +15,8 @@ pub struct Metrics {
     pub dead_lettered: IntCounterVec,
     /// Users changed by expiry ticks.
     pub expired: IntCounterVec,
+    /// Users' presence and imports deleted because the user was forgotten.
+    pub forgotten: prometheus::IntCounter,
     /// Seconds to fold one batch.
     pub fold_seconds: Histogram,
     /// Seconds to deliver a batch's output and write it to sled.
@@ -129,7 +131,11 @@ impl Metrics {
             "store_bytes_total",
             "Bytes of keys and states written to the local store",
         )?;
-        for c in [&committed, &store_writes, &store_bytes] {
+        let forgotten = prometheus::IntCounter::new(
+            "forgotten_entities_total",
+            "Users' presence states and imports deleted because the user asked to be forgotten",
+        )?;
+        for c in [&committed, &store_writes, &store_bytes, &forgotten] {
             registry.register(Box::new(c.clone()))?;
         }
         registry.register(Box::new(events_in.clone()))?;
@@ -153,6 +159,7 @@ impl Metrics {
             records_out,
             dead_lettered,
             expired,
+            forgotten,
             fold_seconds,
             commit_seconds,
             state_size,

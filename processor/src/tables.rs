@@ -1,7 +1,8 @@
 //! The two input streams and their folded state, behind one interface for the loop.
 
 use sessionfold_fold::{
-    Applied, Authority, ImportConfig, ImportTable, Millis, Position, PresenceConfig, PresenceTable,
+    Applied, Authority, Erasures, ImportConfig, ImportTable, Millis, Position, PresenceConfig,
+    PresenceTable,
 };
 use sessionfold_schemas::{Contract, SchemaError};
 
@@ -24,6 +25,18 @@ pub enum Table {
     Presence(PresenceTable),
     /// Imports on an imports partition.
     Imports(ImportTable),
+}
+
+/// One input record as the fold needs it.
+pub struct Input<'a> {
+    /// The record key, when UTF-8.
+    pub key: Option<&'a str>,
+    /// The record value.
+    pub payload: &'a [u8],
+    /// Where it was read.
+    pub pos: Position,
+    /// What the record's headers vouch for its import actor.
+    pub authority: Authority,
 }
 
 /// Why a record was not applied: the dead-letter kind and message.
@@ -75,21 +88,29 @@ impl Table {
     }
 
     /// Decodes and applies one record; returns the event kind and what happened.
-    /// `authority` is what the record's headers vouch for its import actor.
     pub fn apply(
         &mut self,
         contract: &Contract,
-        key: Option<&str>,
-        payload: &[u8],
-        pos: Position,
+        record: Input<'_>,
         now: Millis,
-        authority: Authority,
+        erasures: &Erasures,
     ) -> Result<(&'static str, Applied), Refusal> {
+        let Input {
+            key,
+            payload,
+            pos,
+            authority,
+        } = record;
         match self {
             Table::Presence(t) => {
                 let e = contract
                     .decode_activity(payload)
                     .map_err(|e| (e.kind(), e.to_string()))?;
+                // Checked before the key: a forgotten user's record is not
+                // copied to the dead-letter topic either.
+                if erasures.forgets(&e.user_id) {
+                    return Ok((e.body.kind(), Applied::Forgotten));
+                }
                 let applied = t
                     .apply(key, &e, pos, now)
                     .map_err(|r| (r.kind(), r.to_string()))?;
@@ -115,11 +136,31 @@ impl Table {
         }
     }
 
-    /// Ids changed since the last call, sorted.
-    pub fn take_dirty(&mut self) -> Vec<String> {
+    /// Applies the erasures known from the `from`-th on (all of them to
+    /// imports, whose rule looks at every forgotten user); returns how many
+    /// users' presence or imports were deleted.
+    pub fn forget(&mut self, erasures: &Erasures, from: usize) -> usize {
+        if erasures.len() <= from {
+            return 0;
+        }
+        match self {
+            Table::Presence(t) => erasures
+                .since(from)
+                .filter(|e| t.forget(&e.user_id))
+                .count(),
+            Table::Imports(t) => t.forget_users(erasures).len(),
+        }
+    }
+
+    /// Ids changed since the last call, sorted; the erasures are applied to
+    /// them first, so no change gives a forgotten user an import back.
+    pub fn take_dirty(&mut self, erasures: &Erasures) -> Vec<String> {
         match self {
             Table::Presence(t) => t.take_dirty(),
-            Table::Imports(t) => t.take_dirty(),
+            Table::Imports(t) => {
+                t.forget_users_in_changed(erasures);
+                t.take_dirty()
+            }
         }
     }
 

@@ -14,6 +14,9 @@ pub enum ApiError {
     /// The caller may not emit these events.
     #[error("{0}")]
     Forbidden(String),
+    /// The events name a user who asked to be forgotten.
+    #[error("{0}")]
+    Gone(FieldError),
     /// The body is over the size limit.
     #[error("{0}")]
     TooLarge(String),
@@ -37,6 +40,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "invalid",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::Gone(_) => "forgotten",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::DeliveriesFailing(_) => "deliveries_failing",
@@ -71,6 +75,11 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(m) => {
                 (StatusCode::FORBIDDEN, Json(json!({ "error": m }))).into_response()
             }
+            ApiError::Gone(f) => (
+                StatusCode::GONE,
+                Json(json!({ "error": f.to_string(), "field": f.field })),
+            )
+                .into_response(),
             ApiError::TooLarge(m) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({ "error": m }))).into_response()
             }

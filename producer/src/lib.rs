@@ -8,6 +8,7 @@
 //! [`simulate`] generates realistic traffic through it.
 
 pub use sessionfold_client as client;
+mod erasure;
 mod error;
 pub use sessionfold_ingest as input;
 pub mod owners;
@@ -123,6 +124,9 @@ pub struct AppState {
     auth: Authenticator,
     owners: Arc<owners::Owners>,
     framing: Framing,
+    /// Users forgotten: their events are refused.
+    erasures: Arc<std::sync::RwLock<sessionfold_fold::Erasures>>,
+    brokers: Arc<str>,
 }
 
 /// How the ingest frames the Avro records it writes.
@@ -207,6 +211,8 @@ impl AppState {
             auth,
             owners: Arc::default(),
             framing: Framing::default(),
+            erasures: Arc::default(),
+            brokers: brokers.into(),
         })
     }
 
@@ -224,6 +230,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/activity", post(post_activity))
         .route("/v1/imports/{import_id}/events", post(post_imports))
+        .route("/v1/users/{user_id}/erasure", post(erasure::post_erasure))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route(
@@ -323,6 +330,7 @@ fn ingest_activity(
     let mut events = input::activity_request(&value, receipt(state), state.limits.max_events)
         .map_err(ApiError::BadRequest)?;
     input::authorize_request(caller, &value, events.iter().map(input::Event::Activity))?;
+    erasure::refuse_forgotten(state, events.iter().map(|e| Some(e.user_id.as_str())))?;
     // Only as much of the address as configured leaves the ingest.
     for e in &mut events {
         if let sessionfold_schemas::ActivityBody::SessionStarted(st) = &mut e.body {
@@ -381,6 +389,16 @@ fn ingest_imports(
         events
             .iter()
             .map(|e| input::Event::Import(e, owner.as_ref().map(Option::as_deref))),
+    )?;
+    erasure::refuse_forgotten(
+        state,
+        events.iter().map(|e| match &e.body {
+            sessionfold_schemas::ImportBody::Started { owner_id, .. } => owner_id.as_deref(),
+            sessionfold_schemas::ImportBody::Transferred { new_owner_id } => {
+                Some(new_owner_id.as_str())
+            }
+            _ => None,
+        }),
     )?;
     let records = events
         .iter()
@@ -485,6 +503,13 @@ pub async fn run(
     state.framing = settings.framing;
     let sink = state.sink().clone();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let erasures = sessionfold_edge::follow::erasures(
+        &brokers,
+        &state.topics.erasures,
+        (*state.contract).clone(),
+        state.erasures.clone(),
+        stop.clone(),
+    );
     let follower = {
         let (owners, stop) = (state.owners.clone(), stop.clone());
         let topic = state.topics.import_ownership.clone();
@@ -495,5 +520,8 @@ pub async fn run(
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(10))).await??;
     follower.await?;
+    tokio::task::spawn_blocking(move || erasures.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the erasures follower panicked"))?;
     Ok(())
 }

@@ -38,6 +38,27 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Send realistic traffic to a running producer.
     Simulate(SimulateArgs),
+    /// Forget a user: write the erasure straight to the broker (the same
+    /// record `POST /v1/users/{user_id}/erasure` writes).
+    Forget(ForgetArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("imports").required(true).args(["delete_imports", "transfer_imports_to"])))]
+struct ForgetArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The user to forget.
+    user_id: String,
+    /// Delete the imports the user owns.
+    #[arg(long)]
+    delete_imports: bool,
+    /// Give the imports the user owns to this user.
+    #[arg(long, value_name = "USER_ID")]
+    transfer_imports_to: Option<String>,
+    /// Who asks, as recorded with the erasure.
+    #[arg(long, default_value = "cli")]
+    requested_by: String,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -185,9 +206,42 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(total = report.total(), by_kind = ?report.by_kind, "simulation done");
             Ok(())
         }
+        Some(Command::Forget(a)) => forget(a).await,
         Some(Command::Serve(a)) => serve(*a).await,
         None => serve(cli.default).await,
     }
+}
+
+async fn forget(a: ForgetArgs) -> anyhow::Result<()> {
+    a.common.init()?;
+    let topics = a.common.topics();
+    sessionfold_edge::ensure_topics(
+        &a.common.brokers,
+        &topics,
+        a.common.partitions,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let erasure = sessionfold_schemas::UserErased {
+        user_id: a.user_id,
+        erased_at: chrono::Utc::now().timestamp_millis(),
+        requested_by: a.requested_by,
+        imports: match a.transfer_imports_to {
+            Some(to) => sessionfold_schemas::OwnedImports::TransferTo(to),
+            None => sessionfold_schemas::OwnedImports::Delete,
+        },
+    };
+    let contract = sessionfold_schemas::Contract::load()?;
+    sessionfold_edge::follow::publish_erasure(
+        &a.common.brokers,
+        &topics.erasures,
+        &contract,
+        &erasure,
+    )
+    .await
+    .with_context(|| format!("forgetting {}", erasure.user_id))?;
+    tracing::info!(user = %erasure.user_id, imports = ?erasure.imports, topic = %topics.erasures, "user forgotten");
+    Ok(())
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {

@@ -7,13 +7,9 @@
 //! answers early and clearly; the processor's is the one that holds.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
-use sessionfold_edge::QuietLogs;
 use sessionfold_schemas::Contract;
 
 /// One import's owner and the input offset its state reflects.
@@ -68,52 +64,16 @@ impl Owners {
 /// starting again with back-off after any failure (the topic may not exist
 /// yet). Call from a blocking thread.
 pub fn follow(brokers: &str, topic: &str, owners: Arc<Owners>, stop: Arc<AtomicBool>) {
-    let mut backoff = Duration::from_millis(200);
-    while !stop.load(Ordering::SeqCst) {
-        match follow_once(brokers, topic, &owners, &stop) {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(topic, error = %e, retry_in = ?backoff, "following import owners; starting again");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+    let contract = match Contract::load() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "the import owners cannot be followed");
+            return;
         }
-    }
-}
-
-fn follow_once(
-    brokers: &str,
-    topic: &str,
-    owners: &Owners,
-    stop: &AtomicBool,
-) -> Result<(), String> {
-    let contract = Contract::load().map_err(|e| e.to_string())?;
-    let consumer: BaseConsumer<QuietLogs> = sessionfold_edge::consumer_config(brokers)
-        .set("group.id", "sessionfold-producer-owners")
-        .set("enable.auto.commit", "false")
-        .create_with_context(QuietLogs::default())
-        .map_err(|e| e.to_string())?;
-    let mut tpl = TopicPartitionList::new();
-    for p in sessionfold_edge::catch_up::partitions(&consumer, topic).map_err(|e| e.to_string())? {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .map_err(|e| e.to_string())?;
-    }
-    if tpl.count() == 0 {
-        return Err(format!("topic {topic} has no partitions yet"));
-    }
-    consumer.assign(&tpl).map_err(|e| e.to_string())?;
-    while !stop.load(Ordering::SeqCst) {
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(e)) => tracing::debug!(error = %e, "import owners consumer"),
-            Some(Ok(m)) => {
-                if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
-                    owners.apply(&contract, key, m.payload());
-                }
-            }
-        }
-    }
-    Ok(())
+    };
+    sessionfold_edge::follow::follow(brokers, topic, &stop, |key, payload| {
+        owners.apply(&contract, key, payload);
+    });
 }
 
 #[cfg(test)]

@@ -129,6 +129,11 @@ impl History {
         }
     }
 
+    /// Leaves an import out: it was deleted because its owner was forgotten.
+    pub fn forget_import(&mut self, import_id: &str) {
+        self.imports.remove(import_id);
+    }
+
     /// Number of client sessions seen.
     pub fn session_count(&self) -> usize {
         self.sessions.len()

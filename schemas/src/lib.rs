@@ -54,6 +54,7 @@ mod binary;
 pub mod canonical;
 mod codec;
 mod direct;
+mod erasure;
 mod error;
 pub mod headers;
 mod import;
@@ -69,6 +70,7 @@ pub use codec::{
     HEADER_LEN, MAGIC, REGISTRY_HEADER_LEN, REGISTRY_MAGIC, SchemaIds, SchemaSet, fingerprint,
     header_fingerprint, legacy_fingerprint, registry_id, to_registry_format,
 };
+pub use erasure::{OwnedImports, UserErased};
 pub use error::SchemaError;
 pub use import::{ImportBody, ImportEvent};
 pub use state::{EndedReason, ImportState, ImportStatus, SeenEvent, SessionState, UserPresence};
@@ -85,6 +87,8 @@ pub const IMPORT_AVSC: &str = include_str!("../import.avsc");
 pub const PRESENCE_AVSC: &str = include_str!("../presence.avsc");
 /// Text of the import state schema.
 pub const IMPORT_STATE_AVSC: &str = include_str!("../import_state.avsc");
+/// The erasure record schema.
+pub const ERASURE_AVSC: &str = include_str!("../erasure.avsc");
 /// Every published activity schema version, oldest first.
 pub const ACTIVITY_HISTORY: &[&str] = &[
     include_str!("../history/activity.v1.avsc"),
@@ -107,6 +111,8 @@ pub struct Contract {
     pub presence: SchemaSet,
     /// Import state.
     pub import_state: SchemaSet,
+    /// Erasure records.
+    pub erasure: SchemaSet,
     /// Resolves the schema ids of records in the Schema Registry wire format.
     ids: Option<std::sync::Arc<dyn SchemaIds>>,
     /// Fingerprints of the schemas compiled into this build, whose records
@@ -147,6 +153,7 @@ impl Contract {
         let import = SchemaSet::new("ImportEvent", IMPORT_AVSC, IMPORT_HISTORY)?;
         let presence = SchemaSet::new("UserPresence", PRESENCE_AVSC, &[])?;
         let import_state = SchemaSet::new("ImportState", IMPORT_STATE_AVSC, &[])?;
+        let erasure = SchemaSet::new("UserErased", ERASURE_AVSC, &[])?;
         let built = Built {
             activity: activity.fingerprint(),
             import: import.fingerprint(),
@@ -158,6 +165,7 @@ impl Contract {
             import,
             presence,
             import_state,
+            erasure,
             ids: None,
             built,
         })
@@ -256,5 +264,17 @@ impl Contract {
     /// Decodes an import state through schema resolution.
     pub fn decode_import_state_resolving(&self, bytes: &[u8]) -> Result<ImportState, SchemaError> {
         ImportState::from_value(self.import_state.decode(bytes, self.ids())?)
+    }
+
+    /// Encodes an erasure record (single-object encoding).
+    pub fn encode_erasure(&self, e: &UserErased) -> Result<Vec<u8>, SchemaError> {
+        self.erasure.encode(e.to_value())
+    }
+
+    /// Decodes and validates an erasure record.
+    pub fn decode_erasure(&self, bytes: &[u8]) -> Result<UserErased, SchemaError> {
+        let e = UserErased::from_value(self.erasure.decode(bytes, self.ids())?)?;
+        e.validate()?;
+        Ok(e)
     }
 }

@@ -13,6 +13,8 @@ pub struct Topics {
     pub import_ownership: String,
     /// Records that could not be decoded or applied.
     pub dead_letter: String,
+    /// Users who asked to be forgotten (compacted, kept forever), keyed by user_id.
+    pub erasures: String,
 }
 
 impl Topics {
@@ -24,6 +26,7 @@ impl Topics {
             presence: format!("{prefix}.presence"),
             import_ownership: format!("{prefix}.import-ownership"),
             dead_letter: format!("{prefix}.dead-letter"),
+            erasures: format!("{prefix}.erasures"),
         }
     }
 }

@@ -34,9 +34,16 @@ impl Core {
         let mut outgoing: Vec<Outgoing<'_>> = Vec::new();
         // Which changelog record carries which entity's state.
         let mut entities: Vec<(Part, String)> = Vec::new();
+        let erasures_lock = self.erasures.clone();
+        let erasures = sessionfold_edge::read(&erasures_lock);
         for (part, owned) in self.parts.iter_mut() {
             let table = &mut owned.table;
-            let dirty = table.take_dirty();
+            let forgotten = table.forget(&erasures, owned.erasures_applied);
+            owned.erasures_applied = erasures.len();
+            if forgotten > 0 {
+                self.metrics.forgotten.inc_by(forgotten as u64);
+            }
+            let dirty = table.take_dirty(&erasures);
             if dirty.is_empty() {
                 continue;
             }
@@ -60,6 +67,7 @@ impl Core {
                 entities.push((*part, id));
             }
         }
+        drop(erasures);
         for d in &batch.dead {
             self.metrics
                 .dead_lettered

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -21,7 +21,9 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use sessionfold_fold::{Applied, Authority, ImportConfig, Millis, Position, PresenceConfig};
+use sessionfold_fold::{
+    Applied, Authority, Erasures, ImportConfig, Millis, Position, PresenceConfig,
+};
 use sessionfold_schemas::{Contract, Topics, headers, partition};
 
 use crate::ProcessorError;
@@ -158,6 +160,8 @@ struct Core {
     partition_counts: BTreeMap<Stream, i32>,
     /// How long the group has left input partitions without an owner.
     coverage: Coverage,
+    /// The users forgotten so far, as the erasures topic tells them.
+    erasures: Arc<RwLock<Erasures>>,
 }
 
 /// One owned input partition: its folded state and where it stands.
@@ -171,6 +175,8 @@ struct Owned {
     moved: Movement,
     /// Whether the current stuck episode was logged, so each logs once.
     stuck_logged: bool,
+    /// How many of the known erasures the table has had applied.
+    erasures_applied: usize,
 }
 
 type Shared = Arc<Mutex<Core>>;
@@ -194,6 +200,7 @@ impl Processor {
         metrics: Metrics,
         status: Arc<Status>,
         runtime: tokio::runtime::Handle,
+        erasures: Arc<RwLock<Erasures>>,
     ) -> Result<Processor, ProcessorError> {
         let producer: FutureProducer<sessionfold_edge::QuietLogs> =
             sessionfold_edge::client_config(&settings.brokers)
@@ -219,6 +226,7 @@ impl Processor {
             failed: None,
             partition_counts: BTreeMap::new(),
             coverage: Coverage::new(Duration::ZERO),
+            erasures,
         }));
         let settings = lock(&core).settings.clone();
         let mut config = sessionfold_edge::consumer_config(&settings.brokers);
@@ -446,19 +454,25 @@ impl Core {
             .and_then(|h| h.iter().find(|h| h.key == headers::ACTOR_ROLE))
             .and_then(|h| h.value)
             .and_then(|v| std::str::from_utf8(v).ok());
-        match table.apply(
-            &self.contract,
+        let record = crate::tables::Input {
             key,
-            msg.payload().unwrap_or_default(),
+            payload: msg.payload().unwrap_or_default(),
             pos,
+            authority: Authority::from_role(role),
+        };
+        let applied = table.apply(
+            &self.contract,
+            record,
             now,
-            Authority::from_role(role),
-        ) {
+            &sessionfold_edge::read(&self.erasures),
+        );
+        match applied {
             Ok((kind, applied)) => {
                 let outcome = match applied {
                     Applied::Changed => "applied",
                     Applied::Duplicate => "duplicate",
                     Applied::AlreadyApplied => "already_applied",
+                    Applied::Forgotten => "forgotten",
                 };
                 *batch.outcomes.entry((kind, outcome)).or_default() += 1;
             }

@@ -188,6 +188,7 @@ impl Core {
                     offsets: OffsetTracker::at(next),
                     moved: Movement::new(next.unwrap_or(0), Instant::now()),
                     stuck_logged: false,
+                    erasures_applied: 0,
                 },
             );
             self.metrics.partitions.set(self.parts.len() as i64);

@@ -15,7 +15,7 @@ use std::path::Path;
 use apache_avro::types::Value;
 use apache_avro::{Codec, DeflateSettings, Reader, Schema, Writer};
 use indicatif::ProgressBar;
-use sessionfold_fold::{Authority, Millis, Position};
+use sessionfold_fold::{Authority, Erasures, Millis, Position};
 use sessionfold_schemas::{
     ACTIVITY_AVSC, ActivityEvent, Contract, IMPORT_AVSC, ImportEvent, Topics,
 };
@@ -74,9 +74,21 @@ fn optional(v: Option<Value>) -> Value {
     }
 }
 
-/// The file record of one topic record, and whether it failed to decode.
-fn record_value(contract: &Contract, r: &RawRecord<'_>) -> (Value, bool) {
+/// The file record of one topic record, and whether it failed to decode;
+/// `None` for a forgotten user's activity, which is left out.
+fn record_value(
+    contract: &Contract,
+    r: &RawRecord<'_>,
+    erasures: &Erasures,
+) -> Option<(Value, bool)> {
     let decoded = super::decode(contract, r.stream, r.payload);
+    let forgotten = match &decoded {
+        Decoded::Activity(e) => erasures.forgets(&e.user_id),
+        _ => r.stream == Stream::Activity && r.key.is_some_and(|k| erasures.forgets(k)),
+    };
+    if forgotten {
+        return None;
+    }
     let refused = matches!(decoded, Decoded::Refused);
     let (kind, activity, import, undecodable) = match decoded {
         Decoded::Activity(e) => (Some(e.body.kind()), Some(e.to_value()), None, None),
@@ -108,7 +120,7 @@ fn record_value(contract: &Contract, r: &RawRecord<'_>) -> (Value, bool) {
         ("import".into(), optional(import)),
         ("undecodable".into(), optional(undecodable)),
     ]);
-    (record, refused)
+    Some((record, refused))
 }
 
 /// What an export wrote.
@@ -118,6 +130,8 @@ pub struct ExportReport {
     pub records: u64,
     /// Of those, records that did not decode.
     pub undecodable: u64,
+    /// Activity records of forgotten users, left out.
+    pub forgotten: u64,
 }
 
 /// Writes the input topics, from `from` to their current end, into `path`.
@@ -127,6 +141,7 @@ pub fn export(
     from: Start,
     path: &Path,
     progress: &ProgressBar,
+    erasures: &Erasures,
 ) -> Result<ExportReport, ProcessorError> {
     let contract = sessionfold_edge::registry::contract()?;
     let schema = schema()?;
@@ -138,7 +153,10 @@ pub fn export(
     );
     let mut report = ExportReport::default();
     read_topics(brokers, topics, from, progress, |raw| {
-        let (value, refused) = record_value(&contract, &raw);
+        let Some((value, refused)) = record_value(&contract, &raw, erasures) else {
+            report.forgotten += 1;
+            return Ok(());
+        };
         report.undecodable += u64::from(refused);
         writer.append(value).map_err(|e| archive_error(path, e))?;
         report.records += 1;

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sessionfold_fold::{
-    Applied, Authority, ImportConfig, ImportTable, Millis, Position, PresenceConfig, PresenceTable,
+    Applied, Authority, Erasures, ImportConfig, ImportTable, Millis, Position, PresenceConfig,
+    PresenceTable,
 };
 use sessionfold_report::{History, Rules};
 use sessionfold_schemas::{ActivityEvent, Contract, ImportEvent, Topics};
@@ -68,6 +69,9 @@ pub struct ReplaySettings {
     pub window: Millis,
     /// Output directory.
     pub out: PathBuf,
+    /// The users forgotten: their activity is left out, the rule applied to
+    /// their imports.
+    pub erasures: Erasures,
 }
 
 /// What a replay read and did.
@@ -81,6 +85,8 @@ pub struct ReplayReport {
     pub refused: u64,
     /// Events that occurred after `until`.
     pub after_until: u64,
+    /// Activity events of forgotten users, left out.
+    pub forgotten: u64,
 }
 
 /// A record's event, decoded and validated.
@@ -180,6 +186,10 @@ impl Folded {
             .or_insert(Millis::MIN);
         *clock = (*clock).max(occurred_at);
         let outcome = match event {
+            Decoded::Activity(e) if s.erasures.forgets(&e.user_id) => {
+                report.forgotten += 1;
+                return;
+            }
             Decoded::Activity(e) => {
                 let t = self
                     .presence
@@ -201,6 +211,9 @@ impl Folded {
                 let applied = t.apply(key, &e, pos, authority);
                 if applied == Ok(Applied::Changed) {
                     self.history.import(&e);
+                    for id in t.forget_users_in(vec![e.import_id.clone()], &s.erasures) {
+                        self.history.forget_import(&id);
+                    }
                 }
                 applied
             }

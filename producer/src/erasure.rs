@@ -1,0 +1,139 @@
+//! Forgetting a user: the admin route that writes the erasure, and the
+//! check that refuses a forgotten user's events from then on.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use sessionfold_auth::Caller;
+use sessionfold_schemas::{OwnedImports, UserErased};
+
+use crate::input::FieldError;
+use crate::{ApiError, AppState, json_body, now_millis};
+
+/// Refuses the whole request when an event names a forgotten user (the
+/// acting user, or an import's new owner).
+pub(crate) fn refuse_forgotten<'a>(
+    state: &AppState,
+    users: impl IntoIterator<Item = Option<&'a str>>,
+) -> Result<(), ApiError> {
+    let erasures = sessionfold_edge::read(&state.erasures);
+    if erasures.is_empty() {
+        return Ok(());
+    }
+    for (i, user) in users.into_iter().enumerate() {
+        if let Some(u) = user.filter(|u| erasures.forgets(u)) {
+            return Err(ApiError::Gone(FieldError {
+                field: format!("events[{i}]"),
+                message: format!(
+                    "user {u:?} asked to be forgotten; events for this user are no longer accepted"
+                ),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// What becomes of the user's imports, from `{"imports": "delete"}` or
+/// `{"imports": {"transfer_to": "<user>"}}`: there is no default, the
+/// caller decides.
+fn owned_imports(body: &serde_json::Value) -> Result<OwnedImports, FieldError> {
+    let invalid = |message: &str| FieldError {
+        field: "imports".into(),
+        message: message.into(),
+    };
+    match body.get("imports") {
+        Some(serde_json::Value::String(s)) if s == "delete" => Ok(OwnedImports::Delete),
+        Some(serde_json::Value::Object(o)) => match o.get("transfer_to") {
+            Some(serde_json::Value::String(to)) => Ok(OwnedImports::TransferTo(to.clone())),
+            _ => Err(invalid(
+                "transfer_to must name the user who takes the imports over",
+            )),
+        },
+        _ => Err(invalid(
+            r#"required: "delete", or {"transfer_to": "<user id>"} for the imports the user owns"#,
+        )),
+    }
+}
+
+/// `POST /v1/users/{user_id}/erasure`: an admin or a service forgets a
+/// user. Answers 202 once the erasure is on the broker; the processor and
+/// the projections drop the user within moments. Repeating it is harmless:
+/// the first erasure's import rule stands.
+pub(crate) async fn post_erasure(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = erase(&state, &caller, user_id, body).await;
+    match result {
+        Ok(e) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({
+                "user_id": e.user_id,
+                "erased_at": chrono::DateTime::from_timestamp_millis(e.erased_at)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                "requested_by": e.requested_by,
+                "imports": match &e.imports {
+                    OwnedImports::Delete => serde_json::json!("delete"),
+                    OwnedImports::TransferTo(to) => serde_json::json!({ "transfer_to": to }),
+                },
+            })),
+        )
+            .into_response(),
+        Err(e) => {
+            state
+                .metrics
+                .rejected
+                .with_label_values(&[e.reason()])
+                .inc();
+            e.into_response()
+        }
+    }
+}
+
+async fn erase(
+    state: &AppState,
+    caller: &Caller,
+    user_id: String,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<UserErased, ApiError> {
+    if !(caller.is_admin() || caller.is_service()) {
+        return Err(ApiError::Forbidden(
+            "only an admin or a service may forget a user".into(),
+        ));
+    }
+    let body = json_body(state, body)?;
+    let imports = owned_imports(&body).map_err(ApiError::BadRequest)?;
+    let erasure = UserErased {
+        user_id,
+        erased_at: now_millis(),
+        requested_by: caller.user_id.clone(),
+        imports,
+    };
+    erasure.validate().map_err(|e| {
+        ApiError::BadRequest(FieldError {
+            field: match &e {
+                sessionfold_schemas::SchemaError::Invalid { field, .. } => field.clone(),
+                _ => "user_id".into(),
+            },
+            message: e.to_string(),
+        })
+    })?;
+    sessionfold_edge::follow::publish_erasure(
+        &state.brokers,
+        &state.topics.erasures,
+        &state.contract,
+        &erasure,
+    )
+    .await
+    .map_err(|e| ApiError::Internal(format!("writing the erasure of {}: {e}", erasure.user_id)))?;
+    tracing::info!(user = %erasure.user_id, by = %erasure.requested_by, "user forgotten");
+    // This instance refuses the user's events at once; others when their
+    // follower reads the record.
+    sessionfold_edge::write(&state.erasures).insert(erasure.clone());
+    Ok(erasure)
+}
