@@ -118,7 +118,7 @@ fn parse_until(s: &str) -> Result<i64, String> {
 
 fn replay(a: ReplayArgs) -> anyhow::Result<()> {
     a.common.init()?;
-    let source = match a.input {
+    let source = match a.input.clone() {
         Some(path) => Source::File(path),
         None => Source::Broker {
             brokers: a.common.brokers.clone(),
@@ -133,7 +133,16 @@ fn replay(a: ReplayArgs) -> anyhow::Result<()> {
         imports: a.rules.imports(),
         window: millis(a.window),
         out: a.out,
-        erasures: read_erasures(&a.common)?,
+        erasures: match (&a.input, read_erasures(&a.common)) {
+            (_, Ok(e)) => e,
+            // An export file can be replayed away from the broker; say
+            // plainly what that leaves out.
+            (Some(file), Err(e)) => {
+                tracing::warn!(file = %file.display(), error = %format!("{e:#}"), "replaying the file without the broker's list of forgotten users: users forgotten after the export will appear in the output");
+                sessionfold_fold::Erasures::new()
+            }
+            (None, Err(e)) => return Err(e),
+        },
     };
     let report = sessionfold_processor::replay::replay(&settings).context("replay failed")?;
     if report.folded == 0 && report.after_until > 0 {
