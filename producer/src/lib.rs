@@ -7,6 +7,7 @@
 //! The [`client`] module is the Rust client other services use, and
 //! [`simulate`] generates realistic traffic through it.
 
+pub mod beacon;
 pub use sessionfold_client as client;
 mod erasure;
 mod error;
@@ -47,6 +48,8 @@ pub struct Limits {
     pub addresses: input::address::AddressPolicy,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Web origins allowed to call the ingest from a browser (CORS).
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for Limits {
@@ -57,6 +60,7 @@ impl Default for Limits {
             max_clock_skew: 60_000,
             addresses: input::address::AddressPolicy::default(),
             trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -127,6 +131,8 @@ pub struct AppState {
     /// Users forgotten: their events are refused.
     erasures: Arc<std::sync::RwLock<sessionfold_fold::Erasures>>,
     brokers: Arc<str>,
+    /// Signs and checks the end tickets of browser sessions.
+    pub tickets: beacon::Tickets,
 }
 
 /// How the ingest frames the Avro records it writes.
@@ -213,6 +219,7 @@ impl AppState {
             framing: Framing::default(),
             erasures: Arc::default(),
             brokers: brokers.into(),
+            tickets: beacon::Tickets::default(),
         })
     }
 
@@ -227,8 +234,16 @@ use sessionfold_edge::now_millis;
 /// The ingest's routes.
 pub fn app(state: AppState) -> Router {
     let http = state.metrics.http.clone();
-    Router::new()
+    let cors = beacon::cors(&state.limits.cors_origins);
+    let router = Router::new()
         .route("/v1/activity", post(post_activity))
+        .route("/v1/activity/end", post(beacon::end_session))
+        .route(
+            "/v1/sessions/{session_id}/end-ticket",
+            post(beacon::end_ticket),
+        )
+        .route("/v1/client/sessionfold.js", get(beacon::client_js))
+        .route("/v1/client/sessionfold.d.ts", get(beacon::client_dts))
         .route("/v1/imports/{import_id}/events", post(post_imports))
         .route("/v1/users/{user_id}/erasure", post(erasure::post_erasure))
         .route("/healthz", get(|| async { "ok" }))
@@ -244,7 +259,14 @@ pub fn app(state: AppState) -> Router {
             http,
             sessionfold_edge::track_http,
         ))
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Ok(layer) => router.layer(layer),
+        Err(e) => {
+            tracing::error!(error = %e, "CORS origins ignored");
+            router
+        }
+    }
 }
 
 /// Ready unless deliveries to Kafka are failing now.
@@ -467,6 +489,8 @@ pub struct Settings {
     pub buffer_messages: usize,
     /// Verifies the callers' tokens.
     pub auth: Authenticator,
+    /// Signs the browser sessions' end tickets.
+    pub tickets: beacon::Tickets,
 }
 
 /// Serves the ingest on `listener` until `shutdown` resolves, then flushes the buffer.
@@ -501,6 +525,7 @@ pub async fn run(
         settings.auth,
     )?;
     state.framing = settings.framing;
+    state.tickets = settings.tickets;
     let sink = state.sink().clone();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let erasures = sessionfold_edge::follow::erasures(

@@ -95,6 +95,18 @@ struct ServeArgs {
     /// repeat for several. Without one the connection's peer is the client.
     #[arg(long, env = "SESSIONFOLD_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_net)]
     trusted_proxy: Vec<ipnet::IpNet>,
+    /// A web origin (such as `https://app.example.com`) whose pages may call
+    /// the ingest from the browser; repeat for several. None: no CORS.
+    #[arg(long, env = "SESSIONFOLD_CORS_ORIGIN", value_delimiter = ',')]
+    cors_origin: Vec<String>,
+    /// Key of the end tickets browser tabs send when they close. Set the same
+    /// value on every producer behind one address; unset, each process
+    /// picks a random key and accepts only its own tickets.
+    #[arg(long, env = "SESSIONFOLD_END_TICKET_SECRET", hide_env_values = true)]
+    end_ticket_secret: Option<String>,
+    /// How long an end ticket is good for.
+    #[arg(long, env = "SESSIONFOLD_END_TICKET_LIFETIME", default_value = "15m", value_parser = parse_duration)]
+    end_ticket_lifetime: Duration,
 }
 
 /// The `--wire-format` choices.
@@ -274,9 +286,14 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 ClientIp::None => AddressPolicy::None,
             },
             trusted_proxies: a.trusted_proxy,
+            cors_origins: a.cors_origin,
         },
         buffer_messages: a.buffer_messages,
         auth,
+        tickets: sessionfold_producer::beacon::Tickets::new(
+            a.end_ticket_secret.as_deref().map(str::as_bytes),
+            a.end_ticket_lifetime,
+        ),
     };
     run(listener, settings, sessionfold_edge::shutdown_signal())
         .await

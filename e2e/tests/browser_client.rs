@@ -1,0 +1,127 @@
+//! The browser client's entry points on the real ingest and broker: the
+//! module served at its stable URL, CORS for the configured origin only,
+//! and a closing tab's end sent without a bearer token, with the end ticket
+//! its session was given.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sessionfold_e2e::{Stack, eventually, get_json_as, post_json_as, token};
+
+const ORIGIN: &str = "http://app.example.test";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_tab_ends_its_session_with_its_end_ticket() -> anyhow::Result<()> {
+    let stack = Stack::start_with("browser", &["--cors-origin", ORIGIN], &[], &[]).await?;
+    let http = reqwest::Client::new();
+    let base = &stack.producer.url;
+
+    // The module and its declarations, exactly as in the repository.
+    let served = http
+        .get(format!("{base}/v1/client/sessionfold.js"))
+        .send()
+        .await?;
+    assert_eq!(served.status(), 200);
+    assert_eq!(
+        served.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    let repo = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../client/browser/sessionfold.js"
+    );
+    assert_eq!(served.text().await?, std::fs::read_to_string(repo)?);
+    let dts = http
+        .get(format!("{base}/v1/client/sessionfold.d.ts"))
+        .send()
+        .await?;
+    assert_eq!(dts.status(), 200);
+    assert!(dts.text().await?.contains("export function start("));
+
+    // CORS: the configured origin may send an Authorization header; another
+    // origin gets no permission.
+    for (origin, allowed) in [(ORIGIN, true), ("http://evil.example.test", false)] {
+        let r = http
+            .request(reqwest::Method::OPTIONS, format!("{base}/v1/activity"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+            .await?;
+        let allow = r
+            .headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        assert_eq!(allow.as_deref(), allowed.then_some(origin), "{origin}");
+        if allowed {
+            let headers = r.headers()["access-control-allow-headers"].to_str()?;
+            assert!(headers.contains("authorization"), "{headers}");
+        }
+    }
+
+    // A tab starts its session and trades its token for an end ticket.
+    let ann = token("ann", &[], &[]);
+    let start = json!({"kind": "session_started", "user_id": "ann", "session_id": "tab-1",
+                       "email": "ann@example.com", "page": "/quiz"});
+    let (status, body) = post_json_as(&format!("{base}/v1/activity"), &start, Some(&ann)).await?;
+    assert_eq!(status, 202, "{body}");
+    let (status, issued) = post_json_as(
+        &format!("{base}/v1/sessions/tab-1/end-ticket"),
+        &json!({}),
+        Some(&ann),
+    )
+    .await?;
+    assert_eq!(status, 200, "{issued}");
+    assert_eq!(issued["expires_in"], 900);
+    let ticket = issued["ticket"].as_str().unwrap_or_default().to_owned();
+    let (status, _) = post_json_as(
+        &format!("{base}/v1/sessions/tab-1/end-ticket"),
+        &json!({}),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 401, "a ticket needs the bearer token");
+
+    let user = format!("{}/v1/presence/users/ann", stack.projections.url);
+    eventually(Duration::from_secs(60), "ann online", || async {
+        let (_, v) = get_json_as(&user, Some(&ann)).await?;
+        Ok((v["online"] == true).then_some(()))
+    })
+    .await?;
+
+    // The beacon: text/plain, no Authorization header. A forged ticket is
+    // refused; the real one ends exactly that session.
+    let beacon = |body: serde_json::Value| {
+        http.post(format!("{base}/v1/activity/end"))
+            .header("content-type", "text/plain;charset=UTF-8")
+            .header("origin", ORIGIN)
+            .body(body.to_string())
+            .send()
+    };
+    let mut forged = ticket.clone();
+    forged.pop();
+    forged.push(if ticket.ends_with('A') { 'B' } else { 'A' });
+    let r = beacon(json!({"ticket": forged, "reason": "closed"})).await?;
+    assert_eq!(r.status(), 403);
+    let r = beacon(json!({"ticket": ticket, "event_id": "end-1", "reason": "closed"})).await?;
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        r.headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some(ORIGIN)
+    );
+    let ended = eventually(Duration::from_secs(60), "ann's tab ended", || async {
+        let (_, v) = get_json_as(&user, Some(&ann)).await?;
+        Ok((v["online"] == false).then_some(v))
+    })
+    .await?;
+    assert_eq!(ended["sessions"][0]["session_id"], "tab-1");
+    assert_eq!(ended["sessions"][0]["ended_reason"], "closed");
+    assert_eq!(ended["sessions"][0]["active"], false);
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! The browser client's way in: its module served at a stable URL, and the
+//! end of a session sent from a closing tab.
+//!
+//! A closing tab can only send `navigator.sendBeacon` (or a keepalive
+//! fetch), and a beacon carries no `Authorization` header. So while the tab
+//! is open, the client trades its bearer token for an end ticket: a token
+//! signed by the ingest, good for 15 minutes, that names one user and one
+//! session and allows one thing, ending that session. The ticket travels in
+//! the beacon's body, never in a URL, and the client renews it every few
+//! minutes. A stolen ticket can end one session early, nothing more.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sessionfold_auth::Caller;
+
+use crate::input::FieldError;
+use crate::{ApiError, AppState, answer, erasure, json_body, receipt, send_all};
+
+/// The browser client, an ES module.
+pub const CLIENT_JS: &str = include_str!("../../client/browser/sessionfold.js");
+/// Its TypeScript declarations.
+pub const CLIENT_DTS: &str = include_str!("../../client/browser/sessionfold.d.ts");
+
+const AUDIENCE: &str = "sessionfold-end-ticket";
+
+/// Signs and checks end tickets.
+#[derive(Clone)]
+pub struct Tickets {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    lifetime: Duration,
+}
+
+impl std::fmt::Debug for Tickets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tickets")
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tickets {
+    /// Tickets signed with `secret`, or with a random key of this process
+    /// when none is given (then only this instance accepts its tickets).
+    pub fn new(secret: Option<&[u8]>, lifetime: Duration) -> Tickets {
+        let key: Vec<u8> = match secret {
+            Some(s) => s.to_vec(),
+            None => (0..32).map(|_| rand::random::<u8>()).collect(),
+        };
+        Tickets {
+            encoding: EncodingKey::from_secret(&key),
+            decoding: DecodingKey::from_secret(&key),
+            lifetime,
+        }
+    }
+}
+
+impl Default for Tickets {
+    fn default() -> Self {
+        Tickets::new(None, Duration::from_secs(15 * 60))
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TicketClaims {
+    sub: String,
+    sid: String,
+    aud: String,
+    exp: u64,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `GET /v1/client/sessionfold.js` and `.d.ts`.
+pub(crate) async fn client_js() -> Response {
+    module(CLIENT_JS, "text/javascript; charset=utf-8")
+}
+
+/// The TypeScript declarations of the client.
+pub(crate) async fn client_dts() -> Response {
+    module(CLIENT_DTS, "application/typescript; charset=utf-8")
+}
+
+fn module(text: &'static str, kind: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+/// `POST /v1/sessions/{session_id}/end-ticket`: a ticket for the caller's
+/// own session.
+pub(crate) async fn end_ticket(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(session_id): Path<String>,
+) -> Response {
+    if let Err(e) = sessionfold_schemas::check_id("session_id", &session_id) {
+        return ApiError::BadRequest(FieldError {
+            field: "session_id".into(),
+            message: e.to_string(),
+        })
+        .into_response();
+    }
+    let exp = unix_now() + state.tickets.lifetime.as_secs();
+    let claims = TicketClaims {
+        sub: caller.user_id.clone(),
+        sid: session_id,
+        aud: AUDIENCE.into(),
+        exp,
+    };
+    match jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &state.tickets.encoding,
+    ) {
+        Ok(ticket) => Json(serde_json::json!({
+            "ticket": ticket,
+            "expires_in": state.tickets.lifetime.as_secs(),
+        }))
+        .into_response(),
+        Err(e) => ApiError::Internal(format!("signing an end ticket: {e}")).into_response(),
+    }
+}
+
+/// `POST /v1/activity/end`: `{"ticket", "event_id", "reason", "occurred_at"}`
+/// as any content type (a beacon sends `text/plain`, which needs no CORS
+/// preflight). Ends the ticket's session.
+pub(crate) async fn end_session(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = end(&state, body);
+    answer(&state, result)
+}
+
+fn end(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Vec<String>, ApiError> {
+    let value = json_body(state, body)?;
+    let refused = |message: String| {
+        ApiError::Forbidden(format!(
+            "ticket: {message}; ask for a new one with the bearer token"
+        ))
+    };
+    let ticket = value
+        .get("ticket")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| {
+            ApiError::BadRequest(FieldError {
+                field: "ticket".into(),
+                message: "required: the end ticket of the session".into(),
+            })
+        })?;
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+    let claims = jsonwebtoken::decode::<TicketClaims>(ticket, &state.tickets.decoding, &validation)
+        .map_err(|e| refused(e.to_string()))?
+        .claims;
+    let mut event = serde_json::json!({
+        "kind": "session_ended",
+        "user_id": claims.sub,
+        "session_id": claims.sid,
+        "reason": value.get("reason").cloned().unwrap_or_else(|| "closed".into()),
+    });
+    for field in ["event_id", "occurred_at"] {
+        if let Some(v) = value.get(field) {
+            event[field] = v.clone();
+        }
+    }
+    let e = crate::input::activity_event(String::new(), &event, receipt(state))
+        .map_err(ApiError::BadRequest)?;
+    erasure::refuse_forgotten(state, [Some(e.user_id.as_str())])?;
+    let bytes = state
+        .contract
+        .encode_activity(&e)
+        .and_then(|b| state.framing.frame(b, false))
+        .map_err(|err| ApiError::Internal(format!("encoding {}: {err}", e.event_id)))?;
+    send_all(
+        state,
+        &state.topics.activity,
+        &[(&e.event_id, &e.user_id, e.body.kind(), bytes)],
+        None,
+    )
+}
+
+/// The CORS layer for the configured origins: none configured, no CORS.
+pub fn cors(origins: &[String]) -> Result<tower_http::cors::CorsLayer, ApiError> {
+    use axum::http::{HeaderValue, Method};
+    let origins = origins
+        .iter()
+        .map(|o| {
+            HeaderValue::from_str(o.trim_end_matches('/'))
+                .map_err(|e| ApiError::Internal(format!("CORS origin {o:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600)))
+}
