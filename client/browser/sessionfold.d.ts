@@ -50,6 +50,9 @@ export function heartbeatDue(
 /** Delay before retry `attempt`: doubling from `min`, capped at `max`. */
 export function retryDelay(attempt: number, min: number, max: number): number;
 
+/** The browser family a user agent names (Chrome, Edge, Firefox, Safari, Opera). */
+export function browserFamily(userAgent: string): string | undefined;
+
 /** Browser input event types and the activity kind each counts as. */
 export const INPUT_KINDS: Readonly<Record<string, string>>;
 

@@ -40,6 +40,16 @@ export function retryDelay(attempt, min, max) {
   return Math.min(max, min * 2 ** Math.max(0, attempt - 1));
 }
 
+/** The browser family a user agent names, the way people say it. */
+export function browserFamily(ua) {
+  if (/Edg\//.test(ua)) return "Edge";
+  if (/OPR\//.test(ua)) return "Opera";
+  if (/Firefox\//.test(ua)) return "Firefox";
+  if (/Chrom(e|ium)\//.test(ua)) return "Chrome";
+  if (/Safari\//.test(ua)) return "Safari";
+  return undefined;
+}
+
 function randomId() {
   if (globalThis.crypto && typeof globalThis.crypto.randomUUID === "function") {
     return globalThis.crypto.randomUUID();
@@ -91,8 +101,8 @@ export function start(options) {
   };
 
   // One token request at a time, shared by every request waiting for it.
-  async function bearer(refresh) {
-    if (!token || refresh) {
+  function bearer() {
+    if (!token) {
       token = Promise.resolve().then(o.token);
       token.catch(() => {
         token = null;
@@ -101,13 +111,20 @@ export function start(options) {
     return token;
   }
 
-  async function post(path, body, refresh) {
-    const t = await bearer(refresh);
-    return fetchFn(`${base}${path}`, {
-      method: "POST",
-      headers: { "content-type": "application/json", authorization: `Bearer ${t}` },
-      body: JSON.stringify(body),
-    });
+  // A 401 asks the app for a new token once (unless another request has
+  // already done so) and sends again.
+  async function post(path, body) {
+    const send = async (t) =>
+      fetchFn(`${base}${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${t}` },
+        body: JSON.stringify(body),
+      });
+    const used = bearer();
+    const r = await send(await used);
+    if (r.status !== 401) return r;
+    if (token === used) token = null;
+    return send(await bearer());
   }
 
   // Events leave in order, in one request while several wait; a failed
@@ -127,8 +144,7 @@ export function start(options) {
     while (queue.length > 0) {
       const batch = queue.slice();
       try {
-        let r = await post("/v1/activity", { events: batch }, false);
-        if (r.status === 401) r = await post("/v1/activity", { events: batch }, true);
+        const r = await post("/v1/activity", { events: batch });
         if (r.status !== 202 && (r.status < 400 || r.status >= 500 || r.status === 429)) {
           throw new Error(`ingest answered ${r.status}`);
         }
@@ -162,7 +178,7 @@ export function start(options) {
 
   async function refreshTicket() {
     try {
-      const r = await post(`/v1/sessions/${encodeURIComponent(sessionId)}/end-ticket`, {}, false);
+      const r = await post(`/v1/sessions/${encodeURIComponent(sessionId)}/end-ticket`, {});
       if (r.ok) ticket = (await r.json()).ticket;
     } catch (e) {
       report(e);
@@ -222,6 +238,7 @@ export function start(options) {
     page: state.page,
     user_agent: ua || undefined,
     device_type: /iPad|Tablet/i.test(ua) ? "tablet" : /Mobi|Android/i.test(ua) ? "mobile" : "desktop",
+    browser: browserFamily(ua),
   });
   refreshTicket();
   const beatTimer = setInterval(tick, Math.max(250, Math.min(o.heartbeatInterval, 5_000)));

@@ -5,74 +5,20 @@
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them).
 
-use std::process::{Child, Command, Stdio};
+mod chromium;
+
 use std::time::Duration;
 
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::Locator;
 use serde_json::json;
-use sessionfold_e2e::{Stack, eventually, free_port, get_json_as, post_json_as, token};
+use sessionfold_e2e::{Stack, eventually, get_json_as, post_json_as, token};
 
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn chromedriver() -> anyhow::Result<(Driver, String)> {
-    let port = free_port()?;
-    let exe = ["chromedriver", "/usr/bin/chromedriver"]
-        .into_iter()
-        .find(|p| {
-            Command::new(p)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok()
-        })
-        .ok_or_else(|| {
-            anyhow::anyhow!("chromedriver not found: install Debian's chromium and chromium-driver (.ci/run does)")
-        })?;
-    let child = Command::new(exe)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    Ok((Driver(child), format!("http://127.0.0.1:{port}")))
-}
-
-fn artifact_dir() -> anyhow::Result<std::path::PathBuf> {
-    // target/<profile>/deps/<test> → target/test-artifacts
-    let exe = std::env::current_exe()?;
-    let target = exe
-        .ancestors()
-        .nth(3)
-        .ok_or_else(|| anyhow::anyhow!("test executable outside a target directory"))?;
-    let dir = target.join("test-artifacts");
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
+use chromium::artifact_dir;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_a_user_going_online_live() -> anyhow::Result<()> {
     let mut s = Stack::start("dashboard", &[], &[]).await?;
-    let (_driver, webdriver) = chromedriver()?;
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                        "--disable-dev-shm-usage", "--window-size=1280,900"]}),
-    );
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let browser = eventually(Duration::from_secs(30), "chromedriver session", || {
-        let mut builder = ClientBuilder::new(connector.clone());
-        builder.capabilities(caps.clone());
-        let webdriver = webdriver.clone();
-        async move { Ok(builder.connect(&webdriver).await.ok()) }
-    })
-    .await?;
+    let (_driver, browser) = chromium::browser().await?;
 
     let result = async {
         browser.goto(&format!("{}/", s.projections.url)).await?;

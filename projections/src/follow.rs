@@ -170,6 +170,20 @@ fn apply_batch(
                 hub.publish("presence", Audience::Presence(key), data.to_string());
             }
         }
+        let moved = view.take_room_changes();
+        if let Some(hub) = hub {
+            for c in moved {
+                let data = serde_json::to_string(&c).unwrap_or_default();
+                hub.publish(
+                    "room",
+                    Audience::Room {
+                        room: c.room,
+                        user: c.user_id,
+                    },
+                    data,
+                );
+            }
+        }
         metrics.users.set(view.len() as i64);
     }
     if !imports.is_empty() {

@@ -46,6 +46,10 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Fans changes out to `/v1/stream` subscribers.
     pub hub: Arc<Hub>,
+    /// Online users a minute, over the last hour.
+    pub online: Arc<RwLock<sessionfold_views::history::OnlineHistory>>,
+    /// A session without activity for this long is not online.
+    pub idle_timeout: Millis,
 }
 
 impl FromRef<AppState> for Authenticator {
@@ -59,18 +63,28 @@ use sessionfold_edge::read;
 impl AppState {
     /// Fresh, empty views.
     pub fn new(settings: &Settings, metrics: Metrics) -> AppState {
+        let presence = Arc::new(RwLock::new(PresenceView::new(settings.idle_timeout)));
+        let hub = Arc::new(Hub::new(
+            format!("{:x}", chrono::Utc::now().timestamp_millis()),
+            settings.stream_buffer,
+        ));
+        let rooms = presence.clone();
+        hub.set_membership(Box::new(move |room, user| {
+            read(&rooms).rooms().is_member(room, user)
+        }));
         AppState {
             views: Views {
-                presence: Arc::new(RwLock::new(PresenceView::new(settings.idle_timeout))),
+                presence,
                 imports: Arc::new(RwLock::new(ImportView::new(settings.stale_after))),
             },
             ready: Arc::new(AtomicBool::new(false)),
             metrics,
             auth: settings.auth.clone(),
-            hub: Arc::new(Hub::new(
-                format!("{:x}", chrono::Utc::now().timestamp_millis()),
-                settings.stream_buffer,
-            )),
+            hub,
+            online: Arc::new(RwLock::new(sessionfold_views::history::OnlineHistory::new(
+                60,
+            ))),
+            idle_timeout: settings.idle_timeout,
         }
     }
 
@@ -90,6 +104,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/presence/active", get(api::presence::active))
         .route("/v1/presence/summary", get(api::presence::summary))
         .route("/v1/presence/users/{user_id}", get(api::presence::user))
+        .route("/v1/presence/rooms", get(api::rooms::busiest))
+        .route("/v1/presence/online", get(api::rooms::online))
+        .route("/v1/presence/rooms/{room}", get(api::rooms::room))
         .route("/v1/imports", get(api::imports::list))
         .route("/v1/imports/duplicates", get(api::imports::duplicates))
         .route("/v1/imports/monitor", get(api::imports::monitor))
@@ -206,6 +223,27 @@ pub async fn run(
             }
         })
     };
+    // The chart's data: online users, sampled every 5 s, peak per minute.
+    let sampler = {
+        let (presence, online, idle, ready) = (
+            state.views.presence.clone(),
+            state.online.clone(),
+            state.idle_timeout,
+            state.ready.clone(),
+        );
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                if !ready.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let now = chrono::Utc::now().timestamp_millis();
+                let users = read(&presence).summary(now, idle).users;
+                sessionfold_edge::write(&online).sample(now, users);
+            }
+        })
+    };
     tracing::info!(addr = ?listener.local_addr().ok(), "projections listening");
     // On stop, open streams get a last `closing` event and end, so the
     // drain does not wait on them.
@@ -216,6 +254,7 @@ pub async fn run(
     };
     let served = sessionfold_edge::http::serve(listener, app(state), shutdown).await;
     stop.store(true, Ordering::SeqCst);
+    sampler.abort();
     served?;
     match tokio::time::timeout(Duration::from_secs(5), follower).await {
         Ok(joined) => joined??,

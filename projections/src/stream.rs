@@ -33,16 +33,31 @@ pub enum Audience {
         /// Owner before the change, when it changed.
         previous: Option<String>,
     },
+    /// A user joined, left or moved within a room: for the room's members,
+    /// the user itself, and whoever sees all presence.
+    Room {
+        /// The room.
+        room: String,
+        /// The user who moved.
+        user: String,
+    },
 }
 
+/// Whether a user is in a room now; the rooms index answers it.
+pub type Membership = Box<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
 impl Audience {
-    /// True when `caller` may receive the change.
-    pub fn admits(&self, caller: &Caller) -> bool {
+    /// True when `caller` may receive the change; `member` says who is in
+    /// which room.
+    pub fn admits(&self, caller: &Caller, member: &dyn Fn(&str, &str) -> bool) -> bool {
         match self {
             Audience::Presence(user) => caller.sees_presence_of(user),
             Audience::Import { owner, previous } => {
                 caller.sees_import_of(owner.as_deref())
                     || previous.as_deref() == Some(caller.user_id.as_str())
+            }
+            Audience::Room { room, user } => {
+                caller.sees_presence_of(user) || member(room, &caller.user_id)
             }
         }
     }
@@ -74,6 +89,8 @@ pub struct Hub {
     tx: broadcast::Sender<Arc<Change>>,
     /// Set when the service stops: open streams end with a last event.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Who is in which room, for room changes.
+    membership: std::sync::OnceLock<Membership>,
 }
 
 /// Where a new subscriber starts.
@@ -99,7 +116,18 @@ impl Hub {
             }),
             tx,
             closing: tokio::sync::watch::channel(false).0,
+            membership: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Tells the hub who is in which room; set once.
+    pub fn set_membership(&self, m: Membership) {
+        let _ = self.membership.set(m);
+    }
+
+    fn admits(&self, change: &Change, caller: &Caller) -> bool {
+        let member = |room: &str, user: &str| self.membership.get().is_some_and(|m| m(room, user));
+        change.audience.admits(caller, &member)
     }
 
     /// Ends every open stream with a `closing` event; the service is stopping.
@@ -257,7 +285,7 @@ pub fn events(
                 match &mut phase {
                     Phase::Done => return None,
                     Phase::Backlog(items) => match items.next() {
-                        Some(c) if c.audience.admits(&caller) => {
+                        Some(c) if hub.admits(&c, &caller) => {
                             let e = event_of(&hub, &c);
                             return Some((Ok(e), (hub, caller, phase, live, None)));
                         }
@@ -277,7 +305,7 @@ pub fn events(
                             );
                             return Some((Ok(e), (hub, caller, Phase::Done, live, None)));
                         }
-                        Ok(Ok(c)) if c.audience.admits(&caller) => {
+                        Ok(Ok(c)) if hub.admits(&c, &caller) => {
                             let e = event_of(&hub, &c);
                             return Some((Ok(e), (hub, caller, phase, live, None)));
                         }
@@ -421,18 +449,29 @@ mod tests {
     fn audiences() {
         let ada = caller("ada", &[]);
         let bob = caller("bob", &[]);
+        let cy = caller("cy", &[]);
         let admin = caller("root", &["admin"]);
+        // Only bob is in /quiz.
+        let member = |room: &str, user: &str| room == "/quiz" && user == "bob";
+        let admits = |a: &Audience, c: &Caller| a.admits(c, &member);
         let moved = Audience::Import {
             owner: Some("bob".into()),
             previous: Some("ada".into()),
         };
-        assert!(moved.admits(&ada) && moved.admits(&bob) && moved.admits(&admin));
+        assert!(admits(&moved, &ada) && admits(&moved, &bob) && admits(&moved, &admin));
         let legacy = Audience::Import {
             owner: None,
             previous: None,
         };
-        assert!(!legacy.admits(&ada) && legacy.admits(&admin));
+        assert!(!admits(&legacy, &ada) && admits(&legacy, &admin));
         let p = Audience::Presence("ada".into());
-        assert!(p.admits(&ada) && !p.admits(&bob) && p.admits(&admin));
+        assert!(admits(&p, &ada) && !admits(&p, &bob) && admits(&p, &admin));
+        // ada leaves /quiz: she, the members (bob) and the admin see it; cy does not.
+        let left = Audience::Room {
+            room: "/quiz".into(),
+            user: "ada".into(),
+        };
+        assert!(admits(&left, &ada) && admits(&left, &bob) && admits(&left, &admin));
+        assert!(!admits(&left, &cy));
     }
 }

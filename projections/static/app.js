@@ -7,6 +7,7 @@ const state = {
   users: new Map(),       // user_id -> user JSON, from the active list and the stream
   lastEventId: null,
   stream: null,           // AbortController of the live stream
+  room: null,             // the room whose members are shown
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -136,6 +137,77 @@ async function loadMonitor() {
   }
 }
 
+// A line chart of online users a minute, drawn as SVG from the projections' own series.
+async function loadOnline() {
+  const { status, body } = await api("/v1/presence/online");
+  $("#online-section").hidden = status !== 200;
+  if (status !== 200) return;
+  const pts = body.points;
+  const svg = $("#online-chart");
+  svg.replaceChildren();
+  const ns = "http://www.w3.org/2000/svg";
+  const W = 600, H = 160, L = 36, B = 20;
+  const max = Math.max(1, ...pts.map((p) => p.online));
+  const end = Date.parse(body.as_of);
+  const x = (iso) => L + ((Date.parse(iso) - (end - 3600000)) / 3600000) * (W - L - 4);
+  const y = (n) => H - B - (n / max) * (H - B - 8);
+  const el = (name, attrs, text) => {
+    const e = document.createElementNS(ns, name);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text !== undefined) e.textContent = text;
+    svg.appendChild(e);
+    return e;
+  };
+  el("line", { x1: L, y1: H - B, x2: W - 4, y2: H - B, class: "axis" });
+  el("line", { x1: L, y1: 8, x2: L, y2: H - B, class: "axis" });
+  el("text", { x: L - 4, y: y(max) + 4, class: "tick", "text-anchor": "end" }, String(max));
+  el("text", { x: L - 4, y: H - B + 4, class: "tick", "text-anchor": "end" }, "0");
+  el("text", { x: L, y: H - 4, class: "tick" }, "−60 min");
+  el("text", { x: W - 4, y: H - 4, class: "tick", "text-anchor": "end" }, "now");
+  if (pts.length) {
+    el("polyline", {
+      class: "series",
+      points: pts.map((p) => `${x(p.minute).toFixed(1)},${y(p.online).toFixed(1)}`).join(" "),
+    });
+    for (const p of pts) el("circle", { cx: x(p.minute), cy: y(p.online), r: 2, class: "pt" }).setAttribute("data-online", p.online);
+  }
+  const last = pts.at(-1);
+  $("#online-now").textContent = last ? last.online : "";
+  $("#online-note").textContent = pts.length ? `${pts.length} minute(s) recorded since the projections started` : "no samples yet";
+}
+
+async function loadRooms() {
+  const { status, body } = await api("/v1/presence/rooms?limit=20");
+  if (status !== 200) return;
+  const tbody = $("#rooms tbody");
+  tbody.replaceChildren();
+  for (const r of body.rooms) {
+    const tr = tbody.insertRow();
+    tr.dataset.room = r.room;
+    tr.className = r.room === state.room ? "picked" : "";
+    cell(tr, r.room);
+    cell(tr, r.users);
+    cell(tr, r.sessions);
+    tr.addEventListener("click", () => { state.room = r.room; loadRooms(); loadRoom(); });
+  }
+  if (!state.room && body.rooms.length) { state.room = body.rooms[0].room; loadRoom(); }
+}
+
+async function loadRoom() {
+  if (!state.room) return;
+  const { status, body } = await api(`/v1/presence/rooms/${encodeURIComponent(state.room)}`);
+  const tbody = $("#room-members tbody");
+  tbody.replaceChildren();
+  $("#room-title").textContent = status === 200 ? `${state.room}: ${body.users} user(s), ${body.sessions} session(s)` : `${state.room}: nobody`;
+  if (status !== 200) return;
+  for (const m of body.members) {
+    const tr = tbody.insertRow();
+    cell(tr, m.user_id);
+    cell(tr, Object.entries(m.devices).map(([d, n]) => `${d} ×${n}`).join(", "));
+    cell(tr, ago(m.last_activity));
+  }
+}
+
 // Coalesces reloads triggered by bursts of stream events.
 const pending = {};
 function soon(name, fn) {
@@ -159,6 +231,10 @@ function onEvent(ev) {
     else state.users.delete(d.user_id);
     renderUsers();
     soon("summary", loadSummary);
+  } else if (ev.event === "room") {
+    soon("rooms", loadRooms);
+    const d = JSON.parse(ev.data);
+    if (d.room === state.room) soon("room", loadRoom);
   } else if (ev.event === "import") {
     soon("monitor", loadMonitor);
   } else if (ev.event === "resync") {
@@ -211,7 +287,7 @@ async function follow() {
 }
 
 async function reloadAll() {
-  await Promise.all([loadUsers(), loadSummary(), loadMonitor()]);
+  await Promise.all([loadUsers(), loadSummary(), loadMonitor(), loadOnline(), loadRooms(), loadRoom()]);
 }
 
 function signOut(message) {
@@ -249,7 +325,8 @@ $("#signin-form").addEventListener("submit", (e) => {
 });
 $("#signout").addEventListener("click", () => signOut());
 $("#window").addEventListener("change", () => { loadUsers(); loadSummary(); });
-// "Last seen" and the window move with the clock.
+// "Last seen" and the window move with the clock; the chart gains a point a minute.
 setInterval(renderUsers, 5000);
+setInterval(() => { if (state.token) loadOnline().catch(() => {}); }, 15000);
 
 if (state.token) start(); else signOut();

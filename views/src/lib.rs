@@ -7,5 +7,7 @@
 //! byte for byte. Pure code: states in, answers out.
 
 pub mod counts;
+pub mod history;
 pub mod imports;
+pub mod rooms;
 pub mod view;

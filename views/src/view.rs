@@ -121,6 +121,8 @@ pub struct PresenceView {
     users: HashMap<String, UserPresence>,
     by_recency: BTreeSet<(Reverse<Millis>, String)>,
     counts: ActivityCounts,
+    rooms: crate::rooms::Rooms,
+    room_changes: Vec<crate::rooms::RoomChange>,
 }
 
 /// What applying a changelog record did.
@@ -157,6 +159,8 @@ impl PresenceView {
     /// A state from an input position older than the one held is a replay and is dropped.
     pub fn apply(&mut self, user_id: &str, state: Option<UserPresence>) -> Update {
         let Some(mut new) = state else {
+            let moved = self.rooms.apply(user_id, None);
+            self.room_changes.extend(moved);
             if let Some(old) = self.users.remove(user_id) {
                 self.by_recency
                     .remove(&(Reverse(last_seen(&old)), user_id.to_owned()));
@@ -176,6 +180,8 @@ impl PresenceView {
         // The deduplication memory is the processor's business; no view
         // reads it, and it is the largest part of a busy user's state.
         new.recent_events = Vec::new();
+        let moved = self.rooms.apply(user_id, Some(&new));
+        self.room_changes.extend(moved);
         self.by_recency
             .insert((Reverse(last_seen(&new)), user_id.to_owned()));
         self.counts.apply(&new, 1);
@@ -224,6 +230,16 @@ impl PresenceView {
             last_seen: rfc3339(last_seen(u)),
             sessions,
         }
+    }
+
+    /// The rooms: who is in which page or named room now.
+    pub fn rooms(&self) -> &crate::rooms::Rooms {
+        &self.rooms
+    }
+
+    /// The room changes of the states applied since the last call.
+    pub fn take_room_changes(&mut self) -> Vec<crate::rooms::RoomChange> {
+        std::mem::take(&mut self.room_changes)
     }
 
     /// A user's e-mail from their presence profile.

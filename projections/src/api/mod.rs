@@ -2,6 +2,7 @@
 
 pub(crate) mod imports;
 pub(crate) mod presence;
+pub(crate) mod rooms;
 
 use axum::Json;
 use axum::http::StatusCode;
