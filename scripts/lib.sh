@@ -30,6 +30,22 @@ ensure_chromedriver() {
   fi
 }
 
+# ensure_node: Node.js, for the browser client's unit tests.
+ensure_node() {
+  if command -v node >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing nodejs for the browser client's tests" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs >/dev/null || {
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends nodejs >/dev/null
+    }
+  else
+    echo "the browser client's tests need Node.js: sudo apt-get install nodejs" >&2
+  fi
+}
+
 # ensure_python_clients: a Python with the outside clients' libraries
 # (e2e/tests/outside/requirements.txt, from PyPI) for the end-to-end tests;
 # exports SESSIONFOLD_TEST_PYTHON. Uses python3 itself when it has the

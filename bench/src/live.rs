@@ -188,6 +188,9 @@ pub struct Freshness {
     pub user_view: Latency,
     /// Post accepted → change received on `/v1/stream`.
     pub stream: Latency,
+    /// A closing tab's end (`POST /v1/activity/end` with its end ticket, as
+    /// the browser client's beacon sends it) → the user offline in the view.
+    pub leave: Latency,
 }
 
 /// Reads the SSE stream and notes when each probe page first appears.
@@ -343,6 +346,7 @@ pub async fn freshness(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let leave = leaves(&producer, &projections, probes).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let _ = bg.await;
@@ -361,7 +365,75 @@ pub async fn freshness(
         background_events_per_sec: background_rate,
         user_view: Latency::of(view),
         stream: Latency::of(stream),
+        leave,
     })
+}
+
+/// `probes` users each open a session, take its end ticket, and close the
+/// tab; each close is timed until the user view shows the user offline.
+async fn leaves(
+    producer: &Service,
+    projections: &Service,
+    probes: usize,
+) -> anyhow::Result<Latency> {
+    let client = reqwest::Client::new();
+    let admin = admin_token("bench-admin")?;
+    let mut took = Vec::with_capacity(probes);
+    for i in 0..probes {
+        let user = format!("leaver-{i}");
+        let token = admin_token(&user)?;
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let start = json!({"kind": "session_started", "user_id": user, "session_id": "tab",
+                           "email": format!("{user}@example.com"), "occurred_at": now});
+        let r = client
+            .post(format!("{}/v1/activity", producer.url))
+            .bearer_auth(&token)
+            .json(&start)
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().as_u16() == 202, "ingest: {}", r.status());
+        let ticket: Value = client
+            .post(format!("{}/v1/sessions/tab/end-ticket", producer.url))
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let user_url = format!("{}/v1/presence/users/{user}", projections.url);
+        let online = |want: bool| {
+            let (client, url, admin) = (&client, &user_url, &admin);
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let r = client.get(url).bearer_auth(admin).send().await?;
+                    if r.status().is_success() {
+                        let v: Value = r.json().await?;
+                        if v["online"] == want {
+                            return anyhow::Ok(());
+                        }
+                    }
+                    anyhow::ensure!(
+                        Instant::now() < deadline,
+                        "{url} never showed online={want}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        };
+        online(true).await?;
+        let t = Instant::now();
+        let body = json!({"ticket": ticket["ticket"], "reason": "closed"}).to_string();
+        let r = client
+            .post(format!("{}/v1/activity/end", producer.url))
+            .header("content-type", "text/plain")
+            .body(body)
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().as_u16() == 202, "end: {}", r.status());
+        online(false).await?;
+        took.push(t.elapsed().as_secs_f64());
+    }
+    Ok(Latency::of(took))
 }
 
 /// Runs `sessionfold-processor` with `args` to completion; returns seconds taken.

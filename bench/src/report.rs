@@ -348,6 +348,11 @@ impl Results {
                 "| POST accepted → `/v1/stream` | {} | {:.1} | {:.1} |",
                 f.stream.n, f.stream.p50_ms, f.stream.p99_ms
             );
+            let _ = writeln!(
+                md,
+                "| tab closed (end ticket by beacon) → user offline in the view | {} | {:.1} | {:.1} |",
+                f.leave.n, f.leave.p50_ms, f.leave.p99_ms
+            );
         }
         if let Some(k) = &self.on_kafka {
             let _ = writeln!(md, "\n## The processor on each broker\n");
@@ -446,6 +451,14 @@ impl Results {
                 md,
                 "| freshness p99 < 200 ms | {worst:.1} ms | {} |",
                 verdict(worst < 200.0)
+            );
+        }
+        if let Some(f) = &self.freshness {
+            let _ = writeln!(
+                md,
+                "| closed tab offline p99 ≤ 5 s | {:.1} ms | {} |",
+                f.leave.p99_ms,
+                verdict(f.leave.p99_ms <= 5_000.0)
             );
         }
         if let Some(s) = self.sizes.iter().max_by_key(|s| s.sessions) {
