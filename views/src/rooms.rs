@@ -370,4 +370,29 @@ mod tests {
             }]
         );
     }
+
+    #[test]
+    fn a_change_in_a_room_of_ten_thousand_is_one_diff() {
+        let mut r = Rooms::new();
+        for i in 0..10_000 {
+            let id = format!("u{i}");
+            let u = user(&id, vec![session("s", "/big", "desktop", true)]);
+            r.apply(&id, Some(&u));
+        }
+        let late = user("late", vec![session("s", "/big", "mobile", true)]);
+        assert_eq!(
+            moves(&r.apply("late", Some(&late))),
+            [("/big", Move::Join, 1, 10_001)]
+        );
+        assert_eq!(
+            moves(&r.apply("u7", None)),
+            [("/big", Move::Leave, 0, 10_000)]
+        );
+        let big = r.room("/big", "now".into(), 3).expect("room");
+        assert_eq!(
+            (big.users, big.sessions, big.members.len()),
+            (10_000, 10_000, 3)
+        );
+        assert_eq!(big.by_device.get("mobile"), Some(&1));
+    }
 }
