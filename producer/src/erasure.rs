@@ -11,7 +11,7 @@ use sessionfold_auth::Caller;
 use sessionfold_schemas::{OwnedImports, UserErased};
 
 use crate::input::FieldError;
-use crate::{ApiError, AppState, json_body, now_millis};
+use crate::{ApiError, AppState, json_body, now_millis, refused};
 
 /// Refuses the whole request when an event names a forgotten user (the
 /// acting user, or an import's new owner).
@@ -84,14 +84,7 @@ pub(crate) async fn post_erasure(
             })),
         )
             .into_response(),
-        Err(e) => {
-            state
-                .metrics
-                .rejected
-                .with_label_values(&[e.reason()])
-                .inc();
-            e.into_response()
-        }
+        Err(e) => refused(&state, e),
     }
 }
 

@@ -309,15 +309,18 @@ fn answer(state: &AppState, result: Result<Vec<String>, ApiError>) -> Response {
             Json(serde_json::json!({ "accepted": accepted })),
         )
             .into_response(),
-        Err(e) => {
-            state
-                .metrics
-                .rejected
-                .with_label_values(&[e.reason()])
-                .inc();
-            e.into_response()
-        }
+        Err(e) => refused(state, e),
     }
+}
+
+/// The answer to a refused request, counted by reason.
+fn refused(state: &AppState, e: ApiError) -> Response {
+    state
+        .metrics
+        .rejected
+        .with_label_values(&[e.reason()])
+        .inc();
+    e.into_response()
 }
 
 fn receipt(state: &AppState) -> input::Receipt {
