@@ -199,14 +199,21 @@ fn end(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Vec<Stri
     )
 }
 
+/// A `--cors-origin` that cannot be an `Origin` header value.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin:?} is not an origin such as https://app.example.com")]
+pub struct BadOrigin {
+    origin: String,
+}
+
 /// The CORS layer for the configured origins: none configured, no CORS.
-pub fn cors(origins: &[String]) -> Result<tower_http::cors::CorsLayer, ApiError> {
+pub fn cors(origins: &[String]) -> Result<tower_http::cors::CorsLayer, BadOrigin> {
     use axum::http::{HeaderValue, Method};
     let origins = origins
         .iter()
         .map(|o| {
             HeaderValue::from_str(o.trim_end_matches('/'))
-                .map_err(|e| ApiError::Internal(format!("CORS origin {o:?}: {e}")))
+                .map_err(|_| BadOrigin { origin: o.clone() })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(tower_http::cors::CorsLayer::new()

@@ -258,6 +258,8 @@ async fn forget(a: ForgetArgs) -> anyhow::Result<()> {
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     a.common.init()?;
+    // A bad origin stops the start, rather than serving without CORS.
+    let _ = sessionfold_producer::beacon::cors(&a.cors_origin).context("--cors-origin")?;
     let auth = sessionfold_auth::Authenticator::from_args(&a.auth)?;
     sessionfold_edge::jwks::keep_fresh(&auth, &a.auth).await;
     let listener = tokio::net::TcpListener::bind(&a.listen)

@@ -34,16 +34,21 @@ impl Core {
         let mut outgoing: Vec<Outgoing<'_>> = Vec::new();
         // Which changelog record carries which entity's state.
         let mut entities: Vec<(Part, String)> = Vec::new();
-        let erasures_lock = self.erasures.clone();
-        let erasures = sessionfold_edge::read(&erasures_lock);
+        {
+            let known = sessionfold_edge::read(&self.erasures);
+            if known.len() != self.forgotten.len() {
+                self.forgotten = known.clone();
+            }
+        }
+        let erasures = &self.forgotten;
         for (part, owned) in self.parts.iter_mut() {
             let table = &mut owned.table;
-            let forgotten = table.forget(&erasures, owned.erasures_applied);
+            let forgotten = table.forget(erasures, owned.erasures_applied);
             owned.erasures_applied = erasures.len();
             if forgotten > 0 {
                 self.metrics.forgotten.inc_by(forgotten as u64);
             }
-            let dirty = table.take_dirty(&erasures);
+            let dirty = table.take_dirty(erasures);
             if dirty.is_empty() {
                 continue;
             }
@@ -67,7 +72,6 @@ impl Core {
                 entities.push((*part, id));
             }
         }
-        drop(erasures);
         for d in &batch.dead {
             self.metrics
                 .dead_lettered

@@ -160,8 +160,11 @@ struct Core {
     partition_counts: BTreeMap<Stream, i32>,
     /// How long the group has left input partitions without an owner.
     coverage: Coverage,
-    /// The users forgotten so far, as the erasures topic tells them.
+    /// The users forgotten so far, as the erasures topic's follower tells them.
     erasures: Arc<RwLock<Erasures>>,
+    /// A copy of them taken at the last batch's end, so that folding a
+    /// record takes no lock; refreshed when the follower knows more.
+    forgotten: Erasures,
 }
 
 /// One owned input partition: its folded state and where it stands.
@@ -227,6 +230,7 @@ impl Processor {
             partition_counts: BTreeMap::new(),
             coverage: Coverage::new(Duration::ZERO),
             erasures,
+            forgotten: Erasures::new(),
         }));
         let settings = lock(&core).settings.clone();
         let mut config = sessionfold_edge::consumer_config(&settings.brokers);
@@ -460,12 +464,7 @@ impl Core {
             pos,
             authority: Authority::from_role(role),
         };
-        let applied = table.apply(
-            &self.contract,
-            record,
-            now,
-            &sessionfold_edge::read(&self.erasures),
-        );
+        let applied = table.apply(&self.contract, record, now, &self.forgotten);
         match applied {
             Ok((kind, applied)) => {
                 let outcome = match applied {
