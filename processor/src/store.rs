@@ -51,11 +51,18 @@ fn entity_key(id: &str) -> Vec<u8> {
     k
 }
 
+/// sled's page cache. The folded state lives in memory in the tables; the
+/// store is read only when a partition is loaded, so its cache need not hold
+/// every state (sled's default is 1 GiB, which at a million users would be
+/// most of the process).
+pub const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
 impl Store {
     /// Opens (or creates) the store under `dir`.
     pub fn open(dir: &Path) -> Result<Store, ProcessorError> {
         let db = sled::Config::new()
             .path(dir)
+            .cache_capacity(CACHE_BYTES)
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| ProcessorError::store("opening", e))?;
