@@ -111,7 +111,7 @@ async fn created_topics_carry_the_operator_settings() -> anyhow::Result<()> {
             "{topic}"
         );
     }
-    for topic in [&t.presence, &t.import_ownership] {
+    for topic in [&t.presence, &t.import_ownership, &t.erasures] {
         let c = configs(topic).await?;
         assert_eq!(
             c.get("cleanup.policy").map(String::as_str),
@@ -143,6 +143,7 @@ async fn with_creation_off_the_operator_s_topics_are_used() -> anyhow::Result<()
         (&t.presence, 3, true),
         (&t.import_ownership, 3, true),
         (&t.dead_letter, 1, false),
+        (&t.erasures, 1, true),
     ])
     .await?;
     let dir = sessionfold_e2e::scratch()?;
