@@ -191,7 +191,10 @@ async fn main() -> anyhow::Result<()> {
     ];
     let replay_secs = live::timed_command(&[&["replay"][..], &common, &["--out", &out]].concat())?;
     let export_secs = live::timed_command(&[&["export"][..], &common, &["--out", &file]].concat())?;
-    let file_secs = live::timed_command(&["replay", "--input", &file, "--out", &out])?;
+    // The broker is named so that the replay reads the erasures from it, as
+    // a replay of a file does when it can.
+    let file_secs =
+        live::timed_command(&[&["replay", "--input", &file, "--out", &out][..], &common].concat())?;
     r.replay = Some(report::Replay {
         from_broker: n as f64 / replay_secs,
         export: n as f64 / export_secs,

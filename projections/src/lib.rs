@@ -69,9 +69,7 @@ impl AppState {
             settings.stream_buffer,
         ));
         let rooms = presence.clone();
-        hub.set_membership(Box::new(move |room, user| {
-            read(&rooms).rooms().is_member(room, user)
-        }));
+        hub.set_membership(Box::new(move |room, user| read(&rooms).in_room(room, user)));
         AppState {
             views: Views {
                 presence,

@@ -4,24 +4,28 @@
 //! memberships, so a room of ten thousand members costs no more per change
 //! than a room of two, and its join and leave changes come out as diffs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
-use sessionfold_schemas::{Millis, UserPresence};
+use sessionfold_schemas::{Millis, SessionState, UserPresence};
 
-/// One session in a room.
+/// One user in a room: how many of their sessions are there, on which
+/// devices, and their latest activity. Session ids are not kept: the user's
+/// old and new states say which sessions moved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Seat {
-    device_type: Option<String>,
-    /// Last activity of the session, for the member list.
+struct Member {
+    sessions: usize,
+    /// (device type, sessions); device names are shared across members.
+    devices: Vec<(Arc<str>, u32)>,
     last_activity: Millis,
 }
 
-/// The members of one room: (user, session) → seat.
+/// The members of one room.
 #[derive(Debug, Clone, Default)]
 struct Room {
-    seats: BTreeMap<(String, String), Seat>,
-    users: usize,
+    members: BTreeMap<String, Member>,
+    sessions: usize,
 }
 
 /// What a change did to one user's place in one room.
@@ -93,13 +97,29 @@ pub struct RoomCount {
 /// Every room with at least one active session.
 #[derive(Debug, Default)]
 pub struct Rooms {
-    rooms: HashMap<String, Room>,
-    /// Each user's current seats: (room, session id).
-    of_user: HashMap<String, Vec<(String, String)>>,
+    rooms: HashMap<Arc<str>, Room>,
+    /// Device type names, held once.
+    devices: HashSet<Arc<str>>,
 }
 
-fn device(d: &Option<String>) -> String {
-    d.clone().unwrap_or_else(|| "unknown".into())
+/// The active sessions of a state, by the room their page names.
+pub(crate) fn seats(u: Option<&UserPresence>) -> BTreeMap<&str, Vec<&SessionState>> {
+    let mut by_room: BTreeMap<&str, Vec<&SessionState>> = BTreeMap::new();
+    for s in u.into_iter().flat_map(|u| u.sessions.iter()) {
+        if s.active && s.started_at.is_some() && s.ended_at.is_none() {
+            if let Some(room) = s.current_page.as_deref() {
+                by_room.entry(room).or_default().push(s);
+            }
+        }
+    }
+    by_room
+}
+
+fn same_sessions(a: &[&SessionState], b: &[&SessionState]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.session_id == y.session_id && x.device_type == y.device_type)
 }
 
 impl Rooms {
@@ -108,165 +128,130 @@ impl Rooms {
         Rooms::default()
     }
 
-    /// Moves `user_id` to the rooms its new state puts it in (`None`: gone);
-    /// returns one change per room the user entered, left or changed in.
-    pub fn apply(&mut self, user_id: &str, state: Option<&UserPresence>) -> Vec<RoomChange> {
-        let mut seats: Vec<(String, String, Seat)> = state
-            .into_iter()
-            .flat_map(|u| u.sessions.iter())
-            .filter(|s| s.active && s.started_at.is_some() && s.ended_at.is_none())
-            .filter_map(|s| {
-                let room = s.current_page.clone()?;
-                Some((
-                    room,
-                    s.session_id.clone(),
-                    Seat {
-                        device_type: s.device_type.clone(),
-                        last_activity: s.last_activity,
-                    },
-                ))
-            })
-            .collect();
-        seats.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        let old = self.of_user.remove(user_id).unwrap_or_default();
-        // Per room: the user's sessions there before and after.
-        let mut before: BTreeMap<String, usize> = BTreeMap::new();
-        for (room, session) in &old {
-            *before.entry(room.clone()).or_default() += 1;
-            if let Some(r) = self.rooms.get_mut(room) {
-                r.seats.remove(&(user_id.to_owned(), session.clone()));
-            }
+    fn device(&mut self, d: Option<&str>) -> Arc<str> {
+        let d = d.unwrap_or("unknown");
+        if let Some(held) = self.devices.get(d) {
+            return held.clone();
         }
-        let mut after: BTreeMap<String, usize> = BTreeMap::new();
-        for (room, session, seat) in &seats {
-            *after.entry(room.clone()).or_default() += 1;
-            self.rooms
-                .entry(room.clone())
-                .or_default()
-                .seats
-                .insert((user_id.to_owned(), session.clone()), seat.clone());
-        }
+        let held: Arc<str> = Arc::from(d);
+        self.devices.insert(held.clone());
+        held
+    }
+
+    /// Moves `user_id` from the rooms its `old` state put it in to those its
+    /// `new` state puts it in (`None`: no state); returns one change per
+    /// room the user entered, left or changed sessions in. Costs the user's
+    /// sessions, whatever the size of the rooms.
+    pub fn apply(
+        &mut self,
+        user_id: &str,
+        old: Option<&UserPresence>,
+        new: Option<&UserPresence>,
+    ) -> Vec<RoomChange> {
+        let before = seats(old);
+        let after = seats(new);
+        let mut names: Vec<&str> = before.keys().chain(after.keys()).copied().collect();
+        names.sort_unstable();
+        names.dedup();
         let mut changes = Vec::new();
-        let touched: std::collections::BTreeSet<&String> =
-            before.keys().chain(after.keys()).collect();
-        for room in touched {
-            let (b, a) = (
-                before.get(room).copied().unwrap_or(0),
-                after.get(room).copied().unwrap_or(0),
-            );
-            let change = match (b, a) {
-                (0, 0) => continue,
-                (0, _) => Move::Join,
-                (_, 0) => Move::Leave,
-                _ => Move::Update,
+        for name in names {
+            let b = before.get(name).map_or(&[][..], Vec::as_slice);
+            let a = after.get(name).map_or(&[][..], Vec::as_slice);
+            let change = match (b.is_empty(), a.is_empty()) {
+                (true, true) => continue,
+                (true, false) => Move::Join,
+                (false, true) => Move::Leave,
+                (false, false) => Move::Update,
             };
-            let Some(r) = self.rooms.get_mut(room) else {
-                continue;
-            };
-            match change {
-                Move::Join => r.users += 1,
-                Move::Leave => r.users -= 1,
-                Move::Update => {}
-            }
-            let members = r.users;
-            if r.seats.is_empty() {
-                self.rooms.remove(room);
-            }
-            // A heartbeat that moves nothing is not news.
-            let same_seats = b == a
-                && old
-                    .iter()
-                    .filter(|(r2, _)| r2 == room)
-                    .map(|(_, s)| s)
-                    .eq(seats
-                        .iter()
-                        .filter(|(r2, ..)| r2 == room)
-                        .map(|(_, s, _)| s));
-            if change == Move::Update && same_seats {
-                continue;
-            }
-            changes.push(RoomChange {
-                room: room.clone(),
-                user_id: user_id.to_owned(),
-                change,
-                sessions: a,
-                members,
+            let news = change != Move::Update || !same_sessions(b, a);
+            let member = (!a.is_empty()).then(|| {
+                let mut devices: Vec<(Arc<str>, u32)> = Vec::new();
+                for s in a {
+                    let d = self.device(s.device_type.as_deref());
+                    match devices.iter_mut().find(|(x, _)| *x == d) {
+                        Some(entry) => entry.1 += 1,
+                        None => devices.push((d, 1)),
+                    }
+                }
+                Member {
+                    sessions: a.len(),
+                    devices,
+                    last_activity: a.iter().map(|s| s.last_activity).max().unwrap_or(0),
+                }
             });
-        }
-        if !seats.is_empty() {
-            self.of_user.insert(
-                user_id.to_owned(),
-                seats.into_iter().map(|(r, s, _)| (r, s)).collect(),
-            );
+            let room = match self.rooms.get_mut(name) {
+                Some(r) => r,
+                None => self.rooms.entry(Arc::from(name)).or_default(),
+            };
+            if let Some(old) = room.members.remove(user_id) {
+                room.sessions -= old.sessions;
+            }
+            if let Some(m) = member {
+                room.sessions += m.sessions;
+                room.members.insert(user_id.to_owned(), m);
+            }
+            let members = room.members.len();
+            if members == 0 {
+                self.rooms.remove(name);
+            }
+            // A heartbeat that moves no session is not news.
+            if news {
+                changes.push(RoomChange {
+                    room: name.to_owned(),
+                    user_id: user_id.to_owned(),
+                    change,
+                    sessions: a.len(),
+                    members,
+                });
+            }
         }
         changes
-    }
-
-    /// Whether `user_id` has a session in `room`.
-    pub fn is_member(&self, room: &str, user_id: &str) -> bool {
-        self.of_user
-            .get(user_id)
-            .is_some_and(|seats| seats.iter().any(|(r, _)| r == room))
-    }
-
-    /// The rooms `user_id` is in.
-    pub fn rooms_of(&self, user_id: &str) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .of_user
-            .get(user_id)
-            .into_iter()
-            .flatten()
-            .map(|(r, _)| r.clone())
-            .collect();
-        v.dedup();
-        v
     }
 
     /// One room with its members; `None` when nobody is there.
     pub fn room(&self, room: &str, as_of: String, limit: usize) -> Option<RoomJson> {
         let r = self.rooms.get(room)?;
         let mut by_device: BTreeMap<String, usize> = BTreeMap::new();
-        let mut members: Vec<MemberJson> = Vec::new();
-        for ((user, _), seat) in &r.seats {
-            *by_device.entry(device(&seat.device_type)).or_default() += 1;
-            if members.last().is_none_or(|m| &m.user_id != user) {
-                if members.len() == limit {
-                    continue;
-                }
-                members.push(MemberJson {
-                    user_id: user.clone(),
-                    devices: BTreeMap::new(),
-                    last_activity: crate::view::rfc3339(seat.last_activity),
-                });
-            }
-            if let Some(m) = members.last_mut().filter(|m| &m.user_id == user) {
-                *m.devices.entry(device(&seat.device_type)).or_default() += 1;
-                let t = crate::view::rfc3339(seat.last_activity);
-                if t > m.last_activity {
-                    m.last_activity = t;
-                }
+        for m in r.members.values() {
+            for (d, n) in &m.devices {
+                *by_device.entry(d.to_string()).or_default() += *n as usize;
             }
         }
+        let members = r
+            .members
+            .iter()
+            .take(limit)
+            .map(|(user, m)| MemberJson {
+                user_id: user.clone(),
+                devices: m
+                    .devices
+                    .iter()
+                    .map(|(d, n)| (d.to_string(), *n as usize))
+                    .collect(),
+                last_activity: crate::view::rfc3339(m.last_activity),
+            })
+            .collect();
         Some(RoomJson {
             room: room.to_owned(),
             as_of,
-            users: r.users,
-            sessions: r.seats.len(),
+            users: r.members.len(),
+            sessions: r.sessions,
             by_device,
             members,
         })
     }
 
-    /// The busiest rooms, most users first (ties by name).
+    /// The busiest rooms, most users first (ties by name); only those named
+    /// in `only` when given.
     pub fn busiest(&self, limit: usize, only: Option<&[String]>) -> Vec<RoomCount> {
         let mut v: Vec<RoomCount> = self
             .rooms
             .iter()
-            .filter(|(name, _)| only.is_none_or(|o| o.contains(name)))
+            .filter(|(name, _)| only.is_none_or(|o| o.iter().any(|x| x.as_str() == &***name)))
             .map(|(name, r)| RoomCount {
-                room: name.clone(),
-                users: r.users,
-                sessions: r.seats.len(),
+                room: name.to_string(),
+                users: r.members.len(),
+                sessions: r.sessions,
             })
             .collect();
         v.sort_by(|a, b| b.users.cmp(&a.users).then_with(|| a.room.cmp(&b.room)));
@@ -277,8 +262,6 @@ impl Rooms {
 
 #[cfg(test)]
 mod tests {
-    use sessionfold_schemas::SessionState;
-
     use super::*;
 
     fn session(id: &str, page: &str, device: &str, active: bool) -> SessionState {
@@ -301,6 +284,28 @@ mod tests {
         }
     }
 
+    /// Rooms fed with each user's previous state, as the presence view does.
+    #[derive(Default)]
+    struct Track {
+        rooms: Rooms,
+        states: HashMap<String, UserPresence>,
+    }
+
+    impl Track {
+        fn apply(&mut self, user: &str, new: Option<&UserPresence>) -> Vec<RoomChange> {
+            let old = self.states.remove(user);
+            let c = self.rooms.apply(user, old.as_ref(), new);
+            if let Some(n) = new {
+                self.states.insert(user.to_owned(), n.clone());
+            }
+            c
+        }
+
+        fn room(&self, name: &str, limit: usize) -> Option<RoomJson> {
+            self.rooms.room(name, "now".into(), limit)
+        }
+    }
+
     fn moves(c: &[RoomChange]) -> Vec<(&str, Move, usize, usize)> {
         c.iter()
             .map(|c| (c.room.as_str(), c.change, c.sessions, c.members))
@@ -309,7 +314,7 @@ mod tests {
 
     #[test]
     fn two_tabs_in_two_rooms_then_one_closes_then_the_other() {
-        let mut r = Rooms::new();
+        let mut r = Track::default();
         let both = user(
             "ann",
             vec![
@@ -345,12 +350,12 @@ mod tests {
                 ("/results", Move::Leave, 0, 0)
             ]
         );
-        let quiz = r.room("/quiz", "now".into(), 10).expect("room");
+        let quiz = r.room("/quiz", 10).expect("room");
         assert_eq!((quiz.users, quiz.sessions), (2, 3));
         assert_eq!(quiz.by_device.get("mobile"), Some(&1));
         assert_eq!(quiz.members[0].devices.get("desktop"), Some(&1));
         assert_eq!(quiz.members[0].devices.get("mobile"), Some(&1));
-        assert!(r.room("/results", "now".into(), 10).is_none());
+        assert!(r.room("/results", 10).is_none());
         // One tab ends: ann stays; the other ends too: ann leaves.
         let mut one = moved.clone();
         one.sessions[1].active = false;
@@ -360,9 +365,13 @@ mod tests {
             [("/quiz", Move::Update, 1, 2)]
         );
         assert_eq!(moves(&r.apply("ann", None)), [("/quiz", Move::Leave, 0, 1)]);
-        assert!(r.is_member("/quiz", "bob") && !r.is_member("/quiz", "ann"));
+        let members: Vec<String> = r
+            .room("/quiz", 10)
+            .map(|q| q.members.into_iter().map(|m| m.user_id).collect())
+            .unwrap_or_default();
+        assert_eq!(members, ["bob"]);
         assert_eq!(
-            r.busiest(5, None),
+            r.rooms.busiest(5, None),
             [RoomCount {
                 room: "/quiz".into(),
                 users: 1,
@@ -373,7 +382,7 @@ mod tests {
 
     #[test]
     fn a_change_in_a_room_of_ten_thousand_is_one_diff() {
-        let mut r = Rooms::new();
+        let mut r = Track::default();
         for i in 0..10_000 {
             let id = format!("u{i}");
             let u = user(&id, vec![session("s", "/big", "desktop", true)]);
@@ -388,7 +397,7 @@ mod tests {
             moves(&r.apply("u7", None)),
             [("/big", Move::Leave, 0, 10_000)]
         );
-        let big = r.room("/big", "now".into(), 3).expect("room");
+        let big = r.room("/big", 3).expect("room");
         assert_eq!(
             (big.users, big.sessions, big.members.len()),
             (10_000, 10_000, 3)

@@ -159,9 +159,10 @@ impl PresenceView {
     /// A state from an input position older than the one held is a replay and is dropped.
     pub fn apply(&mut self, user_id: &str, state: Option<UserPresence>) -> Update {
         let Some(mut new) = state else {
-            let moved = self.rooms.apply(user_id, None);
+            let old = self.users.remove(user_id);
+            let moved = self.rooms.apply(user_id, old.as_ref(), None);
             self.room_changes.extend(moved);
-            if let Some(old) = self.users.remove(user_id) {
+            if let Some(old) = old {
                 self.by_recency
                     .remove(&(Reverse(last_seen(&old)), user_id.to_owned()));
                 self.counts.apply(&old, -1);
@@ -180,7 +181,9 @@ impl PresenceView {
         // The deduplication memory is the processor's business; no view
         // reads it, and it is the largest part of a busy user's state.
         new.recent_events = Vec::new();
-        let moved = self.rooms.apply(user_id, Some(&new));
+        let moved = self
+            .rooms
+            .apply(user_id, self.users.get(user_id), Some(&new));
         self.room_changes.extend(moved);
         self.by_recency
             .insert((Reverse(last_seen(&new)), user_id.to_owned()));
@@ -235,6 +238,19 @@ impl PresenceView {
     /// The rooms: who is in which page or named room now.
     pub fn rooms(&self) -> &crate::rooms::Rooms {
         &self.rooms
+    }
+
+    /// Whether `user_id` has an active session in `room`.
+    pub fn in_room(&self, room: &str, user_id: &str) -> bool {
+        crate::rooms::seats(self.users.get(user_id)).contains_key(room)
+    }
+
+    /// The rooms `user_id` is in.
+    pub fn rooms_of(&self, user_id: &str) -> Vec<String> {
+        crate::rooms::seats(self.users.get(user_id))
+            .into_keys()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The room changes of the states applied since the last call.

@@ -33,12 +33,11 @@ pub(crate) async fn room(
 ) -> Result<Response, ApiError> {
     let unknown = || ApiError::NotFound(format!("nobody in room {room:?}"));
     let view = s.presence();
-    let rooms = view.rooms();
-    if !(caller.sees_all_presence() || rooms.is_member(&room, &caller.user_id)) {
+    if !(caller.sees_all_presence() || view.in_room(&room, &caller.user_id)) {
         return Err(unknown());
     }
     let limit = q.limit.unwrap_or(DEFAULT_MEMBERS).clamp(1, 10_000);
-    rooms
+    view.rooms()
         .room(&room, rfc3339(now_millis()), limit)
         .map(|r| Json(r).into_response())
         .ok_or_else(unknown)
@@ -57,7 +56,7 @@ pub(crate) async fn busiest(
     let list = if caller.sees_all_presence() {
         rooms.busiest(limit, None)
     } else {
-        rooms.busiest(limit, Some(&rooms.rooms_of(&caller.user_id)))
+        rooms.busiest(limit, Some(&view.rooms_of(&caller.user_id)))
     };
     Ok(Json(serde_json::json!({
         "as_of": rfc3339(now_millis()),
