@@ -6,7 +6,10 @@ export interface StartOptions {
   token: () => Promise<string>;
   /** The signed-in user; must be the token's subject. */
   userId: string;
-  /** E-mail recorded with the session start. */
+  /**
+   * E-mail recorded with the session start. The ingest requires one; without
+   * it the client sends the placeholder `<userId>@unknown.invalid`.
+   */
   email?: string;
   /** Session id; a random one per tab by default. */
   sessionId?: string;
