@@ -157,6 +157,11 @@ fn apply_batch(
                 .map(|u| (u.online, current_page(&u)));
             let outcome = view.apply(&key, state);
             count(metrics, Stream::Activity, outcome);
+            if outcome == Update::Deleted
+                && let Some(hub) = hub
+            {
+                hub.forget_user(&key);
+            }
             if let Some(hub) = hub.filter(|_| outcome != Update::Stale) {
                 let user = view.user(&key, now);
                 let change = match (&user, before) {

@@ -79,6 +79,10 @@ pub struct Change {
 struct Held {
     next_seq: u64,
     recent: VecDeque<Arc<Change>>,
+    /// The first sequence number still complete here: changes before it
+    /// were evicted. Changes taken out for a deleted user leave gaps that do
+    /// not count: what is missing there must not be resent.
+    oldest: u64,
 }
 
 /// The fan-out point between the changelog follower and the subscribers.
@@ -112,6 +116,7 @@ impl Hub {
             capacity: capacity.max(1),
             held: Mutex::new(Held {
                 next_seq: 1,
+                oldest: 1,
                 recent: VecDeque::new(),
             }),
             tx,
@@ -155,12 +160,26 @@ impl Hub {
         });
         held.next_seq += 1;
         if held.recent.len() == self.capacity {
-            held.recent.pop_front();
+            if let Some(gone) = held.recent.pop_front() {
+                held.oldest = gone.seq + 1;
+            }
         }
         held.recent.push_back(change.clone());
         // Sent under the lock, so that a subscriber's backlog and live feed
         // meet without a gap or an overlap. No receiver is not an error.
         let _ = self.tx.send(change);
+    }
+
+    /// Drops the held changes that carry a deleted user's presence or room
+    /// moves, so that a resuming subscriber is not sent the state of a user
+    /// who is gone (purged, or forgotten on request). The deletion itself is
+    /// published after this and stays.
+    pub fn forget_user(&self, user_id: &str) {
+        let mut held = self.held();
+        held.recent.retain(|c| match &c.audience {
+            Audience::Presence(u) | Audience::Room { user: u, .. } => u != user_id,
+            Audience::Import { .. } => true,
+        });
     }
 
     /// The event id of a change.
@@ -183,7 +202,7 @@ impl Hub {
             .strip_prefix(&self.epoch)
             .and_then(|rest| rest.strip_prefix('-'))
             .and_then(|n| n.parse::<u64>().ok());
-        let oldest = held.recent.front().map_or(held.next_seq, |c| c.seq);
+        let oldest = held.oldest;
         match seq {
             Some(s) if s + 1 >= oldest && s < held.next_seq => Subscription {
                 backlog: held.recent.iter().filter(|c| c.seq > s).cloned().collect(),
@@ -443,6 +462,24 @@ mod tests {
         let got = take(slow, 5).await;
         assert_eq!(got.len(), 1, "the slow one ends after the notice: {got:?}");
         assert!(got[0].contains("dropped"), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_deleted_user_s_held_changes_are_not_resent() {
+        let hub = Arc::new(Hub::new("e9".into(), 100));
+        presence(&hub, "ann", 3);
+        presence(&hub, "bob", 1);
+        hub.forget_user("ann");
+        hub.publish(
+            "presence",
+            Audience::Presence("ann".into()),
+            r#"{"user_id":"ann","change":"deleted","user":null}"#.into(),
+        );
+        let sub = hub.subscribe(Some("e9-0"));
+        let held: Vec<&str> = sub.backlog.iter().map(|c| c.data.as_str()).collect();
+        assert_eq!(held.len(), 2, "{held:?}");
+        assert!(held[0].contains("bob"), "{held:?}");
+        assert!(held[1].contains("deleted"), "{held:?}");
     }
 
     #[test]
