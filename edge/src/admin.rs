@@ -243,8 +243,17 @@ pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
 pub fn check_partition_counts(brokers: &str, topics: &Topics) -> Result<(), EdgeError> {
     let consumer: rdkafka::consumer::BaseConsumer<QuietLogs> =
         client_config(brokers).create_with_context(QuietLogs::default())?;
+    // A topic created a moment ago may not be in the metadata yet (no
+    // partitions, or an error for it): wait for it rather than judge it.
     let count = |topic: &str| -> Result<usize, EdgeError> {
-        Ok(crate::catch_up::partitions(&consumer, topic)?.len())
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let n = crate::catch_up::partitions(&consumer, topic)?.len();
+            if n > 0 || std::time::Instant::now() >= deadline {
+                return Ok(n);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     };
     for (input, changelog) in [
         (&topics.activity, &topics.presence),
