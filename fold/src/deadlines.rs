@@ -8,36 +8,29 @@
 //! older, earlier entry in the heap is put back at the current deadline when
 //! it comes due. An earlier deadline adds an entry; entries that no longer
 //! match their entity's deadline are dropped when they come up.
+//!
+//! [`DeadlineHeap`] leaves the current deadline with the caller (the
+//! presence table keeps it beside each user's state, so an event costs one
+//! lookup); [`Deadlines`] keeps it in a map of its own.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use sessionfold_schemas::Millis;
 
-/// Entities ordered by deadline.
+/// Entries by deadline; each entity's current deadline is held by the caller.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Deadlines {
+pub(crate) struct DeadlineHeap {
     heap: BinaryHeap<Reverse<(Millis, String)>>,
-    of: HashMap<String, Millis>,
 }
 
-impl Deadlines {
-    /// Sets (or, with `None`, clears) an entity's deadline.
-    pub(crate) fn set(&mut self, id: &str, deadline: Option<Millis>) {
-        match (self.of.get_mut(id), deadline) {
-            (Some(cur), Some(t)) if t >= *cur => *cur = t,
-            (Some(cur), Some(t)) => {
-                *cur = t;
-                self.heap.push(Reverse((t, id.to_owned())));
-            }
-            (Some(_), None) => {
-                self.of.remove(id);
-            }
-            (None, Some(t)) => {
-                self.of.insert(id.to_owned(), t);
-                self.heap.push(Reverse((t, id.to_owned())));
-            }
-            (None, None) => {}
+impl DeadlineHeap {
+    /// Notes that an entity's deadline moved from `old` to `new`.
+    pub(crate) fn moved(&mut self, id: &str, old: Option<Millis>, new: Option<Millis>) {
+        if let Some(t) = new
+            && old.is_none_or(|o| t < o)
+        {
+            self.heap.push(Reverse((t, id.to_owned())));
         }
     }
 
@@ -47,15 +40,17 @@ impl Deadlines {
         self.heap.peek().map(|Reverse((t, _))| *t)
     }
 
-    /// Removes and returns an entity whose deadline is at or before `now`.
-    pub(crate) fn pop_due(&mut self, now: Millis) -> Option<String> {
+    /// Removes and returns an entity whose current deadline (as `current`
+    /// tells) is at or before `now`. The caller then clears that deadline.
+    pub(crate) fn pop_due(
+        &mut self,
+        now: Millis,
+        mut current: impl FnMut(&str) -> Option<Millis>,
+    ) -> Option<String> {
         while self.next()? <= now {
             let Reverse((t, id)) = self.heap.pop()?;
-            match self.of.get(&id).copied() {
-                Some(cur) if cur == t => {
-                    self.of.remove(&id);
-                    return Some(id);
-                }
+            match current(&id) {
+                Some(cur) if cur == t => return Some(id),
                 // Moved later since: due again at its current deadline.
                 Some(cur) if cur > t => self.heap.push(Reverse((cur, id))),
                 // Moved earlier (another entry holds it) or cleared.
@@ -66,6 +61,38 @@ impl Deadlines {
     }
 }
 
+/// Entities ordered by deadline, with their current deadlines.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Deadlines {
+    heap: DeadlineHeap,
+    of: HashMap<String, Millis>,
+}
+
+impl Deadlines {
+    /// Sets (or, with `None`, clears) an entity's deadline.
+    pub(crate) fn set(&mut self, id: &str, deadline: Option<Millis>) {
+        let old = self.of.get(id).copied();
+        self.heap.moved(id, old, deadline);
+        match (self.of.get_mut(id), deadline) {
+            (Some(cur), Some(t)) => *cur = t,
+            (Some(_), None) => {
+                self.of.remove(id);
+            }
+            (None, Some(t)) => {
+                self.of.insert(id.to_owned(), t);
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Removes and returns an entity whose deadline is at or before `now`.
+    pub(crate) fn pop_due(&mut self, now: Millis) -> Option<String> {
+        let of = &self.of;
+        let id = self.heap.pop_due(now, |id| of.get(id).copied())?;
+        self.of.remove(&id);
+        Some(id)
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;

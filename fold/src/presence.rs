@@ -1,8 +1,8 @@
 //! Presence: activity events folded into per-user state, with windowed expiry.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
-use crate::deadlines::Deadlines;
+use crate::deadlines::DeadlineHeap;
 
 use sessionfold_schemas::{
     ActivityBody, ActivityEvent, EndReason, EndedReason, Millis, SessionState, UserPresence,
@@ -168,13 +168,29 @@ fn apply_body(u: &mut UserPresence, e: &ActivityEvent) {
     }
 }
 
+/// A user's state with what the table keeps beside it, so that folding an
+/// event costs one lookup of the user.
+#[derive(Debug, Clone)]
+struct Slot {
+    state: UserPresence,
+    /// The deadline the heap was last told about.
+    deadline: Option<Millis>,
+    /// Changed since the last [`PresenceTable::take_dirty`] (and listed).
+    dirty: bool,
+}
+
 /// The presence state of one input partition, with its deadline index.
 #[derive(Debug, Clone, Default)]
 pub struct PresenceTable {
     cfg: PresenceConfig,
-    users: HashMap<String, UserPresence>,
-    deadlines: Deadlines,
-    dirty: BTreeSet<String>,
+    // foldhash rather than SipHash: hashing the id was an eighth of the
+    // fold's instructions. Its per-table random seed still keeps crafted
+    // ids from piling into one bucket.
+    users: HashMap<String, Slot, foldhash::fast::RandomState>,
+    deadlines: DeadlineHeap,
+    /// Ids changed since the last take, in no order, possibly repeated (a
+    /// user deleted and seen again); sorted and deduplicated when taken.
+    dirty: Vec<String>,
     sessions: usize,
 }
 
@@ -209,12 +225,12 @@ impl PresenceTable {
 
     /// A user's state.
     pub fn get(&self, user_id: &str) -> Option<&UserPresence> {
-        self.users.get(user_id)
+        self.users.get(user_id).map(|s| &s.state)
     }
 
     /// Every user, in no particular order.
     pub fn users(&self) -> impl Iterator<Item = &UserPresence> {
-        self.users.values()
+        self.users.values().map(|s| &s.state)
     }
 
     /// The earliest time at which [`PresenceTable::tick`] has work.
@@ -227,20 +243,31 @@ impl PresenceTable {
         let id = state.user_id.clone();
         self.remove(&id);
         self.sessions += state.sessions.len();
-        self.users.insert(id.clone(), state);
-        self.reindex(&id);
+        let deadline = deadline(&state, &self.cfg);
+        self.deadlines.moved(&id, None, deadline);
+        self.users.insert(
+            id,
+            Slot {
+                state,
+                deadline,
+                dirty: false,
+            },
+        );
     }
 
-    fn remove(&mut self, user_id: &str) {
-        if let Some(old) = self.users.remove(user_id) {
-            self.sessions -= old.sessions.len();
+    /// Drops a user's state; the heap's entries for it go stale. Returns
+    /// whether the user was listed as changed.
+    fn remove(&mut self, user_id: &str) -> Option<bool> {
+        let old = self.users.remove(user_id)?;
+        self.sessions -= old.state.sessions.len();
+        Some(old.dirty)
+    }
+
+    /// Lists a deleted user as changed unless it already is.
+    fn deleted(&mut self, user_id: &str, was_dirty: bool) {
+        if !was_dirty {
+            self.dirty.push(user_id.to_owned());
         }
-        self.deadlines.set(user_id, None);
-    }
-
-    fn reindex(&mut self, user_id: &str) {
-        let deadline = self.users.get(user_id).and_then(|u| deadline(u, &self.cfg));
-        self.deadlines.set(user_id, deadline);
     }
 
     /// Applies one event read at `pos`, with `now` as the current time.
@@ -255,36 +282,41 @@ impl PresenceTable {
         check_key(key, "user_id", &e.user_id)?;
         let cfg = self.cfg;
         let hash = event_hash(&e.event_id);
-        let memory = self.users.get(&e.user_id).map(|u| Memory {
-            position: Position {
-                partition: u.source_partition,
-                offset: u.source_offset,
-            },
-            recent: &u.recent_events,
-            latest: latest_activity(u).unwrap_or(Millis::MIN),
-        });
-        if let Some(done) = admit(
-            memory,
-            &e.user_id,
-            hash,
-            e.occurred_at,
-            pos,
-            cfg.dedup_window,
-        )? {
-            return Ok(done);
-        }
         // The id is copied only for a user seen for the first time.
-        let user = match self.users.get_mut(&e.user_id) {
-            Some(u) => u,
-            None => self
-                .users
-                .entry(e.user_id.clone())
-                .or_insert_with(|| UserPresence {
+        let slot = match self.users.get_mut(e.user_id.as_str()) {
+            Some(slot) => {
+                let u = &slot.state;
+                let memory = Memory {
+                    position: Position {
+                        partition: u.source_partition,
+                        offset: u.source_offset,
+                    },
+                    recent: &u.recent_events,
+                    latest: latest_activity(u).unwrap_or(Millis::MIN),
+                };
+                if let Some(done) = admit(
+                    Some(memory),
+                    &e.user_id,
+                    hash,
+                    e.occurred_at,
+                    pos,
+                    cfg.dedup_window,
+                )? {
+                    return Ok(done);
+                }
+                slot
+            }
+            None => self.users.entry(e.user_id.clone()).or_insert(Slot {
+                state: UserPresence {
                     user_id: e.user_id.clone(),
                     profile_at: Millis::MIN,
                     ..UserPresence::default()
-                }),
+                },
+                deadline: None,
+                dirty: false,
+            }),
         };
+        let user = &mut slot.state;
         let before = user.sessions.len();
         apply_body(user, e);
         for s in &mut user.sessions {
@@ -297,33 +329,45 @@ impl PresenceTable {
         user.source_partition = pos.partition;
         user.source_offset = pos.offset;
         self.sessions += user.sessions.len() - before;
-        if !self.dirty.contains(&e.user_id) {
-            self.dirty.insert(e.user_id.clone());
+        let next = deadline(user, &cfg);
+        self.deadlines.moved(&e.user_id, slot.deadline, next);
+        slot.deadline = next;
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push(e.user_id.clone());
         }
-        self.reindex(&e.user_id);
         Ok(Applied::Changed)
     }
 
     /// Drops everything held about a forgotten user; true when there was
     /// something (the caller then publishes its deletion).
     pub fn forget(&mut self, user_id: &str) -> bool {
-        if !self.users.contains_key(user_id) {
-            return false;
+        match self.remove(user_id) {
+            Some(was_dirty) => {
+                self.deleted(user_id, was_dirty);
+                true
+            }
+            None => false,
         }
-        self.remove(user_id);
-        self.dirty.insert(user_id.to_owned());
-        true
     }
 
     /// Expires and purges what is due at `now`; returns how many users changed.
     /// Costs the number of users with a deadline passed, not the number stored.
     pub fn tick(&mut self, now: Millis) -> usize {
+        let cfg = self.cfg;
         let mut changed = 0;
-        while let Some(id) = self.deadlines.pop_due(now) {
-            let cfg = self.cfg;
-            let Some(u) = self.users.get_mut(&id) else {
+        loop {
+            let users = &self.users;
+            let Some(id) = self
+                .deadlines
+                .pop_due(now, |id| users.get(id).and_then(|s| s.deadline))
+            else {
+                break;
+            };
+            let Some(slot) = self.users.get_mut(&id) else {
                 continue;
             };
+            let u = &mut slot.state;
             let before = u.sessions.len();
             let mut touched = false;
             for s in &mut u.sessions {
@@ -333,14 +377,22 @@ impl PresenceTable {
             touched |= u.sessions.len() != before;
             self.sessions -= before - u.sessions.len();
             if u.sessions.is_empty() {
-                self.users.remove(&id);
-                touched = true;
+                let was_dirty = self.remove(&id).unwrap_or(false);
+                self.deleted(&id, was_dirty);
+                changed += 1;
+                continue;
             }
+            // The entry that came due is gone: index the new deadline afresh.
+            let next = deadline(u, &cfg);
+            self.deadlines.moved(&id, None, next);
+            slot.deadline = next;
             if touched {
                 changed += 1;
-                self.dirty.insert(id.clone());
+                if !slot.dirty {
+                    slot.dirty = true;
+                    self.dirty.push(id);
+                }
             }
-            self.reindex(&id);
         }
         changed
     }
@@ -348,7 +400,15 @@ impl PresenceTable {
     /// The ids of users changed since the last call, sorted; a user no longer
     /// in the table was deleted.
     pub fn take_dirty(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.dirty).into_iter().collect()
+        let mut ids = std::mem::take(&mut self.dirty);
+        for id in &ids {
+            if let Some(slot) = self.users.get_mut(id) {
+                slot.dirty = false;
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// True when changes are waiting to be taken.

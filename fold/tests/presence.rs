@@ -326,6 +326,92 @@ proptest! {
     }
 }
 
+/// Every user's state as a full recount of expiry at `now` would leave it:
+/// sessions refreshed, sessions past retention dropped, empty users gone.
+fn expired_by_recount(t: &PresenceTable, now: Millis) -> Vec<UserPresence> {
+    let c = cfg();
+    let mut v: Vec<UserPresence> = t
+        .users()
+        .cloned()
+        .filter_map(|mut u| {
+            for s in &mut u.sessions {
+                refresh_session(s, &c, now);
+            }
+            u.sessions.retain(|s| s.last_activity + c.retention > now);
+            (!u.sessions.is_empty()).then_some(u)
+        })
+        .collect();
+    v.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+    v
+}
+
+fn by_user(t: &PresenceTable) -> std::collections::BTreeMap<String, UserPresence> {
+    t.users().map(|u| (u.user_id.clone(), u.clone())).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
+
+    /// Events, ticks, forgetting and taking the changes, interleaved: every
+    /// user whose state differs from the last take is among the changes
+    /// taken (a change left out would never reach the store or the
+    /// changelog), and a tick expires exactly what a recount of every user
+    /// would.
+    #[test]
+    fn changes_are_never_lost_and_ticks_miss_nothing(
+        events in history(),
+        steps in proptest::collection::vec((0u8..6, 0i64..90), 1..40),
+    ) {
+        let mut t = PresenceTable::new(cfg());
+        let mut taken = by_user(&t);
+        let mut now = T0;
+        let mut next = 0usize;
+        for (op, minutes) in steps {
+            match op {
+                0..=2 => {
+                    for _ in 0..3 {
+                        let Some(e) = events.get(next) else { break };
+                        now = now.max(e.occurred_at);
+                        let _ = t.apply(Some(&e.user_id), e, pos(next as i64), now);
+                        next += 1;
+                    }
+                }
+                3 => {
+                    now += minutes * MIN / 3;
+                    let expected = expired_by_recount(&t, now);
+                    t.tick(now);
+                    let mut got: Vec<UserPresence> = t.users().cloned().collect();
+                    got.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+                    prop_assert_eq!(got, expected);
+                }
+                4 => {
+                    t.forget(&format!("u{}", minutes % 3));
+                }
+                _ => {
+                    let dirty = t.take_dirty();
+                    let mut sorted = dirty.clone();
+                    sorted.sort();
+                    sorted.dedup();
+                    prop_assert_eq!(&dirty, &sorted);
+                    let current = by_user(&t);
+                    for id in taken.keys().chain(current.keys()) {
+                        if taken.get(id) != current.get(id) {
+                            prop_assert!(dirty.contains(id), "change of {} not taken", id);
+                        }
+                    }
+                    prop_assert!(!t.has_dirty());
+                    taken = current;
+                }
+            }
+        }
+    }
+}
+
 /// A small deterministic shuffle (xorshift), so a failing case reproduces from its seed.
 fn shuffle<T>(v: &mut [T], mut seed: u64) {
     for i in (1..v.len()).rev() {
