@@ -289,19 +289,34 @@ pub async fn processor(
     let m = processor.metrics().await?;
     let entities = metric_sum(&m, "sessionfold_processor_state_entities") as u64;
     let per_event = |name: &str| metric_sum(&m, name) / done.max(1) as f64;
+    let stage = |label: &str| {
+        let line = format!("sessionfold_processor_stage_seconds_total{{stage=\"{label}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(line.as_str())?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            * 1e6
+            / done.max(1) as f64
+    };
     let run = ProcessorRun {
         events_per_sec: rate,
+        stage_us: STAGE_LABELS.map(stage),
         writes_per_event: per_event("sessionfold_processor_store_writes_total"),
         bytes_per_event: per_event("sessionfold_processor_store_bytes_total"),
     };
     Ok((run, entities))
 }
 
+/// The processor's stages as its `stage_seconds_total` metric labels them.
+pub const STAGE_LABELS: [&str; 5] = ["poll", "fold", "publish", "ack_wait", "store"];
+
 /// The processor end to end.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct ProcessorRun {
     /// Input events per second, counted when durable.
     pub events_per_sec: f64,
+    /// Microseconds per event spent in each of [`STAGE_LABELS`], over the
+    /// processor's life (its own clock, not a profiler's).
+    pub stage_us: [f64; 5],
     /// States written to sled per input event (after per-key coalescing).
     pub writes_per_event: f64,
     /// Bytes written to sled per input event.

@@ -388,6 +388,35 @@ impl Results {
                 );
             }
         }
+        let runs = [
+            ("tansu 0.6.0", self.processor_store),
+            ("Apache Kafka 4.1.1", self.on_kafka.as_ref().map(|k| k.store)),
+        ];
+        if runs.iter().any(|(_, r)| r.is_some()) {
+            let _ = writeln!(
+                md,
+                "\nWhere the processor's time goes, by its own clock (`sessionfold_processor_stage_seconds_total`), \
+                 in µs per event: poll (taking records from the consumer while records wait), fold (checks, \
+                 decode, fold), publish (state encoding, handing records to the producer), ack wait \
+                 (the broker's acknowledgements), store (sled). The wall column is 1 / events per second; \
+                 what the stages leave of it is time the loop's thread did not run.\n"
+            );
+            let _ = writeln!(
+                md,
+                "| broker | poll | fold | publish | ack wait | store | stages | wall |\n|---|---|---|---|---|---|---|---|"
+            );
+            for (broker, run) in runs {
+                let Some(run) = run else { continue };
+                let cells: Vec<String> = run.stage_us.iter().map(|u| format!("{u:.2}")).collect();
+                let _ = writeln!(
+                    md,
+                    "| {broker} | {} | {:.2} | {:.2} |",
+                    cells.join(" | "),
+                    run.stage_us.iter().sum::<f64>(),
+                    1e6 / run.events_per_sec
+                );
+            }
+        }
         let _ = writeln!(md, "\n## Against the targets\n");
         let _ = writeln!(md, "| target | measured | verdict |\n|---|---|---|");
         if let (Some(p), Some(d)) = (self.processor, self.drain) {

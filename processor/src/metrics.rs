@@ -47,6 +47,73 @@ pub struct Metrics {
     pub store_writes: prometheus::IntCounter,
     /// Bytes of keys and states written to the local store.
     pub store_bytes: prometheus::IntCounter,
+    /// Seconds the loop spent in each stage (see [`Stage`]).
+    pub stage_seconds: prometheus::CounterVec,
+}
+
+/// The stages of the loop whose time is counted, so that a slow processor
+/// shows where its time goes without a profiler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Taking records from the consumer, while records wait or are taken
+    /// (idle waits are not counted).
+    Poll,
+    /// Checking, decoding and folding records.
+    Fold,
+    /// Encoding changed states and handing records to the producer.
+    Publish,
+    /// Waiting for the broker to acknowledge a batch's output.
+    AckWait,
+    /// Writing states and input offsets to the local store.
+    Store,
+}
+
+impl Stage {
+    /// Every stage, in the order of the loop.
+    pub const ALL: [Stage; 5] = [
+        Stage::Poll,
+        Stage::Fold,
+        Stage::Publish,
+        Stage::AckWait,
+        Stage::Store,
+    ];
+
+    /// The metric's label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Poll => "poll",
+            Stage::Fold => "fold",
+            Stage::Publish => "publish",
+            Stage::AckWait => "ack_wait",
+            Stage::Store => "store",
+        }
+    }
+}
+
+/// Time per stage gathered over a batch and added to the metric at its end,
+/// not through a labelled lookup per record.
+#[derive(Debug, Default)]
+pub struct StageClock {
+    spent: [std::time::Duration; 5],
+}
+
+impl StageClock {
+    /// Adds the time since `since` to `stage`.
+    pub fn add(&mut self, stage: Stage, since: std::time::Instant) {
+        self.spent[stage as usize] += since.elapsed();
+    }
+
+    /// Moves the gathered time into the metric.
+    pub fn flush(&mut self, metric: &prometheus::CounterVec) {
+        for stage in Stage::ALL {
+            let d = std::mem::take(&mut self.spent[stage as usize]);
+            if !d.is_zero() {
+                metric
+                    .with_label_values(&[stage.label()])
+                    .inc_by(d.as_secs_f64());
+            }
+        }
+    }
 }
 
 impl Metrics {
@@ -135,6 +202,14 @@ impl Metrics {
             "forgotten_entities_total",
             "Users' presence states and imports deleted because the user asked to be forgotten",
         )?;
+        let stage_seconds = prometheus::CounterVec::new(
+            Opts::new(
+                "stage_seconds_total",
+                "Seconds the loop spent per stage: poll (while records wait), fold (checks, decode, fold), publish (state encoding, handing to the producer), ack_wait (broker acknowledgements), store (local store writes)",
+            ),
+            &["stage"],
+        )?;
+        registry.register(Box::new(stage_seconds.clone()))?;
         for c in [&committed, &store_writes, &store_bytes, &forgotten] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -174,6 +249,7 @@ impl Metrics {
             committed,
             store_writes,
             store_bytes,
+            stage_seconds,
         })
     }
 }

@@ -5,6 +5,7 @@
 //! a changelog partition holds at most one incomplete batch, its last.
 
 use super::*;
+use crate::metrics::Stage;
 use crate::output::{acknowledged, publish};
 
 /// A batch handed to the producer whose states are not yet stored.
@@ -95,6 +96,7 @@ impl Core {
             });
         }
         let deliveries = publish(&self.producer, &mut outgoing)?;
+        self.clock.add(Stage::Publish, started);
         let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
         for o in &outgoing {
             *counts.entry(o.topic).or_default() += 1;
@@ -142,7 +144,9 @@ impl Core {
         let Some(f) = self.in_flight.take() else {
             return Ok(());
         };
+        let waiting = Instant::now();
         acknowledged(&self.runtime, f.deliveries)?;
+        self.clock.add(Stage::AckWait, waiting);
         for (topic, n) in &f.outgoing {
             self.metrics
                 .records_out
@@ -162,7 +166,9 @@ impl Core {
                     .map(|(k, v)| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64)
                     .sum(),
             );
+            let storing = Instant::now();
             self.store.commit(&tree(part.0, part.1), write)?;
+            self.clock.add(Stage::Store, storing);
             if let Some(n) = next {
                 if let Some(owned) = self.parts.get_mut(&part) {
                     owned.position = Some(n);
@@ -172,6 +178,7 @@ impl Core {
             }
         }
         self.metrics.committed.inc_by(f.records as u64);
+        self.clock.flush(&self.metrics.stage_seconds);
         let (mut users, mut sessions, mut imports) = (0, 0, 0);
         for ((stream, _), owned) in &self.parts {
             let t = &owned.table;

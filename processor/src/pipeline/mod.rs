@@ -29,7 +29,7 @@ use sessionfold_schemas::{Contract, Topics, headers, partition};
 use crate::ProcessorError;
 use crate::dead_letter::DeadLetter;
 use crate::liveness::{Coverage, Movement};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stage, StageClock};
 use crate::offsets::{OffsetTracker, Verdict};
 use crate::output::{Outgoing, changelog_headers};
 
@@ -165,6 +165,8 @@ struct Core {
     /// A copy of them taken at the last batch's end, so that folding a
     /// record takes no lock; refreshed when the follower knows more.
     forgotten: Erasures,
+    /// Time spent per stage since the last batch's end.
+    clock: StageClock,
 }
 
 /// One owned input partition: its folded state and where it stands.
@@ -231,6 +233,7 @@ impl Processor {
             coverage: Coverage::new(Duration::ZERO),
             erasures,
             forgotten: Erasures::new(),
+            clock: StageClock::default(),
         }));
         let settings = lock(&core).settings.clone();
         let mut config = sessionfold_edge::consumer_config(&settings.brokers);
@@ -294,8 +297,12 @@ impl Processor {
             } else {
                 Duration::from_millis(100)
             };
+            let polling = Instant::now();
             let polled = self.consumer.poll(wait);
             let mut core = lock(&self.core);
+            if pending || matches!(polled, Some(Ok(_))) {
+                core.clock.add(Stage::Poll, polling);
+            }
             if let Some(e) = core.failed.take() {
                 return Err(e);
             }
@@ -312,7 +319,10 @@ impl Processor {
                     if core.batch.records == 0 {
                         started = Instant::now();
                     }
-                    if let Some((p, at)) = core.fold_one(&msg, now_millis()) {
+                    let folding = Instant::now();
+                    let gap = core.fold_one(&msg, now_millis());
+                    core.clock.add(Stage::Fold, folding);
+                    if let Some((p, at)) = gap {
                         drop(msg);
                         let topic = p.0.input(&core.settings.topics).to_owned();
                         if let Err(e) = self.consumer.seek(
