@@ -390,7 +390,10 @@ impl Results {
         }
         let runs = [
             ("tansu 0.6.0", self.processor_store),
-            ("Apache Kafka 4.1.1", self.on_kafka.as_ref().map(|k| k.store)),
+            (
+                "Apache Kafka 4.1.1",
+                self.on_kafka.as_ref().map(|k| k.store),
+            ),
         ];
         if runs.iter().any(|(_, r)| r.is_some()) {
             let _ = writeln!(
