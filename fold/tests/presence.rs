@@ -287,6 +287,29 @@ fn fold_all(events: &[ActivityEvent], now: Millis) -> PresenceTable {
     t
 }
 
+/// Every user's state as a full recount of expiry at `now` would leave it:
+/// sessions refreshed, sessions past retention dropped, empty users gone.
+fn expired_by_recount(t: &PresenceTable, now: Millis) -> Vec<UserPresence> {
+    let c = cfg();
+    let mut v: Vec<UserPresence> = t
+        .users()
+        .cloned()
+        .filter_map(|mut u| {
+            for s in &mut u.sessions {
+                refresh_session(s, &c, now);
+            }
+            u.sessions.retain(|s| s.last_activity + c.retention > now);
+            (!u.sessions.is_empty()).then_some(u)
+        })
+        .collect();
+    v.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+    v
+}
+
+fn by_user(t: &PresenceTable) -> std::collections::BTreeMap<String, UserPresence> {
+    t.users().map(|u| (u.user_id.clone(), u.clone())).collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         failure_persistence: Some(Box::new(
@@ -324,38 +347,6 @@ proptest! {
         }
         prop_assert_eq!(order_free(&clean), order_free(&t));
     }
-}
-
-/// Every user's state as a full recount of expiry at `now` would leave it:
-/// sessions refreshed, sessions past retention dropped, empty users gone.
-fn expired_by_recount(t: &PresenceTable, now: Millis) -> Vec<UserPresence> {
-    let c = cfg();
-    let mut v: Vec<UserPresence> = t
-        .users()
-        .cloned()
-        .filter_map(|mut u| {
-            for s in &mut u.sessions {
-                refresh_session(s, &c, now);
-            }
-            u.sessions.retain(|s| s.last_activity + c.retention > now);
-            (!u.sessions.is_empty()).then_some(u)
-        })
-        .collect();
-    v.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-    v
-}
-
-fn by_user(t: &PresenceTable) -> std::collections::BTreeMap<String, UserPresence> {
-    t.users().map(|u| (u.user_id.clone(), u.clone())).collect()
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig {
-        failure_persistence: Some(Box::new(
-            proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
-        )),
-        ..ProptestConfig::default()
-    })]
 
     /// Events, ticks, forgetting and taking the changes, interleaved: every
     /// user whose state differs from the last take is among the changes
