@@ -100,7 +100,12 @@ pub struct StageClock {
 impl StageClock {
     /// Adds the time since `since` to `stage`.
     pub fn add(&mut self, stage: Stage, since: std::time::Instant) {
-        self.spent[stage as usize] += since.elapsed();
+        self.spent(stage, since.elapsed());
+    }
+
+    /// Adds `d` to `stage`.
+    pub fn spent(&mut self, stage: Stage, d: std::time::Duration) {
+        self.spent[stage as usize] += d;
     }
 
     /// Moves the gathered time into the metric.

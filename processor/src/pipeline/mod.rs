@@ -286,12 +286,16 @@ impl Processor {
         let mut next_tick = Instant::now();
         let mut next_group_check = Instant::now() + GROUP_CHECK;
         let mut started = Instant::now();
+        // Whether a batch is being folded or is in flight, as it stood when
+        // the lock was last let go. The rebalance callback inside poll can
+        // only empty both, and a stale `true` costs one poll that does not wait.
+        let mut pending = false;
+        // When the record being folded was taken: the fold stage runs from
+        // there to the next poll (or the batch's end), so that a record costs
+        // three clock reads and one lock.
+        let mut folding_since: Option<Instant> = None;
         while !stop.load(Ordering::SeqCst) {
             // Never hold the lock across poll: the rebalance callback takes it.
-            let pending = {
-                let core = lock(&self.core);
-                core.batch.records > 0 || core.in_flight.is_some()
-            };
             let wait = if pending {
                 Duration::ZERO
             } else {
@@ -299,9 +303,15 @@ impl Processor {
             };
             let polling = Instant::now();
             let polled = self.consumer.poll(wait);
+            let polled_at = Instant::now();
             let mut core = lock(&self.core);
+            if let Some(since) = folding_since.take() {
+                core.clock
+                    .spent(Stage::Fold, polling.saturating_duration_since(since));
+            }
             if pending || matches!(polled, Some(Ok(_))) {
-                core.clock.add(Stage::Poll, polling);
+                core.clock
+                    .spent(Stage::Poll, polled_at.saturating_duration_since(polling));
             }
             if let Some(e) = core.failed.take() {
                 return Err(e);
@@ -317,11 +327,10 @@ impl Processor {
                 }
                 Some(Ok(msg)) => {
                     if core.batch.records == 0 {
-                        started = Instant::now();
+                        started = polled_at;
                     }
-                    let folding = Instant::now();
                     let gap = core.fold_one(&msg, now_millis());
-                    core.clock.add(Stage::Fold, folding);
+                    folding_since = Some(polled_at);
                     if let Some((p, at)) = gap {
                         drop(msg);
                         let topic = p.0.input(&core.settings.topics).to_owned();
@@ -337,9 +346,14 @@ impl Processor {
                     false
                 }
             };
-            let full = core.batch.records >= sizing.records() || started.elapsed() >= sizing.wait();
+            let full = core.batch.records >= sizing.records()
+                || polled_at.saturating_duration_since(started) >= sizing.wait();
             if !(idle || full) {
+                pending = core.batch.records > 0 || core.in_flight.is_some();
                 continue;
+            }
+            if let Some(since) = folding_since.take() {
+                core.clock.add(Stage::Fold, since);
             }
             if core.batch.records > 0 {
                 sizing.ended(idle);
@@ -353,6 +367,7 @@ impl Processor {
             }
             core.commit()?;
             core.commit_group(&self.consumer, None, CommitMode::Async);
+            pending = core.batch.records > 0 || core.in_flight.is_some();
             if Instant::now() >= next_group_check {
                 drop(core);
                 self.check_group();
@@ -463,16 +478,22 @@ impl Core {
                 return None;
             }
         }
-        let role = msg
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == headers::ACTOR_ROLE))
-            .and_then(|h| h.value)
-            .and_then(|v| std::str::from_utf8(v).ok());
+        // Only an import's actor needs vouching for; parsing the headers of
+        // every activity record cost a twentieth of the loop.
+        let authority = match stream {
+            Stream::Activity => Authority::Actor,
+            Stream::Imports => Authority::from_role(
+                msg.headers()
+                    .and_then(|h| h.iter().find(|h| h.key == headers::ACTOR_ROLE))
+                    .and_then(|h| h.value)
+                    .and_then(|v| std::str::from_utf8(v).ok()),
+            ),
+        };
         let record = crate::tables::Input {
             key,
             payload: msg.payload().unwrap_or_default(),
             pos,
-            authority: Authority::from_role(role),
+            authority,
         };
         let applied = table.apply(&self.contract, record, now, &self.forgotten);
         match applied {
