@@ -25,6 +25,12 @@ async fn processor(
         prefix,
         "--batch-max",
         "50",
+        // Every batch folded on three threads, more than the cores of a
+        // small machine, so that the parallel fold is what these tests prove.
+        "--fold-threads",
+        "3",
+        "--fold-parallel-from",
+        "1",
     ];
     args.extend_from_slice(extra);
     let mut p = Service::start("sessionfold-processor", prefix, &args, logs).await?;

@@ -244,6 +244,15 @@ struct RunArgs {
     /// long is reported stuck (metric, log line, /readyz not ready).
     #[arg(long, env = "SESSIONFOLD_STUCK_AFTER", default_value = "60s", value_parser = parse_duration)]
     stuck_after: Duration,
+    /// Threads that fold a batch's partitions side by side; 0 for one per
+    /// core. Each partition's records are folded in order by one thread.
+    #[arg(long, env = "SESSIONFOLD_FOLD_THREADS", default_value_t = 0)]
+    fold_threads: usize,
+    /// Fewest records in a batch for which the fold uses more than one
+    /// thread: starting a thread costs tens of microseconds, folding a
+    /// record about one.
+    #[arg(long, env = "SESSIONFOLD_FOLD_PARALLEL_FROM", default_value_t = 2_000)]
+    fold_parallel_from: usize,
 }
 
 /// The answer to a damaged local store.
@@ -282,6 +291,11 @@ async fn main() -> anyhow::Result<()> {
             session_timeout: args.session_timeout,
             heartbeat_interval: args.heartbeat_interval,
             stuck_after: args.stuck_after,
+            fold_threads: match args.fold_threads {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                n => n,
+            },
+            fold_parallel_from: args.fold_parallel_from,
         },
         state_dir: args.state_dir,
         partitions: args.common.partitions,

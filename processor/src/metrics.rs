@@ -55,10 +55,12 @@ pub struct Metrics {
 /// shows where its time goes without a profiler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// Taking records from the consumer, while records wait or are taken
-    /// (idle waits are not counted).
+    /// Taking records from the consumer and copying them into their
+    /// partitions' queues, while records wait or are taken (idle waits are
+    /// not counted).
     Poll,
-    /// Checking, decoding and folding records.
+    /// Checking, decoding and folding a batch's records (the wall time of
+    /// the fold, however many threads share it).
     Fold,
     /// Encoding changed states and handing records to the producer.
     Publish,

@@ -1,7 +1,9 @@
 //! The consume → fold → publish → commit loop.
 //!
-//! One thread owns the consumer. It polls records into a batch, folds them in
-//! memory and publishes the changed states and dead letters. While the broker
+//! One thread owns the consumer. It polls records into a batch, copying each
+//! into its partition's queue; at the batch's end the partitions' queues are
+//! folded in memory on several threads (`fold`), and the loop publishes the
+//! changed states and dead letters. While the broker
 //! acknowledges them it folds the next batch; before publishing that one it
 //! waits for the acknowledgements and writes the states and next input
 //! offsets in one sled batch per partition. Batches are small while the input
@@ -34,6 +36,7 @@ use crate::offsets::{OffsetTracker, Verdict};
 use crate::output::{Outgoing, changelog_headers};
 
 mod commit;
+mod fold;
 mod group;
 mod rebalance;
 pub mod sizing;
@@ -76,6 +79,10 @@ pub struct LoopSettings {
     /// An owned partition with records waiting that has not moved for this
     /// long counts as stuck.
     pub stuck_after: Duration,
+    /// Threads that fold a batch's partitions side by side (at least 1).
+    pub fold_threads: usize,
+    /// Fewest queued records for which a batch is folded on several threads.
+    pub fold_parallel_from: usize,
 }
 
 pub use sessionfold_edge::now_millis;
@@ -182,6 +189,8 @@ struct Owned {
     stuck_logged: bool,
     /// How many of the known erasures the table has had applied.
     erasures_applied: usize,
+    /// Records polled in this batch and not yet folded.
+    queue: fold::Queue,
 }
 
 type Shared = Arc<Mutex<Core>>;
@@ -290,10 +299,9 @@ impl Processor {
         // the lock was last let go. The rebalance callback inside poll can
         // only empty both, and a stale `true` costs one poll that does not wait.
         let mut pending = false;
-        // When the record being folded was taken: the fold stage runs from
-        // there to the next poll (or the batch's end), so that a record costs
-        // three clock reads and one lock.
-        let mut folding_since: Option<Instant> = None;
+        // When the last record was queued: the time from there to the next
+        // poll counts as polling, so that a record costs two clock reads.
+        let mut queued_at: Option<Instant> = None;
         while !stop.load(Ordering::SeqCst) {
             // Never hold the lock across poll: the rebalance callback takes it.
             let wait = if pending {
@@ -305,9 +313,9 @@ impl Processor {
             let polled = self.consumer.poll(wait);
             let polled_at = Instant::now();
             let mut core = lock(&self.core);
-            if let Some(since) = folding_since.take() {
+            if let Some(since) = queued_at.take() {
                 core.clock
-                    .spent(Stage::Fold, polling.saturating_duration_since(since));
+                    .spent(Stage::Poll, polling.saturating_duration_since(since));
             }
             if pending || matches!(polled, Some(Ok(_))) {
                 core.clock
@@ -329,8 +337,8 @@ impl Processor {
                     if core.batch.records == 0 {
                         started = polled_at;
                     }
-                    let gap = core.fold_one(&msg, now_millis());
-                    folding_since = Some(polled_at);
+                    let gap = core.queue_one(&msg);
+                    queued_at = Some(polled_at);
                     if let Some((p, at)) = gap {
                         drop(msg);
                         let topic = p.0.input(&core.settings.topics).to_owned();
@@ -352,9 +360,12 @@ impl Processor {
                 pending = core.batch.records > 0 || core.in_flight.is_some();
                 continue;
             }
-            if let Some(since) = folding_since.take() {
-                core.clock.add(Stage::Fold, since);
+            if let Some(since) = queued_at.take() {
+                core.clock.add(Stage::Poll, since);
             }
+            // Folded before the tick, so that a heartbeat waiting in the
+            // queue is not expired by the tick first.
+            core.fold_queued(now_millis());
             if core.batch.records > 0 {
                 sizing.ended(idle);
             }
@@ -401,13 +412,14 @@ impl Core {
         }
     }
 
-    /// Folds one record. Returns `Some((partition, offset))` when the record
-    /// lies past the next expected offset: the broker skipped records (tansu
-    /// 0.6.0 does when a fetch starts inside a record batch), so the caller
-    /// seeks back to `offset`, further each time, and records already folded
-    /// are then dropped by offset. Only when even the partition's beginning
-    /// starts past the expected offset (data deleted) is the gap accepted.
-    fn fold_one(&mut self, msg: &BorrowedMessage<'_>, now: Millis) -> Option<(Part, i64)> {
+    /// Queues one record for the batch's fold. Returns `Some((partition,
+    /// offset))` when the record lies past the next expected offset: the
+    /// broker skipped records (tansu 0.6.0 does when a fetch starts inside a
+    /// record batch), so the caller seeks back to `offset`, further each
+    /// time, and records already taken are then dropped by offset. Only when
+    /// even the partition's beginning starts past the expected offset (data
+    /// deleted) is the gap accepted.
+    fn queue_one(&mut self, msg: &BorrowedMessage<'_>) -> Option<(Part, i64)> {
         let pos = Position {
             partition: msg.partition(),
             offset: msg.offset(),
@@ -446,38 +458,10 @@ impl Core {
                     .inc();
             }
         }
-        let table = &mut self.parts.get_mut(&part)?.table;
         let batch = &mut self.batch;
         batch.records += 1;
         batch.starts.entry(part).or_insert(pos.offset);
         batch.ends.insert(part, pos.offset + 1);
-        let dead = |kind: &'static str, error: String| DeadLetter {
-            key: msg.key().map(<[u8]>::to_vec),
-            payload: msg.payload().map(<[u8]>::to_vec),
-            kind,
-            error,
-            source_topic: msg.topic().to_owned(),
-            pos,
-        };
-        let Ok(key) = msg.key().map(std::str::from_utf8).transpose() else {
-            batch
-                .dead
-                .push(dead("bad_key", "record key is not UTF-8".into()));
-            return None;
-        };
-        if let (Some(k), Some(&n)) = (key, self.partition_counts.get(&stream)) {
-            let home = partition::partition_for(k.as_bytes(), n);
-            if home != pos.partition {
-                batch.dead.push(dead(
-                    "wrong_partition",
-                    format!(
-                        "key {k:?} belongs on partition {home} of {n} (murmur2, Kafka's default partitioner), not {}: produce with the murmur2 partitioner (librdkafka: partitioner=murmur2_random)",
-                        pos.partition
-                    ),
-                ));
-                return None;
-            }
-        }
         // Only an import's actor needs vouching for; parsing the headers of
         // every activity record cost a twentieth of the loop.
         let authority = match stream {
@@ -489,25 +473,9 @@ impl Core {
                     .and_then(|v| std::str::from_utf8(v).ok()),
             ),
         };
-        let record = crate::tables::Input {
-            key,
-            payload: msg.payload().unwrap_or_default(),
-            pos,
-            authority,
-        };
-        let applied = table.apply(&self.contract, record, now, &self.forgotten);
-        match applied {
-            Ok((kind, applied)) => {
-                let outcome = match applied {
-                    Applied::Changed => "applied",
-                    Applied::Duplicate => "duplicate",
-                    Applied::AlreadyApplied => "already_applied",
-                    Applied::Forgotten => "forgotten",
-                };
-                *batch.outcomes.entry((kind, outcome)).or_default() += 1;
-            }
-            Err((kind, error)) => batch.dead.push(dead(kind, error)),
-        }
+        owned
+            .queue
+            .push(pos.offset, msg.key(), msg.payload(), authority);
         None
     }
 }

@@ -189,6 +189,7 @@ impl Core {
                     moved: Movement::new(next.unwrap_or(0), Instant::now()),
                     stuck_logged: false,
                     erasures_applied: 0,
+                    queue: fold::Queue::default(),
                 },
             );
             self.metrics.partitions.set(self.parts.len() as i64);

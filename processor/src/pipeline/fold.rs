@@ -1,0 +1,234 @@
+//! Folding a batch. Records are copied out of the consumer as they are
+//! polled, into a queue per partition, and folded at the batch's end with
+//! the partitions spread over threads. A partition's records are folded in
+//! order by one thread; partitions share nothing but read-only inputs, so
+//! nothing is locked while they fold, and the poll (on the loop thread, which
+//! also holds the callbacks' lock) never runs during a fold.
+
+use std::ops::Range;
+
+use super::*;
+
+/// Bytes a drained queue keeps for the next batch; a catch-up batch's buffer
+/// is given back rather than held while the input is caught up.
+const RETAINED: usize = 64 * 1024;
+
+/// One partition's records polled and not yet folded, copied into one
+/// growing buffer so that queuing a record allocates nothing.
+#[derive(Default)]
+pub(super) struct Queue {
+    bytes: Vec<u8>,
+    records: Vec<Queued>,
+}
+
+struct Queued {
+    offset: i64,
+    key: Option<Range<usize>>,
+    payload: Option<Range<usize>>,
+    authority: Authority,
+}
+
+impl Queue {
+    /// Copies one record in.
+    pub(super) fn push(
+        &mut self,
+        offset: i64,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        authority: Authority,
+    ) {
+        let key = key.map(|k| self.copy(k));
+        let payload = payload.map(|p| self.copy(p));
+        self.records.push(Queued {
+            offset,
+            key,
+            payload,
+            authority,
+        });
+    }
+
+    fn copy(&mut self, b: &[u8]) -> Range<usize> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(b);
+        start..self.bytes.len()
+    }
+
+    fn slice(&self, r: &Option<Range<usize>>) -> Option<&[u8]> {
+        r.as_ref().and_then(|r| self.bytes.get(r.clone()))
+    }
+
+    /// Records waiting.
+    pub(super) fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn clear(&mut self) {
+        self.records.clear();
+        self.bytes.clear();
+        self.bytes.shrink_to(RETAINED);
+        self.records.shrink_to(RETAINED / 64);
+    }
+}
+
+/// What every partition's fold reads and none changes.
+struct Inputs<'a> {
+    contract: &'a Contract,
+    forgotten: &'a Erasures,
+    counts: &'a BTreeMap<Stream, i32>,
+    topics: &'a Topics,
+    now: Millis,
+}
+
+/// What folding one partition's queue produced for the batch.
+#[derive(Default)]
+struct Folded {
+    part: Option<Part>,
+    dead: Vec<DeadLetter>,
+    outcomes: BTreeMap<(&'static str, &'static str), u64>,
+}
+
+impl Core {
+    /// Folds every queued record, at `now`. Partitions are spread over up to
+    /// `fold_threads` threads, balanced by their queued records.
+    pub(super) fn fold_queued(&mut self, now: Millis) {
+        let queued: usize = self.parts.values().map(|o| o.queue.len()).sum();
+        if queued == 0 {
+            return;
+        }
+        let started = Instant::now();
+        let inputs = Inputs {
+            contract: &self.contract,
+            forgotten: &self.forgotten,
+            counts: &self.partition_counts,
+            topics: &self.settings.topics,
+            now,
+        };
+        let mut work: Vec<(Part, &mut Owned)> = self
+            .parts
+            .iter_mut()
+            .filter(|(_, o)| o.queue.len() > 0)
+            .map(|(p, o)| (*p, o))
+            .collect();
+        let threads = self.settings.fold_threads.clamp(1, work.len().max(1));
+        let mut folded = if threads == 1 || queued < self.settings.fold_parallel_from {
+            work.into_iter()
+                .map(|(p, o)| fold_partition(p, o, &inputs))
+                .collect()
+        } else {
+            // The longest queues are taken first, so that the threads end
+            // close together.
+            work.sort_by_key(|(_, o)| o.queue.len());
+            fold_in_parallel(work, threads, &inputs)
+        };
+        folded.sort_by_key(|f| f.part);
+        for f in folded {
+            self.batch.dead.extend(f.dead);
+            for (k, n) in f.outcomes {
+                *self.batch.outcomes.entry(k).or_default() += n;
+            }
+        }
+        self.clock.add(Stage::Fold, started);
+    }
+}
+
+/// Folds the partitions on `threads` threads (this one among them), each
+/// taking the next partition from the end of `work` until none is left. A
+/// thread that cannot be started leaves its share to the others.
+fn fold_in_parallel(
+    work: Vec<(Part, &mut Owned)>,
+    threads: usize,
+    inputs: &Inputs<'_>,
+) -> Vec<Folded> {
+    let work = Mutex::new(work);
+    let drain = || {
+        let mut out = Vec::new();
+        while let Some((p, o)) = sessionfold_edge::lock(&work).pop() {
+            out.push(fold_partition(p, o, inputs));
+        }
+        out
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (1..threads)
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("sessionfold-fold".into())
+                    .spawn_scoped(s, drain)
+                    .map_err(
+                        |e| tracing::warn!(error = %e, "starting a fold thread; folding on fewer"),
+                    )
+                    .ok()
+            })
+            .collect();
+        let mut out = drain();
+        for h in handles {
+            match h.join() {
+                Ok(f) => out.extend(f),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
+}
+
+/// Folds one partition's queue in order and empties it.
+fn fold_partition(part: Part, owned: &mut Owned, inputs: &Inputs<'_>) -> Folded {
+    let (stream, partition) = part;
+    let Owned { table, queue, .. } = owned;
+    let mut out = Folded {
+        part: Some(part),
+        ..Folded::default()
+    };
+    for q in &queue.records {
+        let pos = Position {
+            partition,
+            offset: q.offset,
+        };
+        let key_bytes = queue.slice(&q.key);
+        let payload = queue.slice(&q.payload);
+        let dead = |kind: &'static str, error: String| DeadLetter {
+            key: key_bytes.map(<[u8]>::to_vec),
+            payload: payload.map(<[u8]>::to_vec),
+            kind,
+            error,
+            source_topic: stream.input(inputs.topics).to_owned(),
+            pos,
+        };
+        let Ok(key) = key_bytes.map(std::str::from_utf8).transpose() else {
+            out.dead
+                .push(dead("bad_key", "record key is not UTF-8".into()));
+            continue;
+        };
+        if let (Some(k), Some(&n)) = (key, inputs.counts.get(&stream)) {
+            let home = partition::partition_for(k.as_bytes(), n);
+            if home != partition {
+                out.dead.push(dead(
+                    "wrong_partition",
+                    format!(
+                        "key {k:?} belongs on partition {home} of {n} (murmur2, Kafka's default partitioner), not {partition}: produce with the murmur2 partitioner (librdkafka: partitioner=murmur2_random)"
+                    ),
+                ));
+                continue;
+            }
+        }
+        let record = crate::tables::Input {
+            key,
+            payload: payload.unwrap_or_default(),
+            pos,
+            authority: q.authority,
+        };
+        match table.apply(inputs.contract, record, inputs.now, inputs.forgotten) {
+            Ok((kind, applied)) => {
+                let outcome = match applied {
+                    Applied::Changed => "applied",
+                    Applied::Duplicate => "duplicate",
+                    Applied::AlreadyApplied => "already_applied",
+                    Applied::Forgotten => "forgotten",
+                };
+                *out.outcomes.entry((kind, outcome)).or_default() += 1;
+            }
+            Err((kind, error)) => out.dead.push(dead(kind, error)),
+        }
+    }
+    queue.clear();
+    out
+}
