@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use futures::future::join_all;
 use rdkafka::Message;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -23,38 +22,55 @@ pub(crate) struct Outgoing<'a> {
     pub headers: OwnedHeaders,
 }
 
-/// The headers of a changelog record: where its state came from, and the
-/// input offsets of the batch that produced it.
-pub(crate) fn changelog_headers(
-    topic: &str,
-    partition: i32,
-    offset: Option<i64>,
-    start: i64,
-    end: i64,
-) -> OwnedHeaders {
-    let h = OwnedHeaders::new()
-        .insert(Header {
-            key: headers::SOURCE_TOPIC,
-            value: Some(topic),
-        })
-        .insert(Header {
-            key: headers::SOURCE_PARTITION,
-            value: Some(&partition.to_string()),
-        })
-        .insert(Header {
-            key: headers::BATCH_START,
-            value: Some(&start.to_string()),
-        })
-        .insert(Header {
-            key: headers::BATCH_END,
-            value: Some(&end.to_string()),
-        });
-    match offset {
-        Some(o) => h.insert(Header {
-            key: headers::SOURCE_OFFSET,
-            value: Some(&o.to_string()),
-        }),
-        None => h,
+/// The headers every changelog record of one partition's batch shares:
+/// where its states came from and the batch's input offsets, formatted once
+/// per partition rather than once per record.
+pub(crate) struct BatchHeaders<'a> {
+    topic: &'a str,
+    partition: String,
+    start: String,
+    end: String,
+}
+
+impl<'a> BatchHeaders<'a> {
+    /// The shared headers of a batch read from `topic`'s `partition`, input
+    /// offsets `start..end`.
+    pub(crate) fn new(topic: &'a str, partition: i32, start: i64, end: i64) -> BatchHeaders<'a> {
+        BatchHeaders {
+            topic,
+            partition: partition.to_string(),
+            start: start.to_string(),
+            end: end.to_string(),
+        }
+    }
+
+    /// The headers of one changelog record, whose state reflects input
+    /// `offset` (`None` for a deletion).
+    pub(crate) fn record(&self, offset: Option<i64>) -> OwnedHeaders {
+        let h = OwnedHeaders::new_with_capacity(5)
+            .insert(Header {
+                key: headers::SOURCE_TOPIC,
+                value: Some(self.topic),
+            })
+            .insert(Header {
+                key: headers::SOURCE_PARTITION,
+                value: Some(&self.partition),
+            })
+            .insert(Header {
+                key: headers::BATCH_START,
+                value: Some(&self.start),
+            })
+            .insert(Header {
+                key: headers::BATCH_END,
+                value: Some(&self.end),
+            });
+        match offset {
+            Some(o) => h.insert(Header {
+                key: headers::SOURCE_OFFSET,
+                value: Some(&o.to_string()),
+            }),
+            None => h,
+        }
     }
 }
 
@@ -106,22 +122,28 @@ pub(crate) fn acknowledged(
     runtime: &tokio::runtime::Handle,
     deliveries: Vec<DeliveryFuture>,
 ) -> Result<(), ProcessorError> {
-    for r in runtime.block_on(join_all(deliveries)) {
-        match r {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, m))) => {
-                return Err(ProcessorError::Delivery {
-                    topic: m.topic().to_owned(),
-                    reason: e.to_string(),
-                });
-            }
-            Err(_) => {
-                return Err(ProcessorError::Delivery {
-                    topic: "(any)".into(),
-                    reason: "the producer was dropped before the delivery report".into(),
-                });
-            }
+    // Awaited one after the other: most are acknowledged by now, and a
+    // batch holds tens of thousands, which `join_all` would poll and
+    // collect as a set.
+    runtime.block_on(async {
+        for d in deliveries {
+            check(d.await)?;
         }
+        Ok(())
+    })
+}
+
+/// The outcome of one delivery, as an error when the broker refused it.
+fn check(delivery: <DeliveryFuture as std::future::Future>::Output) -> Result<(), ProcessorError> {
+    match delivery {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, m))) => Err(ProcessorError::Delivery {
+            topic: m.topic().to_owned(),
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(ProcessorError::Delivery {
+            topic: "(any)".into(),
+            reason: "the producer was dropped before the delivery report".into(),
+        }),
     }
-    Ok(())
 }

@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::metrics::Stage;
-use crate::output::{acknowledged, publish};
+use crate::output::{BatchHeaders, acknowledged, publish};
 
 /// A batch handed to the producer whose states are not yet stored.
 pub(super) struct InFlight {
@@ -60,6 +60,9 @@ impl Core {
             let position = owned.position.unwrap_or(0);
             let start = batch.starts.get(part).copied().unwrap_or(position);
             let end = batch.ends.get(part).copied().unwrap_or(position);
+            let shared = BatchHeaders::new(stream.input(topics), p, start, end);
+            outgoing.reserve(dirty.len());
+            entities.reserve(dirty.len());
             for id in dirty {
                 let state = table.encoded(&self.contract, &id)?;
                 let (value, offset) = match state {
@@ -71,7 +74,7 @@ impl Core {
                     partition: Some(p),
                     key: id.as_bytes().to_vec(),
                     payload: value,
-                    headers: changelog_headers(stream.input(topics), p, offset, start, end),
+                    headers: shared.record(offset),
                 });
                 entities.push((*part, id));
             }

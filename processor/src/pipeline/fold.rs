@@ -9,8 +9,7 @@ use std::ops::Range;
 
 use super::*;
 
-/// Bytes a drained queue keeps for the next batch; a catch-up batch's buffer
-/// is given back rather than held while the input is caught up.
+/// Bytes a queue keeps at least once a catch-up batch's buffer is given back.
 const RETAINED: usize = 64 * 1024;
 
 /// One partition's records polled and not yet folded, copied into one
@@ -62,11 +61,19 @@ impl Queue {
         self.records.len()
     }
 
+    /// Empties the queue. While the partition lags, the next batch is as
+    /// large as this one and the buffers are kept; once a batch uses under a
+    /// quarter of them, what a catch-up batch grew is given back.
     fn clear(&mut self) {
+        let (used, records) = (self.bytes.len(), self.records.len());
         self.records.clear();
         self.bytes.clear();
-        self.bytes.shrink_to(RETAINED);
-        self.records.shrink_to(RETAINED / 64);
+        if used < self.bytes.capacity() / 4 {
+            self.bytes.shrink_to((used * 2).max(RETAINED));
+        }
+        if records < self.records.capacity() / 4 {
+            self.records.shrink_to((records * 2).max(RETAINED / 64));
+        }
     }
 }
 

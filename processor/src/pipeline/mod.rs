@@ -33,7 +33,7 @@ use crate::dead_letter::DeadLetter;
 use crate::liveness::{Coverage, Movement};
 use crate::metrics::{Metrics, Stage, StageClock};
 use crate::offsets::{OffsetTracker, Verdict};
-use crate::output::{Outgoing, changelog_headers};
+use crate::output::Outgoing;
 
 mod commit;
 mod fold;
