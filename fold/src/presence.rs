@@ -172,7 +172,9 @@ fn apply_body(u: &mut UserPresence, e: &ActivityEvent) {
 /// event costs one lookup of the user.
 #[derive(Debug, Clone)]
 struct Slot {
-    state: UserPresence,
+    // Boxed: the hash table keeps its slots inline at a power-of-two
+    // capacity, up to half of them empty, and a state is some 250 bytes.
+    state: Box<UserPresence>,
     /// The deadline the heap was last told about.
     deadline: Option<Millis>,
     /// Changed since the last [`PresenceTable::take_dirty`] (and listed).
@@ -225,12 +227,12 @@ impl PresenceTable {
 
     /// A user's state.
     pub fn get(&self, user_id: &str) -> Option<&UserPresence> {
-        self.users.get(user_id).map(|s| &s.state)
+        self.users.get(user_id).map(|s| &*s.state)
     }
 
     /// Every user, in no particular order.
     pub fn users(&self) -> impl Iterator<Item = &UserPresence> {
-        self.users.values().map(|s| &s.state)
+        self.users.values().map(|s| &*s.state)
     }
 
     /// The earliest time at which [`PresenceTable::tick`] has work.
@@ -248,7 +250,7 @@ impl PresenceTable {
         self.users.insert(
             id,
             Slot {
-                state,
+                state: Box::new(state),
                 deadline,
                 dirty: false,
             },
@@ -307,11 +309,11 @@ impl PresenceTable {
                 slot
             }
             None => self.users.entry(e.user_id.clone()).or_insert(Slot {
-                state: UserPresence {
+                state: Box::new(UserPresence {
                     user_id: e.user_id.clone(),
                     profile_at: Millis::MIN,
                     ..UserPresence::default()
-                },
+                }),
                 deadline: None,
                 dirty: false,
             }),

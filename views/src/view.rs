@@ -118,7 +118,9 @@ fn in_window(s: &SessionState, now: Millis, window: Millis) -> bool {
 #[derive(Debug, Default)]
 pub struct PresenceView {
     idle_timeout: Millis,
-    users: HashMap<String, UserPresence>,
+    // Boxed: the hash table keeps its slots inline at a power-of-two
+    // capacity, up to half of them empty, and a state is some 250 bytes.
+    users: HashMap<String, Box<UserPresence>>,
     by_recency: BTreeSet<(Reverse<Millis>, String)>,
     counts: ActivityCounts,
     rooms: crate::rooms::Rooms,
@@ -160,7 +162,7 @@ impl PresenceView {
     pub fn apply(&mut self, user_id: &str, state: Option<UserPresence>) -> Update {
         let Some(mut new) = state else {
             let old = self.users.remove(user_id);
-            let moved = self.rooms.apply(user_id, old.as_ref(), None);
+            let moved = self.rooms.apply(user_id, old.as_deref(), None);
             self.room_changes.extend(moved);
             if let Some(old) = old {
                 self.by_recency
@@ -183,12 +185,12 @@ impl PresenceView {
         new.recent_events = Vec::new();
         let moved = self
             .rooms
-            .apply(user_id, self.users.get(user_id), Some(&new));
+            .apply(user_id, self.users.get(user_id).map(|u| &**u), Some(&new));
         self.room_changes.extend(moved);
         self.by_recency
             .insert((Reverse(last_seen(&new)), user_id.to_owned()));
         self.counts.apply(&new, 1);
-        self.users.insert(user_id.to_owned(), new);
+        self.users.insert(user_id.to_owned(), Box::new(new));
         Update::Upserted
     }
 
@@ -242,12 +244,12 @@ impl PresenceView {
 
     /// Whether `user_id` has an active session in `room`.
     pub fn in_room(&self, room: &str, user_id: &str) -> bool {
-        crate::rooms::seats(self.users.get(user_id)).contains_key(room)
+        crate::rooms::seats(self.users.get(user_id).map(|u| &**u)).contains_key(room)
     }
 
     /// The rooms `user_id` is in.
     pub fn rooms_of(&self, user_id: &str) -> Vec<String> {
-        crate::rooms::seats(self.users.get(user_id))
+        crate::rooms::seats(self.users.get(user_id).map(|u| &**u))
             .into_keys()
             .map(str::to_owned)
             .collect()
@@ -290,7 +292,7 @@ impl PresenceView {
             .by_recency
             .range((start, Bound::Unbounded))
             .take_while(|(Reverse(t), _)| *t > horizon)
-            .filter_map(|(_, id)| self.users.get(id))
+            .filter_map(|(_, id)| self.users.get(id).map(|u| &**u))
             .filter(|u| qualifies(u));
         let page: Vec<&UserPresence> = recent.by_ref().take(limit).collect();
         let more = recent.next().is_some();
