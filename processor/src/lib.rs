@@ -41,6 +41,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// Partitions of topics created on start.
     pub partitions: i32,
+    /// Bytes of sled's page cache.
+    pub store_cache: u64,
 }
 
 #[derive(Clone)]
@@ -78,13 +80,13 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProcessorError> {
     let metrics = metrics::Metrics::new()?;
-    let store = match Store::open(&settings.state_dir) {
+    let store = match Store::open_with_cache(&settings.state_dir, settings.store_cache) {
         Ok(s) => s,
         Err(e) if settings.looping.rebuild_damaged => {
             let aside = store::move_aside(&settings.state_dir)?;
             tracing::error!(error = %e, moved_to = %aside.display(), "local store cannot be opened; moved aside, every partition will be rebuilt from the changelog");
             metrics.store_rebuilt.inc();
-            Store::open(&settings.state_dir)?
+            Store::open_with_cache(&settings.state_dir, settings.store_cache)?
         }
         Err(e) => return Err(e),
     };

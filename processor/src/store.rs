@@ -51,18 +51,25 @@ fn entity_key(id: &str) -> Vec<u8> {
     k
 }
 
-/// sled's page cache. The folded state lives in memory in the tables; the
+/// sled's page cache by default (`--store-cache-mib`). The folded state lives in memory in the tables; the
 /// store is read only when a partition is loaded, so its cache need not hold
 /// every state (sled's default is 1 GiB, which at a million users would be
 /// most of the process).
 pub const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 impl Store {
-    /// Opens (or creates) the store under `dir`.
+    /// Opens (or creates) the store under `dir`, with the default cache.
     pub fn open(dir: &Path) -> Result<Store, ProcessorError> {
+        Store::open_with_cache(dir, CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the store under `dir`, with `cache_bytes` of page
+    /// cache: more is faster once the states outgrow the cache (every
+    /// update of a page that left it reads the page back first).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, ProcessorError> {
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(CACHE_BYTES)
+            .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| ProcessorError::store("opening", e))?;
