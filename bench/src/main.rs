@@ -7,6 +7,10 @@
 //! ratio within the run, because the machines are shared and noisy.
 //! `scripts/bench` installs and starts what it needs and then calls this.
 
+// The same allocator as the processor, so that fold + sled measures its path.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod baselines;
 mod history;
 mod live;
