@@ -169,6 +169,14 @@ pub async fn at_size(
     let active_url = format!("{}/v1/presence/active?window=2h&limit=100", projections.url);
     let active_first_page = get_latency(&active_url, &token, reads).await?;
     let summary = get_latency(&summary_url, &token, reads).await?;
+    // With SESSIONFOLD_BENCH_SMAPS=DIR the services' memory maps are kept,
+    // for the breakdown in docs/performance.md.
+    if let Some(dir) = std::env::var_os("SESSIONFOLD_BENCH_SMAPS") {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir)?;
+        processor.save_smaps(&dir.join(format!("processor-{sessions}.smaps")))?;
+        projections.save_smaps(&dir.join(format!("projections-{sessions}.smaps")))?;
+    }
     let per = |now: u64, before: u64| (now.saturating_sub(before)) as f64 / sessions as f64;
     Ok(AtSize {
         sessions,

@@ -93,6 +93,14 @@ impl Service {
             .await?)
     }
 
+    /// Copies the service's memory map (`/proc/PID/smaps`) to `to`, for
+    /// telling the allocator's heap from librdkafka's and sled's.
+    pub fn save_smaps(&self, to: &std::path::Path) -> anyhow::Result<()> {
+        std::fs::copy(format!("/proc/{}/smaps", self.child.id()), to)
+            .with_context(|| format!("copying the memory map to {}", to.display()))?;
+        Ok(())
+    }
+
     /// Resident memory in bytes, from /proc.
     pub fn rss(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;

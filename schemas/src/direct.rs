@@ -180,7 +180,9 @@ impl<'a> In<'a> {
             if count > self.buf.len() - self.pos {
                 return Err(self.bad(format!("{count} items past the end")));
             }
-            out.reserve(count);
+            // Exactly: a state is held per user for as long as it lives, and
+            // `reserve` would round one session up to four (a kilobyte).
+            out.reserve_exact(count);
             for _ in 0..count {
                 out.push(item(self)?);
             }

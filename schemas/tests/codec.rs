@@ -256,7 +256,12 @@ fn presence_state_round_trips() {
         source_offset: 99,
     };
     let bytes = c.encode_presence(&s).expect("encodes");
-    assert_eq!(c.decode_presence(&bytes).expect("decodes"), s);
+    let back = c.decode_presence(&bytes).expect("decodes");
+    assert_eq!(back, s);
+    // A decoded state is held for as long as its user lives: no spare slots.
+    assert_eq!(back.sessions.capacity(), 1);
+    assert_eq!(back.roles.capacity(), 1);
+    assert_eq!(back.recent_events.capacity(), 1);
 }
 
 proptest! {
