@@ -176,6 +176,11 @@ pub async fn at_size(
         std::fs::create_dir_all(&dir)?;
         processor.save_smaps(&dir.join(format!("processor-{sessions}.smaps")))?;
         projections.save_smaps(&dir.join(format!("projections-{sessions}.smaps")))?;
+        processor.save_log(&dir.join(format!("processor-{sessions}.log")))?;
+        std::fs::write(
+            dir.join(format!("processor-{sessions}.metrics")),
+            processor.metrics().await?,
+        )?;
     }
     let per = |now: u64, before: u64| (now.saturating_sub(before)) as f64 / sessions as f64;
     Ok(AtSize {

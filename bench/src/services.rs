@@ -15,7 +15,7 @@ pub struct Service {
     child: Child,
     /// Its base URL.
     pub url: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn binary(name: &str) -> anyhow::Result<PathBuf> {
@@ -68,7 +68,7 @@ impl Service {
         let mut s = Service {
             child,
             url: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
+            dir,
         };
         s.wait("/healthz", Duration::from_secs(60)).await?;
         Ok(s)
@@ -98,6 +98,13 @@ impl Service {
     pub fn save_smaps(&self, to: &std::path::Path) -> anyhow::Result<()> {
         std::fs::copy(format!("/proc/{}/smaps", self.child.id()), to)
             .with_context(|| format!("copying the memory map to {}", to.display()))?;
+        Ok(())
+    }
+
+    /// Copies the service's log to `to`.
+    pub fn save_log(&self, to: &std::path::Path) -> anyhow::Result<()> {
+        std::fs::copy(self.dir.path().join("log"), to)
+            .with_context(|| format!("copying the log to {}", to.display()))?;
         Ok(())
     }
 
