@@ -10,11 +10,13 @@ mod deadlines;
 mod dedup;
 mod erasure;
 mod imports;
+mod keyed;
 mod presence;
 
 pub use dedup::event_hash;
 pub use erasure::Erasures;
 pub use imports::{Authority, ImportConfig, ImportTable};
+pub use keyed::{Keyed, KeyedTable};
 pub use presence::{PresenceConfig, PresenceTable, refresh_session, session_status};
 pub use sessionfold_schemas::Millis;
 

@@ -1,8 +1,7 @@
 //! Presence: activity events folded into per-user state, with windowed expiry.
 
-use std::collections::HashMap;
-
 use crate::deadlines::DeadlineHeap;
+use crate::keyed::{Keyed, KeyedTable};
 
 use sessionfold_schemas::{
     ActivityBody, ActivityEvent, EndReason, EndedReason, Millis, SessionState, UserPresence,
@@ -172,23 +171,24 @@ fn apply_body(u: &mut UserPresence, e: &ActivityEvent) {
 /// event costs one lookup of the user.
 #[derive(Debug, Clone)]
 struct Slot {
-    // Boxed: the hash table keeps its slots inline at a power-of-two
-    // capacity, up to half of them empty, and a state is some 250 bytes.
-    state: Box<UserPresence>,
+    state: UserPresence,
     /// The deadline the heap was last told about.
     deadline: Option<Millis>,
     /// Changed since the last [`PresenceTable::take_dirty`] (and listed).
     dirty: bool,
 }
 
+impl Keyed for Slot {
+    fn key(&self) -> &str {
+        &self.state.user_id
+    }
+}
+
 /// The presence state of one input partition, with its deadline index.
 #[derive(Debug, Clone, Default)]
 pub struct PresenceTable {
     cfg: PresenceConfig,
-    // foldhash rather than SipHash: hashing the id was an eighth of the
-    // fold's instructions. Its per-table random seed still keeps crafted
-    // ids from piling into one bucket.
-    users: HashMap<String, Slot, foldhash::fast::RandomState>,
+    users: KeyedTable<Slot>,
     deadlines: DeadlineHeap,
     /// Ids changed since the last take, in no order, possibly repeated (a
     /// user deleted and seen again); sorted and deduplicated when taken.
@@ -227,12 +227,12 @@ impl PresenceTable {
 
     /// A user's state.
     pub fn get(&self, user_id: &str) -> Option<&UserPresence> {
-        self.users.get(user_id).map(|s| &*s.state)
+        self.users.get(user_id).map(|s| &s.state)
     }
 
     /// Every user, in no particular order.
     pub fn users(&self) -> impl Iterator<Item = &UserPresence> {
-        self.users.values().map(|s| &*s.state)
+        self.users.values().map(|s| &s.state)
     }
 
     /// The earliest time at which [`PresenceTable::tick`] has work.
@@ -247,14 +247,11 @@ impl PresenceTable {
         self.sessions += state.sessions.len();
         let deadline = deadline(&state, &self.cfg);
         self.deadlines.moved(&id, None, deadline);
-        self.users.insert(
-            id,
-            Slot {
-                state: Box::new(state),
-                deadline,
-                dirty: false,
-            },
-        );
+        self.users.insert(Box::new(Slot {
+            state,
+            deadline,
+            dirty: false,
+        }));
     }
 
     /// Drops a user's state; the heap's entries for it go stale. Returns
@@ -308,14 +305,16 @@ impl PresenceTable {
                 }
                 slot
             }
-            None => self.users.entry(e.user_id.clone()).or_insert(Slot {
-                state: Box::new(UserPresence {
-                    user_id: e.user_id.clone(),
-                    profile_at: Millis::MIN,
-                    ..UserPresence::default()
-                }),
-                deadline: None,
-                dirty: false,
+            None => self.users.get_or_insert_with(&e.user_id, || {
+                Box::new(Slot {
+                    state: UserPresence {
+                        user_id: e.user_id.clone(),
+                        profile_at: Millis::MIN,
+                        ..UserPresence::default()
+                    },
+                    deadline: None,
+                    dirty: false,
+                })
             }),
         };
         let user = &mut slot.state;

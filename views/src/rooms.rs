@@ -165,7 +165,10 @@ impl Rooms {
             };
             let news = change != Move::Update || !same_sessions(b, a);
             let member = (!a.is_empty()).then(|| {
-                let mut devices: Vec<(Arc<str>, u32)> = Vec::new();
+                // Sized to the sessions here (most often one): a first push
+                // would make room for four, and a member lives as long as
+                // the user's session.
+                let mut devices: Vec<(Arc<str>, u32)> = Vec::with_capacity(a.len());
                 for s in a {
                     let d = self.device(s.device_type.as_deref());
                     match devices.iter_mut().find(|(x, _)| *x == d) {

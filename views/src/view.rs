@@ -4,11 +4,11 @@ use std::cmp::Reverse;
 use std::ops::Bound;
 
 use crate::counts::ActivityCounts;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, SecondsFormat};
 use serde::Serialize;
-use sessionfold_fold::session_status;
+use sessionfold_fold::{KeyedTable, session_status};
 use sessionfold_schemas::{EndedReason, Millis, SessionState, UserPresence};
 
 /// Formats event time as RFC 3339 in UTC.
@@ -118,9 +118,7 @@ fn in_window(s: &SessionState, now: Millis, window: Millis) -> bool {
 #[derive(Debug, Default)]
 pub struct PresenceView {
     idle_timeout: Millis,
-    // Boxed: the hash table keeps its slots inline at a power-of-two
-    // capacity, up to half of them empty, and a state is some 250 bytes.
-    users: HashMap<String, Box<UserPresence>>,
+    users: KeyedTable<UserPresence>,
     by_recency: BTreeSet<(Reverse<Millis>, String)>,
     counts: ActivityCounts,
     rooms: crate::rooms::Rooms,
@@ -183,14 +181,19 @@ impl PresenceView {
         // The deduplication memory is the processor's business; no view
         // reads it, and it is the largest part of a busy user's state.
         new.recent_events = Vec::new();
+        // The table finds a state by the id inside it; the record's key
+        // is what compaction goes by, so the key wins.
+        if new.user_id != user_id {
+            user_id.clone_into(&mut new.user_id);
+        }
         let moved = self
             .rooms
-            .apply(user_id, self.users.get(user_id).map(|u| &**u), Some(&new));
+            .apply(user_id, self.users.get(user_id), Some(&new));
         self.room_changes.extend(moved);
         self.by_recency
             .insert((Reverse(last_seen(&new)), user_id.to_owned()));
         self.counts.apply(&new, 1);
-        self.users.insert(user_id.to_owned(), Box::new(new));
+        self.users.insert(Box::new(new));
         Update::Upserted
     }
 
@@ -244,12 +247,12 @@ impl PresenceView {
 
     /// Whether `user_id` has an active session in `room`.
     pub fn in_room(&self, room: &str, user_id: &str) -> bool {
-        crate::rooms::seats(self.users.get(user_id).map(|u| &**u)).contains_key(room)
+        crate::rooms::seats(self.users.get(user_id)).contains_key(room)
     }
 
     /// The rooms `user_id` is in.
     pub fn rooms_of(&self, user_id: &str) -> Vec<String> {
-        crate::rooms::seats(self.users.get(user_id).map(|u| &**u))
+        crate::rooms::seats(self.users.get(user_id))
             .into_keys()
             .map(str::to_owned)
             .collect()
@@ -292,7 +295,7 @@ impl PresenceView {
             .by_recency
             .range((start, Bound::Unbounded))
             .take_while(|(Reverse(t), _)| *t > horizon)
-            .filter_map(|(_, id)| self.users.get(id).map(|u| &**u))
+            .filter_map(|(_, id)| self.users.get(id))
             .filter(|u| qualifies(u));
         let page: Vec<&UserPresence> = recent.by_ref().take(limit).collect();
         let more = recent.next().is_some();
@@ -379,6 +382,20 @@ mod tests {
             source_offset: offset,
             ..UserPresence::default()
         }
+    }
+
+    #[test]
+    fn a_state_is_held_under_its_record_key() {
+        let mut v = PresenceView::new(5 * MIN);
+        v.apply(
+            "a",
+            Some(user("someone-else", T0 - MIN, false, "desktop", 1)),
+        );
+        assert_eq!(v.len(), 1);
+        assert_eq!(v.email("a").as_deref(), Some("someone-else@x"));
+        assert_eq!(v.apply("a", None), Update::Deleted);
+        assert!(v.is_empty());
+        assert_eq!(v.email("a"), None);
     }
 
     #[test]
