@@ -86,21 +86,21 @@ fn set_page(s: &mut SessionState, page: Option<&str>, at: Millis) {
     if let Some(p) = page
         && at >= s.page_at
     {
-        // Most heartbeats name the page already held: no new allocation.
-        match &mut s.current_page {
-            Some(cur) if cur == p => {}
-            Some(cur) => p.clone_into(cur),
-            None => s.current_page = Some(p.to_owned()),
-        }
+        copy_text(&mut s.current_page, Some(p));
         s.page_at = at;
     }
 }
 
+/// Most events repeat the text already held (the page, the browser): no
+/// new allocation then.
+fn copy_text(held: &mut Option<Box<str>>, new: Option<&str>) {
+    if held.as_deref() != new {
+        *held = new.map(Into::into);
+    }
+}
+
 fn session_mut<'a>(u: &'a mut UserPresence, id: &str, at: Millis) -> &'a mut SessionState {
-    let i = match u
-        .sessions
-        .binary_search_by(|s| s.session_id.as_str().cmp(id))
-    {
+    let i = match u.sessions.binary_search_by(|s| (*s.session_id).cmp(id)) {
         Ok(i) => i,
         Err(i) => {
             // One slot at a time: most users have one or two sessions, and
@@ -110,7 +110,7 @@ fn session_mut<'a>(u: &'a mut UserPresence, id: &str, at: Millis) -> &'a mut Ses
             u.sessions.insert(
                 i,
                 SessionState {
-                    session_id: id.to_owned(),
+                    session_id: id.into(),
                     page_at: Millis::MIN,
                     last_activity: at,
                     ..SessionState::default()
@@ -139,11 +139,11 @@ fn apply_body(u: &mut UserPresence, e: &ActivityEvent) {
         ActivityBody::SessionStarted(st) => {
             if s.started_at.is_none_or(|t| at <= t) {
                 s.started_at = Some(at);
-                s.device_type.clone_from(&st.device_type);
-                s.browser.clone_from(&st.browser);
-                s.os.clone_from(&st.os);
-                s.ip_address.clone_from(&st.ip_address);
-                s.user_agent.clone_from(&st.user_agent);
+                copy_text(&mut s.device_type, st.device_type.as_deref());
+                copy_text(&mut s.browser, st.browser.as_deref());
+                copy_text(&mut s.os, st.os.as_deref());
+                copy_text(&mut s.ip_address, st.ip_address.as_deref());
+                copy_text(&mut s.user_agent, st.user_agent.as_deref());
             }
             set_page(s, st.page.as_deref(), at);
         }

@@ -267,7 +267,7 @@ prop_compose! {
 fn fold_all(events: &[ActivityEvent], now: Millis) -> PresenceTable {
     let mut t = PresenceTable::new(cfg());
     for (i, e) in events.iter().enumerate() {
-        let before: Vec<(String, Millis)> = t
+        let before: Vec<(Box<str>, Millis)> = t
             .get(&e.user_id)
             .map(|u| {
                 u.sessions

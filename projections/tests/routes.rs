@@ -20,7 +20,7 @@ fn user(id: &str, at: i64) -> UserPresence {
         user_id: id.into(),
         email: Some(format!("{id}@example.com")),
         sessions: vec![SessionState {
-            session_id: format!("{id}-s"),
+            session_id: format!("{id}-s").into(),
             started_at: Some(at - 1000),
             last_activity: at,
             page_at: at,

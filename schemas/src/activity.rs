@@ -181,21 +181,21 @@ impl ActivityEvent {
                 0,
                 Record::new()
                     .put("email", avro::string(&s.email))
-                    .put("full_name", avro::opt_string(&s.full_name))
-                    .put("membership", avro::opt_string(&s.membership))
+                    .put("full_name", avro::opt_string(s.full_name.as_deref()))
+                    .put("membership", avro::opt_string(s.membership.as_deref()))
                     .put("roles", avro::strings(&s.roles))
-                    .put("device_type", avro::opt_string(&s.device_type))
-                    .put("browser", avro::opt_string(&s.browser))
-                    .put("os", avro::opt_string(&s.os))
-                    .put("ip_address", avro::opt_string(&s.ip_address))
-                    .put("user_agent", avro::opt_string(&s.user_agent))
-                    .put("page", avro::opt_string(&s.page))
+                    .put("device_type", avro::opt_string(s.device_type.as_deref()))
+                    .put("browser", avro::opt_string(s.browser.as_deref()))
+                    .put("os", avro::opt_string(s.os.as_deref()))
+                    .put("ip_address", avro::opt_string(s.ip_address.as_deref()))
+                    .put("user_agent", avro::opt_string(s.user_agent.as_deref()))
+                    .put("page", avro::opt_string(s.page.as_deref()))
                     .build(),
             ),
             ActivityBody::Heartbeat { page, activity } => avro::branch(
                 1,
                 Record::new()
-                    .put("page", avro::opt_string(page))
+                    .put("page", avro::opt_string(page.as_deref()))
                     .put("activity", activity.to_value())
                     .build(),
             ),
@@ -203,7 +203,7 @@ impl ActivityEvent {
                 2,
                 Record::new()
                     .put("page", avro::string(page))
-                    .put("title", avro::opt_string(title))
+                    .put("title", avro::opt_string(title.as_deref()))
                     .build(),
             ),
             ActivityBody::SessionEnded { reason } => {

@@ -213,10 +213,10 @@ pub(crate) fn string(s: &str) -> Value {
     Value::String(s.to_owned())
 }
 
-pub(crate) fn opt_string(s: &Option<String>) -> Value {
+pub(crate) fn opt_string(s: Option<&str>) -> Value {
     match s {
         None => Value::Union(0, Box::new(Value::Null)),
-        Some(s) => Value::Union(1, Box::new(Value::String(s.clone()))),
+        Some(s) => Value::Union(1, Box::new(Value::String(s.to_owned()))),
     }
 }
 

@@ -29,7 +29,7 @@ impl Out {
         self.0.extend_from_slice(s.as_bytes());
     }
 
-    fn opt_string(&mut self, s: &Option<String>) {
+    fn opt_string(&mut self, s: Option<&str>) {
         match s {
             None => self.long(0),
             Some(s) => {
@@ -75,12 +75,12 @@ impl Out {
 fn session(o: &mut Out, s: &SessionState) {
     o.string(&s.session_id);
     o.opt_long(s.started_at);
-    o.opt_string(&s.device_type);
-    o.opt_string(&s.browser);
-    o.opt_string(&s.os);
-    o.opt_string(&s.ip_address);
-    o.opt_string(&s.user_agent);
-    o.opt_string(&s.current_page);
+    o.opt_string(s.device_type.as_deref());
+    o.opt_string(s.browser.as_deref());
+    o.opt_string(s.os.as_deref());
+    o.opt_string(s.ip_address.as_deref());
+    o.opt_string(s.user_agent.as_deref());
+    o.opt_string(s.current_page.as_deref());
     o.long(s.page_at);
     o.long(s.last_activity);
     o.boolean(s.active);
@@ -100,9 +100,9 @@ fn session(o: &mut Out, s: &SessionState) {
 pub(crate) fn presence(buf: Vec<u8>, u: &UserPresence) -> Vec<u8> {
     let mut o = Out(buf);
     o.string(&u.user_id);
-    o.opt_string(&u.email);
-    o.opt_string(&u.full_name);
-    o.opt_string(&u.membership);
+    o.opt_string(u.email.as_deref());
+    o.opt_string(u.full_name.as_deref());
+    o.opt_string(u.membership.as_deref());
     o.array(&u.roles, |o, r| o.string(r));
     o.long(u.profile_at);
     o.array(&u.sessions, session);
@@ -116,19 +116,19 @@ pub(crate) fn presence(buf: Vec<u8>, u: &UserPresence) -> Vec<u8> {
 pub(crate) fn import_state(buf: Vec<u8>, s: &ImportState) -> Vec<u8> {
     let mut o = Out(buf);
     o.string(&s.import_id);
-    o.opt_string(&s.owner_id);
-    o.opt_string(&s.previous_owner_id);
+    o.opt_string(s.owner_id.as_deref());
+    o.opt_string(s.previous_owner_id.as_deref());
     o.long(s.status.index() as i64);
     o.string(&s.json_hash);
     o.string(&s.file_name);
-    o.opt_string(&s.step);
+    o.opt_string(s.step.as_deref());
     o.int(s.progress);
     o.int(s.questions_imported);
     o.int(s.questions_total);
     o.long(s.started_at);
     o.long(s.last_accessed_at);
     o.opt_long(s.finished_at);
-    o.opt_string(&s.abandon_reason);
+    o.opt_string(s.abandon_reason.as_deref());
     o.seen(&s.recent_events);
     o.int(s.source_partition);
     o.long(s.source_offset);

@@ -301,14 +301,14 @@ fn import_body(i: &mut In<'_>) -> R<ImportBody> {
 
 fn session(i: &mut In<'_>) -> R<SessionState> {
     Ok(SessionState {
-        session_id: i.string()?,
+        session_id: i.string()?.into(),
         started_at: i.opt_long()?,
-        device_type: i.opt_string()?,
-        browser: i.opt_string()?,
-        os: i.opt_string()?,
-        ip_address: i.opt_string()?,
-        user_agent: i.opt_string()?,
-        current_page: i.opt_string()?,
+        device_type: i.opt_string()?.map(Into::into),
+        browser: i.opt_string()?.map(Into::into),
+        os: i.opt_string()?.map(Into::into),
+        ip_address: i.opt_string()?.map(Into::into),
+        user_agent: i.opt_string()?.map(Into::into),
+        current_page: i.opt_string()?.map(Into::into),
         page_at: i.long()?,
         last_activity: i.long()?,
         active: i.boolean()?,

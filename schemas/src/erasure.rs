@@ -58,7 +58,7 @@ impl UserErased {
             .put("user_id", avro::string(&self.user_id))
             .put("erased_at", avro::millis(self.erased_at))
             .put("requested_by", avro::string(&self.requested_by))
-            .put("transfer_imports_to", avro::opt_string(&to))
+            .put("transfer_imports_to", avro::opt_string(to.as_deref()))
             .build()
     }
 

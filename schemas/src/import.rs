@@ -151,7 +151,7 @@ impl ImportEvent {
             } => avro::branch(
                 0,
                 Record::new()
-                    .put("owner_id", avro::opt_string(owner_id))
+                    .put("owner_id", avro::opt_string(owner_id.as_deref()))
                     .put("json_hash", avro::string(json_hash))
                     .put("file_name", avro::string(file_name))
                     .put("questions_total", Value::Int(*questions_total))
@@ -188,7 +188,7 @@ impl ImportEvent {
             .put("event_id", avro::string(&self.event_id))
             .put("occurred_at", avro::millis(self.occurred_at))
             .put("import_id", avro::string(&self.import_id))
-            .put("actor_id", avro::opt_string(&self.actor_id))
+            .put("actor_id", avro::opt_string(self.actor_id.as_deref()))
             .put("event", body)
             .put("received_at", avro::opt_millis(self.received_at))
             .build()

@@ -39,21 +39,21 @@ pub struct SeenEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SessionState {
     /// Session id.
-    pub session_id: String,
+    pub session_id: Box<str>,
     /// Event time of session_started, once applied.
     pub started_at: Option<Millis>,
     /// desktop, mobile, tablet, …
-    pub device_type: Option<String>,
+    pub device_type: Option<Box<str>>,
     /// Browser family.
-    pub browser: Option<String>,
+    pub browser: Option<Box<str>>,
     /// Operating system.
-    pub os: Option<String>,
+    pub os: Option<Box<str>>,
     /// Client address.
-    pub ip_address: Option<String>,
+    pub ip_address: Option<Box<str>>,
     /// Raw user agent.
-    pub user_agent: Option<String>,
+    pub user_agent: Option<Box<str>>,
     /// Page of the latest event (by event time) that named one.
-    pub current_page: Option<String>,
+    pub current_page: Option<Box<str>>,
     /// Event time current_page was taken from.
     pub page_at: Millis,
     /// Greatest occurred_at applied.
@@ -176,12 +176,15 @@ impl SessionState {
         Record::new()
             .put("session_id", avro::string(&self.session_id))
             .put("started_at", avro::opt_millis(self.started_at))
-            .put("device_type", avro::opt_string(&self.device_type))
-            .put("browser", avro::opt_string(&self.browser))
-            .put("os", avro::opt_string(&self.os))
-            .put("ip_address", avro::opt_string(&self.ip_address))
-            .put("user_agent", avro::opt_string(&self.user_agent))
-            .put("current_page", avro::opt_string(&self.current_page))
+            .put("device_type", avro::opt_string(self.device_type.as_deref()))
+            .put("browser", avro::opt_string(self.browser.as_deref()))
+            .put("os", avro::opt_string(self.os.as_deref()))
+            .put("ip_address", avro::opt_string(self.ip_address.as_deref()))
+            .put("user_agent", avro::opt_string(self.user_agent.as_deref()))
+            .put(
+                "current_page",
+                avro::opt_string(self.current_page.as_deref()),
+            )
             .put("page_at", avro::millis(self.page_at))
             .put("last_activity", avro::millis(self.last_activity))
             .put("active", Value::Boolean(self.active))
@@ -198,14 +201,14 @@ impl SessionState {
     fn from_value(v: Value) -> Result<SessionState, SchemaError> {
         let mut f = Fields::open("SessionState", "sessions", v)?;
         Ok(SessionState {
-            session_id: f.string("session_id")?,
+            session_id: f.string("session_id")?.into(),
             started_at: f.opt_millis("started_at")?,
-            device_type: f.opt_string("device_type")?,
-            browser: f.opt_string("browser")?,
-            os: f.opt_string("os")?,
-            ip_address: f.opt_string("ip_address")?,
-            user_agent: f.opt_string("user_agent")?,
-            current_page: f.opt_string("current_page")?,
+            device_type: f.opt_string("device_type")?.map(Into::into),
+            browser: f.opt_string("browser")?.map(Into::into),
+            os: f.opt_string("os")?.map(Into::into),
+            ip_address: f.opt_string("ip_address")?.map(Into::into),
+            user_agent: f.opt_string("user_agent")?.map(Into::into),
+            current_page: f.opt_string("current_page")?.map(Into::into),
             page_at: f.millis("page_at")?,
             last_activity: f.millis("last_activity")?,
             active: f.boolean("active")?,
@@ -222,9 +225,9 @@ impl UserPresence {
     pub fn to_value(&self) -> Value {
         Record::new()
             .put("user_id", avro::string(&self.user_id))
-            .put("email", avro::opt_string(&self.email))
-            .put("full_name", avro::opt_string(&self.full_name))
-            .put("membership", avro::opt_string(&self.membership))
+            .put("email", avro::opt_string(self.email.as_deref()))
+            .put("full_name", avro::opt_string(self.full_name.as_deref()))
+            .put("membership", avro::opt_string(self.membership.as_deref()))
             .put("roles", avro::strings(&self.roles))
             .put("profile_at", avro::millis(self.profile_at))
             .put(
@@ -257,7 +260,7 @@ impl UserPresence {
     /// The session with this id, if tracked.
     pub fn session(&self, session_id: &str) -> Option<&SessionState> {
         self.sessions
-            .binary_search_by(|s| s.session_id.as_str().cmp(session_id))
+            .binary_search_by(|s| (*s.session_id).cmp(session_id))
             .ok()
             .map(|i| &self.sessions[i])
     }
@@ -268,22 +271,25 @@ impl ImportState {
     pub fn to_value(&self) -> Value {
         Record::new()
             .put("import_id", avro::string(&self.import_id))
-            .put("owner_id", avro::opt_string(&self.owner_id))
+            .put("owner_id", avro::opt_string(self.owner_id.as_deref()))
             .put(
                 "previous_owner_id",
-                avro::opt_string(&self.previous_owner_id),
+                avro::opt_string(self.previous_owner_id.as_deref()),
             )
             .put("status", self.status.to_value())
             .put("json_hash", avro::string(&self.json_hash))
             .put("file_name", avro::string(&self.file_name))
-            .put("step", avro::opt_string(&self.step))
+            .put("step", avro::opt_string(self.step.as_deref()))
             .put("progress", Value::Int(self.progress))
             .put("questions_imported", Value::Int(self.questions_imported))
             .put("questions_total", Value::Int(self.questions_total))
             .put("started_at", avro::millis(self.started_at))
             .put("last_accessed_at", avro::millis(self.last_accessed_at))
             .put("finished_at", avro::opt_millis(self.finished_at))
-            .put("abandon_reason", avro::opt_string(&self.abandon_reason))
+            .put(
+                "abandon_reason",
+                avro::opt_string(self.abandon_reason.as_deref()),
+            )
             .put("recent_events", seen_to_value(&self.recent_events))
             .put("source_partition", Value::Int(self.source_partition))
             .put("source_offset", Value::Long(self.source_offset))

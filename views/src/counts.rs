@@ -190,10 +190,10 @@ mod tests {
                 any = true;
                 t.sessions += 1;
                 *t.by_device
-                    .entry(s.device_type.clone().unwrap_or_else(|| UNKNOWN.into()))
+                    .entry(s.device_type.as_deref().unwrap_or(UNKNOWN).to_owned())
                     .or_default() += 1;
                 *t.by_browser
-                    .entry(s.browser.clone().unwrap_or_else(|| UNKNOWN.into()))
+                    .entry(s.browser.as_deref().unwrap_or(UNKNOWN).to_owned())
                     .or_default() += 1;
             }
             t.users += usize::from(any);
@@ -215,12 +215,12 @@ mod tests {
             prop::option::of(prop::sample::select(vec!["Firefox", "desktop"])),
         )
             .prop_map(|(last, started, ended, device, browser)| SessionState {
-                session_id: format!("s{last}"),
+                session_id: format!("s{last}").into(),
                 started_at: started.then_some(0),
                 ended_at: ended.then_some(last),
                 last_activity: last,
-                device_type: device.map(str::to_owned),
-                browser: browser.map(str::to_owned),
+                device_type: device.map(Into::into),
+                browser: browser.map(Into::into),
                 ..SessionState::default()
             })
     }

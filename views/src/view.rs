@@ -201,12 +201,12 @@ impl PresenceView {
         let (active, ended_reason) = session_status(s, self.idle_timeout, now);
         let ended_reason = ended_reason.map(EndedReason::as_str);
         SessionJson {
-            session_id: s.session_id.clone(),
-            device_type: s.device_type.clone(),
-            browser: s.browser.clone(),
-            os: s.os.clone(),
-            ip_address: s.ip_address.clone(),
-            current_page: s.current_page.clone(),
+            session_id: s.session_id.to_string(),
+            device_type: s.device_type.as_deref().map(str::to_owned),
+            browser: s.browser.as_deref().map(str::to_owned),
+            os: s.os.as_deref().map(str::to_owned),
+            ip_address: s.ip_address.as_deref().map(str::to_owned),
+            current_page: s.current_page.as_deref().map(str::to_owned),
             started_at: s.started_at.map(rfc3339),
             last_activity: rfc3339(s.last_activity),
             active,
@@ -369,7 +369,7 @@ mod tests {
             user_id: id.into(),
             email: Some(format!("{id}@x")),
             sessions: vec![SessionState {
-                session_id: format!("{id}-s"),
+                session_id: format!("{id}-s").into(),
                 started_at: Some(last - MIN),
                 device_type: Some(device.into()),
                 browser: Some("Firefox".into()),

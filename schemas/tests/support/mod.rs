@@ -38,8 +38,10 @@ prop_compose! {
         ended in proptest::option::of(any::<i64>()), reason in proptest::option::of(0usize..3),
         views in any::<i64>(), beats in any::<i64>(),
     ) -> SessionState {
+        let dev: Option<Box<str>> = dev.map(Into::into);
+        let page: Option<Box<str>> = page.map(Into::into);
         SessionState {
-            session_id: id, started_at: started, device_type: dev.clone(), browser: page.clone(),
+            session_id: id.into(), started_at: started, device_type: dev.clone(), browser: page.clone(),
             os: dev, ip_address: None, user_agent: page.clone(), current_page: page, page_at: at,
             last_activity: last, active, ended_at: ended, ended_reason: reason.map(|r| EndedReason::ALL[r]),
             page_views: views, heartbeats: beats,
