@@ -396,7 +396,7 @@ async fn a_store_from_another_topic_incarnation_is_discarded() -> anyhow::Result
             .map(|b| c.decode_presence(b))
             .collect::<Result<Vec<_>, _>>()?
             .into_iter()
-            .rfind(|s| s.user_id == "newbie");
+            .rfind(|s| &*s.user_id == "newbie");
         Ok(last.filter(|s| s.sessions[0].heartbeats == 2))
     })
     .await?;

@@ -150,7 +150,7 @@ mod tests {
         assert_eq!(t.remove("a").map(|u| u.source_offset), Some(3));
         assert!(t.get("a").is_none());
         assert!(t.remove("a").is_none());
-        let mut ids: Vec<&str> = t.values().map(|u| u.user_id.as_str()).collect();
+        let mut ids: Vec<&str> = t.values().map(|u| &*u.user_id).collect();
         ids.sort_unstable();
         assert_eq!(ids, ["b"]);
     }

@@ -127,9 +127,9 @@ fn apply_body(u: &mut UserPresence, e: &ActivityEvent) {
     if let ActivityBody::SessionStarted(st) = &e.body
         && (u.email.is_none() || at >= u.profile_at)
     {
-        u.email = Some(st.email.clone());
-        u.full_name.clone_from(&st.full_name);
-        u.membership.clone_from(&st.membership);
+        copy_text(&mut u.email, Some(&st.email));
+        copy_text(&mut u.full_name, st.full_name.as_deref());
+        copy_text(&mut u.membership, st.membership.as_deref());
         u.roles.clone_from(&st.roles);
         u.profile_at = at;
     }
@@ -308,7 +308,7 @@ impl PresenceTable {
             None => self.users.get_or_insert_with(&e.user_id, || {
                 Box::new(Slot {
                     state: UserPresence {
-                        user_id: e.user_id.clone(),
+                        user_id: e.user_id.as_str().into(),
                         profile_at: Millis::MIN,
                         ..UserPresence::default()
                     },

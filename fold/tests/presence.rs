@@ -307,7 +307,9 @@ fn expired_by_recount(t: &PresenceTable, now: Millis) -> Vec<UserPresence> {
 }
 
 fn by_user(t: &PresenceTable) -> std::collections::BTreeMap<String, UserPresence> {
-    t.users().map(|u| (u.user_id.clone(), u.clone())).collect()
+    t.users()
+        .map(|u| (u.user_id.to_string(), u.clone()))
+        .collect()
 }
 
 proptest! {

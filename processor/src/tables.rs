@@ -68,12 +68,11 @@ impl Table {
         bytes: &[u8],
     ) -> Result<(), String> {
         let id = match stream {
-            Stream::Activity => {
-                contract
-                    .decode_presence(bytes)
-                    .map_err(|e| e.to_string())?
-                    .user_id
-            }
+            Stream::Activity => contract
+                .decode_presence(bytes)
+                .map_err(|e| e.to_string())?
+                .user_id
+                .into_string(),
             Stream::Imports => {
                 contract
                     .decode_import_state(bytes)

@@ -18,7 +18,7 @@ const SECRET: &[u8] = b"routes-test-secret";
 fn user(id: &str, at: i64) -> UserPresence {
     UserPresence {
         user_id: id.into(),
-        email: Some(format!("{id}@example.com")),
+        email: Some(format!("{id}@example.com").into()),
         sessions: vec![SessionState {
             session_id: format!("{id}-s").into(),
             started_at: Some(at - 1000),

@@ -230,8 +230,8 @@ fn activity_body(i: &mut In<'_>) -> R<ActivityBody> {
     Ok(match i.branch(4)? {
         0 => ActivityBody::SessionStarted(SessionStarted {
             email: i.string()?,
-            full_name: i.opt_string()?,
-            membership: i.opt_string()?,
+            full_name: i.opt_string()?.map(Into::into),
+            membership: i.opt_string()?.map(Into::into),
             roles: i.strings()?,
             device_type: i.opt_string()?,
             browser: i.opt_string()?,
@@ -323,10 +323,10 @@ fn session(i: &mut In<'_>) -> R<SessionState> {
 pub(crate) fn presence(body: &[u8]) -> R<UserPresence> {
     let mut i = In::new("UserPresence", body);
     let u = UserPresence {
-        user_id: i.string()?,
-        email: i.opt_string()?,
-        full_name: i.opt_string()?,
-        membership: i.opt_string()?,
+        user_id: i.string()?.into(),
+        email: i.opt_string()?.map(Into::into),
+        full_name: i.opt_string()?.map(Into::into),
+        membership: i.opt_string()?.map(Into::into),
         roles: i.strings()?,
         profile_at: i.long()?,
         sessions: i.array(session)?,

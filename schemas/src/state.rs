@@ -74,13 +74,13 @@ pub struct SessionState {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UserPresence {
     /// User id (the key).
-    pub user_id: String,
+    pub user_id: Box<str>,
     /// E-mail from the latest session_started.
-    pub email: Option<String>,
+    pub email: Option<Box<str>>,
     /// Display name.
-    pub full_name: Option<String>,
+    pub full_name: Option<Box<str>>,
     /// Membership tier.
-    pub membership: Option<String>,
+    pub membership: Option<Box<str>>,
     /// Roles.
     pub roles: Vec<String>,
     /// Event time of the session_started the profile came from.
@@ -244,10 +244,10 @@ impl UserPresence {
     pub fn from_value(v: Value) -> Result<UserPresence, SchemaError> {
         let mut f = Fields::open("UserPresence", "", v)?;
         Ok(UserPresence {
-            user_id: f.string("user_id")?,
-            email: f.opt_string("email")?,
-            full_name: f.opt_string("full_name")?,
-            membership: f.opt_string("membership")?,
+            user_id: f.string("user_id")?.into(),
+            email: f.opt_string("email")?.map(Into::into),
+            full_name: f.opt_string("full_name")?.map(Into::into),
+            membership: f.opt_string("membership")?.map(Into::into),
             roles: f.strings("roles")?,
             profile_at: f.millis("profile_at")?,
             sessions: exact(f.array("sessions")?, SessionState::from_value)?,

@@ -240,7 +240,7 @@ mod tests {
                     counts.apply(&old, -1);
                 }
                 if !sessions.is_empty() {
-                    let u = UserPresence { user_id: format!("u{id}"), sessions, ..UserPresence::default() };
+                    let u = UserPresence { user_id: format!("u{id}").into(), sessions, ..UserPresence::default() };
                     counts.apply(&u, 1);
                     users.insert(id, u);
                 }

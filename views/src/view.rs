@@ -183,8 +183,8 @@ impl PresenceView {
         new.recent_events = Vec::new();
         // The table finds a state by the id inside it; the record's key
         // is what compaction goes by, so the key wins.
-        if new.user_id != user_id {
-            user_id.clone_into(&mut new.user_id);
+        if *new.user_id != *user_id {
+            new.user_id = user_id.into();
         }
         let moved = self
             .rooms
@@ -229,10 +229,10 @@ impl PresenceView {
                 .then(a.session_id.cmp(&b.session_id))
         });
         UserJson {
-            user_id: u.user_id.clone(),
-            email: u.email.clone(),
-            full_name: u.full_name.clone(),
-            membership: u.membership.clone(),
+            user_id: u.user_id.to_string(),
+            email: u.email.as_deref().map(str::to_owned),
+            full_name: u.full_name.as_deref().map(str::to_owned),
+            membership: u.membership.as_deref().map(str::to_owned),
             roles: u.roles.clone(),
             online: sessions.iter().any(|s| s.active),
             last_seen: rfc3339(last_seen(u)),
@@ -265,7 +265,9 @@ impl PresenceView {
 
     /// A user's e-mail from their presence profile.
     pub fn email(&self, user_id: &str) -> Option<String> {
-        self.users.get(user_id).and_then(|u| u.email.clone())
+        self.users
+            .get(user_id)
+            .and_then(|u| u.email.as_deref().map(str::to_owned))
     }
 
     /// One user, if known.
@@ -303,7 +305,7 @@ impl PresenceView {
             (true, Some(u)) => Some(
                 Cursor {
                     last_seen: last_seen(u),
-                    user_id: u.user_id.clone(),
+                    user_id: u.user_id.to_string(),
                 }
                 .encode(),
             ),
@@ -367,7 +369,7 @@ mod tests {
     fn user(id: &str, last: Millis, ended: bool, device: &str, offset: i64) -> UserPresence {
         UserPresence {
             user_id: id.into(),
-            email: Some(format!("{id}@x")),
+            email: Some(format!("{id}@x").into()),
             sessions: vec![SessionState {
                 session_id: format!("{id}-s").into(),
                 started_at: Some(last - MIN),

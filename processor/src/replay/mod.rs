@@ -324,7 +324,7 @@ fn write_store(f: &Folded, contract: &Contract, dir: &Path) -> Result<(), Proces
     for (p, t) in &f.presence {
         let mut entities = Vec::with_capacity(t.len());
         for u in t.users() {
-            entities.push((u.user_id.clone(), Some(contract.encode_presence(u)?)));
+            entities.push((u.user_id.to_string(), Some(contract.encode_presence(u)?)));
         }
         let write = PartitionWrite {
             entities,

@@ -58,7 +58,7 @@ prop_compose! {
         partition in any::<i32>(), offset in any::<i64>(),
     ) -> UserPresence {
         UserPresence {
-            user_id: user, email, full_name: None, membership: Some("m".into()), roles, profile_at: at, sessions,
+            user_id: user.into(), email: email.map(Into::into), full_name: None, membership: Some("m".into()), roles, profile_at: at, sessions,
             recent_events: seen.into_iter().map(|(h, t)| SeenEvent { id_hash: h, occurred_at: t }).collect(),
             source_partition: partition, source_offset: offset,
         }
