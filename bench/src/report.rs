@@ -95,6 +95,8 @@ pub struct Results {
     pub freshness: Option<Freshness>,
     /// Query latency and memory by size.
     pub sizes: Vec<AtSize>,
+    /// The broker the services ran on for `sizes`.
+    pub sizes_broker: &'static str,
 }
 
 fn machine() -> Machine {
@@ -165,6 +167,7 @@ impl Results {
             ingest_single: None,
             freshness: None,
             sizes: Vec::new(),
+            sizes_broker: "",
         }
     }
 
@@ -318,7 +321,8 @@ impl Results {
         }
         let _ = writeln!(
             md,
-            "\n## Memory per tracked session (resident, above the empty process)\n"
+            "\n## Memory per tracked session (resident, above the empty process)\n\nThe services ran on {}.\n",
+            self.sizes_broker
         );
         let _ = writeln!(
             md,

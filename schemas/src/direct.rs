@@ -230,8 +230,8 @@ fn activity_body(i: &mut In<'_>) -> R<ActivityBody> {
     Ok(match i.branch(4)? {
         0 => ActivityBody::SessionStarted(SessionStarted {
             email: i.string()?,
-            full_name: i.opt_string()?.map(Into::into),
-            membership: i.opt_string()?.map(Into::into),
+            full_name: i.opt_string()?,
+            membership: i.opt_string()?,
             roles: i.strings()?,
             device_type: i.opt_string()?,
             browser: i.opt_string()?,
