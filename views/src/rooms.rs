@@ -4,27 +4,46 @@
 //! memberships, so a room of ten thousand members costs no more per change
 //! than a room of two, and its join and leave changes come out as diffs.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::Serialize;
 use sessionfold_schemas::{Millis, SessionState, UserPresence};
+
+/// A device type name's number in [`Rooms`]: members hold numbers, not names.
+type DeviceNo = u16;
+
+/// What a device type name beyond the numbers there are is counted as.
+const OTHER_DEVICE: &str = "other";
 
 /// One user in a room: how many of their sessions are there, on which
 /// devices, and their latest activity. Session ids are not kept: the user's
 /// old and new states say which sessions moved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Member {
-    sessions: usize,
-    /// (device type, sessions); device names are shared across members.
-    devices: Vec<(Arc<str>, u32)>,
     last_activity: Millis,
+    sessions: u32,
+    /// The device of every session here when they share one, as nearly
+    /// all members do (most have one session in a room).
+    device: DeviceNo,
+    /// (device, sessions) when they differ; no allocation otherwise.
+    mixed: Option<Box<[(DeviceNo, u32)]>>,
+}
+
+impl Member {
+    fn devices(&self) -> impl Iterator<Item = (DeviceNo, u32)> + '_ {
+        let one = self.mixed.is_none().then_some((self.device, self.sessions));
+        one.into_iter()
+            .chain(self.mixed.iter().flat_map(|m| m.iter().copied()))
+    }
 }
 
 /// The members of one room.
 #[derive(Debug, Clone, Default)]
 struct Room {
-    members: BTreeMap<String, Member>,
+    // Boxed ids and a compact member: a B-tree filled in order keeps its
+    // nodes half full, so every byte of an entry counts about twice.
+    members: BTreeMap<Box<str>, Member>,
     sessions: usize,
 }
 
@@ -98,8 +117,9 @@ pub struct RoomCount {
 #[derive(Debug, Default)]
 pub struct Rooms {
     rooms: HashMap<Arc<str>, Room>,
-    /// Device type names, held once.
-    devices: HashSet<Arc<str>>,
+    /// Device type names by number, each held once.
+    device_names: Vec<Arc<str>>,
+    device_nos: HashMap<Arc<str>, DeviceNo>,
 }
 
 /// The active sessions of a state, by the room their page names.
@@ -128,14 +148,30 @@ impl Rooms {
         Rooms::default()
     }
 
-    fn device(&mut self, d: Option<&str>) -> Arc<str> {
-        let d = d.unwrap_or("unknown");
-        if let Some(held) = self.devices.get(d) {
-            return held.clone();
+    /// The number of a device type name. Past the numbers there are, new
+    /// names count as [`OTHER_DEVICE`]: device types come from clients.
+    fn device(&mut self, d: Option<&str>) -> DeviceNo {
+        let mut d = d.unwrap_or("unknown");
+        if let Some(&n) = self.device_nos.get(d) {
+            return n;
         }
-        let held: Arc<str> = Arc::from(d);
-        self.devices.insert(held.clone());
-        held
+        if self.device_names.len() >= usize::from(DeviceNo::MAX) {
+            d = OTHER_DEVICE;
+            if let Some(&n) = self.device_nos.get(d) {
+                return n;
+            }
+        }
+        let n = DeviceNo::try_from(self.device_names.len()).unwrap_or(DeviceNo::MAX);
+        let name: Arc<str> = Arc::from(d);
+        self.device_names.push(name.clone());
+        self.device_nos.insert(name, n);
+        n
+    }
+
+    fn device_name(&self, n: DeviceNo) -> &str {
+        self.device_names
+            .get(usize::from(n))
+            .map_or(OTHER_DEVICE, |name| &**name)
     }
 
     /// Moves `user_id` from the rooms its `old` state put it in to those its
@@ -165,20 +201,25 @@ impl Rooms {
             };
             let news = change != Move::Update || !same_sessions(b, a);
             let member = (!a.is_empty()).then(|| {
-                // Sized to the sessions here (most often one): a first push
-                // would make room for four, and a member lives as long as
-                // the user's session.
-                let mut devices: Vec<(Arc<str>, u32)> = Vec::with_capacity(a.len());
-                for s in a {
-                    let d = self.device(s.device_type.as_deref());
-                    match devices.iter_mut().find(|(x, _)| *x == d) {
-                        Some(entry) => entry.1 += 1,
-                        None => devices.push((d, 1)),
+                let nos: Vec<DeviceNo> = a
+                    .iter()
+                    .map(|s| self.device(s.device_type.as_deref()))
+                    .collect();
+                let device = nos.first().copied().unwrap_or_default();
+                let mixed = (!nos.iter().all(|&d| d == device)).then(|| {
+                    let mut counts: Vec<(DeviceNo, u32)> = Vec::with_capacity(nos.len());
+                    for d in &nos {
+                        match counts.iter_mut().find(|(x, _)| x == d) {
+                            Some(entry) => entry.1 += 1,
+                            None => counts.push((*d, 1)),
+                        }
                     }
-                }
+                    counts.into_boxed_slice()
+                });
                 Member {
-                    sessions: a.len(),
-                    devices,
+                    sessions: u32::try_from(a.len()).unwrap_or(u32::MAX),
+                    device,
+                    mixed,
                     last_activity: a.iter().map(|s| s.last_activity).max().unwrap_or(0),
                 }
             });
@@ -187,11 +228,11 @@ impl Rooms {
                 None => self.rooms.entry(Arc::from(name)).or_default(),
             };
             if let Some(old) = room.members.remove(user_id) {
-                room.sessions -= old.sessions;
+                room.sessions -= old.sessions as usize;
             }
             if let Some(m) = member {
-                room.sessions += m.sessions;
-                room.members.insert(user_id.to_owned(), m);
+                room.sessions += m.sessions as usize;
+                room.members.insert(user_id.into(), m);
             }
             let members = room.members.len();
             if members == 0 {
@@ -216,8 +257,8 @@ impl Rooms {
         let r = self.rooms.get(room)?;
         let mut by_device: BTreeMap<String, usize> = BTreeMap::new();
         for m in r.members.values() {
-            for (d, n) in &m.devices {
-                *by_device.entry(d.to_string()).or_default() += *n as usize;
+            for (d, n) in m.devices() {
+                *by_device.entry(self.device_name(d).to_owned()).or_default() += n as usize;
             }
         }
         let members = r
@@ -225,11 +266,10 @@ impl Rooms {
             .iter()
             .take(limit)
             .map(|(user, m)| MemberJson {
-                user_id: user.clone(),
+                user_id: user.to_string(),
                 devices: m
-                    .devices
-                    .iter()
-                    .map(|(d, n)| (d.to_string(), *n as usize))
+                    .devices()
+                    .map(|(d, n)| (self.device_name(d).to_owned(), n as usize))
                     .collect(),
                 last_activity: crate::view::rfc3339(m.last_activity),
             })
@@ -313,6 +353,32 @@ mod tests {
         c.iter()
             .map(|c| (c.room.as_str(), c.change, c.sessions, c.members))
             .collect()
+    }
+
+    #[test]
+    fn devices_are_counted_per_member_and_past_the_numbers_as_other() {
+        let mut r = Track::default();
+        let two = user(
+            "ann",
+            vec![
+                session("t1", "/a", "desktop", true),
+                session("t2", "/a", "desktop", true),
+            ],
+        );
+        r.apply("ann", Some(&two));
+        let a = r.room("/a", 10).expect("room");
+        assert_eq!(a.members[0].devices.get("desktop"), Some(&2));
+        assert_eq!(a.by_device.get("desktop"), Some(&2));
+        // Every number taken by a flood of made-up device types.
+        for i in 1..usize::from(DeviceNo::MAX) {
+            r.rooms.device(Some(&format!("made-up-{i}")));
+        }
+        let late = user("bob", vec![session("b1", "/a", "brand-new", true)]);
+        r.apply("bob", Some(&late));
+        let a = r.room("/a", 10).expect("room");
+        assert_eq!(a.by_device.get(OTHER_DEVICE), Some(&1));
+        assert_eq!(a.by_device.get("brand-new"), None);
+        assert_eq!(a.by_device.get("desktop"), Some(&2));
     }
 
     #[test]

@@ -119,7 +119,8 @@ fn in_window(s: &SessionState, now: Millis, window: Millis) -> bool {
 pub struct PresenceView {
     idle_timeout: Millis,
     users: KeyedTable<UserPresence>,
-    by_recency: BTreeSet<(Reverse<Millis>, String)>,
+    // Boxed ids: 8 bytes less than a `String` in every entry.
+    by_recency: BTreeSet<(Reverse<Millis>, Box<str>)>,
     counts: ActivityCounts,
     rooms: crate::rooms::Rooms,
     room_changes: Vec<crate::rooms::RoomChange>,
@@ -164,7 +165,7 @@ impl PresenceView {
             self.room_changes.extend(moved);
             if let Some(old) = old {
                 self.by_recency
-                    .remove(&(Reverse(last_seen(&old)), user_id.to_owned()));
+                    .remove(&(Reverse(last_seen(&old)), Box::from(user_id)));
                 self.counts.apply(&old, -1);
             }
             return Update::Deleted;
@@ -175,7 +176,7 @@ impl PresenceView {
                 return Update::Stale;
             }
             self.by_recency
-                .remove(&(Reverse(last_seen(old)), user_id.to_owned()));
+                .remove(&(Reverse(last_seen(old)), Box::from(user_id)));
             self.counts.apply(old, -1);
         }
         // The deduplication memory is the processor's business; no view
@@ -191,7 +192,7 @@ impl PresenceView {
             .apply(user_id, self.users.get(user_id), Some(&new));
         self.room_changes.extend(moved);
         self.by_recency
-            .insert((Reverse(last_seen(&new)), user_id.to_owned()));
+            .insert((Reverse(last_seen(&new)), Box::from(user_id)));
         self.counts.apply(&new, 1);
         self.users.insert(Box::new(new));
         Update::Upserted
@@ -290,7 +291,7 @@ impl PresenceView {
         // recency index from the cursor, so a page costs its own length.
         let total = self.counts.after(horizon).users;
         let start = match cursor {
-            Some(c) => Bound::Excluded((Reverse(c.last_seen), c.user_id.clone())),
+            Some(c) => Bound::Excluded((Reverse(c.last_seen), Box::from(c.user_id.as_str()))),
             None => Bound::Unbounded,
         };
         let mut recent = self
