@@ -16,6 +16,8 @@ pub struct Service {
     /// Its base URL.
     pub url: String,
     dir: tempfile::TempDir,
+    /// Started in a process group of its own (under heaptrack).
+    own_group: bool,
 }
 
 fn binary(name: &str) -> anyhow::Result<PathBuf> {
@@ -45,12 +47,17 @@ impl Service {
         let log = std::fs::File::create(dir.path().join("log"))?;
         // With SESSIONFOLD_BENCH_HEAPTRACK=DIR the long-running services run
         // under heaptrack, for the memory profile in docs/profiles/.
+        let mut own_group = false;
         let mut cmd = match std::env::var_os("SESSIONFOLD_BENCH_HEAPTRACK") {
             Some(out) if name != "sessionfold-producer" => {
                 let mut c = Command::new("heaptrack");
                 c.arg("-o")
                     .arg(PathBuf::from(out).join(name))
                     .arg(binary(name)?);
+                // heaptrack starts the service as its own child: a group of
+                // their own lets the drop stop both, not heaptrack alone.
+                std::os::unix::process::CommandExt::process_group(&mut c, 0);
+                own_group = true;
                 c
             }
             _ => Command::new(binary(name)?),
@@ -69,6 +76,7 @@ impl Service {
             child,
             url: format!("http://127.0.0.1:{port}"),
             dir,
+            own_group,
         };
         s.wait("/healthz", Duration::from_secs(60)).await?;
         Ok(s)
@@ -122,6 +130,11 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
+        if self.own_group {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
