@@ -509,20 +509,22 @@ impl Results {
                     verdict(worst < 5.0)
                 }
             );
-            let _ = writeln!(
-                md,
-                "| processor memory < 1 KiB per session | {:.0} B at {} sessions | {} |",
-                s.processor_bytes_per_session,
-                s.sessions,
-                verdict(s.processor_bytes_per_session < 1024.0)
-            );
-            let _ = writeln!(
-                md,
-                "| projections memory < 700 B per session | {:.0} B at {} sessions | {} |",
-                s.projections_bytes_per_session,
-                s.sessions,
-                verdict(s.projections_bytes_per_session < 700.0)
-            );
+            for (service, target, label, bytes) in [
+                ("processor", 1024.0, "1 KiB", s.processor_bytes_per_session),
+                (
+                    "projections",
+                    700.0,
+                    "700 B",
+                    s.projections_bytes_per_session,
+                ),
+            ] {
+                let _ = writeln!(
+                    md,
+                    "| {service} memory < {label} per session | {bytes:.0} B at {} sessions | {} |",
+                    s.sessions,
+                    verdict(bytes < target)
+                );
+            }
         }
         md.push_str(
             "\n## Notes\n\n\
