@@ -57,13 +57,13 @@ pub fn generate(seed: u64, users: usize, events: usize, end: Millis) -> Vec<Acti
             &mut out,
             0,
             t,
-            ActivityBody::SessionStarted(SessionStarted {
+            ActivityBody::SessionStarted(Box::new(SessionStarted {
                 email: format!("{user}@example.com"),
                 device_type: Some(DEVICES[rng.below(3) as usize].into()),
                 browser: Some(BROWSERS[rng.below(4) as usize].into()),
                 page: Some("/".into()),
                 ..SessionStarted::default()
-            }),
+            })),
         );
         let logout = rng.below(2) == 0;
         let steps = if logout { per_user - 2 } else { per_user - 1 };

@@ -557,14 +557,14 @@ pub fn session_started(id: String, user: &str, at: i64) -> sessionfold_schemas::
         occurred_at: at,
         user_id: user.to_owned(),
         session_id: format!("{user}-s"),
-        body: sessionfold_schemas::ActivityBody::SessionStarted(
+        body: sessionfold_schemas::ActivityBody::SessionStarted(Box::new(
             sessionfold_schemas::SessionStarted {
                 email: format!("{user}@example.com"),
                 device_type: Some("desktop".into()),
                 browser: Some("Firefox".into()),
                 ..Default::default()
             },
-        ),
+        )),
         received_at: Some(at),
     }
 }

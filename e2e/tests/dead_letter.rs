@@ -40,10 +40,10 @@ async fn garbage_and_invalid_events_are_dead_lettered() -> anyhow::Result<()> {
         "e1",
         "v1",
         now,
-        ActivityBody::SessionStarted(SessionStarted {
+        ActivityBody::SessionStarted(Box::new(SessionStarted {
             email: "v1@example.com".into(),
             ..SessionStarted::default()
-        }),
+        })),
     ))?;
     let beat = |id: &str| {
         c.encode_activity(&event(
@@ -160,10 +160,10 @@ async fn a_record_too_large_to_copy_is_dead_lettered_cut_short() -> anyhow::Resu
         "e1",
         "big",
         chrono_now(),
-        ActivityBody::SessionStarted(SessionStarted {
+        ActivityBody::SessionStarted(Box::new(SessionStarted {
             email: "big@example.com".into(),
             ..SessionStarted::default()
-        }),
+        })),
     ))?;
     // The current schema's header, then bytes that do not decode.
     let mut big = start[..10].to_vec();
@@ -218,10 +218,10 @@ async fn a_record_on_the_wrong_partition_is_dead_lettered() -> anyhow::Result<()
         "p1",
         "w1",
         now,
-        ActivityBody::SessionStarted(SessionStarted {
+        ActivityBody::SessionStarted(Box::new(SessionStarted {
             email: "w1@example.com".into(),
             ..SessionStarted::default()
-        }),
+        })),
     ))?;
     let beat = |id: &str| {
         c.encode_activity(&event(

@@ -50,12 +50,12 @@ fn started(id: &str, user: &str, at: i64, device: &str, browser: &str) -> Activi
         occurred_at: at,
         user_id: user.into(),
         session_id: format!("{user}-s"),
-        body: ActivityBody::SessionStarted(SessionStarted {
+        body: ActivityBody::SessionStarted(Box::new(SessionStarted {
             email: format!("{user}@example.com"),
             device_type: Some(device.into()),
             browser: Some(browser.into()),
             ..SessionStarted::default()
-        }),
+        })),
         received_at: Some(at),
     }
 }

@@ -76,10 +76,10 @@ fn a_forgotten_user_leaves_no_presence() {
             occurred_at: T0,
             user_id: user.into(),
             session_id: "tab".into(),
-            body: ActivityBody::SessionStarted(SessionStarted {
+            body: ActivityBody::SessionStarted(Box::new(SessionStarted {
                 email: format!("{user}@example.com"),
                 ..SessionStarted::default()
-            }),
+            })),
             received_at: None,
         };
         assert_eq!(

@@ -32,13 +32,13 @@ fn start(id: &str, user: &str, session: &str, at: Millis) -> ActivityEvent {
         user,
         session,
         at,
-        ActivityBody::SessionStarted(SessionStarted {
+        ActivityBody::SessionStarted(Box::new(SessionStarted {
             email: format!("{user}@example.com"),
             device_type: Some("mobile".into()),
             browser: Some("Safari".into()),
             page: Some("/login".into()),
             ..SessionStarted::default()
-        }),
+        })),
     )
 }
 

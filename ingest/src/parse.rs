@@ -171,7 +171,7 @@ pub fn activity_event(path: String, v: &Value, r: Receipt) -> Result<ActivityEve
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let occurred_at = r.clamp(o.time("occurred_at")?);
     let body = match kind.as_str() {
-        "session_started" => ActivityBody::SessionStarted(SessionStarted {
+        "session_started" => ActivityBody::SessionStarted(Box::new(SessionStarted {
             email: o.str("email")?,
             full_name: o.opt_str("full_name")?,
             membership: o.opt_str("membership")?,
@@ -182,7 +182,7 @@ pub fn activity_event(path: String, v: &Value, r: Receipt) -> Result<ActivityEve
             ip_address: o.opt_str("ip_address")?,
             user_agent: o.opt_str("user_agent")?,
             page: o.opt_str("page")?,
-        }),
+        })),
         "heartbeat" => ActivityBody::Heartbeat {
             page: o.opt_str("page")?,
             activity: o

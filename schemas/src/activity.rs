@@ -56,7 +56,7 @@ pub struct SessionStarted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ActivityBody {
     /// A session began.
-    SessionStarted(SessionStarted),
+    SessionStarted(Box<SessionStarted>),
     /// The user is still there.
     Heartbeat {
         /// Page the user is on.
@@ -114,7 +114,13 @@ pub const MAX_TEXT_LEN: usize = 2048;
 
 /// Checks an identifier: not blank, at most [`MAX_ID_LEN`] bytes.
 pub fn check_id(field: &str, value: &str) -> Result<(), SchemaError> {
-    if value.trim().is_empty() {
+    // An id that opens with a visible ASCII character is not blank: decided
+    // without the Unicode-aware trim that every event's ids would pay for.
+    let visible_start = value
+        .as_bytes()
+        .first()
+        .is_some_and(|b| b.is_ascii() && !matches!(b, b' ' | b'\t'..=b'\r'));
+    if !visible_start && value.trim().is_empty() {
         return Err(SchemaError::invalid(field, "must not be empty"));
     }
     if value.len() > MAX_ID_LEN {
@@ -231,7 +237,7 @@ impl ActivityEvent {
         let body = match branch {
             0 => {
                 let mut s = Fields::open("SessionStarted", "event", Value::Record(fields))?;
-                ActivityBody::SessionStarted(SessionStarted {
+                ActivityBody::SessionStarted(Box::new(SessionStarted {
                     email: s.string("email")?,
                     full_name: s.opt_string("full_name")?,
                     membership: s.opt_string("membership")?,
@@ -242,7 +248,7 @@ impl ActivityEvent {
                     ip_address: s.opt_string("ip_address")?,
                     user_agent: s.opt_string("user_agent")?,
                     page: s.opt_string("page")?,
-                })
+                }))
             }
             1 => {
                 let mut s = Fields::open("Heartbeat", "event", Value::Record(fields))?;
@@ -282,5 +288,27 @@ impl ActivityEvent {
             body,
             received_at,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_id;
+
+    #[test]
+    fn an_id_is_blank_exactly_when_trimming_leaves_nothing() {
+        let mut cases: Vec<String> = (0u8..128).map(|b| char::from(b).to_string()).collect();
+        for c in ['\u{85}', '\u{a0}', '\u{2003}', '\u{3000}', 'é'] {
+            cases.push(c.to_string());
+        }
+        let more: Vec<String> = cases
+            .iter()
+            .flat_map(|a| [format!("{a} "), format!("{a}x"), format!(" {a}")])
+            .collect();
+        cases.extend(more);
+        cases.push(String::new());
+        for c in &cases {
+            assert_eq!(check_id("id", c).is_err(), c.trim().is_empty(), "id {c:?}");
+        }
     }
 }

@@ -192,7 +192,9 @@ impl SchemaSet {
             }
             None => (header_fingerprint(bytes)?, HEADER_LEN),
         };
-        if !self.writers.contains_key(&fp) {
+        // Almost every record is written with the current schema: known
+        // without hashing its fingerprint.
+        if fp != self.current_fingerprint && !self.writers.contains_key(&fp) {
             return Err(SchemaError::UnknownFingerprint {
                 record: self.record,
                 fingerprint: fp,

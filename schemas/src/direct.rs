@@ -53,20 +53,23 @@ impl<'a> In<'a> {
     /// A variable-length zig-zag long, read as the Avro reference reader
     /// does: at most ten bytes, bits past the 64th dropped.
     fn long(&mut self) -> R<i64> {
+        // One bounds check for the whole integer instead of one per byte:
+        // the loop runs once per event field, so its branches count.
+        let rest = self.buf.get(self.pos..).unwrap_or_default();
         let mut z = 0u64;
-        let mut shift = 0u32;
-        loop {
-            if shift > 63 {
-                return Err(self.bad("variable-length integer longer than 10 bytes"));
-            }
-            let b = self.byte()?;
-            z |= u64::from(b & 0x7F) << shift;
+        for (i, b) in rest.iter().take(10).enumerate() {
+            z |= u64::from(b & 0x7F) << (7 * i);
             if b & 0x80 == 0 {
-                break;
+                self.pos += i + 1;
+                return Ok((z >> 1) as i64 ^ -((z & 1) as i64));
             }
-            shift += 7;
         }
-        Ok((z >> 1) as i64 ^ -((z & 1) as i64))
+        if rest.len() < 10 {
+            self.pos = self.buf.len();
+            return Err(self.bad("unexpected end"));
+        }
+        self.pos += 10;
+        Err(self.bad("variable-length integer longer than 10 bytes"))
     }
 
     fn int(&mut self) -> R<i32> {
@@ -117,6 +120,16 @@ impl<'a> In<'a> {
 
     /// A union's branch index, below `branches`.
     fn branch(&mut self, branches: usize) -> R<usize> {
+        // Every union index of these schemas fits in one byte.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b & 0x80 == 0
+        {
+            let i = usize::from(b >> 1);
+            if b & 1 == 0 && i < branches {
+                self.pos += 1;
+                return Ok(i);
+            }
+        }
         // apache-avro reads a union index cut short by the end of the body
         // as the first branch (null for the optional fields), so that a
         // record written before a trailing optional field was added still
@@ -228,7 +241,7 @@ pub(crate) fn activity(body: &[u8]) -> R<ActivityEvent> {
 
 fn activity_body(i: &mut In<'_>) -> R<ActivityBody> {
     Ok(match i.branch(4)? {
-        0 => ActivityBody::SessionStarted(SessionStarted {
+        0 => ActivityBody::SessionStarted(Box::new(SessionStarted {
             email: i.string()?,
             full_name: i.opt_string()?,
             membership: i.opt_string()?,
@@ -239,7 +252,7 @@ fn activity_body(i: &mut In<'_>) -> R<ActivityBody> {
             ip_address: i.opt_string()?,
             user_agent: i.opt_string()?,
             page: i.opt_string()?,
-        }),
+        })),
         1 => ActivityBody::Heartbeat {
             page: i.opt_string()?,
             activity: i.symbol(Interaction::ALL)?,

@@ -18,7 +18,7 @@ fn started(user: &str) -> ActivityEvent {
         occurred_at: 1_700_000_000_123,
         user_id: user.into(),
         session_id: "s-1".into(),
-        body: ActivityBody::SessionStarted(SessionStarted {
+        body: ActivityBody::SessionStarted(Box::new(SessionStarted {
             email: "ada@example.com".into(),
             full_name: Some("Ada".into()),
             membership: None,
@@ -29,7 +29,7 @@ fn started(user: &str) -> ActivityEvent {
             ip_address: Some("10.0.0.1".into()),
             user_agent: None,
             page: Some("/home".into()),
-        }),
+        })),
         received_at: Some(1_700_000_000_200),
     }
 }

@@ -19,9 +19,9 @@ prop_compose! {
         email in "[a-z]{1,8}@[a-z]{1,8}", roles in proptest::collection::vec("[a-z]{1,8}", 0..3),
     ) -> ActivityEvent {
         let body = match kind {
-            0 => ActivityBody::SessionStarted(SessionStarted {
+            0 => ActivityBody::SessionStarted(Box::new(SessionStarted {
                 email, roles, page: page.clone(), browser: title.clone(), ..SessionStarted::default()
-            }),
+            })),
             1 => ActivityBody::Heartbeat { page, activity: Interaction::ALL[which] },
             2 => ActivityBody::PageViewed { page: page.unwrap_or_else(|| "/".into()), title },
             _ => ActivityBody::SessionEnded { reason: EndReason::ALL[which % 2] },
