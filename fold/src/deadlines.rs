@@ -18,19 +18,36 @@ use std::collections::{BinaryHeap, HashMap};
 
 use sessionfold_schemas::Millis;
 
-/// Entries by deadline; each entity's current deadline is held by the caller.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct DeadlineHeap {
-    heap: BinaryHeap<Reverse<(Millis, String)>>,
+/// Entries by deadline; each entity's current deadline is held by the
+/// caller. An entry names its entity by `K`: the id itself, or (in the
+/// presence table, where a million users make every byte count) a hash of it
+/// that the caller resolves to the users it may stand for.
+#[derive(Debug, Clone)]
+pub(crate) struct DeadlineHeap<K: Ord> {
+    heap: BinaryHeap<Reverse<(Millis, K)>>,
 }
 
-impl DeadlineHeap {
-    /// Notes that an entity's deadline moved from `old` to `new`.
-    pub(crate) fn moved(&mut self, id: &str, old: Option<Millis>, new: Option<Millis>) {
+impl<K: Ord> Default for DeadlineHeap<K> {
+    fn default() -> Self {
+        DeadlineHeap {
+            heap: BinaryHeap::new(),
+        }
+    }
+}
+
+impl<K: Ord> DeadlineHeap<K> {
+    /// Notes that an entity's deadline moved from `old` to `new`; `key` is
+    /// only made when an entry is added.
+    pub(crate) fn moved(
+        &mut self,
+        key: impl FnOnce() -> K,
+        old: Option<Millis>,
+        new: Option<Millis>,
+    ) {
         if let Some(t) = new
             && old.is_none_or(|o| t < o)
         {
-            self.heap.push(Reverse((t, id.to_owned())));
+            self.heap.push(Reverse((t, key())));
         }
     }
 
@@ -41,18 +58,19 @@ impl DeadlineHeap {
     }
 
     /// Removes and returns an entity whose current deadline (as `current`
-    /// tells) is at or before `now`. The caller then clears that deadline.
+    /// tells; for a hash, the earliest of the entities it stands for) is at
+    /// or before `now`. The caller then clears that deadline.
     pub(crate) fn pop_due(
         &mut self,
         now: Millis,
-        mut current: impl FnMut(&str) -> Option<Millis>,
-    ) -> Option<String> {
+        mut current: impl FnMut(&K) -> Option<Millis>,
+    ) -> Option<K> {
         while self.next()? <= now {
-            let Reverse((t, id)) = self.heap.pop()?;
-            match current(&id) {
-                Some(cur) if cur == t => return Some(id),
+            let Reverse((t, key)) = self.heap.pop()?;
+            match current(&key) {
+                Some(cur) if cur == t => return Some(key),
                 // Moved later since: due again at its current deadline.
-                Some(cur) if cur > t => self.heap.push(Reverse((cur, id))),
+                Some(cur) if cur > t => self.heap.push(Reverse((cur, key))),
                 // Moved earlier (another entry holds it) or cleared.
                 _ => {}
             }
@@ -64,7 +82,7 @@ impl DeadlineHeap {
 /// Entities ordered by deadline, with their current deadlines.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Deadlines {
-    heap: DeadlineHeap,
+    heap: DeadlineHeap<String>,
     of: HashMap<String, Millis>,
 }
 
@@ -72,7 +90,7 @@ impl Deadlines {
     /// Sets (or, with `None`, clears) an entity's deadline.
     pub(crate) fn set(&mut self, id: &str, deadline: Option<Millis>) {
         let old = self.of.get(id).copied();
-        self.heap.moved(id, old, deadline);
+        self.heap.moved(|| id.to_owned(), old, deadline);
         match (self.of.get_mut(id), deadline) {
             (Some(cur), Some(t)) => *cur = t,
             (Some(_), None) => {
@@ -99,6 +117,69 @@ mod tests {
 
     fn drain(d: &mut Deadlines, now: Millis) -> Vec<String> {
         std::iter::from_fn(|| d.pop_due(now)).collect()
+    }
+
+    /// Entities named by a shared key (a hash that collides), with their
+    /// current deadlines: what comes due at each `now`, the way the
+    /// presence table's tick resolves a popped hash.
+    fn due_under_shared_keys(
+        heap: &mut DeadlineHeap<u64>,
+        current: &mut std::collections::BTreeMap<&'static str, (u64, Option<Millis>)>,
+        now: Millis,
+    ) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        loop {
+            let cur = &*current;
+            let Some(key) = heap.pop_due(now, |k| {
+                cur.values()
+                    .filter(|(kk, _)| kk == k)
+                    .filter_map(|(_, d)| *d)
+                    .min()
+            }) else {
+                break;
+            };
+            for (id, (k, d)) in current.iter_mut() {
+                if *k == key && d.is_some_and(|t| t <= now) {
+                    out.push(*id);
+                    *d = None;
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn entities_sharing_a_key_each_come_due_at_their_own_time() {
+        let mut heap = DeadlineHeap::default();
+        let mut current = std::collections::BTreeMap::new();
+        for (id, key, t) in [("a", 7, 10), ("b", 7, 20), ("c", 7, 20), ("d", 8, 15)] {
+            current.insert(id, (key, Some(t)));
+            heap.moved(|| key, None, Some(t));
+        }
+        // a moves later, past b and c.
+        heap.moved(|| 7, Some(10), Some(30));
+        current.insert("a", (7, Some(30)));
+        assert_eq!(
+            due_under_shared_keys(&mut heap, &mut current, 9),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            due_under_shared_keys(&mut heap, &mut current, 15),
+            vec!["d"]
+        );
+        assert_eq!(
+            due_under_shared_keys(&mut heap, &mut current, 29),
+            vec!["b", "c"]
+        );
+        assert_eq!(
+            due_under_shared_keys(&mut heap, &mut current, 30),
+            vec!["a"]
+        );
+        assert_eq!(
+            due_under_shared_keys(&mut heap, &mut current, 1000),
+            Vec::<&str>::new()
+        );
     }
 
     #[test]

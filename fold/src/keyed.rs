@@ -50,6 +50,20 @@ impl<T: Keyed> KeyedTable<T> {
         self.hasher.hash_one(id)
     }
 
+    /// The table's hash of `id`: an 8-byte stand-in for the id in an index
+    /// beside the table (seeded per table, so only this table resolves it).
+    pub fn hash_of(&self, id: &str) -> u64 {
+        self.hash(id)
+    }
+
+    /// Every value whose id has the hash `hash` (one, but for a collision).
+    pub fn with_hash(&self, hash: u64) -> impl Iterator<Item = &T> {
+        self.table
+            .iter_hash(hash)
+            .filter(move |v| self.hash(v.key()) == hash)
+            .map(|b| &**b)
+    }
+
     /// Values held.
     pub fn len(&self) -> usize {
         self.table.len()

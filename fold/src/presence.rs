@@ -189,7 +189,9 @@ impl Keyed for Slot {
 pub struct PresenceTable {
     cfg: PresenceConfig,
     users: KeyedTable<Slot>,
-    deadlines: DeadlineHeap,
+    /// Users by deadline, each named by its hash in `users` (8 bytes
+    /// instead of a copy of the id).
+    deadlines: DeadlineHeap<u64>,
     /// Ids changed since the last take, in no order, possibly repeated (a
     /// user deleted and seen again); sorted and deduplicated when taken.
     dirty: Vec<String>,
@@ -246,7 +248,8 @@ impl PresenceTable {
         self.remove(&id);
         self.sessions += state.sessions.len();
         let deadline = deadline(&state, &self.cfg);
-        self.deadlines.moved(&id, None, deadline);
+        let users = &self.users;
+        self.deadlines.moved(|| users.hash_of(&id), None, deadline);
         self.users.insert(Box::new(Slot {
             state,
             deadline,
@@ -331,12 +334,14 @@ impl PresenceTable {
         user.source_offset = pos.offset;
         self.sessions += user.sessions.len() - before;
         let next = deadline(user, &cfg);
-        self.deadlines.moved(&e.user_id, slot.deadline, next);
-        slot.deadline = next;
+        let old = std::mem::replace(&mut slot.deadline, next);
         if !slot.dirty {
             slot.dirty = true;
             self.dirty.push(e.user_id.clone());
         }
+        let users = &self.users;
+        self.deadlines
+            .moved(|| users.hash_of(&e.user_id), old, next);
         Ok(Applied::Changed)
     }
 
@@ -355,46 +360,60 @@ impl PresenceTable {
     /// Expires and purges what is due at `now`; returns how many users changed.
     /// Costs the number of users with a deadline passed, not the number stored.
     pub fn tick(&mut self, now: Millis) -> usize {
-        let cfg = self.cfg;
         let mut changed = 0;
         loop {
             let users = &self.users;
-            let Some(id) = self
-                .deadlines
-                .pop_due(now, |id| users.get(id).and_then(|s| s.deadline))
-            else {
+            let Some(hash) = self.deadlines.pop_due(now, |h| {
+                users.with_hash(*h).filter_map(|s| s.deadline).min()
+            }) else {
                 break;
             };
-            let Some(slot) = self.users.get_mut(&id) else {
-                continue;
-            };
-            let u = &mut slot.state;
-            let before = u.sessions.len();
-            let mut touched = false;
-            for s in &mut u.sessions {
-                touched |= refresh_session(s, &cfg, now);
-            }
-            u.sessions.retain(|s| s.last_activity + cfg.retention > now);
-            touched |= u.sessions.len() != before;
-            self.sessions -= before - u.sessions.len();
-            if u.sessions.is_empty() {
-                let was_dirty = self.remove(&id).unwrap_or(false);
-                self.deleted(&id, was_dirty);
-                changed += 1;
-                continue;
-            }
-            // The entry that came due is gone: index the new deadline afresh.
-            let next = deadline(u, &cfg);
-            self.deadlines.moved(&id, None, next);
-            slot.deadline = next;
-            if touched {
-                changed += 1;
-                if !slot.dirty {
-                    slot.dirty = true;
-                    self.dirty.push(id);
-                }
+            let due: Vec<Box<str>> = self
+                .users
+                .with_hash(hash)
+                .filter(|s| s.deadline.is_some_and(|d| d <= now))
+                .map(|s| s.state.user_id.clone())
+                .collect();
+            for id in due {
+                changed += self.expire(&id, hash, now);
             }
         }
+        changed
+    }
+
+    /// Expires and purges what is due at `now` for one user (whose hash in
+    /// `users` is `hash`); returns 1 when the user changed.
+    fn expire(&mut self, id: &str, hash: u64, now: Millis) -> usize {
+        let cfg = self.cfg;
+        let Some(slot) = self.users.get_mut(id) else {
+            return 0;
+        };
+        let u = &mut slot.state;
+        let before = u.sessions.len();
+        let mut touched = false;
+        for s in &mut u.sessions {
+            touched |= refresh_session(s, &cfg, now);
+        }
+        u.sessions.retain(|s| s.last_activity + cfg.retention > now);
+        touched |= u.sessions.len() != before;
+        self.sessions -= before - u.sessions.len();
+        if u.sessions.is_empty() {
+            let was_dirty = self.remove(id).unwrap_or(false);
+            self.deleted(id, was_dirty);
+            return 1;
+        }
+        // The entry that came due is gone: index the new deadline afresh.
+        let next = deadline(u, &cfg);
+        slot.deadline = next;
+        let mut changed = 0;
+        if touched {
+            changed = 1;
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(id.to_owned());
+            }
+        }
+        self.deadlines.moved(|| hash, None, next);
         changed
     }
 
