@@ -43,6 +43,8 @@ pub struct Metrics {
     /// Input records whose batch is durable: output acknowledged, state and
     /// offsets written to the local store.
     pub committed: prometheus::IntCounter,
+    /// Input records folded into the tables (their batch may not be durable yet).
+    pub folded: prometheus::IntCounter,
     /// States written to (or deleted from) the local store.
     pub store_writes: prometheus::IntCounter,
     /// Bytes of keys and states written to the local store.
@@ -197,6 +199,10 @@ impl Metrics {
             "committed_records_total",
             "Input records whose batch is durable (output acknowledged, state and offsets stored)",
         )?;
+        let folded = prometheus::IntCounter::new(
+            "folded_records_total",
+            "Input records folded into the tables (their batch may not be durable yet)",
+        )?;
         let store_writes = prometheus::IntCounter::new(
             "store_writes_total",
             "States written to or deleted from the local store",
@@ -217,7 +223,7 @@ impl Metrics {
             &["stage"],
         )?;
         registry.register(Box::new(stage_seconds.clone()))?;
-        for c in [&committed, &store_writes, &store_bytes, &forgotten] {
+        for c in [&committed, &folded, &store_writes, &store_bytes, &forgotten] {
             registry.register(Box::new(c.clone()))?;
         }
         registry.register(Box::new(events_in.clone()))?;
@@ -254,6 +260,7 @@ impl Metrics {
             input_gap_seeks,
             lag,
             committed,
+            folded,
             store_writes,
             store_bytes,
             stage_seconds,

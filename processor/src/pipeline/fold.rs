@@ -134,6 +134,7 @@ impl Core {
                 *self.batch.outcomes.entry(k).or_default() += n;
             }
         }
+        self.metrics.folded.inc_by(queued as u64);
         self.clock.add(Stage::Fold, started);
     }
 }
