@@ -151,6 +151,24 @@ async fn heartbeats_show_users_online() -> anyhow::Result<()> {
     ))
     .await?;
     assert_eq!(status, 400);
+    // The 22 records were each folded once, and their batches made durable.
+    let counts = eventually(
+        Duration::from_secs(20),
+        "22 records folded and durable",
+        || async {
+            let folded = s
+                .processor
+                .metric("sessionfold_processor_folded_records_total")
+                .await?;
+            let committed = s
+                .processor
+                .metric("sessionfold_processor_committed_records_total")
+                .await?;
+            Ok((committed >= 22.0).then_some((folded, committed)))
+        },
+    )
+    .await?;
+    assert_eq!(counts, (22.0, 22.0));
     drop(s.processor);
     Ok(())
 }
