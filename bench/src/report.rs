@@ -561,7 +561,8 @@ impl Results {
              (Prometheus counters polled every 20 ms), on records already in the topic; the Kafka Streams \
              peer's counts committed input offsets from its first commit to its last, which leaves out its \
              work before the first commit, in its favour; the do-nothing consumer's runs from its first record \
-             to its last.\n\
+             to its last, with the processor's consumer settings (`fetch.wait.max.ms` and \
+             `fetch.queue.backoff.ms` at 20 ms).\n\
              - Replay figures include process start, the read to the end of the topics and writing every report.\n\
              - Memory is VmRSS from /proc after loading, minus VmRSS of the same process with nothing loaded.\n\
              - Where the time and the memory go, and what the missed targets would take: `docs/performance.md` \

@@ -214,16 +214,32 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     c
 }
 
-/// A consumer configuration: [`client_config`] plus a short fetch wait.
+/// A consumer configuration: [`client_config`] plus short fetch waits,
+/// each unless a `--kafka-property` sets it.
 ///
 /// librdkafka's default `fetch.wait.max.ms` of 500 ms is spent in full
 /// whenever the broker has no data at the moment of the fetch (tansu
 /// answers at the end of the wait rather than when a record arrives), which
 /// puts up to half a second on every hop from ingest to view. 20 ms keeps a
 /// quiet consumer at about 50 fetches a second per broker.
+///
+/// Once a partition's local queue passes librdkafka's prefetch thresholds,
+/// its next fetch is put off by `fetch.queue.backoff.ms`, 1 s by default. A
+/// processor working through a backlog empties its queue in milliseconds
+/// and then had nothing to fold for the rest of that second: on tansu it
+/// folded 161–172k events/s with holes of 0.9 s between fetches, and
+/// 562–637k with the backoff at 20 ms. The thresholds still bound the
+/// memory the queue holds.
 pub fn consumer_config(brokers: &str) -> ClientConfig {
     let mut c = client_config(brokers);
-    c.set("fetch.wait.max.ms", "20");
+    for (key, value) in [
+        ("fetch.wait.max.ms", "20"),
+        ("fetch.queue.backoff.ms", "20"),
+    ] {
+        if c.get(key).is_none() {
+            c.set(key, value);
+        }
+    }
     c
 }
 
