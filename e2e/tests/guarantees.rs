@@ -197,6 +197,57 @@ async fn kill_dash_nine_never_loses_or_doubles() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A member joining while the first works through a backlog: the first
+/// gives its partitions up with batches polled and not yet folded, some
+/// handed to its fold thread and some still being filled. Every record taken
+/// is folded and stored before the partitions go, or read again by their
+/// next owner, and the final counts are exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_joining_during_a_backlog_loses_and_doubles_nothing() -> anyhow::Result<()> {
+    let prefix = unique_prefix("backlog");
+    let dir = sessionfold_e2e::scratch()?;
+    let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
+    let feeder = Feeder::new(&prefix)?;
+    let s = Stream {
+        users: 60,
+        beats: 900,
+        views: 100,
+        base: now_millis(),
+    };
+    let half = s.rounds() / 2;
+    for r in 0..half {
+        feeder.send(&s.round(r)).await?;
+    }
+    let a = processor(&prefix, &dir.path().join("a"), dir.path(), &[]).await?;
+    eventually(
+        Duration::from_secs(60),
+        "the first member folds",
+        || async {
+            Ok(
+                (processor_counter(&a, "sessionfold_processor_folded_records_total").await? > 0.0)
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    let c = processor(&prefix, &dir.path().join("c"), dir.path(), &[]).await?;
+    for r in half..s.rounds() {
+        feeder.send(&s.round(r)).await?;
+    }
+    exact_counts(&projections, &s).await?;
+    eventually(
+        Duration::from_secs(60),
+        "both members own partitions",
+        || async {
+            Ok((processor_metric(&a, OWNED).await? >= 1.0
+                && processor_metric(&c, OWNED).await? >= 1.0)
+                .then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 /// A member killed mid-stream: the survivor takes its partitions, with their
 /// state restored from the changelog, no replacement started, and the final
 /// counts are exact. Apache Kafka tells the survivor to rejoin once the dead
@@ -340,6 +391,19 @@ fn metric(text: &str, name: &str) -> Option<f64> {
         .find(|l| l.split(' ').next() == Some(name))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// A processor's counter summed over its labels (0 when absent).
+async fn processor_counter(svc: &Service, name: &str) -> anyhow::Result<f64> {
+    let text = reqwest::get(format!("{}/metrics", svc.url))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
 }
 
 /// A processor's current value of an unlabelled metric (0 when absent).

@@ -43,6 +43,9 @@ pub enum ProcessorError {
         /// Decoder's message.
         reason: String,
     },
+    /// A thread of the loop could not start or stopped abnormally.
+    #[error("processing thread: {0}")]
+    Thread(String),
     /// Kafka failed.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),

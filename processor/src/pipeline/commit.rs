@@ -21,9 +21,6 @@ impl Core {
     /// Finishes the batch in flight, then publishes the pending batch and
     /// leaves it in flight.
     pub(super) fn commit(&mut self) -> Result<(), ProcessorError> {
-        // Records still queued (a revocation or a stop inside a batch) are
-        // folded first: their offsets are already in the batch.
-        self.fold_queued(now_millis());
         self.finish()?;
         let started = Instant::now();
         let batch = std::mem::take(&mut self.batch);

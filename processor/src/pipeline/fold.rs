@@ -1,9 +1,9 @@
 //! Folding a batch. Records are copied out of the consumer as they are
-//! polled, into a queue per partition, and folded at the batch's end with
-//! the partitions spread over threads. A partition's records are folded in
-//! order by one thread; partitions share nothing but read-only inputs, so
-//! nothing is locked while they fold, and the poll (on the loop thread, which
-//! also holds the callbacks' lock) never runs during a fold.
+//! polled, into a queue per partition (`intake`), and folded on the fold
+//! thread with the partitions spread over threads. A partition's records are
+//! folded in order by one thread; partitions share nothing but read-only
+//! inputs, so nothing is locked while they fold, and the consumer's thread
+//! goes on filling the next batch's own queues.
 
 use std::ops::Range;
 
@@ -61,10 +61,24 @@ impl Queue {
         self.records.len()
     }
 
+    /// The offset of every record, in order.
+    #[cfg(test)]
+    pub(super) fn offsets_each(&self) -> Vec<i64> {
+        self.records.iter().map(|q| q.offset).collect()
+    }
+
+    /// The offset of the first record and the one after the last.
+    fn offsets(&self) -> Option<(i64, i64)> {
+        Some((
+            self.records.first()?.offset,
+            self.records.last()?.offset + 1,
+        ))
+    }
+
     /// Empties the queue. While the partition lags, the next batch is as
     /// large as this one and the buffers are kept; once a batch uses under a
     /// quarter of them, what a catch-up batch grew is given back.
-    fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         let (used, records) = (self.bytes.len(), self.records.len());
         self.records.clear();
         self.bytes.clear();
@@ -95,14 +109,26 @@ struct Folded {
 }
 
 impl Core {
-    /// Folds every queued record, at `now`. Partitions are spread over up to
+    /// Folds a batch of polled records at `now`, adding it to the pending
+    /// batch; returns the emptied queues. Partitions are spread over up to
     /// `fold_threads` threads, balanced by their queued records.
-    pub(super) fn fold_queued(&mut self, now: Millis) {
-        let queued: usize = self.parts.values().map(|o| o.queue.len()).sum();
-        if queued == 0 {
-            return;
-        }
+    pub(super) fn fold(&mut self, polled: Polled, now: Millis) -> Vec<Queue> {
         let started = Instant::now();
+        let Polled {
+            mut queues,
+            records,
+            polling,
+            ..
+        } = polled;
+        self.clock.spent(Stage::Poll, polling);
+        let batch = &mut self.batch;
+        batch.records += records;
+        for (part, queue) in &queues {
+            if let Some((first, end)) = queue.offsets() {
+                batch.starts.entry(*part).or_insert(first);
+                batch.ends.insert(*part, end);
+            }
+        }
         let inputs = Inputs {
             contract: &self.contract,
             forgotten: &self.forgotten,
@@ -110,21 +136,25 @@ impl Core {
             topics: &self.settings.topics,
             now,
         };
-        let mut work: Vec<(Part, &mut Owned)> = self
-            .parts
-            .iter_mut()
-            .filter(|(_, o)| o.queue.len() > 0)
-            .map(|(p, o)| (*p, o))
-            .collect();
+        // A queue of a partition no longer owned (revoked while the batch
+        // waited) is dropped: its next owner reads it from the stored offset.
+        let mut work: Vec<(Part, &mut Owned, &mut Queue)> = Vec::with_capacity(queues.len());
+        let mut parts = self.parts.iter_mut().peekable();
+        for (p, q) in queues.iter_mut() {
+            while parts.next_if(|(owned, _)| *owned < p).is_some() {}
+            if let Some((_, o)) = parts.next_if(|(owned, _)| *owned == p) {
+                work.push((*p, o, q));
+            }
+        }
         let threads = self.settings.fold_threads.clamp(1, work.len().max(1));
-        let mut folded = if threads == 1 || queued < self.settings.fold_parallel_from {
+        let mut folded = if threads == 1 || records < self.settings.fold_parallel_from {
             work.into_iter()
-                .map(|(p, o)| fold_partition(p, o, &inputs))
+                .map(|(p, o, q)| fold_partition(p, o, q, &inputs))
                 .collect()
         } else {
             // The longest queues are taken first, so that the threads end
             // close together.
-            work.sort_by_key(|(_, o)| o.queue.len());
+            work.sort_by_key(|(_, _, q)| q.len());
             fold_in_parallel(work, threads, &inputs)
         };
         folded.sort_by_key(|f| f.part);
@@ -134,8 +164,15 @@ impl Core {
                 *self.batch.outcomes.entry(k).or_default() += n;
             }
         }
-        self.metrics.folded.inc_by(queued as u64);
+        self.metrics.folded.inc_by(records as u64);
         self.clock.add(Stage::Fold, started);
+        queues
+            .into_iter()
+            .map(|(_, mut q)| {
+                q.clear();
+                q
+            })
+            .collect()
     }
 }
 
@@ -143,15 +180,15 @@ impl Core {
 /// taking the next partition from the end of `work` until none is left. A
 /// thread that cannot be started leaves its share to the others.
 fn fold_in_parallel(
-    work: Vec<(Part, &mut Owned)>,
+    work: Vec<(Part, &mut Owned, &mut Queue)>,
     threads: usize,
     inputs: &Inputs<'_>,
 ) -> Vec<Folded> {
     let work = Mutex::new(work);
     let drain = || {
         let mut out = Vec::new();
-        while let Some((p, o)) = sessionfold_edge::lock(&work).pop() {
-            out.push(fold_partition(p, o, inputs));
+        while let Some((p, o, q)) = sessionfold_edge::lock(&work).pop() {
+            out.push(fold_partition(p, o, q, inputs));
         }
         out
     };
@@ -178,10 +215,10 @@ fn fold_in_parallel(
     })
 }
 
-/// Folds one partition's queue in order and empties it.
-fn fold_partition(part: Part, owned: &mut Owned, inputs: &Inputs<'_>) -> Folded {
+/// Folds one partition's queue in order.
+fn fold_partition(part: Part, owned: &mut Owned, queue: &Queue, inputs: &Inputs<'_>) -> Folded {
     let (stream, partition) = part;
-    let Owned { table, queue, .. } = owned;
+    let table = &mut owned.table;
     let mut out = Folded {
         part: Some(part),
         ..Folded::default()
@@ -237,6 +274,5 @@ fn fold_partition(part: Part, owned: &mut Owned, inputs: &Inputs<'_>) -> Folded 
             Err((kind, error)) => out.dead.push(dead(kind, error)),
         }
     }
-    queue.clear();
     out
 }

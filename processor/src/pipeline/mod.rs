@@ -1,17 +1,19 @@
 //! The consume → fold → publish → commit loop.
 //!
 //! One thread owns the consumer. It polls records into a batch, copying each
-//! into its partition's queue; at the batch's end the partitions' queues are
-//! folded in memory on several threads (`fold`), and the loop publishes the
-//! changed states and dead letters. While the broker
-//! acknowledges them it folds the next batch; before publishing that one it
-//! waits for the acknowledgements and writes the states and next input
-//! offsets in one sled batch per partition. Batches are small while the input
-//! is caught up and grow while it lags (`sizing`). Rebalance callbacks run
-//! inside `poll` on the same thread. On revocation they publish and store all
-//! pending work before the partitions go. On assignment they restore each partition (from the changelog unless
-//! the local store is current) and load it before reading starts, at the
-//! offset stored with the state.
+//! into its partition's queue, and hands each full batch to the fold thread
+//! (`intake`), then goes on polling. The fold thread folds the partitions'
+//! queues in memory on several threads (`fold`) and publishes the changed
+//! states and dead letters. While the broker acknowledges them it folds the
+//! next batch; before publishing that one it waits for the acknowledgements
+//! and writes the states and next input offsets in one sled batch per
+//! partition. Batches are small while the input is caught up and grow while
+//! it lags (`sizing`). Rebalance callbacks run inside `poll` on the
+//! consumer's thread and take the core's lock, so they wait for the fold
+//! thread's current step. On revocation they fold, publish and store every
+//! record taken before the partitions go. On assignment they restore each
+//! partition (from the changelog unless the local store is current) and load
+//! it before reading starts, at the offset stored with the state.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -34,10 +36,12 @@ use crate::liveness::{Coverage, Movement};
 use crate::metrics::{Metrics, Stage, StageClock};
 use crate::offsets::{OffsetTracker, Verdict};
 use crate::output::Outgoing;
+use intake::{Handoff, Polled, Queued};
 
 mod commit;
 mod fold;
 mod group;
+mod intake;
 mod rebalance;
 pub mod sizing;
 
@@ -160,8 +164,6 @@ struct Core {
     /// One warning per reason every 30 s: a stream of bad records is counted
     /// in the metrics, not logged line by line.
     dead_log: sessionfold_edge::LogThrottle,
-    /// An error raised inside a rebalance callback, for the loop to return.
-    failed: Option<ProcessorError>,
     /// Partitions of each input topic, read at each assignment: a key's
     /// records belong on its murmur2 partition of that many.
     partition_counts: BTreeMap<Stream, i32>,
@@ -181,16 +183,12 @@ struct Owned {
     table: Table,
     /// Next input offset, as committed to sled (`None`: nothing committed yet).
     position: Option<i64>,
-    /// Where the partition's next record must be.
-    offsets: OffsetTracker,
     /// When the committed position last moved.
     moved: Movement,
     /// Whether the current stuck episode was logged, so each logs once.
     stuck_logged: bool,
     /// How many of the known erasures the table has had applied.
     erasures_applied: usize,
-    /// Records polled in this batch and not yet folded.
-    queue: fold::Queue,
 }
 
 type Shared = Arc<Mutex<Core>>;
@@ -203,6 +201,7 @@ fn lock(core: &Shared) -> MutexGuard<'_, Core> {
 pub struct Processor {
     consumer: BaseConsumer<Ctx>,
     core: Shared,
+    handoff: Arc<Handoff>,
 }
 
 impl Processor {
@@ -237,7 +236,6 @@ impl Processor {
             dead_log: sessionfold_edge::LogThrottle::new(Duration::from_secs(30)),
             group_behind: false,
             group_committed: Instant::now(),
-            failed: None,
             partition_counts: BTreeMap::new(),
             coverage: Coverage::new(Duration::ZERO),
             erasures,
@@ -245,6 +243,7 @@ impl Processor {
             clock: StageClock::default(),
         }));
         let settings = lock(&core).settings.clone();
+        let handoff = Arc::new(Handoff::default());
         let mut config = sessionfold_edge::consumer_config(&settings.brokers);
         if let Some(id) = &settings.instance_id {
             config.set("group.instance.id", id);
@@ -266,6 +265,7 @@ impl Processor {
             .set("statistics.interval.ms", "5000")
             .create_with_context(Ctx {
                 core: core.clone(),
+                handoff: handoff.clone(),
                 topics: topics.clone(),
                 logs: sessionfold_edge::QuietLogs::default(),
             })?;
@@ -278,55 +278,80 @@ impl Processor {
             // owner are a fault, not a rebalance in progress.
             c.coverage = Coverage::new(settings.session_timeout * 2 + Duration::from_secs(5));
         }
-        Ok(Processor { consumer, core })
+        Ok(Processor {
+            consumer,
+            core,
+            handoff,
+        })
     }
 
     /// Runs until `stop` is set; returns after committing the last batch.
     pub fn run(self, stop: Arc<AtomicBool>) -> Result<(), ProcessorError> {
-        let (tick, batch_max, batch_wait) = {
+        std::thread::scope(|s| {
+            let worker = std::thread::Builder::new()
+                .name("sessionfold-loop".into())
+                .spawn_scoped(s, || {
+                    let result = self.fold_loop();
+                    if let Err(e) = result {
+                        self.handoff.fail(e);
+                    }
+                    self.handoff.worker_returned();
+                })
+                .map_err(|e| ProcessorError::Thread(e.to_string()))?;
+            let polled = self.poll_loop(&stop);
+            // A failure of either thread stops both without storing more:
+            // what was folded and not stored is read again.
+            let failure = polled.err().or_else(|| self.handoff.failure());
+            self.handoff.close(failure.is_none());
+            if worker.join().is_err() {
+                return Err(ProcessorError::Thread("the fold thread panicked".into()));
+            }
+            if let Some(e) = failure.or_else(|| self.handoff.failure()) {
+                return Err(e);
+            }
+            let mut core = lock(&self.core);
+            core.group_behind = true;
+            core.group_committed = Instant::now() - Duration::from_secs(2);
+            core.commit_group(&self.consumer, None, CommitMode::Async);
+            drop(core);
+            self.consumer.unsubscribe();
+            Ok(())
+        })
+    }
+
+    /// The consumer's thread: polls, queues and hands batches over until
+    /// `stop` is set or the fold thread fails.
+    fn poll_loop(&self, stop: &AtomicBool) -> Result<(), ProcessorError> {
+        let (batch_max, batch_wait, topics, metrics) = {
             let core = lock(&self.core);
             (
-                core.settings.tick,
                 core.settings.batch_max,
                 core.settings.batch_wait,
+                core.settings.topics.clone(),
+                core.metrics.clone(),
             )
         };
+        let status = lock(&self.core).status.clone();
         let mut sizing = sizing::Sizing::new(batch_max, batch_wait);
-        let mut next_tick = Instant::now();
         let mut next_group_check = Instant::now() + GROUP_CHECK;
-        let mut started = Instant::now();
-        // Whether a batch is being folded or is in flight, as it stood when
-        // the lock was last let go. The rebalance callback inside poll can
-        // only empty both, and a stale `true` costs one poll that does not wait.
-        let mut pending = false;
-        // When the last record was queued: the time from there to the next
-        // poll counts as polling, so that a record costs two clock reads.
-        let mut queued_at: Option<Instant> = None;
+        // Records in the batch being filled, as it stood after the last
+        // record queued. The rebalance callback inside poll can only empty
+        // it, and a stale count costs one poll that does not wait.
+        let mut filling = 0usize;
         while !stop.load(Ordering::SeqCst) {
-            // Never hold the lock across poll: the rebalance callback takes it.
-            let wait = if pending {
+            // Nothing is locked across poll: the callbacks take the locks.
+            let wait = if filling > 0 {
                 Duration::ZERO
             } else {
                 Duration::from_millis(100)
             };
-            let polling = Instant::now();
             let polled = self.consumer.poll(wait);
-            let polled_at = Instant::now();
-            let mut core = lock(&self.core);
-            if let Some(since) = queued_at.take() {
-                core.clock
-                    .spent(Stage::Poll, polling.saturating_duration_since(since));
-            }
-            if pending || matches!(polled, Some(Ok(_))) {
-                core.clock
-                    .spent(Stage::Poll, polled_at.saturating_duration_since(polling));
-            }
-            if let Some(e) = core.failed.take() {
+            if let Some(e) = self.handoff.failure() {
                 return Err(e);
             }
-            let ready = core.status.joined.load(Ordering::SeqCst)
-                && core.status.restoring.load(Ordering::SeqCst) == 0;
-            core.status.running.store(ready, Ordering::SeqCst);
+            let ready = status.joined.load(Ordering::SeqCst)
+                && status.restoring.load(Ordering::SeqCst) == 0;
+            status.running.store(ready, Ordering::SeqCst);
             let idle = match polled {
                 None => true,
                 Some(Err(e)) => {
@@ -334,16 +359,13 @@ impl Processor {
                     true
                 }
                 Some(Ok(msg)) => {
-                    if core.batch.records == 0 {
-                        started = polled_at;
-                    }
-                    let gap = core.queue_one(&msg);
-                    queued_at = Some(polled_at);
-                    if let Some((p, at)) = gap {
+                    let (queued, records) = self.handoff.queue(&msg, &topics, &metrics);
+                    filling = records;
+                    if let Queued::SeekBack(p, at) = queued {
                         drop(msg);
-                        let topic = p.0.input(&core.settings.topics).to_owned();
+                        let topic = p.0.input(&topics);
                         if let Err(e) = self.consumer.seek(
-                            &topic,
+                            topic,
                             p.1,
                             Offset::Offset(at),
                             Duration::from_secs(10),
@@ -354,46 +376,77 @@ impl Processor {
                     false
                 }
             };
-            let full = core.batch.records >= sizing.records()
-                || polled_at.saturating_duration_since(started) >= sizing.wait();
-            if !(idle || full) {
-                pending = core.batch.records > 0 || core.in_flight.is_some();
-                continue;
-            }
-            if let Some(since) = queued_at.take() {
-                core.clock.add(Stage::Poll, since);
-            }
-            // Folded before the tick, so that a heartbeat waiting in the
-            // queue is not expired by the tick first.
-            core.fold_queued(now_millis());
-            if core.batch.records > 0 {
+            // The clock is read once every 64 records: a batch's age
+            // matters to tens of milliseconds, a record takes under one
+            // microsecond.
+            let full = filling >= sizing.records()
+                || (filling % 64 == 0
+                    && filling > 0
+                    && self
+                        .handoff
+                        .started()
+                        .is_some_and(|t| t.elapsed() >= sizing.wait()));
+            if (idle || full) && filling > 0 {
+                if !self.handoff.hand_over() {
+                    return Ok(());
+                }
                 sizing.ended(idle);
+                filling = 0;
             }
-            core.metrics
-                .fold_seconds
-                .observe(started.elapsed().as_secs_f64());
+            if Instant::now() >= next_group_check {
+                self.check_group();
+                next_group_check = Instant::now() + GROUP_CHECK;
+            }
+        }
+        self.handoff.hand_over();
+        Ok(())
+    }
+
+    /// The fold thread: folds each batch handed over, publishes it, stores
+    /// the one before, expires on the wall clock and mirrors positions to
+    /// the group, until the consumer's thread closes the handoff.
+    fn fold_loop(&self) -> Result<(), ProcessorError> {
+        let tick = lock(&self.core).settings.tick;
+        let mut next_tick = Instant::now();
+        // Whether a batch was in flight when the lock was last let go; the
+        // rebalance callback can only empty it.
+        let mut in_flight = false;
+        loop {
+            let timeout = if in_flight {
+                Duration::ZERO
+            } else {
+                next_tick
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100))
+            };
+            let closing = self.handoff.await_batch(timeout);
+            let mut core = lock(&self.core);
+            let ready = self.handoff.take_ready();
+            if closing == Some(false) {
+                return Ok(());
+            }
+            if let Some(polled) = ready {
+                let started = polled.started;
+                // Folded before the tick, so that a heartbeat waiting in the
+                // batch is not expired by the tick first.
+                let queues = core.fold(polled, now_millis());
+                self.handoff.give_back(queues);
+                core.metrics
+                    .fold_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            } else if closing == Some(true) {
+                core.commit_all()?;
+                core.store.flush()?;
+                return Ok(());
+            }
             if Instant::now() >= next_tick {
                 core.tick(now_millis());
                 next_tick = Instant::now() + tick;
             }
             core.commit()?;
             core.commit_group(&self.consumer, None, CommitMode::Async);
-            pending = core.batch.records > 0 || core.in_flight.is_some();
-            if Instant::now() >= next_group_check {
-                drop(core);
-                self.check_group();
-                next_group_check = Instant::now() + GROUP_CHECK;
-            }
+            in_flight = core.in_flight.is_some();
         }
-        let mut core = lock(&self.core);
-        core.commit_all()?;
-        core.store.flush()?;
-        core.group_behind = true;
-        core.group_committed = Instant::now() - Duration::from_secs(2);
-        core.commit_group(&self.consumer, None, CommitMode::Async);
-        drop(core);
-        self.consumer.unsubscribe();
-        Ok(())
     }
 }
 
@@ -410,72 +463,5 @@ impl Core {
                 .with_label_values(&[what])
                 .inc_by(n as u64);
         }
-    }
-
-    /// Queues one record for the batch's fold. Returns `Some((partition,
-    /// offset))` when the record lies past the next expected offset: the
-    /// broker skipped records (tansu 0.6.0 does when a fetch starts inside a
-    /// record batch), so the caller seeks back to `offset`, further each
-    /// time, and records already taken are then dropped by offset. Only when
-    /// even the partition's beginning starts past the expected offset (data
-    /// deleted) is the gap accepted.
-    fn queue_one(&mut self, msg: &BorrowedMessage<'_>) -> Option<(Part, i64)> {
-        let pos = Position {
-            partition: msg.partition(),
-            offset: msg.offset(),
-        };
-        let Some(stream) = Stream::of_input(&self.settings.topics, msg.topic()) else {
-            tracing::warn!(
-                topic = msg.topic(),
-                "record from a topic not folded; skipped"
-            );
-            return None;
-        };
-        let part = (stream, pos.partition);
-        let Some(owned) = self.parts.get_mut(&part) else {
-            tracing::warn!(partition = ?part, "record from a partition not owned; skipped");
-            return None;
-        };
-        match owned.offsets.observe(pos.offset) {
-            Verdict::Next => {}
-            Verdict::Repeat => {
-                self.metrics
-                    .events_in
-                    .with_label_values(&["any", "reread"])
-                    .inc();
-                return None;
-            }
-            Verdict::SeekBack(to) => {
-                tracing::info!(partition = ?part, got = pos.offset, seek_to = to, "input gap; seeking back");
-                self.metrics.input_gap_seeks.inc();
-                return Some((part, to));
-            }
-            Verdict::GapAccepted { expected } => {
-                tracing::warn!(partition = ?part, expected, got = pos.offset, "records missing from the input partition; continuing after the gap");
-                self.metrics
-                    .dead_lettered
-                    .with_label_values(&["input_gap"])
-                    .inc();
-            }
-        }
-        let batch = &mut self.batch;
-        batch.records += 1;
-        batch.starts.entry(part).or_insert(pos.offset);
-        batch.ends.insert(part, pos.offset + 1);
-        // Only an import's actor needs vouching for; parsing the headers of
-        // every activity record cost a twentieth of the loop.
-        let authority = match stream {
-            Stream::Activity => Authority::Actor,
-            Stream::Imports => Authority::from_role(
-                msg.headers()
-                    .and_then(|h| h.iter().find(|h| h.key == headers::ACTOR_ROLE))
-                    .and_then(|h| h.value)
-                    .and_then(|v| std::str::from_utf8(v).ok()),
-            ),
-        };
-        owned
-            .queue
-            .push(pos.offset, msg.key(), msg.payload(), authority);
-        None
     }
 }

@@ -8,6 +8,7 @@ use super::*;
 /// with its state, never at the group's committed offset.
 pub(super) struct Ctx {
     pub(super) core: Shared,
+    pub(super) handoff: Arc<Handoff>,
     pub(super) topics: Topics,
     pub(super) logs: sessionfold_edge::QuietLogs,
 }
@@ -89,11 +90,13 @@ impl ConsumerContext for Ctx {
                 core.partition_counts.extend(counts);
                 for p in &partitions {
                     let offset = match core.take_partition(*p) {
-                        Ok(Some(o)) => Offset::Offset(o),
-                        Ok(None) => Offset::Beginning,
+                        Ok(next) => {
+                            self.handoff.own(*p, next);
+                            next.map_or(Offset::Beginning, Offset::Offset)
+                        }
                         Err(e) => {
                             tracing::error!(partition = ?p, error = %e, "restoring partition");
-                            core.failed.get_or_insert(e);
+                            self.handoff.fail(e);
                             Offset::Beginning
                         }
                     };
@@ -106,12 +109,22 @@ impl ConsumerContext for Ctx {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // Every record taken is folded and stored first, the batch
+                // handed over before the one being filled.
+                let pending = self.handoff.take_all();
                 tracing::info!(
                     ?partitions,
+                    unfolded = pending.iter().map(|p| p.records).sum::<usize>(),
+                    folded = core.batch.records,
                     "partitions revoked; committing pending work first"
                 );
+                for polled in pending {
+                    let queues = core.fold(polled, now_millis());
+                    self.handoff.give_back(queues);
+                }
+                self.handoff.disown(&partitions);
                 if let Err(e) = core.commit_all() {
-                    core.failed.get_or_insert(e);
+                    self.handoff.fail(e);
                 }
                 // Async: a broker slow to answer a commit (tansu 0.6.0 at a
                 // rebalance) must not hold the rebalance, and sled is the truth.
@@ -185,11 +198,9 @@ impl Core {
                 Owned {
                     table,
                     position: next,
-                    offsets: OffsetTracker::at(next),
                     moved: Movement::new(next.unwrap_or(0), Instant::now()),
                     stuck_logged: false,
                     erasures_applied: 0,
-                    queue: fold::Queue::default(),
                 },
             );
             self.metrics.partitions.set(self.parts.len() as i64);

@@ -1,0 +1,444 @@
+//! The intake: what the consumer's thread does with each record, and how a
+//! batch of them reaches the fold thread.
+//!
+//! The consumer's thread only polls. It checks each record's offset against
+//! its partition's expectation, seeking back over a gap at once (on the
+//! thread that owns the fetches, so that the records already fetched past
+//! the gap cannot push the seek further back), and copies the record into
+//! its partition's queue. A full batch goes to the fold thread through a
+//! one-place slot; polling goes on while that thread folds, publishes and
+//! stores the batch before it. The rebalance callback, which runs inside
+//! poll on the consumer's thread, reaches both the slot and the batch being
+//! filled, so that a revocation folds and commits every record taken.
+//!
+//! Locks are taken in one order: the core, then the slot, then the batch
+//! being filled. The consumer's thread holds at most one of the last two at a
+//! time, and the fold thread never waits on the batch being filled.
+
+use std::sync::Condvar;
+
+use super::*;
+use sessionfold_edge::lock as hold;
+
+/// One owned partition as the consumer's thread sees it.
+struct Incoming {
+    /// Where the partition's next record must be.
+    offsets: OffsetTracker,
+    /// Records taken in the batch being filled.
+    queue: fold::Queue,
+}
+
+/// The batch being filled by the consumer's thread.
+#[derive(Default)]
+struct Filling {
+    parts: BTreeMap<Part, Incoming>,
+    records: usize,
+    /// When the first record of the batch was polled.
+    started: Option<Instant>,
+}
+
+/// A batch of polled records on its way to the fold.
+pub(super) struct Polled {
+    /// Each partition's records, in offset order.
+    pub(super) queues: Vec<(Part, fold::Queue)>,
+    /// Records in all queues.
+    pub(super) records: usize,
+    /// When its first record was polled.
+    pub(super) started: Instant,
+    /// From its first record polled to its hand-over: the consumer's
+    /// thread's time on it, beside the fold thread's work on the batch before.
+    pub(super) polling: Duration,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// A batch handed over and not yet taken by the fold thread.
+    ready: Option<Polled>,
+    /// Emptied queues given back, so that their buffers are reused.
+    spare: Vec<fold::Queue>,
+    /// No more batches will come; `commit` tells whether to store what came.
+    closing: Option<bool>,
+    /// The fold thread has returned.
+    worker_gone: bool,
+    /// The first error either thread met; the loop stops with it.
+    failed: Option<ProcessorError>,
+}
+
+/// What the consumer's thread and the fold thread share, besides the core.
+#[derive(Default)]
+pub(super) struct Handoff {
+    slot: Mutex<Slot>,
+    changed: Condvar,
+    filling: Mutex<Filling>,
+    /// Set with `failed`, so that the consumer's thread checks a flag, not a
+    /// lock, after each poll.
+    failing: AtomicBool,
+}
+
+/// What queuing one record asks of the consumer's thread.
+pub(super) enum Queued {
+    /// Nothing more.
+    Taken,
+    /// The record lies past the next expected offset: the broker skipped
+    /// records (tansu 0.6.0 does when a fetch starts inside a record batch),
+    /// so the caller seeks back to this offset, further each time; records
+    /// already taken are then dropped by offset. Only when even the
+    /// partition's beginning starts past the expected offset (data deleted)
+    /// is the gap accepted.
+    SeekBack(Part, i64),
+}
+
+impl Handoff {
+    fn wait<'a>(&self, slot: MutexGuard<'a, Slot>) -> MutexGuard<'a, Slot> {
+        self.changed
+            .wait(slot)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records an error that stops the loop; the first one wins.
+    pub(super) fn fail(&self, e: ProcessorError) {
+        hold(&self.slot).failed.get_or_insert(e);
+        self.failing.store(true, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+
+    /// The error that stops the loop, if one happened.
+    pub(super) fn failure(&self) -> Option<ProcessorError> {
+        if !self.failing.load(Ordering::SeqCst) {
+            return None;
+        }
+        hold(&self.slot).failed.take()
+    }
+
+    /// A partition now owned, whose next record is at `next`.
+    pub(super) fn own(&self, p: Part, next: Option<i64>) {
+        let mut filling = hold(&self.filling);
+        let fresh = Incoming {
+            offsets: OffsetTracker::at(next),
+            queue: fold::Queue::default(),
+        };
+        if let Some(old) = filling.parts.insert(p, fresh) {
+            filling.records -= old.queue.len();
+        }
+    }
+
+    /// Partitions no longer owned; their records not taken by
+    /// [`Handoff::take_all`] are dropped (the next owner reads them).
+    pub(super) fn disown(&self, parts: &[Part]) {
+        let mut filling = hold(&self.filling);
+        for p in parts {
+            if let Some(gone) = filling.parts.remove(p) {
+                filling.records -= gone.queue.len();
+            }
+        }
+    }
+
+    /// Checks and queues one record, on the consumer's thread.
+    pub(super) fn queue(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        topics: &Topics,
+        metrics: &Metrics,
+    ) -> (Queued, usize) {
+        let mut filling = hold(&self.filling);
+        let queued = filling.queue_one(msg, topics, metrics);
+        if filling.records > 0 && filling.started.is_none() {
+            filling.started = Some(Instant::now());
+        }
+        (queued, filling.records)
+    }
+
+    /// When the batch being filled took its first record.
+    pub(super) fn started(&self) -> Option<Instant> {
+        hold(&self.filling).started
+    }
+
+    /// Hands the batch being filled to the fold thread, waiting while the
+    /// one before it has not been taken. Returns false when the fold thread
+    /// has stopped.
+    pub(super) fn hand_over(&self) -> bool {
+        let mut spare = std::mem::take(&mut hold(&self.slot).spare);
+        let Some(polled) = hold(&self.filling).take(&mut spare) else {
+            hold(&self.slot).spare.append(&mut spare);
+            return true;
+        };
+        let mut slot = hold(&self.slot);
+        slot.spare.append(&mut spare);
+        while slot.ready.is_some() && !slot.worker_gone {
+            slot = self.wait(slot);
+        }
+        if slot.worker_gone {
+            return false;
+        }
+        slot.ready = Some(polled);
+        drop(slot);
+        self.changed.notify_all();
+        true
+    }
+
+    /// Tells the fold thread that no batch will follow; with `commit` it
+    /// stores what it holds before it returns.
+    pub(super) fn close(&self, commit: bool) {
+        hold(&self.slot).closing = Some(commit);
+        self.changed.notify_all();
+    }
+
+    /// Waits up to `timeout` for a batch (or the close); returns how the
+    /// loop was asked to close, if it was.
+    pub(super) fn await_batch(&self, timeout: Duration) -> Option<bool> {
+        let mut slot = hold(&self.slot);
+        if slot.ready.is_none() && slot.closing.is_none() && !timeout.is_zero() {
+            slot = self
+                .changed
+                .wait_timeout(slot, timeout)
+                .map(|(s, _)| s)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        slot.closing
+    }
+
+    /// Takes the batch handed over, if any. Called only with the core's lock
+    /// held, so that the rebalance callback sees every batch either here or
+    /// folded.
+    pub(super) fn take_ready(&self) -> Option<Polled> {
+        let ready = hold(&self.slot).ready.take();
+        if ready.is_some() {
+            self.changed.notify_all();
+        }
+        ready
+    }
+
+    /// Takes the batch handed over and the one being filled, in that order,
+    /// for the rebalance callback to fold before partitions go.
+    pub(super) fn take_all(&self) -> Vec<Polled> {
+        let ready = self.take_ready();
+        let mut spare = Vec::new();
+        let filling = hold(&self.filling).take(&mut spare);
+        ready.into_iter().chain(filling).collect()
+    }
+
+    /// Gives emptied queues back for reuse.
+    pub(super) fn give_back(&self, queues: impl IntoIterator<Item = fold::Queue>) {
+        hold(&self.slot).spare.extend(queues);
+    }
+
+    /// Marks the fold thread as returned, releasing a consumer's thread
+    /// waiting to hand a batch over.
+    pub(super) fn worker_returned(&self) {
+        hold(&self.slot).worker_gone = true;
+        self.changed.notify_all();
+    }
+}
+
+impl Filling {
+    fn queue_one(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        topics: &Topics,
+        metrics: &Metrics,
+    ) -> Queued {
+        let Some(stream) = Stream::of_input(topics, msg.topic()) else {
+            tracing::warn!(
+                topic = msg.topic(),
+                "record from a topic not folded; skipped"
+            );
+            return Queued::Taken;
+        };
+        // Only an import's actor needs vouching for; parsing the headers of
+        // every activity record cost a twentieth of the loop.
+        let authority = || match stream {
+            Stream::Activity => Authority::Actor,
+            Stream::Imports => Authority::from_role(
+                msg.headers()
+                    .and_then(|h| h.iter().find(|h| h.key == headers::ACTOR_ROLE))
+                    .and_then(|h| h.value)
+                    .and_then(|v| std::str::from_utf8(v).ok()),
+            ),
+        };
+        let record = (msg.offset(), msg.key(), msg.payload());
+        self.accept((stream, msg.partition()), record, authority, metrics)
+    }
+
+    /// Checks a record's offset and queues it if it is the next one.
+    fn accept(
+        &mut self,
+        part: Part,
+        (offset, key, payload): (i64, Option<&[u8]>, Option<&[u8]>),
+        authority: impl FnOnce() -> Authority,
+        metrics: &Metrics,
+    ) -> Queued {
+        let Some(incoming) = self.parts.get_mut(&part) else {
+            tracing::warn!(partition = ?part, "record from a partition not owned; skipped");
+            return Queued::Taken;
+        };
+        match incoming.offsets.observe(offset) {
+            Verdict::Next => {}
+            Verdict::Repeat => {
+                metrics
+                    .events_in
+                    .with_label_values(&["any", "reread"])
+                    .inc();
+                return Queued::Taken;
+            }
+            Verdict::SeekBack(to) => {
+                tracing::info!(partition = ?part, got = offset, seek_to = to, "input gap; seeking back");
+                metrics.input_gap_seeks.inc();
+                return Queued::SeekBack(part, to);
+            }
+            Verdict::GapAccepted { expected } => {
+                tracing::warn!(partition = ?part, expected, got = offset, "records missing from the input partition; continuing after the gap");
+                metrics
+                    .dead_lettered
+                    .with_label_values(&["input_gap"])
+                    .inc();
+            }
+        }
+        incoming.queue.push(offset, key, payload, authority());
+        self.records += 1;
+        Queued::Taken
+    }
+
+    /// Takes the records queued, leaving each partition a queue from
+    /// `spare` (or a new one).
+    fn take(&mut self, spare: &mut Vec<fold::Queue>) -> Option<Polled> {
+        if self.records == 0 {
+            return None;
+        }
+        let mut queues = Vec::new();
+        for (p, incoming) in self.parts.iter_mut() {
+            if incoming.queue.len() > 0 {
+                let fresh = spare.pop().unwrap_or_default();
+                queues.push((*p, std::mem::replace(&mut incoming.queue, fresh)));
+            }
+        }
+        let records = std::mem::take(&mut self.records);
+        let started = self.started.take().unwrap_or_else(Instant::now);
+        Some(Polled {
+            queues,
+            records,
+            started,
+            polling: started.elapsed(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P0: Part = (Stream::Activity, 0);
+    const P1: Part = (Stream::Activity, 1);
+
+    fn take(h: &Handoff, part: Part, offsets: std::ops::Range<i64>, m: &Metrics) -> Vec<Queued> {
+        let mut filling = hold(&h.filling);
+        offsets
+            .map(|o| filling.accept(part, (o, Some(b"k"), Some(b"v")), || Authority::Actor, m))
+            .collect()
+    }
+
+    /// Each partition's offsets, in the order the batches come.
+    fn offsets(batches: &[Polled]) -> Vec<Vec<(Part, Vec<i64>)>> {
+        batches
+            .iter()
+            .map(|b| {
+                b.queues
+                    .iter()
+                    .map(|(p, q)| (*p, q.offsets_each()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_revocation_takes_the_batch_handed_over_before_the_one_being_filled() {
+        let m = Metrics::new().expect("metrics register");
+        let h = Handoff::default();
+        h.own(P0, Some(10));
+        h.own(P1, None);
+        take(&h, P0, 10..13, &m);
+        take(&h, P1, 0..2, &m);
+        assert!(h.hand_over());
+        take(&h, P0, 13..15, &m);
+        // Re-delivered records are not taken twice.
+        take(&h, P0, 12..14, &m);
+        let all = h.take_all();
+        assert_eq!(
+            offsets(&all),
+            vec![
+                vec![(P0, vec![10, 11, 12]), (P1, vec![0, 1])],
+                vec![(P0, vec![13, 14])],
+            ]
+        );
+        assert_eq!(all.iter().map(|b| b.records).collect::<Vec<_>>(), [5, 2]);
+        assert!(h.take_all().is_empty());
+        assert!(h.hand_over(), "nothing to hand over is not a failure");
+        assert!(h.take_ready().is_none());
+    }
+
+    #[test]
+    fn a_second_batch_waits_until_the_first_is_taken() {
+        let m = Metrics::new().expect("metrics register");
+        let h = Handoff::default();
+        h.own(P0, Some(0));
+        take(&h, P0, 0..3, &m);
+        assert!(h.hand_over());
+        take(&h, P0, 3..5, &m);
+        std::thread::scope(|s| {
+            let second = s.spawn(|| h.hand_over());
+            // The first batch is still in the slot until taken here; the
+            // second cannot have overwritten it.
+            let first = h.take_ready().expect("the first batch waits in the slot");
+            assert_eq!(offsets(&[first]), vec![vec![(P0, vec![0, 1, 2])]]);
+            assert!(second.join().expect("no panic"));
+        });
+        assert_eq!(
+            offsets(&h.take_ready().into_iter().collect::<Vec<_>>()),
+            vec![vec![(P0, vec![3, 4])]]
+        );
+    }
+
+    #[test]
+    fn a_stopped_fold_thread_releases_a_waiting_hand_over() {
+        let m = Metrics::new().expect("metrics register");
+        let h = Handoff::default();
+        h.own(P0, Some(0));
+        take(&h, P0, 0..1, &m);
+        assert!(h.hand_over());
+        take(&h, P0, 1..2, &m);
+        std::thread::scope(|s| {
+            let waiting = s.spawn(|| h.hand_over());
+            h.fail(ProcessorError::Thread("test".into()));
+            h.worker_returned();
+            assert!(!waiting.join().expect("no panic"));
+        });
+        assert!(matches!(h.failure(), Some(ProcessorError::Thread(_))));
+    }
+
+    #[test]
+    fn a_partition_given_up_takes_its_records_out_of_the_count() {
+        let m = Metrics::new().expect("metrics register");
+        let h = Handoff::default();
+        h.own(P0, Some(0));
+        h.own(P1, Some(0));
+        take(&h, P0, 0..4, &m);
+        take(&h, P1, 0..3, &m);
+        h.disown(&[P0]);
+        assert!(matches!(take(&h, P0, 4..5, &m)[..], [Queued::Taken]));
+        // Owned again from its stored offset: the old queue is gone.
+        h.own(P1, Some(1));
+        take(&h, P1, 0..3, &m);
+        let all = h.take_all();
+        assert_eq!(offsets(&all), vec![vec![(P1, vec![1, 2])]]);
+        assert_eq!(all[0].records, 2);
+    }
+
+    #[test]
+    fn a_skipped_record_asks_for_a_seek_back() {
+        let m = Metrics::new().expect("metrics register");
+        let h = Handoff::default();
+        h.own(P0, Some(1000));
+        let got = take(&h, P0, 1006..1007, &m);
+        assert!(matches!(got[..], [Queued::SeekBack(P0, 936)]));
+        assert!(h.take_all().is_empty());
+    }
+}
