@@ -8,15 +8,15 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use sessionfold_fold::{Position, PresenceConfig, PresenceTable};
 use sessionfold_processor::Store;
+use sessionfold_processor::pipeline::sizing::Sizing;
 use sessionfold_processor::store::PartitionWrite;
 use sessionfold_schemas::{ActivityEvent, Contract, Topics};
 
 use crate::services::{Service, metric_sum};
 
-/// Records folded per sled write: the processor's largest batch in catch-up
-/// (its default 10,000 grown by the most its sizing allows), as when it
-/// works through a backlog.
-const BATCH: usize = 10_000 * sessionfold_processor::pipeline::sizing::MAX_FACTOR as usize;
+/// The processor's default batch limit: the fold stages size their batches
+/// from it as the processor does while it works through a backlog.
+const BATCH_BASE: usize = 10_000;
 
 /// The parts of fold + sled, in events per second.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -27,8 +27,12 @@ pub struct FoldRates {
     pub decode_resolving: f64,
     /// The pure fold alone.
     pub fold: f64,
-    /// State encoding and one sled batch per catch-up batch (40,000 events).
+    /// State encoding and one sled batch per catch-up batch (sized as the
+    /// processor sizes them: 40,000 events, more while larger batches
+    /// coalesce more).
     pub encode_and_sled: f64,
+    /// States written per event.
+    pub writes_per_event: f64,
     /// All three, one core.
     pub total: f64,
 }
@@ -73,13 +77,14 @@ fn measured_fold(table: &mut PresenceTable, chunk: &[ActivityEvent], first: usiz
     table.tick(*now);
 }
 
+/// Encodes and stores the batch's changed states; returns how many.
 #[inline(never)]
 fn measured_store(
     table: &mut PresenceTable,
     contract: &Contract,
     store: &Store,
     next_offset: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<usize> {
     let mut write = PartitionWrite::default();
     for id in table.take_dirty() {
         let value = table
@@ -89,11 +94,12 @@ fn measured_store(
         write.entities.push((id, value));
     }
     write.next_offset = Some(next_offset as i64);
+    let states = write.entities.len();
     store.commit("presence/0", write)?;
-    Ok(())
+    Ok(states)
 }
 
-/// Decode, fold, state encoding and one sled batch per [`BATCH`] events, on
+/// Decode, fold, state encoding and one sled batch per catch-up batch, on
 /// the calling thread; with `only`, runs that stage's work (and what it
 /// needs) without timing, for callgrind.
 fn stages(events: &[ActivityEvent], only: Option<&str>) -> anyhow::Result<FoldRates> {
@@ -115,16 +121,22 @@ fn stages(events: &[ActivityEvent], only: Option<&str>) -> anyhow::Result<FoldRa
     let resolving_secs = t.elapsed().as_secs_f64();
     let (mut fold_secs, mut write_secs) = (0.0, 0.0);
     let mut now = i64::MIN;
-    for (chunk_no, chunk) in decoded.chunks(BATCH).enumerate() {
-        if only.is_some_and(|s| s != "fold" && s != "store") {
-            break;
-        }
+    // Batches as the processor makes them in catch-up: every batch ends
+    // full, and what each wrote sizes the next.
+    let mut sizing = Sizing::new(BATCH_BASE, Duration::MAX);
+    let (mut first, mut written) = (0, 0);
+    while first < decoded.len() && only.is_none_or(|s| s == "fold" || s == "store") {
+        let chunk = &decoded[first..(first + sizing.records()).min(decoded.len())];
         let t = Instant::now();
-        measured_fold(&mut table, chunk, chunk_no * BATCH, &mut now);
+        measured_fold(&mut table, chunk, first, &mut now);
         fold_secs += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        measured_store(&mut table, &contract, &store, (chunk_no + 1) * BATCH)?;
+        let states = measured_store(&mut table, &contract, &store, first + chunk.len())?;
         write_secs += t.elapsed().as_secs_f64();
+        sizing.wrote(sizing.factor(), chunk.len(), states);
+        sizing.ended(false);
+        first += chunk.len();
+        written += states;
     }
     store.flush()?;
     let n = events.len() as f64;
@@ -133,11 +145,12 @@ fn stages(events: &[ActivityEvent], only: Option<&str>) -> anyhow::Result<FoldRa
         decode_resolving: n / resolving_secs,
         fold: n / fold_secs,
         encode_and_sled: n / write_secs,
+        writes_per_event: written as f64 / n,
         total: n / (decode_secs + fold_secs + write_secs),
     })
 }
 
-/// Decode, fold, state encoding and one sled batch per [`BATCH`] events, on
+/// Decode, fold, state encoding and one sled batch per catch-up batch, on
 /// the calling thread.
 pub fn fold_and_sled(events: &[ActivityEvent]) -> anyhow::Result<FoldRates> {
     stages(events, None)

@@ -275,8 +275,8 @@ impl Results {
             );
             let _ = writeln!(
                 md,
-                "\nFold + sled split (events/s): decode {:.0} (apache-avro's resolving path: {:.0}), fold {:.0}, encode + sled {:.0}.",
-                f.decode, f.decode_resolving, f.fold, f.encode_and_sled
+                "\nFold + sled split (events/s): decode {:.0} (apache-avro's resolving path: {:.0}), fold {:.0}, encode + sled {:.0} ({:.3} states written per event, in batches sized as the processor sizes them in catch-up).",
+                f.decode, f.decode_resolving, f.fold, f.encode_and_sled, f.writes_per_event
             );
         }
         if let Some(ir) = &self.instructions {

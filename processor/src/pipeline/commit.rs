@@ -19,8 +19,8 @@ pub(super) struct InFlight {
 
 impl Core {
     /// Finishes the batch in flight, then publishes the pending batch and
-    /// leaves it in flight.
-    pub(super) fn commit(&mut self) -> Result<(), ProcessorError> {
+    /// leaves it in flight; returns how many states it publishes.
+    pub(super) fn commit(&mut self) -> Result<usize, ProcessorError> {
         self.finish()?;
         let started = Instant::now();
         let batch = std::mem::take(&mut self.batch);
@@ -107,6 +107,7 @@ impl Core {
         let counts = counts.into_iter().map(|(t, n)| (t.to_owned(), n)).collect();
         // The changelog records come first, in the order of `entities`; their
         // states, copied by the producer, move on to the store.
+        let states = entities.len();
         for ((part, id), o) in entities.into_iter().zip(outgoing) {
             writes
                 .entry(part)
@@ -119,7 +120,7 @@ impl Core {
         }
         let nothing_to_await = deliveries.is_empty();
         if writes.is_empty() && nothing_to_await {
-            return Ok(());
+            return Ok(states);
         }
         self.in_flight = Some(InFlight {
             deliveries,
@@ -132,7 +133,7 @@ impl Core {
             // Only positions moved (duplicates, re-reads): store them now.
             self.finish()?;
         }
-        Ok(())
+        Ok(states)
     }
 
     /// Publishes the pending batch and finishes it: nothing left in flight.

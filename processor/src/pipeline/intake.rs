@@ -48,6 +48,19 @@ pub(super) struct Polled {
     /// From its first record polled to its hand-over: the consumer's
     /// thread's time on it, beside the fold thread's work on the batch before.
     pub(super) polling: Duration,
+    /// The multiple of the base batch limits it was filled to.
+    pub(super) factor: u32,
+}
+
+/// What a batch wrote, for the sizing of the next ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Wrote {
+    /// The multiple of the base limits the batch was filled to.
+    pub(super) factor: u32,
+    /// Its input records.
+    pub(super) records: usize,
+    /// The states it wrote (changelog records and store writes).
+    pub(super) states: usize,
 }
 
 #[derive(Default)]
@@ -62,6 +75,8 @@ struct Slot {
     worker_gone: bool,
     /// The first error either thread met; the loop stops with it.
     failed: Option<ProcessorError>,
+    /// What the last batch published wrote.
+    wrote: Option<Wrote>,
 }
 
 /// What the consumer's thread and the fold thread share, besides the core.
@@ -153,12 +168,13 @@ impl Handoff {
         hold(&self.filling).started
     }
 
-    /// Hands the batch being filled to the fold thread, waiting while the
-    /// one before it has not been taken. Returns false when the fold thread
-    /// has stopped.
-    pub(super) fn hand_over(&self) -> bool {
+    /// Hands the batch being filled (made at `factor` times the base
+    /// limits) to the fold thread, waiting while the one before it has not
+    /// been taken. Returns false when the fold thread has stopped.
+    pub(super) fn hand_over(&self, factor: u32) -> bool {
         let mut spare = std::mem::take(&mut hold(&self.slot).spare);
-        let Some(polled) = hold(&self.filling).take(&mut spare) else {
+        let taken = hold(&self.filling).take(&mut spare, factor);
+        let Some(polled) = taken else {
             hold(&self.slot).spare.append(&mut spare);
             return true;
         };
@@ -213,8 +229,18 @@ impl Handoff {
     pub(super) fn take_all(&self) -> Vec<Polled> {
         let ready = self.take_ready();
         let mut spare = Vec::new();
-        let filling = hold(&self.filling).take(&mut spare);
+        let filling = hold(&self.filling).take(&mut spare, 1);
         ready.into_iter().chain(filling).collect()
+    }
+
+    /// Tells the consumer's thread what a batch wrote.
+    pub(super) fn report(&self, wrote: Wrote) {
+        hold(&self.slot).wrote = Some(wrote);
+    }
+
+    /// What the last batch published wrote, once.
+    pub(super) fn take_report(&self) -> Option<Wrote> {
+        hold(&self.slot).wrote.take()
     }
 
     /// Gives emptied queues back for reuse.
@@ -300,7 +326,7 @@ impl Filling {
 
     /// Takes the records queued, leaving each partition a queue from
     /// `spare` (or a new one).
-    fn take(&mut self, spare: &mut Vec<fold::Queue>) -> Option<Polled> {
+    fn take(&mut self, spare: &mut Vec<fold::Queue>, factor: u32) -> Option<Polled> {
         if self.records == 0 {
             return None;
         }
@@ -318,6 +344,7 @@ impl Filling {
             records,
             started,
             polling: started.elapsed(),
+            factor,
         })
     }
 }
@@ -357,7 +384,7 @@ mod tests {
         h.own(P1, None);
         take(&h, P0, 10..13, &m);
         take(&h, P1, 0..2, &m);
-        assert!(h.hand_over());
+        assert!(h.hand_over(1));
         take(&h, P0, 13..15, &m);
         // Re-delivered records are not taken twice.
         take(&h, P0, 12..14, &m);
@@ -371,7 +398,7 @@ mod tests {
         );
         assert_eq!(all.iter().map(|b| b.records).collect::<Vec<_>>(), [5, 2]);
         assert!(h.take_all().is_empty());
-        assert!(h.hand_over(), "nothing to hand over is not a failure");
+        assert!(h.hand_over(1), "nothing to hand over is not a failure");
         assert!(h.take_ready().is_none());
     }
 
@@ -381,10 +408,10 @@ mod tests {
         let h = Handoff::default();
         h.own(P0, Some(0));
         take(&h, P0, 0..3, &m);
-        assert!(h.hand_over());
+        assert!(h.hand_over(1));
         take(&h, P0, 3..5, &m);
         std::thread::scope(|s| {
-            let second = s.spawn(|| h.hand_over());
+            let second = s.spawn(|| h.hand_over(1));
             // The first batch is still in the slot until taken here; the
             // second cannot have overwritten it.
             let first = h.take_ready().expect("the first batch waits in the slot");
@@ -403,10 +430,10 @@ mod tests {
         let h = Handoff::default();
         h.own(P0, Some(0));
         take(&h, P0, 0..1, &m);
-        assert!(h.hand_over());
+        assert!(h.hand_over(1));
         take(&h, P0, 1..2, &m);
         std::thread::scope(|s| {
-            let waiting = s.spawn(|| h.hand_over());
+            let waiting = s.spawn(|| h.hand_over(1));
             h.fail(ProcessorError::Thread("test".into()));
             h.worker_returned();
             assert!(!waiting.join().expect("no panic"));

@@ -36,7 +36,7 @@ use crate::liveness::{Coverage, Movement};
 use crate::metrics::{Metrics, Stage, StageClock};
 use crate::offsets::{OffsetTracker, Verdict};
 use crate::output::Outgoing;
-use intake::{Handoff, Polled, Queued};
+use intake::{Handoff, Polled, Queued, Wrote};
 
 mod commit;
 mod fold;
@@ -387,8 +387,11 @@ impl Processor {
                         .started()
                         .is_some_and(|t| t.elapsed() >= sizing.wait()));
             if (idle || full) && filling > 0 {
-                if !self.handoff.hand_over() {
+                if !self.handoff.hand_over(sizing.factor()) {
                     return Ok(());
+                }
+                if let Some(w) = self.handoff.take_report() {
+                    sizing.wrote(w.factor, w.records, w.states);
                 }
                 sizing.ended(idle);
                 filling = 0;
@@ -398,7 +401,7 @@ impl Processor {
                 next_group_check = Instant::now() + GROUP_CHECK;
             }
         }
-        self.handoff.hand_over();
+        self.handoff.hand_over(sizing.factor());
         Ok(())
     }
 
@@ -425,8 +428,14 @@ impl Processor {
             if closing == Some(false) {
                 return Ok(());
             }
+            let mut wrote = None;
             if let Some(polled) = ready {
                 let started = polled.started;
+                wrote = Some(Wrote {
+                    factor: polled.factor,
+                    records: polled.records,
+                    states: 0,
+                });
                 // Folded before the tick, so that a heartbeat waiting in the
                 // batch is not expired by the tick first.
                 let queues = core.fold(polled, now_millis());
@@ -443,7 +452,11 @@ impl Processor {
                 core.tick(now_millis());
                 next_tick = Instant::now() + tick;
             }
-            core.commit()?;
+            let states = core.commit()?;
+            if let Some(mut w) = wrote {
+                w.states = states;
+                self.handoff.report(w);
+            }
             core.commit_group(&self.consumer, None, CommitMode::Async);
             in_flight = core.in_flight.is_some();
         }
