@@ -91,6 +91,10 @@ pub struct LoopSettings {
 
 pub use sessionfold_edge::now_millis;
 
+/// How long a lagging batch waits for its next record before the input
+/// counts as caught up: the consumers' `fetch.wait.max.ms`.
+const LAGGING_GAP: Duration = Duration::from_millis(20);
+
 /// What the HTTP surface reports about the loop.
 #[derive(Default)]
 pub struct Status {
@@ -340,10 +344,16 @@ impl Processor {
         let mut filling = 0usize;
         while !stop.load(Ordering::SeqCst) {
             // Nothing is locked across poll: the callbacks take the locks.
-            let wait = if filling > 0 {
-                Duration::ZERO
-            } else {
-                Duration::from_millis(100)
+            // While the input lags, an empty poll is not yet the end of the
+            // backlog: the consumer's local queue runs dry between two
+            // fetch responses (on Apache Kafka every few batches), and
+            // taking that for caught up sent the batch limits back to the
+            // base. A lagging batch waits for a record as long as a fetch
+            // may take.
+            let wait = match (filling, sizing.factor()) {
+                (0, _) => Duration::from_millis(100),
+                (_, 1) => Duration::ZERO,
+                _ => LAGGING_GAP,
             };
             let polled = self.consumer.poll(wait);
             if let Some(e) = self.handoff.failure() {
@@ -387,6 +397,12 @@ impl Processor {
                         .started()
                         .is_some_and(|t| t.elapsed() >= sizing.wait()));
             if (idle || full) && filling > 0 {
+                tracing::debug!(
+                    records = filling,
+                    factor = sizing.factor(),
+                    caught_up = idle,
+                    "batch handed to the fold thread"
+                );
                 if !self.handoff.hand_over(sizing.factor()) {
                     return Ok(());
                 }

@@ -7,14 +7,15 @@
 //! the input is caught up: the next batch starts at the base limits. A batch
 //! that ended full (by count or by time) means records are waiting: the
 //! limits double, up to [`MAX_FACTOR`] times the base. Past that a lagging
-//! input tries two more doublings, up to [`TRY_FACTOR`] times, while a batch
-//! still writes more than [`ENOUGH`] states per record; it goes on up to
-//! [`COALESCING_MAX_FACTOR`] times only if the larger batches did coalesce
-//! more (a tenth fewer states per record than at [`MAX_FACTOR`]), and falls
-//! back to [`MAX_FACTOR`] for the rest of the backlog if they did not. Many
-//! users each seen a few times in a backlog (100k users) coalesce only in
-//! large batches; a million users each seen once never coalesce, and their
-//! batches go back to [`MAX_FACTOR`].
+//! input tries two more doublings, up to [`TRY_FACTOR`] times, while the
+//! last batch reported still wrote more than [`ENOUGH`] states per record.
+//! It goes on up to [`COALESCING_MAX_FACTOR`] times only once a batch at
+//! [`TRY_FACTOR`] is known to have coalesced more (a tenth fewer states per
+//! record than one at [`MAX_FACTOR`]), and falls back to [`MAX_FACTOR`] for
+//! the rest of the backlog if it did not. Many users each seen a few times
+//! in a backlog (100k users) coalesce only in large batches; a million users
+//! each seen once never coalesce, and their batches go back to
+//! [`MAX_FACTOR`].
 
 use std::time::Duration;
 
@@ -48,6 +49,12 @@ pub struct Sizing {
     written: [Option<f64>; 7],
     /// Larger batches were tried in this backlog and did not pay.
     tried: bool,
+    /// Larger batches were tried in this backlog and did pay.
+    pays: bool,
+    /// States written per record by the batch reported last (whatever its
+    /// size): the report of a batch comes back from the fold thread while
+    /// the next one fills, so growth does not wait for the current size's.
+    latest: Option<f64>,
 }
 
 impl Sizing {
@@ -59,6 +66,8 @@ impl Sizing {
             factor: 1,
             written: [None; 7],
             tried: false,
+            pays: false,
+            latest: None,
         }
     }
 
@@ -83,9 +92,11 @@ impl Sizing {
         if records == 0 {
             return;
         }
+        let ratio = states as f64 / records as f64;
         if let Some(slot) = self.written.get_mut(factor.trailing_zeros() as usize) {
-            *slot = Some(states as f64 / records as f64);
+            *slot = Some(ratio);
         }
+        self.latest = Some(ratio);
     }
 
     /// Notes how the last batch ended: `caught_up` when the consumer had no
@@ -105,16 +116,25 @@ impl Sizing {
                 .copied()
                 .flatten()
         };
-        let Some(now) = at(self.factor) else {
-            // What this size writes is not known yet: hold it.
-            return;
-        };
-        if now <= ENOUGH || self.tried {
+        if self.tried {
             return;
         }
-        if self.factor < TRY_FACTOR {
-            self.factor *= 2;
-        } else if at(MAX_FACTOR).is_some_and(|base| now <= PAID * base) {
+        if self.pays || self.factor < TRY_FACTOR {
+            if self.latest.is_none_or(|r| r > ENOUGH) {
+                self.factor = (self.factor * 2).min(COALESCING_MAX_FACTOR);
+            }
+            return;
+        }
+        // Whether the larger batches paid is known once one of them is
+        // reported; until then the size holds.
+        let (Some(now), Some(base)) = (at(self.factor), at(MAX_FACTOR)) else {
+            return;
+        };
+        if now <= ENOUGH {
+            return;
+        }
+        if now <= PAID * base {
+            self.pays = true;
             self.factor = (self.factor * 2).min(COALESCING_MAX_FACTOR);
         } else {
             self.tried = true;
@@ -136,12 +156,14 @@ mod tests {
             (s.records(), s.wait()),
             (20_000, Duration::from_millis(100))
         );
+        // Without a word on what the batches wrote, they are tried up to
+        // 16 times the base and held there.
         for _ in 0..10 {
             s.ended(false);
         }
         assert_eq!(
             (s.records(), s.wait()),
-            (40_000, Duration::from_millis(200))
+            (160_000, Duration::from_millis(800))
         );
         s.ended(true);
         assert_eq!((s.records(), s.wait()), (10_000, Duration::from_millis(50)));
@@ -212,12 +234,18 @@ mod tests {
         assert_eq!(factors, [1, 2, 4, 8, 16, 16]);
         s.ended(true);
         assert_eq!(s.factor(), 1);
-        // Without a measurement at the current size, the limits hold.
-        for _ in 0..3 {
+        // Past 16 times the base, growth waits for what such a batch wrote.
+        for _ in 0..4 {
             s.ended(false);
         }
-        assert_eq!(s.factor(), 4);
+        assert_eq!(s.factor(), 16);
         s.ended(false);
-        assert_eq!(s.factor(), 4);
+        assert_eq!(s.factor(), 16);
+        s.wrote(16, 160_000, 48_000);
+        s.ended(false);
+        assert_eq!(s.factor(), 16, "nothing known at 4 times the base yet");
+        s.wrote(4, 40_000, 38_000);
+        s.ended(false);
+        assert_eq!(s.factor(), 32);
     }
 }
