@@ -344,18 +344,22 @@ impl Processor {
         let mut filling = 0usize;
         while !stop.load(Ordering::SeqCst) {
             // Nothing is locked across poll: the callbacks take the locks.
+            let wait = if filling == 0 {
+                Duration::from_millis(100)
+            } else {
+                Duration::ZERO
+            };
+            let mut polled = self.consumer.poll(wait);
             // While the input lags, an empty poll is not yet the end of the
             // backlog: the consumer's local queue runs dry between two
             // fetch responses (on Apache Kafka every few batches), and
             // taking that for caught up sent the batch limits back to the
             // base. A lagging batch waits for a record as long as a fetch
             // may take.
-            let wait = match (filling, sizing.factor()) {
-                (0, _) => Duration::from_millis(100),
-                (_, 1) => Duration::ZERO,
-                _ => LAGGING_GAP,
-            };
-            let polled = self.consumer.poll(wait);
+            let waited = polled.is_none() && filling > 0 && sizing.factor() > 1;
+            if waited {
+                polled = self.consumer.poll(LAGGING_GAP);
+            }
             if let Some(e) = self.handoff.failure() {
                 return Err(e);
             }
@@ -386,21 +390,21 @@ impl Processor {
                     false
                 }
             };
-            // The clock is read once every 64 records: a batch's age
-            // matters to tens of milliseconds, a record takes under one
-            // microsecond.
-            let full = filling >= sizing.records()
-                || (filling % 64 == 0
-                    && filling > 0
-                    && self
-                        .handoff
-                        .started()
-                        .is_some_and(|t| t.elapsed() >= sizing.wait()));
-            if (idle || full) && filling > 0 {
+            // The clock is read once every 64 records, and after a poll
+            // that waited: a batch's age matters to tens of milliseconds, a
+            // record takes under one microsecond.
+            let by_count = filling >= sizing.records();
+            let by_time = filling > 0
+                && (waited || filling % 64 == 0)
+                && self
+                    .handoff
+                    .started()
+                    .is_some_and(|t| t.elapsed() >= sizing.wait());
+            if (idle || by_count || by_time) && filling > 0 {
                 tracing::debug!(
                     records = filling,
                     factor = sizing.factor(),
-                    caught_up = idle,
+                    full = by_count,
                     "batch handed to the fold thread"
                 );
                 if !self.handoff.hand_over(sizing.factor()) {
@@ -409,7 +413,10 @@ impl Processor {
                 if let Some(w) = self.handoff.take_report() {
                     sizing.wrote(w.factor, w.records, w.states);
                 }
-                sizing.ended(idle);
+                // Only a batch filled to its count says that records wait: one
+                // that ran out of time was fed by a trickle, and growing it
+                // would only hold changes back longer.
+                sizing.ended(!by_count);
                 filling = 0;
             }
             if Instant::now() >= next_group_check {

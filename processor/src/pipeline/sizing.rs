@@ -3,10 +3,10 @@
 //! lags, so that repeated changes of one user coalesce into one store write
 //! and one changelog record, and fewer batches pay the broker's round trip.
 //!
-//! A batch that ended because the consumer had nothing more to give means
+//! A batch that ended because the consumer had nothing more to give, or
+//! because its time ran out before its count was reached (a trickle), means
 //! the input is caught up: the next batch starts at the base limits. A batch
-//! that ended full (by count or by time) means records are waiting: the
-//! limits double, up to [`MAX_FACTOR`] times the base. Past that a lagging
+//! that ended full by count means records are waiting: the limits double, up to [`MAX_FACTOR`] times the base. Past that a lagging
 //! input tries two more doublings, up to [`TRY_FACTOR`] times, while the
 //! last batch reported still wrote more than [`ENOUGH`] states per record.
 //! It goes on up to [`COALESCING_MAX_FACTOR`] times only once a batch at
@@ -99,8 +99,8 @@ impl Sizing {
         self.latest = Some(ratio);
     }
 
-    /// Notes how the last batch ended: `caught_up` when the consumer had no
-    /// record waiting.
+    /// Notes how the last batch ended: `caught_up` unless it was filled to
+    /// its count.
     pub fn ended(&mut self, caught_up: bool) {
         if caught_up {
             *self = Sizing::new(self.base_records, self.base_wait);
