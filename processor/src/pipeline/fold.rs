@@ -76,16 +76,17 @@ impl Queue {
     }
 
     /// Empties the queue. While the partition lags, the next batch is as
-    /// large as this one and the buffers are kept; once a batch uses under a
-    /// quarter of them, what a catch-up batch grew is given back.
+    /// large as this one and the buffers are kept; once a batch uses under
+    /// half of them, what a larger batch grew is given back (a quarter let a
+    /// batch back at 4 times the base keep the buffers of one tried at 16).
     pub(super) fn clear(&mut self) {
         let (used, records) = (self.bytes.len(), self.records.len());
         self.records.clear();
         self.bytes.clear();
-        if used < self.bytes.capacity() / 4 {
+        if used < self.bytes.capacity() / 2 {
             self.bytes.shrink_to((used * 2).max(RETAINED));
         }
-        if records < self.records.capacity() / 4 {
+        if records < self.records.capacity() / 2 {
             self.records.shrink_to((records * 2).max(RETAINED / 64));
         }
     }
