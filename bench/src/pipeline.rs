@@ -123,7 +123,7 @@ fn stages(events: &[ActivityEvent], only: Option<&str>) -> anyhow::Result<FoldRa
     let mut now = i64::MIN;
     // Batches as the processor makes them in catch-up: every batch ends
     // full, and what each wrote sizes the next.
-    let mut sizing = Sizing::new(BATCH_BASE, Duration::MAX);
+    let mut sizing = Sizing::commits(BATCH_BASE, Duration::MAX);
     let (mut first, mut written) = (0, 0);
     while first < decoded.len() && only.is_none_or(|s| s == "fold" || s == "store") {
         let chunk = &decoded[first..(first + sizing.records()).min(decoded.len())];

@@ -90,6 +90,16 @@ impl Queue {
             self.records.shrink_to((records * 2).max(RETAINED / 64));
         }
     }
+
+    /// Gives back what a catch-up grew, down to what a small batch keeps,
+    /// when the queue is empty: once the input is idle no batch comes to
+    /// shrink it in [`Queue::clear`].
+    pub(super) fn trim(&mut self) {
+        if self.records.is_empty() {
+            self.bytes.shrink_to(RETAINED);
+            self.records.shrink_to(RETAINED / 64);
+        }
+    }
 }
 
 /// What every partition's fold reads and none changes.
@@ -119,11 +129,13 @@ impl Core {
             mut queues,
             records,
             polling,
+            started: polled_at,
             ..
         } = polled;
         self.clock.spent(Stage::Poll, polling);
         let batch = &mut self.batch;
         batch.records += records;
+        batch.started.get_or_insert(polled_at);
         for (part, queue) in &queues {
             if let Some((first, end)) = queue.offsets() {
                 batch.starts.entry(*part).or_insert(first);
@@ -276,4 +288,38 @@ fn fold_partition(part: Part, owned: &mut Owned, queue: &Queue, inputs: &Inputs<
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(records: usize) -> Queue {
+        let mut q = Queue::default();
+        for o in 0..records {
+            q.push(o as i64, Some(b"user"), Some(&[7; 100]), Authority::Actor);
+        }
+        q
+    }
+
+    #[test]
+    fn a_full_queue_keeps_its_buffers_until_it_is_trimmed() {
+        let mut q = filled(20_000);
+        q.clear();
+        assert!(q.bytes.capacity() >= 20_000 * 104);
+        assert!(q.records.capacity() >= 20_000);
+        q.trim();
+        assert_eq!(q.len(), 0);
+        assert!(q.bytes.capacity() <= RETAINED);
+        assert!(q.records.capacity() <= RETAINED / 64);
+    }
+
+    #[test]
+    fn trimming_leaves_a_queue_with_records_alone() {
+        let mut q = filled(20_000);
+        let before = (q.bytes.capacity(), q.records.capacity());
+        q.trim();
+        assert_eq!((q.bytes.capacity(), q.records.capacity()), before);
+        assert_eq!(q.offsets(), Some((0, 20_000)));
+    }
 }

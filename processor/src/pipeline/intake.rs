@@ -48,19 +48,9 @@ pub(super) struct Polled {
     /// From its first record polled to its hand-over: the consumer's
     /// thread's time on it, beside the fold thread's work on the batch before.
     pub(super) polling: Duration,
-    /// The multiple of the base batch limits it was filled to.
-    pub(super) factor: u32,
-}
-
-/// What a batch wrote, for the sizing of the next ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Wrote {
-    /// The multiple of the base limits the batch was filled to.
-    pub(super) factor: u32,
-    /// Its input records.
-    pub(super) records: usize,
-    /// The states it wrote (changelog records and store writes).
-    pub(super) states: usize,
+    /// It was filled to its count: more records were waiting, and the
+    /// fold thread may fold the next poll into the same commit.
+    pub(super) full: bool,
 }
 
 #[derive(Default)]
@@ -75,8 +65,8 @@ struct Slot {
     worker_gone: bool,
     /// The first error either thread met; the loop stops with it.
     failed: Option<ProcessorError>,
-    /// What the last batch published wrote.
-    wrote: Option<Wrote>,
+    /// The consumer's thread found nothing to poll since its last hand-over.
+    idle: bool,
 }
 
 /// What the consumer's thread and the fold thread share, besides the core.
@@ -168,12 +158,12 @@ impl Handoff {
         hold(&self.filling).started
     }
 
-    /// Hands the batch being filled (made at `factor` times the base
-    /// limits) to the fold thread, waiting while the one before it has not
-    /// been taken. Returns false when the fold thread has stopped.
-    pub(super) fn hand_over(&self, factor: u32) -> bool {
+    /// Hands the batch being filled (`full` when filled to its count) to
+    /// the fold thread, waiting while the one before it has not been taken.
+    /// Returns false when the fold thread has stopped.
+    pub(super) fn hand_over(&self, full: bool) -> bool {
         let mut spare = std::mem::take(&mut hold(&self.slot).spare);
-        let taken = hold(&self.filling).take(&mut spare, factor);
+        let taken = hold(&self.filling).take(&mut spare, full);
         let Some(polled) = taken else {
             hold(&self.slot).spare.append(&mut spare);
             return true;
@@ -187,6 +177,7 @@ impl Handoff {
             return false;
         }
         slot.ready = Some(polled);
+        slot.idle = false;
         drop(slot);
         self.changed.notify_all();
         true
@@ -199,11 +190,16 @@ impl Handoff {
         self.changed.notify_all();
     }
 
-    /// Waits up to `timeout` for a batch (or the close); returns how the
-    /// loop was asked to close, if it was.
-    pub(super) fn await_batch(&self, timeout: Duration) -> Option<bool> {
+    /// Waits up to `timeout` for a batch (or the close, or with `or_idle`
+    /// the consumer's thread going idle); returns how the loop was asked to
+    /// close, if it was.
+    pub(super) fn await_batch(&self, timeout: Duration, or_idle: bool) -> Option<bool> {
         let mut slot = hold(&self.slot);
-        if slot.ready.is_none() && slot.closing.is_none() && !timeout.is_zero() {
+        if slot.ready.is_none()
+            && slot.closing.is_none()
+            && !(or_idle && slot.idle)
+            && !timeout.is_zero()
+        {
             slot = self
                 .changed
                 .wait_timeout(slot, timeout)
@@ -229,18 +225,34 @@ impl Handoff {
     pub(super) fn take_all(&self) -> Vec<Polled> {
         let ready = self.take_ready();
         let mut spare = Vec::new();
-        let filling = hold(&self.filling).take(&mut spare, 1);
+        let filling = hold(&self.filling).take(&mut spare, false);
         ready.into_iter().chain(filling).collect()
     }
 
-    /// Tells the consumer's thread what a batch wrote.
-    pub(super) fn report(&self, wrote: Wrote) {
-        hold(&self.slot).wrote = Some(wrote);
+    /// Tells the fold thread that a poll found nothing and nothing is being
+    /// filled, so that it commits a batch it held for the next poll; and
+    /// shrinks the spare queues and the empty ones being filled: the queues
+    /// of a catch-up's polls (up to three of 40,000 records: one being
+    /// filled, one handed over, one folding) would otherwise stay resident
+    /// for as long as nothing comes.
+    pub(super) fn went_idle(&self) {
+        let mut slot = hold(&self.slot);
+        for q in slot.spare.iter_mut() {
+            q.trim();
+        }
+        if !slot.idle {
+            slot.idle = true;
+            self.changed.notify_all();
+        }
+        drop(slot);
+        for incoming in hold(&self.filling).parts.values_mut() {
+            incoming.queue.trim();
+        }
     }
 
-    /// What the last batch published wrote, once.
-    pub(super) fn take_report(&self) -> Option<Wrote> {
-        hold(&self.slot).wrote.take()
+    /// Whether the consumer's thread went idle since its last hand-over.
+    pub(super) fn idle(&self) -> bool {
+        hold(&self.slot).idle
     }
 
     /// Gives emptied queues back for reuse.
@@ -326,7 +338,7 @@ impl Filling {
 
     /// Takes the records queued, leaving each partition a queue from
     /// `spare` (or a new one).
-    fn take(&mut self, spare: &mut Vec<fold::Queue>, factor: u32) -> Option<Polled> {
+    fn take(&mut self, spare: &mut Vec<fold::Queue>, full: bool) -> Option<Polled> {
         if self.records == 0 {
             return None;
         }
@@ -344,7 +356,7 @@ impl Filling {
             records,
             started,
             polling: started.elapsed(),
-            factor,
+            full,
         })
     }
 }
@@ -384,7 +396,7 @@ mod tests {
         h.own(P1, None);
         take(&h, P0, 10..13, &m);
         take(&h, P1, 0..2, &m);
-        assert!(h.hand_over(1));
+        assert!(h.hand_over(false));
         take(&h, P0, 13..15, &m);
         // Re-delivered records are not taken twice.
         take(&h, P0, 12..14, &m);
@@ -398,7 +410,7 @@ mod tests {
         );
         assert_eq!(all.iter().map(|b| b.records).collect::<Vec<_>>(), [5, 2]);
         assert!(h.take_all().is_empty());
-        assert!(h.hand_over(1), "nothing to hand over is not a failure");
+        assert!(h.hand_over(false), "nothing to hand over is not a failure");
         assert!(h.take_ready().is_none());
     }
 
@@ -408,10 +420,10 @@ mod tests {
         let h = Handoff::default();
         h.own(P0, Some(0));
         take(&h, P0, 0..3, &m);
-        assert!(h.hand_over(1));
+        assert!(h.hand_over(false));
         take(&h, P0, 3..5, &m);
         std::thread::scope(|s| {
-            let second = s.spawn(|| h.hand_over(1));
+            let second = s.spawn(|| h.hand_over(false));
             // The first batch is still in the slot until taken here; the
             // second cannot have overwritten it.
             let first = h.take_ready().expect("the first batch waits in the slot");
@@ -430,10 +442,10 @@ mod tests {
         let h = Handoff::default();
         h.own(P0, Some(0));
         take(&h, P0, 0..1, &m);
-        assert!(h.hand_over(1));
+        assert!(h.hand_over(false));
         take(&h, P0, 1..2, &m);
         std::thread::scope(|s| {
-            let waiting = s.spawn(|| h.hand_over(1));
+            let waiting = s.spawn(|| h.hand_over(false));
             h.fail(ProcessorError::Thread("test".into()));
             h.worker_returned();
             assert!(!waiting.join().expect("no panic"));

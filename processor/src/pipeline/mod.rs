@@ -36,7 +36,7 @@ use crate::liveness::{Coverage, Movement};
 use crate::metrics::{Metrics, Stage, StageClock};
 use crate::offsets::{OffsetTracker, Verdict};
 use crate::output::Outgoing;
-use intake::{Handoff, Polled, Queued, Wrote};
+use intake::{Handoff, Polled, Queued};
 
 mod commit;
 mod fold;
@@ -137,6 +137,8 @@ impl Status {
 #[derive(Default)]
 struct Batch {
     records: usize,
+    /// When the first record folded into it was polled.
+    started: Option<Instant>,
     /// First input offset folded per partition in this batch.
     starts: BTreeMap<Part, i64>,
     /// Next input offset per partition after this batch.
@@ -336,7 +338,7 @@ impl Processor {
             )
         };
         let status = lock(&self.core).status.clone();
-        let mut sizing = sizing::Sizing::new(batch_max, batch_wait);
+        let mut sizing = sizing::Sizing::polls(batch_max, batch_wait);
         let mut next_group_check = Instant::now() + GROUP_CHECK;
         // Records in the batch being filled, as it stood after the last
         // record queued. The rebalance callback inside poll can only empty
@@ -407,24 +409,25 @@ impl Processor {
                     full = by_count,
                     "batch handed to the fold thread"
                 );
-                if !self.handoff.hand_over(sizing.factor()) {
+                if !self.handoff.hand_over(by_count) {
                     return Ok(());
-                }
-                if let Some(w) = self.handoff.take_report() {
-                    sizing.wrote(w.factor, w.records, w.states);
                 }
                 // Only a batch filled to its count says that records wait: one
                 // that ran out of time was fed by a trickle, and growing it
                 // would only hold changes back longer.
                 sizing.ended(!by_count);
                 filling = 0;
+            } else if idle && filling == 0 {
+                // Each idle poll, not once: the last batch's queues come
+                // back from the fold thread only after it is folded.
+                self.handoff.went_idle();
             }
             if Instant::now() >= next_group_check {
                 self.check_group();
                 next_group_check = Instant::now() + GROUP_CHECK;
             }
         }
-        self.handoff.hand_over(sizing.factor());
+        self.handoff.hand_over(false);
         Ok(())
     }
 
@@ -432,33 +435,38 @@ impl Processor {
     /// the one before, expires on the wall clock and mirrors positions to
     /// the group, until the consumer's thread closes the handoff.
     fn fold_loop(&self) -> Result<(), ProcessorError> {
-        let tick = lock(&self.core).settings.tick;
+        let (tick, batch_max, batch_wait) = {
+            let core = lock(&self.core);
+            let s = &core.settings;
+            (s.tick, s.batch_max, s.batch_wait)
+        };
+        let mut commits = sizing::Sizing::commits(batch_max, batch_wait);
         let mut next_tick = Instant::now();
         // Whether a batch was in flight when the lock was last let go; the
         // rebalance callback can only empty it.
         let mut in_flight = false;
+        // When the pending commit, held for the next poll, must end.
+        let mut held_until: Option<Instant> = None;
         loop {
-            let timeout = if in_flight {
+            let timeout = if let Some(until) = held_until {
+                until.saturating_duration_since(Instant::now())
+            } else if in_flight {
                 Duration::ZERO
             } else {
                 next_tick
                     .saturating_duration_since(Instant::now())
                     .min(Duration::from_millis(100))
             };
-            let closing = self.handoff.await_batch(timeout);
+            let closing = self.handoff.await_batch(timeout, held_until.is_some());
             let mut core = lock(&self.core);
             let ready = self.handoff.take_ready();
             if closing == Some(false) {
                 return Ok(());
             }
-            let mut wrote = None;
+            let mut full = None;
             if let Some(polled) = ready {
                 let started = polled.started;
-                wrote = Some(Wrote {
-                    factor: polled.factor,
-                    records: polled.records,
-                    states: 0,
-                });
+                full = Some(polled.full);
                 // Folded before the tick, so that a heartbeat waiting in the
                 // batch is not expired by the tick first.
                 let queues = core.fold(polled, now_millis());
@@ -475,10 +483,27 @@ impl Processor {
                 core.tick(now_millis());
                 next_tick = Instant::now() + tick;
             }
+            // While polls come full, more records wait behind them: the
+            // commit takes the next poll too, until it reaches its count or
+            // its time, so that a user changed in both is written once.
+            let records = core.batch.records;
+            let age = core.batch.started.map_or(Duration::ZERO, |t| t.elapsed());
+            let by_count = records >= commits.records();
+            let by_time = age >= commits.wait();
+            let waiting = full.unwrap_or(held_until.is_some()) && !self.handoff.idle();
+            if waiting && !by_count && !by_time {
+                held_until = core.batch.started.map(|t| t + commits.wait());
+                continue;
+            }
+            held_until = None;
             let states = core.commit()?;
-            if let Some(mut w) = wrote {
-                w.states = states;
-                self.handoff.report(w);
+            if records > 0 {
+                commits.wrote(commits.factor(), records, states);
+                // A commit cut by its time says nothing of the input: the
+                // limits hold.
+                if by_count || !waiting {
+                    commits.ended(!waiting);
+                }
             }
             core.commit_group(&self.consumer, None, CommitMode::Async);
             in_flight = core.in_flight.is_some();
