@@ -42,6 +42,11 @@ impl OffsetTracker {
         }
     }
 
+    /// The offset the next record must have, once known.
+    pub fn expected(&self) -> Option<i64> {
+        self.expected
+    }
+
     /// Judges the record at `offset`; a record to fold moves the expectation past it.
     pub fn observe(&mut self, offset: i64) -> Verdict {
         let verdict = match self.expected {

@@ -26,6 +26,8 @@ struct Incoming {
     offsets: OffsetTracker,
     /// Records taken in the batch being filled.
     queue: fold::Queue,
+    /// The partition's high watermark as last heard.
+    high: Option<i64>,
 }
 
 /// The batch being filled by the consumer's thread.
@@ -121,6 +123,7 @@ impl Handoff {
         let fresh = Incoming {
             offsets: OffsetTracker::at(next),
             queue: fold::Queue::default(),
+            high: None,
         };
         if let Some(old) = filling.parts.insert(p, fresh) {
             filling.records -= old.queue.len();
@@ -151,6 +154,25 @@ impl Handoff {
             filling.started = Some(Instant::now());
         }
         (queued, filling.records)
+    }
+
+    /// Notes a partition's high watermark from the consumer's statistics.
+    pub(super) fn heard_high(&self, p: Part, high: i64) {
+        if let Some(incoming) = hold(&self.filling).parts.get_mut(&p) {
+            incoming.high = Some(high);
+        }
+    }
+
+    /// Records the broker holds past those taken, over the owned
+    /// partitions, by the high watermarks last heard. Those only grow, so
+    /// an old one makes this too small, never too large: a partition caught
+    /// up since is never taken for lagging.
+    pub(super) fn behind(&self) -> usize {
+        hold(&self.filling)
+            .parts
+            .values()
+            .filter_map(|i| usize::try_from(i.high? - i.offsets.expected()?).ok())
+            .sum()
     }
 
     /// When the batch being filled took its first record.
@@ -469,6 +491,28 @@ mod tests {
         let all = h.take_all();
         assert_eq!(offsets(&all), vec![vec![(P1, vec![1, 2])]]);
         assert_eq!(all[0].records, 2);
+    }
+
+    #[test]
+    fn what_waits_is_counted_from_the_high_watermarks_heard() {
+        let m = Metrics::new().expect("metrics register");
+        let h = Handoff::default();
+        h.own(P0, Some(100));
+        h.own(P1, None);
+        assert_eq!(h.behind(), 0, "nothing heard yet");
+        h.heard_high(P0, 1_100);
+        h.heard_high(P1, 500);
+        assert_eq!(h.behind(), 1_000, "P1's position is not known yet");
+        take(&h, P0, 100..400, &m);
+        take(&h, P1, 0..10, &m);
+        assert_eq!(h.behind(), 700 + 490);
+        // A high watermark heard before the partition caught up counts
+        // nothing once it is passed.
+        take(&h, P1, 10..600, &m);
+        assert_eq!(h.behind(), 700);
+        h.disown(&[P0]);
+        h.heard_high(P0, 5_000);
+        assert_eq!(h.behind(), 0, "a partition given up counts nothing");
     }
 
     #[test]

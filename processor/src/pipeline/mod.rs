@@ -268,7 +268,7 @@ impl Processor {
                 settings.heartbeat_interval.as_millis().to_string(),
             )
             .set("max.poll.interval.ms", "600000")
-            .set("statistics.interval.ms", "5000")
+            .set("statistics.interval.ms", "1000")
             .create_with_context(Ctx {
                 core: core.clone(),
                 handoff: handoff.clone(),
@@ -403,21 +403,27 @@ impl Processor {
                     .started()
                     .is_some_and(|t| t.elapsed() >= sizing.wait());
             if (idle || by_count || by_time) && filling > 0 {
+                // A batch filled to its count says that records wait. One cut
+                // short by an empty local queue or by its time says so too
+                // when the broker holds another batch's worth behind it: on
+                // a busy machine the queue runs dry between fetch responses
+                // while the backlog is still large. Otherwise it was fed by
+                // a trickle, and growing it would only hold changes back.
+                let behind = !by_count && self.handoff.behind() >= sizing.records();
+                let lagging = by_count || behind;
                 tracing::debug!(
                     records = filling,
                     factor = sizing.factor(),
                     full = by_count,
+                    behind,
                     "batch handed to the fold thread"
                 );
-                if !self.handoff.hand_over(by_count) {
+                if !self.handoff.hand_over(lagging) {
                     return Ok(());
                 }
-                // Only a batch filled to its count says that records wait: one
-                // that ran out of time was fed by a trickle, and growing it
-                // would only hold changes back longer.
-                sizing.ended(!by_count);
+                sizing.ended(!lagging);
                 filling = 0;
-            } else if idle && filling == 0 {
+            } else if idle && filling == 0 && self.handoff.behind() < sizing.records() {
                 // Each idle poll, not once: the last batch's queues come
                 // back from the fold thread only after it is folded.
                 self.handoff.went_idle();

@@ -22,10 +22,21 @@ impl ClientContext for Ctx {
         self.logs.error(error, reason);
     }
 
-    /// librdkafka's periodic statistics give each partition's high offset;
+    /// librdkafka's periodic statistics give each partition's high offset:
+    /// the intake learns from it whether a batch cut short had more waiting;
     /// lag is measured from the position committed to sled, which is ahead of
     /// the group offsets by at most a second.
     fn stats(&self, stats: rdkafka::Statistics) {
+        for stream in Stream::ALL {
+            let Some(topic) = stats.topics.get(stream.input(&self.topics)) else {
+                continue;
+            };
+            for (p, part) in &topic.partitions {
+                if part.hi_offset >= 0 {
+                    self.handoff.heard_high((stream, *p), part.hi_offset);
+                }
+            }
+        }
         let mut guard = lock(&self.core);
         // A plain reference, so that the partitions and the metrics can be
         // borrowed side by side.

@@ -13,8 +13,10 @@
 //!
 //! A batch that ended because the consumer had nothing more to give, or
 //! because its time ran out before its count was reached (a trickle), means
-//! the input is caught up: the next batch starts at the base limits. A batch
-//! that ended full by count means records are waiting: the limits grow, up
+//! the input is caught up: the next batch starts at the base limits, unless
+//! the broker's high watermarks say another batch's worth is waiting. A batch
+//! that ended full by count, or short with that much waiting, means records
+//! are waiting: the limits grow, up
 //! to [`MAX_FACTOR`] times the base. Past that a commit grows to
 //! [`TRY_FACTOR`] times while the last one still wrote more than
 //! [`ENOUGH`] states per record, and on up to [`COALESCING_MAX_FACTOR`]
