@@ -44,7 +44,19 @@ impl Service {
     ) -> anyhow::Result<Service> {
         let dir = tempfile::tempdir()?;
         let port = sessionfold_e2e::free_port()?;
-        let log = std::fs::File::create(dir.path().join("log"))?;
+        // With SESSIONFOLD_BENCH_LOGS=DIR the services' logs are kept there,
+        // at the level of RUST_LOG (default warn), for a look at what a run did.
+        let kept = std::env::var_os("SESSIONFOLD_BENCH_LOGS").map(PathBuf::from);
+        let log_path = match &kept {
+            Some(d) => d.join(format!("{prefix}-{name}-{port}.log")),
+            None => dir.path().join("log"),
+        };
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let level = match kept {
+            Some(_) => std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            None => "warn".into(),
+        };
         // With SESSIONFOLD_BENCH_HEAPTRACK=DIR the long-running services run
         // under heaptrack, for the memory profile in docs/profiles/.
         let mut own_group = false;
@@ -71,7 +83,7 @@ impl Service {
             cmd.args(["--jwt-secret", SECRET]);
         }
         cmd.args(args);
-        let child = sessionfold_e2e::spawn_service(cmd, name, port, brokers, prefix, "warn", log)?;
+        let child = sessionfold_e2e::spawn_service(cmd, name, port, brokers, prefix, &level, log)?;
         let mut s = Service {
             child,
             url: format!("http://127.0.0.1:{port}"),

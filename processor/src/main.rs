@@ -229,7 +229,7 @@ struct RunArgs {
     instance_id: Option<String>,
     /// Most records folded in one batch while the input is caught up; while
     /// it lags, the limit doubles batch after batch up to 4 times this, and
-    /// on up to 64 times while a batch writes more than 0.2 states per
+    /// on up to 128 times while a batch writes more than 0.1 states per
     /// record but at least a tenth of its records coalesced.
     #[arg(long, env = "SESSIONFOLD_BATCH_MAX", default_value_t = 10_000)]
     batch_max: usize,

@@ -504,6 +504,15 @@ impl Processor {
             held_until = None;
             let states = core.commit()?;
             if records > 0 {
+                tracing::debug!(
+                    records,
+                    states,
+                    factor = commits.factor(),
+                    by_count,
+                    by_time,
+                    waiting,
+                    "commit"
+                );
                 commits.wrote(commits.factor(), records, states);
                 // A commit cut by its time says nothing of the input: the
                 // limits hold.

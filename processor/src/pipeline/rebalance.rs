@@ -103,6 +103,15 @@ impl ConsumerContext for Ctx {
                     let offset = match core.take_partition(*p) {
                         Ok(next) => {
                             self.handoff.own(*p, next);
+                            // The statistics tell the high watermark only
+                            // after a second; a backlog is known from the start.
+                            let topic = p.0.input(&self.topics);
+                            match consumer.fetch_watermarks(topic, p.1, Duration::from_secs(2)) {
+                                Ok((_, high)) => self.handoff.heard_high(*p, high),
+                                Err(e) => {
+                                    tracing::debug!(partition = ?p, error = %e, "reading the high watermark")
+                                }
+                            }
                             next.map_or(Offset::Beginning, Offset::Offset)
                         }
                         Err(e) => {

@@ -16,16 +16,15 @@
 //! the input is caught up: the next batch starts at the base limits, unless
 //! the broker's high watermarks say another batch's worth is waiting. A batch
 //! that ended full by count, or short with that much waiting, means records
-//! are waiting: the limits grow, up
-//! to [`MAX_FACTOR`] times the base. Past that a commit grows to
+//! are waiting: the limits grow, up to [`MAX_FACTOR`] times the base. Past that a commit grows to
 //! [`TRY_FACTOR`] times while the last one still wrote more than
 //! [`ENOUGH`] states per record, and on up to [`COALESCING_MAX_FACTOR`]
 //! times only once a commit at [`TRY_FACTOR`] coalesced more (a tenth fewer
 //! states per record than one at [`MAX_FACTOR`]); if it did not, commits go
 //! back to [`MAX_FACTOR`] for the rest of the backlog. Many users each seen
 //! a few times in a backlog (100k users) coalesce only in large commits; a
-//! million users each seen once never coalesce, and a commit of 640,000 of
-//! them would only make one sled batch and one burst of changelog records
+//! million users each seen once never coalesce, and a commit of 1,280,000
+//! of them would only make one sled batch and one burst of changelog records
 //! that large.
 
 use std::time::Duration;
@@ -38,12 +37,15 @@ pub const MAX_FACTOR: u32 = 4;
 pub const TRY_FACTOR: u32 = 16;
 
 /// How far commits grow while the input lags and larger ones keep
-/// coalescing more: 64 times the base of 10,000 records is 640,000 records.
-pub const COALESCING_MAX_FACTOR: u32 = 64;
+/// coalescing more: 128 times the base of 10,000 records is 1,280,000
+/// records. A commit holds only the users it changed, so its size costs
+/// memory only where it does not coalesce, and there it stops at
+/// [`MAX_FACTOR`].
+pub const COALESCING_MAX_FACTOR: u32 = 128;
 
 /// States written per input record at or below which a commit is large
 /// enough.
-pub const ENOUGH: f64 = 0.2;
+pub const ENOUGH: f64 = 0.1;
 
 /// A larger commit pays when it writes at most this share of the states per
 /// record that one at [`MAX_FACTOR`] wrote.
@@ -61,7 +63,7 @@ pub struct Sizing {
     ceiling: u32,
     /// States written per record, by factor (index: log2 of the factor),
     /// from the batches since the input last caught up.
-    written: [Option<f64>; 7],
+    written: [Option<f64>; 8],
     /// Larger batches were tried in this backlog and did not pay.
     tried: bool,
     /// Larger batches were tried in this backlog and did pay.
@@ -91,7 +93,7 @@ impl Sizing {
             factor: 1,
             step,
             ceiling,
-            written: [None; 7],
+            written: [None; 8],
             tried: false,
             pays: false,
             latest: None,
@@ -227,13 +229,13 @@ mod tests {
 
     /// A backlog of 100k users, each as likely in any record: a commit of
     /// `r` records touches 100k × (1 − e^(−r/100k)) of them, 0.82 per
-    /// record at 40,000 records, 0.16 at 640,000.
+    /// record at 40,000 records, 0.16 at 640,000, 0.08 at 1,280,000.
     #[test]
     fn commits_keep_growing_while_they_coalesce_more() {
         let touched = |r: usize| (100_000.0 * (1.0 - (-(r as f64) / 100_000.0).exp())) as usize;
         assert_eq!(
-            run(Sizing::commits(10_000, Duration::MAX), 6, touched),
-            [1, 4, 16, 64, 64, 64]
+            run(Sizing::commits(10_000, Duration::MAX), 7, touched),
+            [1, 4, 16, 64, 128, 128, 128]
         );
     }
 
@@ -253,9 +255,9 @@ mod tests {
     #[test]
     fn users_in_turn_coalesce_once_commits_pass_their_number() {
         assert_eq!(
-            run(Sizing::commits(10_000, Duration::MAX), 5, |r| r
+            run(Sizing::commits(10_000, Duration::MAX), 6, |r| r
                 .min(100_000)),
-            [1, 4, 16, 64, 64]
+            [1, 4, 16, 64, 128, 128]
         );
     }
 
@@ -264,7 +266,7 @@ mod tests {
     #[test]
     fn growth_stops_at_enough_coalescing_and_restarts_after_catching_up() {
         let mut s = Sizing::commits(10_000, Duration::from_millis(50));
-        let ratios = [0.95, 0.6, 0.18, 0.1];
+        let ratios = [0.95, 0.6, 0.08, 0.05];
         let mut factors = Vec::new();
         for r in ratios {
             let f = s.factor();
