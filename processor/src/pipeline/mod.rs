@@ -95,6 +95,14 @@ pub use sessionfold_edge::now_millis;
 /// counts as caught up: the consumers' `fetch.wait.max.ms`.
 const LAGGING_GAP: Duration = Duration::from_millis(20);
 
+/// Records behind the last one taken that make a backlog: another poll's
+/// worth, and never fewer than a few hundred, since the control records
+/// that end other producers' transactions sit between the last record and
+/// the high watermark and are never delivered.
+fn backlog(sizing: &sizing::Sizing) -> usize {
+    sizing.records().max(256)
+}
+
 /// What the HTTP surface reports about the loop.
 #[derive(Default)]
 pub struct Status {
@@ -409,7 +417,7 @@ impl Processor {
                 // a busy machine the queue runs dry between fetch responses
                 // while the backlog is still large. Otherwise it was fed by
                 // a trickle, and growing it would only hold changes back.
-                let behind = !by_count && self.handoff.behind() >= sizing.records();
+                let behind = !by_count && self.handoff.behind() >= backlog(&sizing);
                 let lagging = by_count || behind;
                 tracing::debug!(
                     records = filling,
@@ -423,7 +431,7 @@ impl Processor {
                 }
                 sizing.ended(!lagging);
                 filling = 0;
-            } else if idle && filling == 0 && self.handoff.behind() < sizing.records() {
+            } else if idle && filling == 0 && self.handoff.behind() < backlog(&sizing) {
                 // Each idle poll, not once: the last batch's queues come
                 // back from the fold thread only after it is folded.
                 self.handoff.went_idle();
