@@ -455,6 +455,7 @@ impl Processor {
             (s.tick, s.batch_max, s.batch_wait)
         };
         let mut commits = sizing::Sizing::commits(batch_max, batch_wait);
+        let dead_max = batch_max.saturating_mul(sizing::MAX_FACTOR as usize);
         let mut next_tick = Instant::now();
         // Whether a batch was in flight when the lock was last let go; the
         // rebalance callback can only empty it.
@@ -502,7 +503,10 @@ impl Processor {
             // its time, so that a user changed in both is written once.
             let records = core.batch.records;
             let age = core.batch.started.map_or(Duration::ZERO, |t| t.elapsed());
-            let by_count = records >= commits.records();
+            // Dead letters keep their whole record until published: a
+            // backlog full of bad records must not grow a commit's memory
+            // with its size, whatever the good ones coalesce.
+            let by_count = records >= commits.records() || core.batch.dead.len() >= dead_max;
             let by_time = age >= commits.wait();
             let waiting = full.unwrap_or(held_until.is_some()) && !self.handoff.idle();
             if waiting && !by_count && !by_time {
