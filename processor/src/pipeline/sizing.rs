@@ -16,7 +16,9 @@
 //! the input is caught up: the next batch starts at the base limits, unless
 //! the broker's high watermarks say another batch's worth is waiting. A batch
 //! that ended full by count, or short with that much waiting, means records
-//! are waiting: the limits grow, up to [`MAX_FACTOR`] times the base. Past that a commit grows to
+//! are waiting; so does a commit cut by its time while the polls it took
+//! came full (the fold runs slower than the base limits assume). The limits
+//! then grow, up to [`MAX_FACTOR`] times the base. Past that a commit grows to
 //! [`TRY_FACTOR`] times while the last one still wrote more than
 //! [`ENOUGH`] states per record, and on up to [`COALESCING_MAX_FACTOR`]
 //! times only once a commit at [`TRY_FACTOR`] coalesced more (a tenth fewer
