@@ -9,7 +9,7 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use sessionfold_fold::{Position, PresenceConfig, PresenceTable};
 use sessionfold_processor::Store;
 use sessionfold_processor::pipeline::sizing::Sizing;
-use sessionfold_processor::store::PartitionWrite;
+use sessionfold_processor::store::{CACHE_BYTES, PartitionWrite};
 use sessionfold_schemas::{ActivityEvent, Contract, Topics};
 
 use crate::services::{Service, metric_sum};
@@ -109,7 +109,13 @@ fn stages(events: &[ActivityEvent], only: Option<&str>) -> anyhow::Result<FoldRa
         .map(|e| contract.encode_activity(e))
         .collect::<Result<_, _>>()?;
     let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path())?;
+    // The processor's cache setting, so that a deployment's choice can be
+    // measured here.
+    let cache = std::env::var("SESSIONFOLD_STORE_CACHE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(CACHE_BYTES, |mib| mib << 20);
+    let store = Store::open_with_cache(dir.path(), cache)?;
     let mut table = PresenceTable::new(PresenceConfig::default());
     let t = Instant::now();
     let decoded = measured_decode(&contract, &encoded)?;

@@ -264,9 +264,10 @@ struct RunArgs {
     #[arg(long, env = "SESSIONFOLD_FOLD_PARALLEL_FROM", default_value_t = 2_000)]
     fold_parallel_from: usize,
     /// MiB of the local store's page cache. The state is held in memory
-    /// anyway; a larger cache speeds up writes once the encoded states of
-    /// the owned partitions outgrow it (many users per partition).
-    #[arg(long, env = "SESSIONFOLD_STORE_CACHE_MIB", default_value_t = 32)]
+    /// anyway; a larger cache speeds up the store's writes once the encoded
+    /// states of the owned partitions outgrow it (many users per
+    /// partition), where the processor has a core to spare for sled.
+    #[arg(long, env = "SESSIONFOLD_STORE_CACHE_MIB", default_value_t = sessionfold_processor::store::CACHE_BYTES >> 20)]
     store_cache_mib: u64,
 }
 
