@@ -232,15 +232,25 @@ pub fn client_config(brokers: &str) -> ClientConfig {
 /// memory the queue holds.
 pub fn consumer_config(brokers: &str) -> ClientConfig {
     let mut c = client_config(brokers);
-    for (key, value) in [
-        ("fetch.wait.max.ms", "20"),
-        ("fetch.queue.backoff.ms", "20"),
-    ] {
+    unless_set(
+        &mut c,
+        &[
+            ("fetch.wait.max.ms", "20"),
+            ("fetch.queue.backoff.ms", "20"),
+        ],
+    );
+    c
+}
+
+/// Sets each of a client's tuning `defaults` that the operator's
+/// `--kafka-property` did not set: batching and compression are the
+/// operator's call on a real network, where loopback's best is not theirs.
+pub fn unless_set(c: &mut ClientConfig, defaults: &[(&str, &str)]) {
+    for (key, value) in defaults {
         if c.get(key).is_none() {
-            c.set(key, value);
+            c.set(*key, *value);
         }
     }
-    c
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
@@ -291,5 +301,19 @@ impl<C: clap::Subcommand, A: clap::Args> ServiceCli<C, A> {
             .about(about)
             .get_matches();
         Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operators_property_wins_over_a_tuning_default() {
+        let mut c = ClientConfig::new();
+        c.set("compression.type", "zstd");
+        unless_set(&mut c, &[("linger.ms", "5"), ("compression.type", "lz4")]);
+        assert_eq!(c.get("compression.type"), Some("zstd"));
+        assert_eq!(c.get("linger.ms"), Some("5"));
     }
 }

@@ -137,11 +137,14 @@ impl Sink {
         delivered: IntCounterVec,
         failing: IntGauge,
     ) -> Result<Sink, SinkError> {
-        let producer = sessionfold_edge::client_config(brokers)
+        let mut config = sessionfold_edge::client_config(brokers);
+        sessionfold_edge::unless_set(
+            &mut config,
+            &[("linger.ms", "2"), ("compression.type", "lz4")],
+        );
+        let producer = config
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "2")
-            .set("compression.type", "lz4")
             // The same partition for a key as the Java client, so outside producers agree.
             .set("partitioner", "murmur2_random")
             .set("queue.buffering.max.messages", buffer_messages.to_string())

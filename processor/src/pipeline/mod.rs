@@ -229,12 +229,16 @@ impl Processor {
         runtime: tokio::runtime::Handle,
         erasures: Arc<RwLock<Erasures>>,
     ) -> Result<Processor, ProcessorError> {
+        let mut config = sessionfold_edge::client_config(&settings.brokers);
+        // Idempotence is not the operator's to turn off: the changelog's
+        // exactly-once rests on it.
+        config.set("enable.idempotence", "true");
+        sessionfold_edge::unless_set(
+            &mut config,
+            &[("linger.ms", "5"), ("compression.type", "lz4")],
+        );
         let producer: FutureProducer<sessionfold_edge::QuietLogs> =
-            sessionfold_edge::client_config(&settings.brokers)
-                .set("enable.idempotence", "true")
-                .set("linger.ms", "5")
-                .set("compression.type", "lz4")
-                .create_with_context(sessionfold_edge::QuietLogs::default())?;
+            config.create_with_context(sessionfold_edge::QuietLogs::default())?;
         let topics = settings.topics.clone();
         let core = Arc::new(Mutex::new(Core {
             contract: sessionfold_edge::registry::contract()?,
