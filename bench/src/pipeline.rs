@@ -351,7 +351,7 @@ pub async fn processor(
 }
 
 /// The processor's stages as its `stage_seconds_total` metric labels them.
-pub const STAGE_LABELS: [&str; 5] = ["poll", "fold", "publish", "ack_wait", "store"];
+pub const STAGE_LABELS: [&str; 6] = ["poll", "fold", "publish", "ack_wait", "store_wait", "store"];
 
 /// The processor end to end.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -360,7 +360,7 @@ pub struct ProcessorRun {
     pub events_per_sec: f64,
     /// Microseconds per event spent in each of [`STAGE_LABELS`], over the
     /// processor's life (its own clock, not a profiler's).
-    pub stage_us: [f64; 5],
+    pub stage_us: [f64; 6],
     /// States written to sled per input event (after per-key coalescing).
     pub writes_per_event: f64,
     /// Bytes written to sled per input event.

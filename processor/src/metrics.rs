@@ -68,17 +68,22 @@ pub enum Stage {
     Publish,
     /// Waiting for the broker to acknowledge a batch's output.
     AckWait,
-    /// Writing states and input offsets to the local store.
+    /// The fold thread waiting for the store writer to finish the
+    /// previous batch's write.
+    StoreWait,
+    /// Writing states and input offsets to the local store (on the store
+    /// writer's thread, beside the fold thread).
     Store,
 }
 
 impl Stage {
     /// Every stage, in the order of the loop.
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 6] = [
         Stage::Poll,
         Stage::Fold,
         Stage::Publish,
         Stage::AckWait,
+        Stage::StoreWait,
         Stage::Store,
     ];
 
@@ -89,6 +94,7 @@ impl Stage {
             Stage::Fold => "fold",
             Stage::Publish => "publish",
             Stage::AckWait => "ack_wait",
+            Stage::StoreWait => "store_wait",
             Stage::Store => "store",
         }
     }
@@ -98,7 +104,7 @@ impl Stage {
 /// not through a labelled lookup per record.
 #[derive(Debug, Default)]
 pub struct StageClock {
-    spent: [std::time::Duration; 5],
+    spent: [std::time::Duration; Stage::ALL.len()],
 }
 
 impl StageClock {

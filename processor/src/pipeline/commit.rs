@@ -1,9 +1,12 @@
 //! The end of a batch. Its output is handed to the producer at once; the
 //! next batch is folded while the broker acknowledges it; then, before the
 //! next batch is published, the acknowledged batch's states and input
-//! offsets are written to sled together. At most one batch is in flight, so
-//! a changelog partition holds at most one incomplete batch, its last.
+//! offsets go to the store writer, which writes them to sled together while
+//! the fold thread goes on (`storing`). At most one batch is in flight, so a
+//! changelog partition holds at most one incomplete batch, its last; at most
+//! one is being stored, and positions move once it is.
 
+use super::storing::Handed;
 use super::*;
 use crate::metrics::Stage;
 use crate::output::{BatchHeaders, acknowledged, publish};
@@ -136,15 +139,49 @@ impl Core {
         Ok(states)
     }
 
-    /// Publishes the pending batch and finishes it: nothing left in flight.
+    /// Publishes the pending batch and finishes it: nothing left in flight
+    /// and nothing left to store.
     pub(super) fn commit_all(&mut self) -> Result<(), ProcessorError> {
         self.commit()?;
-        self.finish()
+        self.finish()?;
+        self.settle()
     }
 
-    /// Waits for the batch in flight to be acknowledged, then writes its
-    /// states and input offsets to sled.
+    /// Waits for the write the store writer holds, if any, and moves the
+    /// positions it stored.
+    pub(super) fn settle(&mut self) -> Result<(), ProcessorError> {
+        let waiting = Instant::now();
+        let Some((batch, stored)) = self.writer.settle()? else {
+            return Ok(());
+        };
+        self.clock.add(Stage::StoreWait, waiting);
+        self.clock.spent(Stage::Store, stored.spent);
+        for (part, n) in stored.positions {
+            if let Some(owned) = self.parts.get_mut(&part) {
+                owned.position = Some(n);
+                owned.moved.position(n, Instant::now());
+            }
+            self.group_behind = true;
+        }
+        self.durable(&batch);
+        Ok(())
+    }
+
+    /// Counts a batch whose output is acknowledged and whose state is stored.
+    fn durable(&self, batch: &Handed) {
+        self.metrics.committed.inc_by(batch.records as u64);
+        if batch.records > 0 || batch.had_output {
+            self.metrics
+                .commit_seconds
+                .observe(batch.started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Waits for the batch in flight to be acknowledged, then hands its
+    /// states and input offsets to the store writer (after the write before
+    /// it is settled).
     pub(super) fn finish(&mut self) -> Result<(), ProcessorError> {
+        self.settle()?;
         let Some(f) = self.in_flight.take() else {
             return Ok(());
         };
@@ -158,8 +195,7 @@ impl Core {
                 .inc_by(*n);
         }
         let had_output = !f.outgoing.is_empty();
-        for (part, write) in f.writes {
-            let next = write.next_offset;
+        for write in f.writes.values() {
             self.metrics
                 .store_writes
                 .inc_by(write.entities.len() as u64);
@@ -170,18 +206,17 @@ impl Core {
                     .map(|(k, v)| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64)
                     .sum(),
             );
-            let storing = Instant::now();
-            self.store.commit(&tree(part.0, part.1), write)?;
-            self.clock.add(Stage::Store, storing);
-            if let Some(n) = next {
-                if let Some(owned) = self.parts.get_mut(&part) {
-                    owned.position = Some(n);
-                    owned.moved.position(n, Instant::now());
-                }
-                self.group_behind = true;
-            }
         }
-        self.metrics.committed.inc_by(f.records as u64);
+        let batch = Handed {
+            records: f.records,
+            started: f.started,
+            had_output,
+        };
+        if f.writes.is_empty() {
+            self.durable(&batch);
+        } else {
+            self.writer.begin(f.writes, batch)?;
+        }
         self.clock.flush(&self.metrics.stage_seconds);
         let (mut users, mut sessions, mut imports) = (0, 0, 0);
         for ((stream, _), owned) in &self.parts {
@@ -205,11 +240,6 @@ impl Core {
             .state_size
             .with_label_values(&["sessions"])
             .set(sessions as i64);
-        if f.records > 0 || had_output {
-            self.metrics
-                .commit_seconds
-                .observe(f.started.elapsed().as_secs_f64());
-        }
         Ok(())
     }
 }

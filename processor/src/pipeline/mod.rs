@@ -44,6 +44,7 @@ mod group;
 mod intake;
 mod rebalance;
 pub mod sizing;
+mod storing;
 
 use crate::restore::{Restore, restore_partition};
 use crate::store::{PartitionWrite, Store};
@@ -171,6 +172,8 @@ struct Core {
     batch: Batch,
     /// The batch published and not yet stored.
     in_flight: Option<commit::InFlight>,
+    /// Writes acknowledged batches to sled beside the fold thread.
+    writer: storing::StoreWriter,
     /// Positions moved in sled since they were last committed to the group.
     group_behind: bool,
     /// When the group offsets were last committed: at most once a second.
@@ -240,8 +243,10 @@ impl Processor {
         let producer: FutureProducer<sessionfold_edge::QuietLogs> =
             config.create_with_context(sessionfold_edge::QuietLogs::default())?;
         let topics = settings.topics.clone();
+        let writer = storing::StoreWriter::start(store.clone())?;
         let core = Arc::new(Mutex::new(Core {
             contract: sessionfold_edge::registry::contract()?,
+            writer,
             settings,
             store,
             metrics,
@@ -538,7 +543,7 @@ impl Processor {
                 commits.ended(!waiting);
             }
             core.commit_group(&self.consumer, None, CommitMode::Async);
-            in_flight = core.in_flight.is_some();
+            in_flight = core.in_flight.is_some() || core.writer.pending();
         }
     }
 }

@@ -195,6 +195,8 @@ pub(super) fn partition_counts<C: ConsumerContext>(
 impl Core {
     /// Restores (if needed) and loads one assigned partition; returns where to read from.
     pub(super) fn take_partition(&mut self, p: Part) -> Result<Option<i64>, ProcessorError> {
+        // The partition's tree is read below: no write may still be on its way.
+        self.settle()?;
         self.status.restoring.fetch_add(1, Ordering::SeqCst);
         self.status.running.store(false, Ordering::SeqCst);
         let result = (|| {

@@ -1,0 +1,181 @@
+//! The store writer: a thread of its own that writes an acknowledged
+//! batch's states and input offsets to sled while the fold thread folds and
+//! publishes the next ones.
+//!
+//! With many users sled's per-key cost is the fold thread's largest stage,
+//! larger than the fold itself, so writing on the fold thread left the
+//! second core idle for that long. At most one write is outstanding: the
+//! fold thread settles it before it hands over the next, before a rebalance
+//! gives partitions away or takes new ones, and before it stops. Positions
+//! (and so the group's offsets) move only once the write is settled, so
+//! nothing claims a batch sled does not hold.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::ProcessorError;
+use crate::store::{PartitionWrite, Store};
+use crate::tables::{Part, tree};
+
+/// A batch's writes, one per partition.
+type Job = BTreeMap<Part, PartitionWrite>;
+
+/// What a settled write moved.
+pub(super) struct Stored {
+    /// Each written partition's next input offset, where the write had one.
+    pub positions: Vec<(Part, i64)>,
+    /// Time the writer spent in sled.
+    pub spent: Duration,
+}
+
+/// The batch a write belongs to, kept by the fold thread until it settles.
+pub(super) struct Handed {
+    /// Input records of the batch.
+    pub records: usize,
+    /// When the batch was published.
+    pub started: Instant,
+    /// Whether the batch wrote any record.
+    pub had_output: bool,
+}
+
+/// The writer thread and the one write it may hold.
+pub(super) struct StoreWriter {
+    jobs: Option<mpsc::SyncSender<Job>>,
+    done: mpsc::Receiver<Result<Stored, ProcessorError>>,
+    pending: Option<Handed>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StoreWriter {
+    /// Starts the writer thread over `store`.
+    pub fn start(store: Store) -> Result<StoreWriter, ProcessorError> {
+        // One slot each way: the fold thread never hands over a second write
+        // before it has the first one's result.
+        let (jobs, inbox) = mpsc::sync_channel::<Job>(1);
+        let (report, done) = mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name("sessionfold-store".into())
+            .spawn(move || {
+                for job in inbox {
+                    let result = write(&store, job);
+                    if report.send(result).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| ProcessorError::Thread(e.to_string()))?;
+        Ok(StoreWriter {
+            jobs: Some(jobs),
+            done,
+            pending: None,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands a batch's writes to the writer; the previous write must be settled.
+    pub fn begin(&mut self, writes: Job, batch: Handed) -> Result<(), ProcessorError> {
+        debug_assert!(
+            self.pending.is_none(),
+            "a store write begun before the last settled"
+        );
+        let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
+        jobs.send(writes).map_err(|_| stopped())?;
+        self.pending = Some(batch);
+        Ok(())
+    }
+
+    /// True while a write is handed over and not settled.
+    pub fn pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Waits for the outstanding write, if any; returns its batch and what
+    /// it moved.
+    pub fn settle(&mut self) -> Result<Option<(Handed, Stored)>, ProcessorError> {
+        let Some(batch) = self.pending.take() else {
+            return Ok(None);
+        };
+        match self.done.recv() {
+            Ok(result) => result.map(|stored| Some((batch, stored))),
+            Err(_) => Err(stopped()),
+        }
+    }
+}
+
+impl Drop for StoreWriter {
+    fn drop(&mut self) {
+        // Closing the inbox ends the thread once its write (if any) is done.
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn stopped() -> ProcessorError {
+    ProcessorError::Thread("the store writer stopped".into())
+}
+
+fn write(store: &Store, job: Job) -> Result<Stored, ProcessorError> {
+    let started = Instant::now();
+    let mut positions = Vec::with_capacity(job.len());
+    for (part, write) in job {
+        let next = write.next_offset;
+        store.commit(&tree(part.0, part.1), write)?;
+        if let Some(n) = next {
+            positions.push((part, n));
+        }
+    }
+    Ok(Stored {
+        positions,
+        spent: started.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::Stream;
+
+    fn write_of(id: &str, next: i64) -> PartitionWrite {
+        PartitionWrite {
+            entities: vec![(id.to_owned(), Some(id.as_bytes().to_vec()))],
+            next_offset: Some(next),
+        }
+    }
+
+    #[test]
+    fn a_settled_write_is_in_sled_with_its_positions() -> Result<(), ProcessorError> {
+        let dir = tempfile::tempdir().map_err(|e| ProcessorError::Thread(e.to_string()))?;
+        let store = Store::open(dir.path())?;
+        let mut writer = StoreWriter::start(store.clone())?;
+        assert!(writer.settle()?.is_none());
+        let (a, b) = ((Stream::Activity, 0), (Stream::Activity, 3));
+        let batch = |records| Handed {
+            records,
+            started: Instant::now(),
+            had_output: true,
+        };
+        writer.begin(
+            BTreeMap::from([(a, write_of("u1", 10)), (b, write_of("u2", 7))]),
+            batch(5),
+        )?;
+        assert!(writer.pending());
+        let stored = writer.settle()?.map(|(h, s)| (h.records, s.positions));
+        assert_eq!(stored, Some((5, vec![(a, 10), (b, 7)])));
+        assert!(!writer.pending());
+        assert_eq!(store.next_offset(&tree(a.0, a.1))?, Some(10));
+        assert_eq!(store.next_offset(&tree(b.0, b.1))?, Some(7));
+        assert_eq!(store.states(&tree(b.0, b.1))?.len(), 1);
+        // The next write goes through the same thread.
+        writer.begin(BTreeMap::from([(a, write_of("u3", 12))]), batch(1))?;
+        assert_eq!(
+            writer.settle()?.map(|(_, s)| s.positions),
+            Some(vec![(a, 12)])
+        );
+        assert_eq!(store.states(&tree(a.0, a.1))?.len(), 2);
+        Ok(())
+    }
+}
