@@ -120,3 +120,104 @@ async fn a_refused_delivery_turns_the_producer_unready() -> anyhow::Result<()> {
     assert_eq!(episodes, 1, "one error line per episode:\n{log}");
     Ok(())
 }
+
+/// The processor's changelog refused by the broker: the processor stops
+/// with the reason and moves nothing (no state stored, no offset), and once
+/// the topic takes the records again a restart publishes every user's state
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_changelog_stops_the_processor_and_a_restart_loses_nothing() -> anyhow::Result<()>
+{
+    use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+    use sessionfold_e2e::{Feeder, consume_all, exits_within, now_millis, session_started};
+
+    let prefix = unique_prefix("refusedlog");
+    let t = Topics::new(&prefix);
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()?;
+    // The presence changelog takes record batches of 64 bytes at most: less
+    // than any batch of one state with its headers.
+    let topics = [
+        NewTopic::new(&t.activity, 3, TopicReplication::Fixed(1)),
+        NewTopic::new(&t.imports, 3, TopicReplication::Fixed(1)),
+        NewTopic::new(&t.presence, 3, TopicReplication::Fixed(1))
+            .set("cleanup.policy", "compact")
+            .set("max.message.bytes", "64"),
+        NewTopic::new(&t.import_ownership, 3, TopicReplication::Fixed(1))
+            .set("cleanup.policy", "compact"),
+        NewTopic::new(&t.dead_letter, 1, TopicReplication::Fixed(1)),
+    ];
+    for r in admin.create_topics(&topics, &AdminOptions::new()).await? {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
+    }
+    let at = now_millis();
+    let users: Vec<String> = (0..20).map(|i| format!("u{i:02}")).collect();
+    let events: Vec<_> = users
+        .iter()
+        .map(|u| session_started(format!("{u}-e"), u, at))
+        .collect();
+    Feeder::new(&prefix)?.send(&events).await?;
+
+    let dir = sessionfold_e2e::scratch()?;
+    let state = dir.path().join("state");
+    let args: Vec<String> = [
+        "--topic-prefix",
+        &prefix,
+        "--partitions",
+        "3",
+        "--group-id",
+        &prefix,
+        "--state-dir",
+        &state.to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (succeeded, log) = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        exits_within("sessionfold-processor", &args, Duration::from_secs(90))
+    })
+    .await??;
+    assert!(
+        !succeeded,
+        "the processor went on past a refused changelog:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("delivering to {}", t.presence)),
+        "the reason names the changelog:\n{log}"
+    );
+    let published = consume_all(&t.presence, 1, Duration::from_secs(3)).await?;
+    assert_eq!(published.len(), 0);
+
+    // The operator lifts the limit (the whole configuration is replaced, so
+    // compaction is set again).
+    let lifted = AlterConfig::new(ResourceSpecifier::Topic(&t.presence))
+        .set("cleanup.policy", "compact")
+        .set("max.message.bytes", "1048588");
+    for r in admin.alter_configs(&[lifted], &AdminOptions::new()).await? {
+        r.map_err(|(t, e)| anyhow::anyhow!("altering {t:?}: {e}"))?;
+    }
+    let p = sessionfold_e2e::start_processor(&prefix, &state, dir.path(), &[]).await?;
+    eventually(Duration::from_secs(60), "every event durable", || async {
+        let committed = p
+            .metric("sessionfold_processor_committed_records_total")
+            .await?;
+        Ok((committed >= users.len() as f64).then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        p.metric("sessionfold_processor_committed_records_total")
+            .await?,
+        users.len() as f64,
+        "each event committed once"
+    );
+    let states = consume_all(&t.presence, users.len() + 1, Duration::from_secs(5)).await?;
+    let mut keys: Vec<String> = states
+        .iter()
+        .filter_map(|r| Some(String::from_utf8_lossy(r.key.as_ref()?).into_owned()))
+        .collect();
+    keys.sort();
+    assert_eq!(keys, users, "one state per user, none doubled");
+    Ok(())
+}

@@ -126,7 +126,6 @@ pub async fn run(
         .await
         .map_err(|e| ProcessorError::Worker(e.to_string()))??;
     }
-    let runtime = tokio::runtime::Handle::current();
     let erasures = Arc::new(std::sync::RwLock::new(sessionfold_fold::Erasures::new()));
     let follower = sessionfold_edge::follow::erasures(
         &settings.looping.brokers,
@@ -138,7 +137,7 @@ pub async fn run(
     let mut worker = {
         let stop = stop.clone();
         tokio::task::spawn_blocking(move || {
-            let p = Processor::new(settings.looping, store, metrics, status, runtime, erasures)?;
+            let p = Processor::new(settings.looping, store, metrics, status, erasures)?;
             p.run(stop)
         })
     };

@@ -5,10 +5,12 @@
 
 use std::time::Duration;
 
-use rdkafka::Message;
+use std::sync::{Condvar, Mutex};
+
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Message};
 use sessionfold_schemas::headers;
 
 use crate::ProcessorError;
@@ -74,17 +76,80 @@ impl<'a> BatchHeaders<'a> {
     }
 }
 
+/// The changelog's producer: librdkafka's polling thread reports each
+/// delivery to [`Acks`].
+pub(crate) type ChangelogProducer = ThreadedProducer<Acks>;
+
+/// Counts a batch's deliveries as the broker acknowledges them and keeps
+/// the first refusal. A batch holds tens of thousands of records: a count
+/// under one lock costs less than a channel, a boxed sender and a future per
+/// record, which is what a future per delivery would take.
+#[derive(Default)]
+pub(crate) struct Acks {
+    logs: sessionfold_edge::QuietLogs,
+    tally: Mutex<Tally>,
+    settled: Condvar,
+}
+
+/// The deliveries of the batch being published.
+#[derive(Default)]
+struct Tally {
+    /// Which batch the count is for; a report of an earlier one (after a
+    /// refusal stopped the wait for it) is not counted.
+    batch: usize,
+    outstanding: usize,
+    refused: Option<(String, String)>,
+}
+
+impl ClientContext for Acks {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        self.logs.log(level, fac, msg);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.logs.error(error, reason);
+    }
+}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, batch: usize) {
+        let mut tally = sessionfold_edge::lock(&self.tally);
+        if tally.batch != batch {
+            return;
+        }
+        tally.outstanding = tally.outstanding.saturating_sub(1);
+        if let Err((e, m)) = result
+            && tally.refused.is_none()
+        {
+            tally.refused = Some((m.topic().to_owned(), e.to_string()));
+        }
+        if tally.outstanding == 0 || tally.refused.is_some() {
+            self.settled.notify_all();
+        }
+    }
+}
+
 /// Hands every record to the producer, in order, without waiting for the
-/// broker; the deliveries to await before the batch counts as published.
-/// Each record's headers are moved out (left empty) rather than copied.
+/// broker; [`acknowledged`] then waits for their deliveries. Each record's
+/// headers are moved out (left empty) rather than copied.
 pub(crate) fn publish(
-    producer: &FutureProducer<sessionfold_edge::QuietLogs>,
+    producer: &ChangelogProducer,
     records: &mut [Outgoing<'_>],
-) -> Result<Vec<DeliveryFuture>, ProcessorError> {
-    let mut sent = Vec::with_capacity(records.len());
-    for o in records.iter_mut() {
+) -> Result<(), ProcessorError> {
+    let acks = producer.context();
+    let total = records.len();
+    let batch = {
+        let mut tally = sessionfold_edge::lock(&acks.tally);
+        tally.batch = tally.batch.wrapping_add(1);
+        tally.outstanding = total;
+        tally.refused = None;
+        tally.batch
+    };
+    for (i, o) in records.iter_mut().enumerate() {
         let headers = std::mem::replace(&mut o.headers, OwnedHeaders::new_with_capacity(0));
-        let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(o.topic)
+        let mut r: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(o.topic, batch)
             .key(o.key.as_slice())
             .headers(headers);
         if let Some(p) = o.partition {
@@ -94,11 +159,8 @@ pub(crate) fn publish(
             r = r.payload(v.as_slice());
         }
         loop {
-            match producer.send_result(r) {
-                Ok(delivery) => {
-                    sent.push(delivery);
-                    break;
-                }
+            match producer.send(r) {
+                Ok(()) => break,
                 // The producer's queue is full: its own thread drains it as
                 // the broker acknowledges; wait a moment and offer it again.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
@@ -106,6 +168,9 @@ pub(crate) fn publish(
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Err((e, _)) => {
+                    // The records not handed over will not be reported.
+                    let mut tally = sessionfold_edge::lock(&acks.tally);
+                    tally.outstanding = tally.outstanding.saturating_sub(total - i);
                     return Err(ProcessorError::Delivery {
                         topic: o.topic.to_owned(),
                         reason: e.to_string(),
@@ -114,36 +179,22 @@ pub(crate) fn publish(
             }
         }
     }
-    Ok(sent)
+    Ok(())
 }
 
-/// Waits until the broker has acknowledged every delivery.
-pub(crate) fn acknowledged(
-    runtime: &tokio::runtime::Handle,
-    deliveries: Vec<DeliveryFuture>,
-) -> Result<(), ProcessorError> {
-    // Awaited one after the other: most are acknowledged by now, and a
-    // batch holds tens of thousands, which `join_all` would poll and
-    // collect as a set.
-    runtime.block_on(async {
-        for d in deliveries {
-            check(d.await)?;
-        }
-        Ok(())
-    })
-}
-
-/// The outcome of one delivery, as an error when the broker refused it.
-fn check(delivery: <DeliveryFuture as std::future::Future>::Output) -> Result<(), ProcessorError> {
-    match delivery {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((e, m))) => Err(ProcessorError::Delivery {
-            topic: m.topic().to_owned(),
-            reason: e.to_string(),
-        }),
-        Err(_) => Err(ProcessorError::Delivery {
-            topic: "(any)".into(),
-            reason: "the producer was dropped before the delivery report".into(),
-        }),
+/// Waits until the broker has acknowledged every record of the batch
+/// published last, or has refused one of them.
+pub(crate) fn acknowledged(producer: &ChangelogProducer) -> Result<(), ProcessorError> {
+    let acks = producer.context();
+    let mut tally = sessionfold_edge::lock(&acks.tally);
+    while tally.outstanding > 0 && tally.refused.is_none() {
+        tally = acks
+            .settled
+            .wait(tally)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
+    match tally.refused.take() {
+        Some((topic, reason)) => Err(ProcessorError::Delivery { topic, reason }),
+        None => Ok(()),
     }
 }

@@ -13,7 +13,6 @@ use crate::output::{BatchHeaders, acknowledged, publish};
 
 /// A batch handed to the producer whose states are not yet stored.
 pub(super) struct InFlight {
-    deliveries: Vec<rdkafka::producer::DeliveryFuture>,
     writes: BTreeMap<Part, PartitionWrite>,
     records: usize,
     outgoing: Vec<(String, u64)>,
@@ -101,7 +100,8 @@ impl Core {
                 headers: published.headers,
             });
         }
-        let deliveries = publish(&self.producer, &mut outgoing)?;
+        publish(&self.producer, &mut outgoing)?;
+        let outgoing_empty = outgoing.is_empty();
         self.clock.add(Stage::Publish, started);
         let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
         for o in &outgoing {
@@ -121,12 +121,11 @@ impl Core {
         for (p, next) in &batch.ends {
             writes.entry(*p).or_default().next_offset = Some(*next);
         }
-        let nothing_to_await = deliveries.is_empty();
+        let nothing_to_await = outgoing_empty;
         if writes.is_empty() && nothing_to_await {
             return Ok(states);
         }
         self.in_flight = Some(InFlight {
-            deliveries,
             writes,
             records: batch.records,
             outgoing: counts,
@@ -186,7 +185,7 @@ impl Core {
             return Ok(());
         };
         let waiting = Instant::now();
-        acknowledged(&self.runtime, f.deliveries)?;
+        acknowledged(&self.producer)?;
         self.clock.add(Stage::AckWait, waiting);
         for (topic, n) in &f.outgoing {
             self.metrics

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use sessionfold_fold::{
@@ -35,7 +34,7 @@ use crate::dead_letter::DeadLetter;
 use crate::liveness::{Coverage, Movement};
 use crate::metrics::{Metrics, Stage, StageClock};
 use crate::offsets::{OffsetTracker, Verdict};
-use crate::output::Outgoing;
+use crate::output::{Acks, ChangelogProducer, Outgoing};
 use intake::{Handoff, Polled, Queued};
 
 mod commit;
@@ -164,8 +163,7 @@ struct Core {
     contract: Contract,
     store: Store,
     metrics: Metrics,
-    producer: FutureProducer<sessionfold_edge::QuietLogs>,
-    runtime: tokio::runtime::Handle,
+    producer: ChangelogProducer,
     status: Arc<Status>,
     /// The owned partitions, each with its state and where it stands.
     parts: BTreeMap<Part, Owned>,
@@ -222,14 +220,12 @@ pub struct Processor {
 }
 
 impl Processor {
-    /// Connects to the broker and subscribes; call from a blocking thread
-    /// inside a tokio runtime.
+    /// Connects to the broker and subscribes; call from a blocking thread.
     pub fn new(
         settings: LoopSettings,
         store: Store,
         metrics: Metrics,
         status: Arc<Status>,
-        runtime: tokio::runtime::Handle,
         erasures: Arc<RwLock<Erasures>>,
     ) -> Result<Processor, ProcessorError> {
         let mut config = sessionfold_edge::client_config(&settings.brokers);
@@ -240,8 +236,7 @@ impl Processor {
             &mut config,
             &[("linger.ms", "5"), ("compression.type", "lz4")],
         );
-        let producer: FutureProducer<sessionfold_edge::QuietLogs> =
-            config.create_with_context(sessionfold_edge::QuietLogs::default())?;
+        let producer: ChangelogProducer = config.create_with_context(Acks::default())?;
         let topics = settings.topics.clone();
         let writer = storing::StoreWriter::start(store.clone())?;
         let core = Arc::new(Mutex::new(Core {
@@ -251,7 +246,6 @@ impl Processor {
             store,
             metrics,
             producer,
-            runtime,
             status,
             parts: BTreeMap::new(),
             batch: Batch::default(),
