@@ -10,25 +10,43 @@ use serde_json::json;
 use sessionfold_e2e::{Service, brokers, eventually, post_json, unique_prefix};
 use sessionfold_schemas::Topics;
 
+/// Creates `t`'s topics (the changelogs compacted) with `limited` taking
+/// record batches of `max_bytes` at most.
+async fn create_limiting(
+    t: &Topics,
+    limited: &str,
+    max_bytes: &str,
+) -> anyhow::Result<AdminClient<DefaultClientContext>> {
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()?;
+    let topic = |name, partitions| {
+        let new = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        if name == limited {
+            new.set("max.message.bytes", max_bytes)
+        } else {
+            new
+        }
+    };
+    let topics = [
+        topic(&t.activity, 3),
+        topic(&t.imports, 3),
+        topic(&t.presence, 3).set("cleanup.policy", "compact"),
+        topic(&t.import_ownership, 3).set("cleanup.policy", "compact"),
+        topic(&t.dead_letter, 1),
+    ];
+    for r in admin.create_topics(&topics, &AdminOptions::new()).await? {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
+    }
+    Ok(admin)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_delivery_turns_the_producer_unready() -> anyhow::Result<()> {
     let prefix = unique_prefix("refused");
     let t = Topics::new(&prefix);
     // The operator's activity topic takes record batches of 3,000 bytes at most.
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()?;
-    let topics = [
-        NewTopic::new(&t.activity, 3, TopicReplication::Fixed(1)).set("max.message.bytes", "3000"),
-        NewTopic::new(&t.imports, 3, TopicReplication::Fixed(1)),
-        NewTopic::new(&t.presence, 3, TopicReplication::Fixed(1)).set("cleanup.policy", "compact"),
-        NewTopic::new(&t.import_ownership, 3, TopicReplication::Fixed(1))
-            .set("cleanup.policy", "compact"),
-        NewTopic::new(&t.dead_letter, 1, TopicReplication::Fixed(1)),
-    ];
-    for r in admin.create_topics(&topics, &AdminOptions::new()).await? {
-        r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
-    }
+    create_limiting(&t, &t.activity, "3000").await?;
     let dir = sessionfold_e2e::scratch()?;
     let producer = Service::start("sessionfold-producer", &prefix, &[], dir.path()).await?;
     let url = format!("{}/v1/activity", producer.url);
@@ -133,24 +151,9 @@ async fn a_refused_changelog_stops_the_processor_and_a_restart_loses_nothing() -
 
     let prefix = unique_prefix("refusedlog");
     let t = Topics::new(&prefix);
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()?;
     // The presence changelog takes record batches of 64 bytes at most: less
     // than any batch of one state with its headers.
-    let topics = [
-        NewTopic::new(&t.activity, 3, TopicReplication::Fixed(1)),
-        NewTopic::new(&t.imports, 3, TopicReplication::Fixed(1)),
-        NewTopic::new(&t.presence, 3, TopicReplication::Fixed(1))
-            .set("cleanup.policy", "compact")
-            .set("max.message.bytes", "64"),
-        NewTopic::new(&t.import_ownership, 3, TopicReplication::Fixed(1))
-            .set("cleanup.policy", "compact"),
-        NewTopic::new(&t.dead_letter, 1, TopicReplication::Fixed(1)),
-    ];
-    for r in admin.create_topics(&topics, &AdminOptions::new()).await? {
-        r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
-    }
+    let admin = create_limiting(&t, &t.presence, "64").await?;
     let at = now_millis();
     let users: Vec<String> = (0..20).map(|i| format!("u{i:02}")).collect();
     let events: Vec<_> = users
