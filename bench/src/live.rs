@@ -148,8 +148,9 @@ pub async fn at_size(
     let token = admin_token("bench-admin")?;
     let summary_url = format!("{}/v1/presence/summary?window=2h", projections.url);
     let deadline = Instant::now() + Duration::from_secs(1800);
+    let client = reqwest::Client::new();
     loop {
-        let r: Value = reqwest::Client::new()
+        let r: Value = client
             .get(&summary_url)
             .bearer_auth(&token)
             .send()

@@ -137,8 +137,9 @@ async fn main() -> anyhow::Result<()> {
     );
     eprintln!("do-nothing consumer");
     let (brokers, topic) = (args.brokers.clone(), topics.activity.clone());
-    r.drain =
-        Some(tokio::task::spawn_blocking(move || pipeline::drain(&brokers, &topic, n)).await??);
+    let drain = tokio::task::spawn_blocking(move || pipeline::drain(&brokers, &topic, n)).await??;
+    r.drain = Some(drain.events_per_sec);
+    r.drain_cpu_us = Some(drain.cpu_us_per_event);
     if runs("pipeline") {
         eprintln!("processor end to end");
         let (run, entities) = pipeline::processor(&args.brokers, &prefix, n).await?;
@@ -170,7 +171,8 @@ async fn main() -> anyhow::Result<()> {
         };
         r.on_kafka = Some(report::BrokerRates {
             produce,
-            drain,
+            drain: drain.events_per_sec,
+            drain_cpu_us: drain.cpu_us_per_event,
             processor: run.events_per_sec,
             store: run,
             streams,

@@ -265,7 +265,9 @@ pub fn produce(brokers: &str, topics: &Topics, events: &[ActivityEvent]) -> anyh
 /// first record to its last. It fetches as the processor does: with
 /// librdkafka's defaults tansu held each fetch for its full 500 ms, and
 /// this ceiling read 340k events/s where the same consumer reads 1.7M.
-pub fn drain(brokers: &str, topic: &str, n: usize) -> anyhow::Result<f64> {
+/// Also returns the CPU time it used per record (this whole process, in
+/// µs), against which the processor's own is set.
+pub fn drain(brokers: &str, topic: &str, n: usize) -> anyhow::Result<Drain> {
     let consumer: BaseConsumer = sessionfold_edge::consumer_config(brokers)
         .set("group.id", format!("bench-drain-{}", std::process::id()))
         .set("enable.auto.commit", "false")
@@ -276,17 +278,39 @@ pub fn drain(brokers: &str, topic: &str, n: usize) -> anyhow::Result<f64> {
     }
     consumer.assign(&tpl)?;
     let mut got = 0usize;
-    let mut started: Option<Instant> = None;
+    let mut started: Option<(Instant, f64)> = None;
     while got < n {
         let Some(m) = consumer.poll(Duration::from_secs(30)) else {
             anyhow::bail!("drain stalled at {got} of {n}");
         };
         std::hint::black_box(m?.payload());
-        started.get_or_insert_with(Instant::now);
+        if started.is_none() {
+            started = Some((Instant::now(), own_cpu()?));
+        }
         got += 1;
     }
-    let secs = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
-    Ok(n as f64 / secs)
+    let (secs, cpu) = match started {
+        Some((t, c)) => (t.elapsed().as_secs_f64(), own_cpu()? - c),
+        None => (0.0, 0.0),
+    };
+    Ok(Drain {
+        events_per_sec: n as f64 / secs,
+        cpu_us_per_event: cpu * 1e6 / n.max(1) as f64,
+    })
+}
+
+fn own_cpu() -> anyhow::Result<f64> {
+    crate::services::cpu_seconds("/proc/self/stat")
+}
+
+/// The do-nothing consumer's run.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Drain {
+    /// Records per second, from its first record to its last.
+    pub events_per_sec: f64,
+    /// CPU time of the benchmark's process per record over that window, in µs
+    /// (the benchmark does nothing else meanwhile).
+    pub cpu_us_per_event: f64,
 }
 
 /// Starts a processor on topics that already hold `n` events and returns
@@ -303,7 +327,7 @@ pub async fn processor(
     // last is acknowledged, so a window opening at the first commit missed
     // work done inside it (one run on tansu read 531k events/s, with the
     // stages' own clock adding up to more than that window).
-    let mut first: Option<Instant> = None;
+    let mut first: Option<(Instant, f64)> = None;
     let deadline = Instant::now() + Duration::from_secs(1800);
     // Counted once durable: output acknowledged, state and offsets in sled.
     let done = loop {
@@ -319,7 +343,7 @@ pub async fn processor(
             .unwrap_or((0.0, 0.0));
         let done = done as u64;
         if first.is_none() && folded > 0.0 {
-            first = Some(Instant::now());
+            first = Some((Instant::now(), processor.cpu_seconds()?));
         }
         if done >= n as u64 {
             break done;
@@ -330,7 +354,8 @@ pub async fn processor(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let t0 = first.unwrap_or_else(Instant::now);
+    let cpu = processor.cpu_seconds()?;
+    let (t0, cpu0) = first.unwrap_or_else(|| (Instant::now(), cpu));
     let rate = done as f64 / t0.elapsed().as_secs_f64();
     let m = processor.metrics().await?;
     // With SESSIONFOLD_BENCH_SMAPS=DIR the run's log and metrics are kept
@@ -356,6 +381,7 @@ pub async fn processor(
         stage_us: STAGE_LABELS.map(stage),
         writes_per_event: per_event("sessionfold_processor_store_writes_total"),
         bytes_per_event: per_event("sessionfold_processor_store_bytes_total"),
+        cpu_us_per_event: (cpu - cpu0) * 1e6 / done.max(1) as f64,
     };
     Ok((run, entities))
 }
@@ -375,6 +401,9 @@ pub struct ProcessorRun {
     pub writes_per_event: f64,
     /// Bytes written to sled per input event.
     pub bytes_per_event: f64,
+    /// CPU time of the whole process (all its threads, librdkafka's
+    /// among them) per event over the same window, in µs.
+    pub cpu_us_per_event: f64,
 }
 
 /// A processor of a new group with an empty store on topics whose changelog

@@ -55,6 +55,8 @@ pub struct BrokerRates {
     pub produce: f64,
     /// The do-nothing consumer (events/s).
     pub drain: f64,
+    /// Its CPU time per record (µs).
+    pub drain_cpu_us: f64,
     /// The processor end to end (events/s).
     pub processor: f64,
     /// Its store writes.
@@ -86,6 +88,8 @@ pub struct Results {
     pub produce: Option<f64>,
     /// The do-nothing consumer (events/s).
     pub drain: Option<f64>,
+    /// Its CPU time per record (µs).
+    pub drain_cpu_us: Option<f64>,
     /// The processor end to end (events/s).
     pub processor: Option<f64>,
     /// The processor's store writes in that run.
@@ -188,6 +192,7 @@ impl Results {
             fold: None,
             produce: None,
             drain: None,
+            drain_cpu_us: None,
             processor: None,
             processor_store: None,
             instructions: None,
@@ -475,6 +480,7 @@ impl Results {
                 );
             }
         }
+        self.cpu_table(&mut md);
         let _ = writeln!(md, "\n## Against the targets\n");
         let _ = writeln!(md, "| target | measured | verdict |\n|---|---|---|");
         if let (Some(p), Some(d)) = (self.processor, self.drain) {
@@ -600,6 +606,55 @@ impl Results {
              (profiles in `docs/profiles/`).\n",
         );
         md
+    }
+}
+
+impl Results {
+    /// CPU time per event of the processor against the do-nothing
+    /// consumer's, and the cores the processor would need to fold at 0.9 of
+    /// that consumer's rate.
+    fn cpu_table(&self, md: &mut String) {
+        let rows = [
+            (
+                "tansu 0.6.0",
+                self.drain.zip(self.drain_cpu_us),
+                self.processor_store,
+            ),
+            (
+                "Apache Kafka 4.1.1",
+                self.on_kafka.as_ref().map(|k| (k.drain, k.drain_cpu_us)),
+                self.on_kafka.as_ref().map(|k| k.store),
+            ),
+        ];
+        let rows: Vec<_> = rows
+            .into_iter()
+            .filter_map(|(b, d, p)| Some((b, d?, p?)))
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "\nCPU time per event, user and system, of every thread of the process (`/proc/PID/stat` over \
+             the same windows as the rates): the do-nothing consumer (the benchmark's process, which does \
+             nothing else meanwhile) and the processor. The last column is the CPU the processor would \
+             need to fold at 0.9 of the consumer's rate, in cores: 0.9 × the consumer's events/s × the \
+             processor's CPU per event. The machine has {} cores, shared with the broker.\n",
+            self.machine.cores
+        );
+        let _ = writeln!(
+            md,
+            "| broker | do-nothing consumer µs/record | processor µs/event | processor ÷ consumer | cores for 0.9 × the consumer |\n|---|---|---|---|---|"
+        );
+        for (broker, (rate, consumer), run) in rows {
+            let _ = writeln!(
+                md,
+                "| {broker} | {consumer:.2} | {:.2} | {:.1} | {:.1} |",
+                run.cpu_us_per_event,
+                run.cpu_us_per_event / consumer.max(f64::EPSILON),
+                0.9 * rate * run.cpu_us_per_event / 1e6
+            );
+        }
     }
 }
 
