@@ -139,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
     let (brokers, topic) = (args.brokers.clone(), topics.activity.clone());
     let drain = tokio::task::spawn_blocking(move || pipeline::drain(&brokers, &topic, n)).await??;
     r.drain = Some(drain.events_per_sec);
-    r.drain_cpu_us = Some(drain.cpu_us_per_event);
+    r.drain_cpu = Some(drain);
     if runs("pipeline") {
         eprintln!("processor end to end");
         let (run, entities) = pipeline::processor(&args.brokers, &prefix, n).await?;
@@ -172,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
         r.on_kafka = Some(report::BrokerRates {
             produce,
             drain: drain.events_per_sec,
-            drain_cpu_us: drain.cpu_us_per_event,
+            drain_cpu: drain,
             processor: run.events_per_sec,
             store: run,
             streams,

@@ -12,7 +12,7 @@ use sessionfold_processor::pipeline::sizing::Sizing;
 use sessionfold_processor::store::{CACHE_BYTES, PartitionWrite};
 use sessionfold_schemas::{ActivityEvent, Contract, Topics};
 
-use crate::services::{Service, metric_sum};
+use crate::services::{Service, machine_busy_seconds, metric_sum};
 
 /// The processor's default batch limit: the fold stages size their batches
 /// from it as the processor does while it works through a backlog.
@@ -278,24 +278,30 @@ pub fn drain(brokers: &str, topic: &str, n: usize) -> anyhow::Result<Drain> {
     }
     consumer.assign(&tpl)?;
     let mut got = 0usize;
-    let mut started: Option<(Instant, f64)> = None;
+    let mut started: Option<(Instant, f64, f64)> = None;
     while got < n {
         let Some(m) = consumer.poll(Duration::from_secs(30)) else {
             anyhow::bail!("drain stalled at {got} of {n}");
         };
         std::hint::black_box(m?.payload());
         if started.is_none() {
-            started = Some((Instant::now(), own_cpu()?));
+            started = Some((Instant::now(), own_cpu()?, machine_busy_seconds()?));
         }
         got += 1;
     }
-    let (secs, cpu) = match started {
-        Some((t, c)) => (t.elapsed().as_secs_f64(), own_cpu()? - c),
-        None => (0.0, 0.0),
+    let (secs, cpu, machine) = match started {
+        Some((t, c, m)) => (
+            t.elapsed().as_secs_f64(),
+            own_cpu()? - c,
+            machine_busy_seconds()? - m,
+        ),
+        None => (0.0, 0.0, 0.0),
     };
     Ok(Drain {
         events_per_sec: n as f64 / secs,
         cpu_us_per_event: cpu * 1e6 / n.max(1) as f64,
+        machine_us_per_event: machine * 1e6 / n.max(1) as f64,
+        busy_cores: machine / secs,
     })
 }
 
@@ -311,6 +317,11 @@ pub struct Drain {
     /// CPU time of the benchmark's process per record over that window, in µs
     /// (the benchmark does nothing else meanwhile).
     pub cpu_us_per_event: f64,
+    /// Busy CPU time of the whole machine per record over that window, in
+    /// µs: the consumer's own, the broker's and anything else running.
+    pub machine_us_per_event: f64,
+    /// Cores the whole machine kept busy on average over that window.
+    pub busy_cores: f64,
 }
 
 /// Starts a processor on topics that already hold `n` events and returns
@@ -327,7 +338,7 @@ pub async fn processor(
     // last is acknowledged, so a window opening at the first commit missed
     // work done inside it (one run on tansu read 531k events/s, with the
     // stages' own clock adding up to more than that window).
-    let mut first: Option<(Instant, f64)> = None;
+    let mut first: Option<(Instant, f64, f64)> = None;
     let deadline = Instant::now() + Duration::from_secs(1800);
     // Counted once durable: output acknowledged, state and offsets in sled.
     let done = loop {
@@ -343,7 +354,11 @@ pub async fn processor(
             .unwrap_or((0.0, 0.0));
         let done = done as u64;
         if first.is_none() && folded > 0.0 {
-            first = Some((Instant::now(), processor.cpu_seconds()?));
+            first = Some((
+                Instant::now(),
+                processor.cpu_seconds()?,
+                machine_busy_seconds()?,
+            ));
         }
         if done >= n as u64 {
             break done;
@@ -354,9 +369,10 @@ pub async fn processor(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let cpu = processor.cpu_seconds()?;
-    let (t0, cpu0) = first.unwrap_or_else(|| (Instant::now(), cpu));
-    let rate = done as f64 / t0.elapsed().as_secs_f64();
+    let (cpu, machine) = (processor.cpu_seconds()?, machine_busy_seconds()?);
+    let (t0, cpu0, machine0) = first.unwrap_or_else(|| (Instant::now(), cpu, machine));
+    let secs = t0.elapsed().as_secs_f64();
+    let rate = done as f64 / secs;
     let m = processor.metrics().await?;
     // With SESSIONFOLD_BENCH_SMAPS=DIR the run's log and metrics are kept
     // beside the memory maps, to tell one run's figure from another's.
@@ -382,6 +398,8 @@ pub async fn processor(
         writes_per_event: per_event("sessionfold_processor_store_writes_total"),
         bytes_per_event: per_event("sessionfold_processor_store_bytes_total"),
         cpu_us_per_event: (cpu - cpu0) * 1e6 / done.max(1) as f64,
+        machine_us_per_event: (machine - machine0) * 1e6 / done.max(1) as f64,
+        busy_cores: (machine - machine0) / secs,
     };
     Ok((run, entities))
 }
@@ -404,6 +422,11 @@ pub struct ProcessorRun {
     /// CPU time of the whole process (all its threads, librdkafka's
     /// among them) per event over the same window, in µs.
     pub cpu_us_per_event: f64,
+    /// Busy CPU time of the whole machine per event over that window, in µs:
+    /// the processor's own, the broker's and the benchmark's scrapes.
+    pub machine_us_per_event: f64,
+    /// Cores the whole machine kept busy on average over that window.
+    pub busy_cores: f64,
 }
 
 /// A processor of a new group with an empty store on topics whose changelog

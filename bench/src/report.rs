@@ -55,8 +55,8 @@ pub struct BrokerRates {
     pub produce: f64,
     /// The do-nothing consumer (events/s).
     pub drain: f64,
-    /// Its CPU time per record (µs).
-    pub drain_cpu_us: f64,
+    /// Its CPU time and the machine's, per record.
+    pub drain_cpu: crate::pipeline::Drain,
     /// The processor end to end (events/s).
     pub processor: f64,
     /// Its store writes.
@@ -88,8 +88,8 @@ pub struct Results {
     pub produce: Option<f64>,
     /// The do-nothing consumer (events/s).
     pub drain: Option<f64>,
-    /// Its CPU time per record (µs).
-    pub drain_cpu_us: Option<f64>,
+    /// Its CPU time and the machine's, per record.
+    pub drain_cpu: Option<crate::pipeline::Drain>,
     /// The processor end to end (events/s).
     pub processor: Option<f64>,
     /// The processor's store writes in that run.
@@ -192,7 +192,7 @@ impl Results {
             fold: None,
             produce: None,
             drain: None,
-            drain_cpu_us: None,
+            drain_cpu: None,
             processor: None,
             processor_store: None,
             instructions: None,
@@ -611,18 +611,15 @@ impl Results {
 
 impl Results {
     /// CPU time per event of the processor against the do-nothing
-    /// consumer's, and the cores the processor would need to fold at 0.9 of
-    /// that consumer's rate.
+    /// consumer's, what the rest of the machine (the broker, mostly) took in
+    /// each run, and what the processor could spend per event at 0.9 of the
+    /// consumer's rate on this machine's cores.
     fn cpu_table(&self, md: &mut String) {
         let rows = [
-            (
-                "tansu 0.6.0",
-                self.drain.zip(self.drain_cpu_us),
-                self.processor_store,
-            ),
+            ("tansu 0.6.0", self.drain_cpu, self.processor_store),
             (
                 "Apache Kafka 4.1.1",
-                self.on_kafka.as_ref().map(|k| (k.drain, k.drain_cpu_us)),
+                self.on_kafka.as_ref().map(|k| k.drain_cpu),
                 self.on_kafka.as_ref().map(|k| k.store),
             ),
         ];
@@ -633,34 +630,77 @@ impl Results {
         if rows.is_empty() {
             return;
         }
+        let cores = self.machine.cores;
         let _ = writeln!(
             md,
-            "\nCPU time per event, user and system, of every thread of the process (`/proc/PID/stat` over \
-             the same windows as the rates): the do-nothing consumer (the benchmark's process, which does \
-             nothing else meanwhile) and the processor. The last column is the CPU the processor would \
-             need to fold at 0.9 of the consumer's rate, in cores: 0.9 × the consumer's events/s × the \
-             processor's CPU per event. The machine has {} cores, shared with the broker.\n",
-            self.machine.cores
+            "\nCPU time per event, user and system, over the same windows as the rates: of every thread \
+             of the process (`/proc/PID/stat`; the do-nothing consumer is the benchmark's process, which \
+             does nothing else meanwhile), and of the rest of the machine (`/proc/stat`, busy time of all \
+             {cores} cores minus the process's own: the broker, mostly). \"Busy\" is the cores the whole \
+             machine kept busy on average. The budget is what the processor could spend per event at 0.9 \
+             of the consumer's rate if all {cores} cores were busy and the rest of the machine took what it \
+             took per event in the processor's run: {cores} cores ÷ (0.9 × the consumer's events/s) − that \
+             rest. The last column is the CPU the processor alone would need at that rate: \
+             0.9 × the consumer's events/s × its CPU per event.\n"
         );
         let _ = writeln!(
             md,
-            "| broker | do-nothing consumer µs/record | processor µs/event | processor ÷ consumer | cores for 0.9 × the consumer |\n|---|---|---|---|---|"
+            "| broker | consumer µs/record | rest µs/record | busy | processor µs/event | rest µs/event | busy | processor's budget µs/event | cores for 0.9 × the consumer |\n|---|---|---|---|---|---|---|---|---|"
         );
-        for (broker, (rate, consumer), run) in rows {
-            let _ = writeln!(
-                md,
-                "| {broker} | {consumer:.2} | {:.2} | {:.1} | {:.1} |",
-                run.cpu_us_per_event,
-                run.cpu_us_per_event / consumer.max(f64::EPSILON),
-                0.9 * rate * run.cpu_us_per_event / 1e6
-            );
+        for (broker, drain, run) in rows {
+            let _ = writeln!(md, "{}", cpu_row(broker, &drain, &run, cores));
         }
     }
+}
+
+/// One broker's row of the CPU table.
+fn cpu_row(
+    broker: &str,
+    drain: &crate::pipeline::Drain,
+    run: &crate::pipeline::ProcessorRun,
+    cores: usize,
+) -> String {
+    let rate = drain.events_per_sec;
+    let (consumer, processor) = (drain.cpu_us_per_event, run.cpu_us_per_event);
+    let rest = run.machine_us_per_event - processor;
+    let budget = cores as f64 * 1e6 / (0.9 * rate) - rest;
+    format!(
+        "| {broker} | {consumer:.2} | {:.2} | {:.2} | {processor:.2} | {rest:.2} | {:.2} | {budget:.2} | {:.1} |",
+        drain.machine_us_per_event - consumer,
+        drain.busy_cores,
+        run.busy_cores,
+        0.9 * rate * processor / 1e6
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_processor_budget_is_what_the_cores_leave_after_the_rest() {
+        let drain = crate::pipeline::Drain {
+            events_per_sec: 2_000_000.0,
+            cpu_us_per_event: 0.4,
+            machine_us_per_event: 1.0,
+            busy_cores: 2.0,
+        };
+        let run = crate::pipeline::ProcessorRun {
+            events_per_sec: 800_000.0,
+            stage_us: [0.0; 6],
+            writes_per_event: 0.1,
+            bytes_per_event: 30.0,
+            cpu_us_per_event: 1.5,
+            machine_us_per_event: 2.25,
+            busy_cores: 1.8,
+        };
+        // 2 cores / (0.9 × 2M/s) = 1.11 µs per event, less the rest's 0.75;
+        // 0.9 × 2M/s × 1.5 µs = 2.7 cores.
+        assert_eq!(
+            cpu_row("b", &drain, &run, 2),
+            "| b | 0.40 | 0.60 | 2.00 | 1.50 | 0.75 | 1.80 | 0.36 | 2.7 |"
+        );
+    }
 
     #[test]
     fn the_large_preset_has_the_lower_fold_target() {

@@ -172,6 +172,30 @@ fn stat_cpu_seconds(stat: &str) -> Option<f64> {
     Some((utime + stime) as f64 / 100.0)
 }
 
+/// Busy CPU seconds of the whole machine so far, every core and process
+/// (`/proc/stat`): what the broker and everything else took beside the
+/// process being timed.
+pub fn machine_busy_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    stat_busy_seconds(&stat).context("no cpu line in /proc/stat")
+}
+
+/// The first `cpu` line's user, nice, system, irq, softirq and steal ticks
+/// (USER_HZ, 100 a second): everything but idle and I/O wait. Guest time is
+/// already counted in user time.
+fn stat_busy_seconds(stat: &str) -> Option<f64> {
+    let fields = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = fields
+        .split_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| ticks.get(i).copied())
+        .sum::<Option<u64>>()?;
+    Some(busy as f64 / 100.0)
+}
+
 impl Drop for Service {
     fn drop(&mut self) {
         if self.own_group {
@@ -260,6 +284,17 @@ mod tests {
                     731 269 0 0 20 0 9 0 100 1000 200 18446744073709551615";
         assert_eq!(stat_cpu_seconds(stat), Some(10.0));
         assert_eq!(stat_cpu_seconds("4242 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn machine_busy_time_leaves_out_idle_and_io_wait() {
+        let stat = "cpu  100 20 30 5000 70 4 6 2 9 0\ncpu0 50 10 15 2500 35 2 3 1 9 0\n";
+        // user + nice + system + irq + softirq + steal; guest is inside user.
+        assert_eq!(stat_busy_seconds(stat), Some(1.62));
+        assert_eq!(stat_busy_seconds("cpu  1 2\n"), None);
+        assert_eq!(stat_busy_seconds("intr 1 2 3 4 5 6 7 8\n"), None);
+        let now = machine_busy_seconds().expect("readable");
+        assert!(now > 0.0, "a running machine has been busy: {now}");
     }
 
     #[test]
