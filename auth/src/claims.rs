@@ -40,8 +40,22 @@ pub struct ClaimMap {
     /// Paths whose values are permissions.
     pub permissions: Vec<String>,
     /// A role value as the provider names it → a sessionfold role (`admin`,
-    /// `service`) or permission (anything else). Unmapped values are kept.
+    /// `service`) or permission (anything else).
     pub names: Vec<(String, String)>,
+    /// What becomes of a role value `names` does not map.
+    pub unmapped: Unmapped,
+}
+
+/// What becomes of a provider's role value that the role map does not name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Unmapped {
+    /// Kept as it is: a value `admin` makes an admin. Right for claims made
+    /// for sessionfold alone.
+    #[default]
+    Keep,
+    /// Dropped: only mapped values count. Right for a provider's general
+    /// roles or groups, which other applications name too.
+    Drop,
 }
 
 impl Default for ClaimMap {
@@ -57,14 +71,20 @@ fn paths(p: &[&str]) -> Vec<String> {
 impl ClaimMap {
     /// The layout of one provider.
     pub fn preset(p: Preset) -> ClaimMap {
+        // A provider's roles and groups serve every application of the
+        // realm, so its presets count only the values they map: a Keycloak
+        // realm role that happens to be called `admin` is not sessionfold's.
+        let own: &[(&str, &str)] = &[(ROLE_ADMIN, ROLE_ADMIN), (ROLE_SERVICE, ROLE_SERVICE)];
         let (roles, permissions, names): (&[&str], &[&str], &[(&str, &str)]) = match p {
             Preset::Sessionfold => (&["roles"], &["permissions"], &[]),
+            // `app_metadata` is written by the project's service role only.
             Preset::Supabase => (
                 &["role", "app_metadata.roles"],
                 &["app_metadata.permissions"],
-                &[("service_role", ROLE_SERVICE)],
+                &[("service_role", ROLE_SERVICE), (ROLE_ADMIN, ROLE_ADMIN)],
             ),
-            Preset::Auth0 => (&["https://sessionfold/roles"], &["permissions"], &[]),
+            // The namespaced claim is set for sessionfold by the team's Action.
+            Preset::Auth0 => (&["https://sessionfold/roles"], &["permissions"], own),
             Preset::Keycloak => (&["realm_access.roles"], &[], &[]),
             Preset::Cognito => (&["cognito:groups"], &[], &[]),
         };
@@ -76,6 +96,18 @@ impl ClaimMap {
                 .iter()
                 .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
                 .collect(),
+            unmapped: match p {
+                Preset::Sessionfold => Unmapped::Keep,
+                _ => Unmapped::Drop,
+            },
+        }
+    }
+
+    /// The audience a provider's user tokens carry, accepted where present.
+    pub fn usual_audiences(p: Preset) -> &'static [&'static str] {
+        match p {
+            Preset::Supabase => &["authenticated"],
+            _ => &[],
         }
     }
 
@@ -97,7 +129,8 @@ impl ClaimMap {
             match self.names.iter().find(|(from, _)| *from == value) {
                 Some((_, to)) if to == ROLE_ADMIN || to == ROLE_SERVICE => roles.push(to.clone()),
                 Some((_, to)) => permissions.push(to.clone()),
-                None => roles.push(value),
+                None if self.unmapped == Unmapped::Keep => roles.push(value),
+                None => {}
             }
         }
         roles.dedup();
@@ -165,9 +198,15 @@ mod tests {
             read(Preset::Supabase, user),
             Some((
                 "u-1".into(),
-                vec!["authenticated".into(), "admin".into()],
+                vec!["admin".into()],
                 vec!["IMPORT_ADMIN".into()]
             ))
+        );
+        // Supabase's own role names mean nothing here and are dropped.
+        let anon = json!({"sub": "u-2", "role": "anon", "app_metadata": {"roles": ["editor"]}});
+        assert_eq!(
+            read(Preset::Supabase, anon),
+            Some(("u-2".into(), vec![], vec![]))
         );
     }
 
@@ -186,17 +225,23 @@ mod tests {
     }
 
     #[test]
-    fn keycloak_realm_roles_and_cognito_groups() {
-        let k = json!({"sub": "kc-1", "realm_access": {"roles": ["offline_access", "service"]}});
+    fn keycloak_realm_roles_and_cognito_groups_count_only_when_mapped() {
+        let k = json!({"sub": "kc-1", "realm_access": {"roles": ["offline_access", "admin", "sf-service"]}});
+        assert_eq!(read(Preset::Keycloak, k.clone()).map(|r| r.1), Some(vec![]));
+        let mut mapped = ClaimMap::preset(Preset::Keycloak);
+        mapped.names.push(("sf-service".into(), "service".into()));
+        assert_eq!(mapped.read(&k).map(|r| r.1), Some(vec!["service".into()]));
+        mapped.unmapped = Unmapped::Keep;
         assert_eq!(
-            read(Preset::Keycloak, k).map(|r| r.1),
-            Some(vec!["offline_access".into(), "service".into()])
+            mapped.read(&k).map(|r| r.1),
+            Some(vec![
+                "offline_access".into(),
+                "admin".into(),
+                "service".into()
+            ])
         );
         let c = json!({"sub": "cg-1", "cognito:groups": ["admin"], "token_use": "access"});
-        assert_eq!(
-            read(Preset::Cognito, c).map(|r| r.1),
-            Some(vec!["admin".into()])
-        );
+        assert_eq!(read(Preset::Cognito, c).map(|r| r.1), Some(vec![]));
     }
 
     #[test]
@@ -209,6 +254,7 @@ mod tests {
                 ("presence:all".into(), "USER_VIEW_ACTIVE_SESSIONS".into()),
                 ("ops".into(), "admin".into()),
             ],
+            unmapped: Unmapped::Keep,
         };
         let t = json!({"user": {"id": 42}, "scope": "openid presence:all ops"});
         assert_eq!(

@@ -1,4 +1,6 @@
 use super::*;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Serialize;
 
 const SECRET: &[u8] = b"unit-test-secret";
 const RSA_PRIVATE: &[u8] = include_bytes!("../testdata/rsa-private.pem");
@@ -184,6 +186,7 @@ fn nbf_iss_aud_and_lifetime_are_held_to_the_policy() {
     let auth = Authenticator::hs256(SECRET).with_policy(&Policy {
         issuers: vec!["https://id.example.com".into()],
         audiences: vec!["sessionfold".into()],
+        usual_audiences: vec![],
         max_lifetime: Some(std::time::Duration::from_secs(3600)),
     });
     let n = now();
@@ -207,10 +210,10 @@ fn nbf_iss_aud_and_lifetime_are_held_to_the_policy() {
         with("iss", serde_json::json!("https://evil.example.com")),
         Err(AuthError::Invalid("issuer not accepted".into()))
     );
-    assert_eq!(
+    assert!(matches!(
         with("aud", serde_json::json!("billing")),
-        Err(AuthError::Invalid("audience not accepted".into()))
-    );
+        Err(AuthError::Invalid(m)) if m.starts_with("audience not accepted")
+    ));
     assert_eq!(
         with("exp", serde_json::json!(n + 86_400)),
         Err(AuthError::Invalid(
@@ -223,12 +226,108 @@ fn nbf_iss_aud_and_lifetime_are_held_to_the_policy() {
         auth.verify(&raw_token(no_iss)),
         Err(AuthError::Invalid("missing claim iss".into()))
     );
-    // Without a policy, nbf still holds and iss/aud are not required.
+    // A decimal exp is held to the lifetime like an integer one.
+    assert_eq!(
+        with("exp", serde_json::json!((n + 10 * 86_400) as f64 + 0.5)),
+        Err(AuthError::Invalid(
+            "token lifetime over the accepted 3600 s".into()
+        ))
+    );
+    assert_eq!(
+        with("exp", serde_json::json!((n + 600) as f64 + 0.5)).map(|c| c.expires_at),
+        Ok(Some(n + 601))
+    );
+    // Without a policy, nbf still holds and iss is not required; an aud
+    // names another recipient, so it is refused (RFC 7519 §4.1.3).
     let plain = Authenticator::hs256(SECRET);
     let mut future = good.clone();
     future["nbf"] = serde_json::json!(n + 86_400);
     assert!(plain.verify(&raw_token(future)).is_err());
-    assert!(plain.verify(&raw_token(good)).is_ok());
+    assert!(matches!(
+        plain.verify(&raw_token(good.clone())),
+        Err(AuthError::Invalid(m)) if m.starts_with("audience not accepted")
+    ));
+    let mut no_aud = good;
+    no_aud.as_object_mut().map(|o| o.remove("aud"));
+    assert!(plain.verify(&raw_token(no_aud.clone())).is_ok());
+    // A provider's usual audience is accepted where present, not required.
+    let usual = Authenticator::hs256(SECRET).with_policy(&Policy {
+        usual_audiences: vec!["authenticated".into()],
+        ..Policy::default()
+    });
+    assert!(usual.verify(&raw_token(no_aud.clone())).is_ok());
+    no_aud["aud"] = serde_json::json!("authenticated");
+    assert!(usual.verify(&raw_token(no_aud.clone())).is_ok());
+    no_aud["aud"] = serde_json::json!("billing");
+    assert!(usual.verify(&raw_token(no_aud)).is_err());
+}
+
+#[test]
+fn an_end_ticket_is_never_a_bearer_token() {
+    let n = now();
+    let auth = Authenticator::hs256(SECRET).with_policy(&Policy {
+        usual_audiences: vec![END_TICKET_AUDIENCE.into()],
+        ..Policy::default()
+    });
+    let ticket =
+        serde_json::json!({"sub": "u", "sid": "s", "aud": END_TICKET_AUDIENCE, "exp": n + 600});
+    assert_eq!(
+        auth.verify(&raw_token(ticket)),
+        Err(AuthError::Invalid(
+            "an end ticket is not a bearer token".into()
+        ))
+    );
+    let mut header = Header::new(Algorithm::HS256);
+    header.typ = Some(END_TICKET_TYPE.into());
+    let typed = jsonwebtoken::encode(
+        &header,
+        &serde_json::json!({"sub": "u", "exp": n + 600}),
+        &EncodingKey::from_secret(SECRET),
+    )
+    .expect("mint");
+    assert_eq!(
+        auth.verify(&typed),
+        Err(AuthError::Invalid(
+            "an end ticket is not a bearer token".into()
+        ))
+    );
+    assert!(matches!(
+        Authenticator::from_args(&AuthArgs {
+            jwt_secret: Some("x".repeat(40)),
+            jwt_audience: vec![END_TICKET_AUDIENCE.into()],
+            ..AuthArgs::default()
+        }),
+        Err(AuthError::Key(_))
+    ));
+}
+
+#[test]
+fn short_secrets_and_plain_http_key_sets_are_refused_at_start() {
+    let with_secret = |s: &str| {
+        Authenticator::from_args(&AuthArgs {
+            jwt_secret: Some(s.into()),
+            ..AuthArgs::default()
+        })
+    };
+    assert!(matches!(with_secret(""), Err(AuthError::Key(_))));
+    assert!(matches!(
+        with_secret(&"k".repeat(31)),
+        Err(AuthError::Key(_))
+    ));
+    assert!(with_secret(&"k".repeat(32)).is_ok());
+    let jwks = |url: &str, allow_http: bool| {
+        Authenticator::from_args(&AuthArgs {
+            jwt_jwks: Some(url.into()),
+            jwt_jwks_allow_http: allow_http,
+            ..AuthArgs::default()
+        })
+    };
+    assert!(matches!(
+        jwks("http://idp.example/jwks.json", false),
+        Err(AuthError::Key(_))
+    ));
+    assert!(jwks("http://idp.example/jwks.json", true).is_ok());
+    assert!(jwks("https://idp.example/jwks.json", false).is_ok());
 }
 
 /// Tokens laid out as each identity provider issues them, through the
@@ -250,7 +349,7 @@ fn provider_tokens_name_the_caller_with_their_preset() {
     assert!(svc.is_service());
     let user = verify(
         Preset::Supabase,
-        serde_json::json!({"aud": "authenticated", "sub": "9f1c", "email": "a@b.c", "role": "authenticated",
+        serde_json::json!({"sub": "9f1c", "email": "a@b.c", "role": "authenticated",
             "app_metadata": {"provider": "email", "providers": ["email"], "permissions": ["IMPORT_ADMIN"]},
             "user_metadata": {}, "exp": exp}),
     )
@@ -266,6 +365,15 @@ fn provider_tokens_name_the_caller_with_their_preset() {
             "resource_access": {"account": {"roles": ["view-profile"]}}}),
     )
     .expect("keycloak token");
+    // A realm role named admin is the realm's, not sessionfold's, until mapped.
+    assert!(!kc.is_admin());
+    let mut mapped = ClaimMap::preset(Preset::Keycloak);
+    mapped.names.push(("admin".into(), "admin".into()));
+    let kc = Authenticator::hs256(SECRET)
+        .with_claims(mapped)
+        .verify(&raw_token(serde_json::json!({"sub": "kc-7", "exp": exp,
+            "realm_access": {"roles": ["admin"]}})))
+        .expect("keycloak token");
     assert!(kc.is_admin());
     // Cognito: groups; Auth0: namespaced roles and RBAC permissions.
     let cg = verify(
@@ -273,7 +381,7 @@ fn provider_tokens_name_the_caller_with_their_preset() {
         serde_json::json!({"sub": "cg-1", "cognito:groups": ["service"], "token_use": "access", "exp": exp}),
     )
     .expect("cognito token");
-    assert!(cg.is_service());
+    assert!(!cg.is_service());
     let a0 = verify(
         Preset::Auth0,
         serde_json::json!({"sub": "auth0|1", "https://sessionfold/roles": [], "permissions": ["USER_VIEW_ACTIVE_SESSIONS"], "exp": exp}),
@@ -328,19 +436,67 @@ fn pem_key(alg: Algorithm, pem: &[u8]) -> EncodingKey {
 }
 
 #[test]
-fn every_supported_algorithm_verifies_with_its_key_family() {
-    for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
-        let t = signed(alg, None, &EncodingKey::from_secret(SECRET), "h");
+fn each_key_takes_its_default_algorithm_and_only_widens_within_its_family() {
+    let unexpected = Err(AuthError::Invalid("unexpected signing algorithm".into()));
+    let secret = EncodingKey::from_secret(SECRET);
+    let hs256 = signed(Algorithm::HS256, None, &secret, "h");
+    assert_eq!(
+        Authenticator::hs256(SECRET)
+            .verify(&hs256)
+            .map(|c| c.user_id),
+        Ok("h".into())
+    );
+    // RFC 8725 §3.1: HS512 is not HS256, even with the same secret.
+    for alg in [Algorithm::HS384, Algorithm::HS512] {
+        let t = signed(alg, None, &secret, "h");
         assert_eq!(
             Authenticator::hs256(SECRET).verify(&t).map(|c| c.user_id),
-            Ok("h".into()),
+            unexpected.clone(),
             "{alg:?}"
         );
+        assert_eq!(
+            Authenticator::secret(SECRET, &[alg])
+                .verify(&t)
+                .map(|c| c.user_id),
+            Ok("h".into()),
+            "{alg:?} widened"
+        );
     }
-    let cases: [(Algorithm, &[u8], &[u8]); 6] = [
-        (Algorithm::RS256, RSA_PRIVATE, RSA_PUBLIC),
-        (Algorithm::RS512, RSA_PRIVATE, RSA_PUBLIC),
-        (Algorithm::PS384, RSA_PRIVATE, RSA_PUBLIC),
+    // An RSA key: RS256 by default; PS256 and RS512 only when widened.
+    let rsa = pem_key(Algorithm::RS256, RSA_PRIVATE);
+    let rsa_auth = Authenticator::rs256(RSA_PUBLIC).expect("key");
+    assert!(
+        rsa_auth
+            .verify(&signed(Algorithm::RS256, None, &rsa, "p"))
+            .is_ok()
+    );
+    for alg in [Algorithm::PS256, Algorithm::RS512] {
+        let t = signed(alg, None, &rsa, "p");
+        assert_eq!(
+            rsa_auth.verify(&t).map(|c| c.user_id),
+            unexpected.clone(),
+            "{alg:?}"
+        );
+        let wide = Authenticator::public_key(
+            RSA_PUBLIC,
+            &[Algorithm::PS256, Algorithm::RS512, Algorithm::HS256],
+        )
+        .expect("key");
+        assert_eq!(
+            wide.verify(&t).map(|c| c.user_id),
+            Ok("p".into()),
+            "{alg:?} widened"
+        );
+        // Widening never crosses families: the public key as an HMAC secret stays refused.
+        let h = signed(
+            Algorithm::HS256,
+            None,
+            &EncodingKey::from_secret(RSA_PUBLIC),
+            "p",
+        );
+        assert_eq!(wide.verify(&h).map(|c| c.user_id), unexpected.clone());
+    }
+    let cases: [(Algorithm, &[u8], &[u8]); 3] = [
         (
             Algorithm::ES256,
             include_bytes!("../testdata/ec256-private.pem"),
@@ -373,11 +529,61 @@ fn every_supported_algorithm_verifies_with_its_key_family() {
             "p",
         );
         assert_eq!(
-            auth.verify(&h),
-            Err(AuthError::Invalid("unexpected signing algorithm".into())),
+            auth.verify(&h).map(|c| c.user_id),
+            unexpected.clone(),
             "{alg:?}"
         );
     }
+}
+
+#[test]
+fn a_jwks_leaves_out_keys_that_cannot_verify_and_keeps_the_rest() {
+    let mut doc: serde_json::Value = serde_json::from_str(JWKS).expect("json");
+    let keys = doc["keys"].as_array_mut().expect("keys");
+    let rsa = keys
+        .iter()
+        .find(|k| k["kid"] == "rsa")
+        .cloned()
+        .expect("rsa key");
+    let mut enc = rsa.clone();
+    enc["kid"] = serde_json::json!("rsa-enc");
+    enc["use"] = serde_json::json!("enc");
+    let mut wrap = rsa.clone();
+    wrap["kid"] = serde_json::json!("rsa-wrap");
+    wrap.as_object_mut().map(|o| o.remove("use"));
+    wrap["key_ops"] = serde_json::json!(["wrapKey"]);
+    keys.push(
+        serde_json::json!({"kty": "OKP", "crv": "X25519", "kid": "x",
+        "x": "hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo"}),
+    );
+    keys.push(enc);
+    keys.push(wrap);
+    let auth = Authenticator::jwks(&doc.to_string()).expect("the usable keys load");
+    let key = pem_key(Algorithm::RS256, RSA_PRIVATE);
+    assert_eq!(
+        auth.verify(&signed(Algorithm::RS256, Some("rsa"), &key, "k"))
+            .map(|c| c.user_id),
+        Ok("k".into())
+    );
+    for kid in ["rsa-enc", "rsa-wrap"] {
+        assert!(
+            matches!(
+                auth.verify(&signed(Algorithm::RS256, Some(kid), &key, "k")),
+                Err(AuthError::UnknownKey { .. })
+            ),
+            "{kid} must not verify signatures"
+        );
+    }
+    // The declared alg is the only one: RS512 with the rsa key is refused.
+    assert_eq!(
+        auth.verify(&signed(Algorithm::RS512, Some("rsa"), &key, "k")),
+        Err(AuthError::Invalid("unexpected signing algorithm".into()))
+    );
+    let only_bad = serde_json::json!({"keys": [{"kty": "OKP", "crv": "X25519", "x": "hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo"}]});
+    assert!(matches!(
+        Authenticator::jwks(&only_bad.to_string()),
+        Err(AuthError::Key(_))
+    ));
 }
 
 #[test]
@@ -412,12 +618,15 @@ fn a_jwks_picks_the_key_by_kid_and_rotates() {
     // A key id the set does not hold asks for a refresh.
     let handle = auth.keys_handle().expect("verifying mode");
     let new = signed(Algorithm::RS256, Some("rsa-new"), &rsa, "k");
-    assert_eq!(
-        auth.verify(&new),
-        Err(AuthError::Invalid("unknown key id (kid)".into()))
+    assert!(
+        matches!(auth.verify(&new), Err(AuthError::UnknownKey { retry_after }) if (1..=10).contains(&retry_after))
     );
-    assert!(handle.take_refresh_request());
+    // The set was read a moment ago: the request waits for its turn and is
+    // not lost; it is taken once the gap has passed, and only once.
     assert!(!handle.take_refresh_request());
+    let later = std::time::Instant::now() + verify::JWKS_MIN_GAP;
+    assert!(handle.take_refresh_request_at(later));
+    assert!(!handle.take_refresh_request_at(later));
     // The provider rotates: the new id appears, the old ones are gone.
     let mut doc: serde_json::Value = serde_json::from_str(JWKS).expect("json");
     let mut rsa_jwk = doc["keys"]
@@ -427,12 +636,14 @@ fn a_jwks_picks_the_key_by_kid_and_rotates() {
         .expect("rsa key");
     rsa_jwk["kid"] = serde_json::json!("rsa-new");
     doc["keys"] = serde_json::json!([rsa_jwk]);
+    handle.read_failed();
+    assert!(!handle.take_refresh_request());
     assert_eq!(handle.replace(&doc.to_string()), Ok(1));
     assert_eq!(auth.verify(&new).map(|c| c.user_id), Ok("k".into()));
     // The removed key's id is unknown now.
-    assert_eq!(
+    assert!(matches!(
         auth.verify(&signed(Algorithm::ES256, Some("ec256"), &ec, "k")),
-        Err(AuthError::Invalid("unknown key id (kid)".into()))
-    );
+        Err(AuthError::UnknownKey { .. })
+    ));
     assert!(handle.replace("{\"keys\": []}").is_err());
 }

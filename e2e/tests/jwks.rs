@@ -77,7 +77,13 @@ async fn tokens_follow_the_providers_key_rotation() -> anyhow::Result<()> {
     let producer = Service::start_without_secret(
         "sessionfold-producer",
         &unique_prefix("jwks"),
-        &["--jwt-jwks", &url, "--jwt-jwks-refresh", "1h"],
+        &[
+            "--jwt-jwks",
+            &url,
+            "--jwt-jwks-allow-http",
+            "--jwt-jwks-refresh",
+            "1h",
+        ],
         dir.path(),
     )
     .await?;

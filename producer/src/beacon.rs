@@ -29,7 +29,7 @@ pub const CLIENT_JS: &str = include_str!("../../client/browser/sessionfold.js");
 /// Its TypeScript declarations.
 pub const CLIENT_DTS: &str = include_str!("../../client/browser/sessionfold.d.ts");
 
-const AUDIENCE: &str = "sessionfold-end-ticket";
+use sessionfold_auth::{END_TICKET_AUDIENCE as AUDIENCE, END_TICKET_TYPE};
 
 /// Signs and checks end tickets.
 #[derive(Clone)]
@@ -48,24 +48,67 @@ impl std::fmt::Debug for Tickets {
 }
 
 impl Tickets {
-    /// Tickets signed with `secret`, or with a random key of this process
-    /// when none is given (then only this instance accepts its tickets).
-    pub fn new(secret: Option<&[u8]>, lifetime: Duration) -> Tickets {
+    /// Tickets signed with `secret` (at least 32 bytes), or with a random
+    /// key of this process when none is given (then only this instance
+    /// accepts its tickets).
+    pub fn new(
+        secret: Option<&[u8]>,
+        lifetime: Duration,
+    ) -> Result<Tickets, sessionfold_auth::AuthError> {
         let key: Vec<u8> = match secret {
-            Some(s) => s.to_vec(),
+            Some(s) => {
+                sessionfold_auth::check_secret("--end-ticket-secret", s)?;
+                s.to_vec()
+            }
             None => (0..32).map(|_| rand::random::<u8>()).collect(),
         };
-        Tickets {
+        Ok(Tickets {
             encoding: EncodingKey::from_secret(&key),
             decoding: DecodingKey::from_secret(&key),
             lifetime,
+        })
+    }
+
+    /// A ticket of `user` for `session`, good for the configured lifetime.
+    fn sign(&self, user: &str, session: &str) -> Result<String, jsonwebtoken::errors::Error> {
+        let claims = TicketClaims {
+            sub: user.to_owned(),
+            sid: session.to_owned(),
+            aud: AUDIENCE.into(),
+            exp: unix_now() + self.lifetime.as_secs(),
+        };
+        let mut header = Header::new(Algorithm::HS256);
+        // The type and the audience both say "ticket", so a bearer token
+        // check refuses it whatever key signed it.
+        header.typ = Some(END_TICKET_TYPE.into());
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
+    }
+
+    /// The claims of a valid ticket; a bearer token (no ticket type or
+    /// audience) is refused whatever key signed it.
+    fn check(&self, ticket: &str) -> Result<TicketClaims, String> {
+        let header = jsonwebtoken::decode_header(ticket).map_err(|e| e.to_string())?;
+        if header.typ.as_deref() != Some(END_TICKET_TYPE) {
+            return Err("not an end ticket (a bearer token is not one)".into());
         }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+        validation.leeway = sessionfold_auth::LEEWAY_SECONDS;
+        jsonwebtoken::decode::<TicketClaims>(ticket, &self.decoding, &validation)
+            .map(|d| d.claims)
+            .map_err(|e| e.to_string())
     }
 }
 
 impl Default for Tickets {
     fn default() -> Self {
-        Tickets::new(None, Duration::from_secs(15 * 60))
+        let key: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+        Tickets {
+            encoding: EncodingKey::from_secret(&key),
+            decoding: DecodingKey::from_secret(&key),
+            lifetime: Duration::from_secs(15 * 60),
+        }
     }
 }
 
@@ -118,18 +161,7 @@ pub(crate) async fn end_ticket(
         })
         .into_response();
     }
-    let exp = unix_now() + state.tickets.lifetime.as_secs();
-    let claims = TicketClaims {
-        sub: caller.user_id.clone(),
-        sid: session_id,
-        aud: AUDIENCE.into(),
-        exp,
-    };
-    match jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &state.tickets.encoding,
-    ) {
+    match state.tickets.sign(&caller.user_id, &session_id) {
         Ok(ticket) => Json(serde_json::json!({
             "ticket": ticket,
             "expires_in": state.tickets.lifetime.as_secs(),
@@ -166,12 +198,7 @@ fn end(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Vec<Stri
                 message: "required: the end ticket of the session".into(),
             })
         })?;
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.set_audience(&[AUDIENCE]);
-    validation.set_required_spec_claims(&["exp", "aud", "sub"]);
-    let claims = jsonwebtoken::decode::<TicketClaims>(ticket, &state.tickets.decoding, &validation)
-        .map_err(|e| refused(e.to_string()))?
-        .claims;
+    let claims = state.tickets.check(ticket).map_err(refused)?;
     let mut event = serde_json::json!({
         "kind": "session_ended",
         "user_id": claims.sub,
@@ -206,18 +233,36 @@ pub struct BadOrigin {
     origin: String,
 }
 
-/// The CORS layer for the configured origins: none configured, no CORS.
+/// The CORS layer for the configured origins: none configured, no CORS;
+/// `*` alone lets any page call the ingest (the bearer token still decides
+/// what it may do; credentials such as cookies are never allowed).
 pub fn cors(origins: &[String]) -> Result<tower_http::cors::CorsLayer, BadOrigin> {
     use axum::http::{HeaderValue, Method};
-    let origins = origins
-        .iter()
-        .map(|o| {
-            HeaderValue::from_str(o.trim_end_matches('/'))
-                .map_err(|_| BadOrigin { origin: o.clone() })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    use tower_http::cors::AllowOrigin;
+    let allow = if origins.iter().any(|o| o.trim() == "*") {
+        if let Some(other) = origins.iter().find(|o| o.trim() != "*") {
+            return Err(BadOrigin {
+                origin: format!("{other} (beside *, which already allows every origin)"),
+            });
+        }
+        AllowOrigin::any()
+    } else {
+        let list = origins
+            .iter()
+            .map(|o| {
+                let trimmed = o.trim().trim_end_matches('/');
+                let ok = (trimmed.starts_with("https://") || trimmed.starts_with("http://"))
+                    && !trimmed.contains('*');
+                HeaderValue::from_str(trimmed)
+                    .ok()
+                    .filter(|_| ok)
+                    .ok_or_else(|| BadOrigin { origin: o.clone() })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        AllowOrigin::list(list)
+    };
     Ok(tower_http::cors::CorsLayer::new()
-        .allow_origin(origins)
+        .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .max_age(Duration::from_secs(600)))

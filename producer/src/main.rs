@@ -261,6 +261,15 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     // A bad origin stops the start, rather than serving without CORS.
     let _ = sessionfold_producer::beacon::cors(&a.cors_origin).context("--cors-origin")?;
     let auth = sessionfold_auth::Authenticator::from_args(&a.auth)?;
+    if a.end_ticket_secret.is_some() && a.end_ticket_secret == a.auth.jwt_secret {
+        anyhow::bail!(
+            "--end-ticket-secret equals --jwt-secret: give end tickets a key of their own, so a ticket can never be taken for a bearer token"
+        );
+    }
+    let tickets = sessionfold_producer::beacon::Tickets::new(
+        a.end_ticket_secret.as_deref().map(str::as_bytes),
+        a.end_ticket_lifetime,
+    )?;
     sessionfold_edge::jwks::keep_fresh(&auth, &a.auth).await;
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
@@ -292,10 +301,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         },
         buffer_messages: a.buffer_messages,
         auth,
-        tickets: sessionfold_producer::beacon::Tickets::new(
-            a.end_ticket_secret.as_deref().map(str::as_bytes),
-            a.end_ticket_lifetime,
-        ),
+        tickets,
     };
     run(listener, settings, sessionfold_edge::shutdown_signal())
         .await
