@@ -3,6 +3,14 @@
 
 TANSU_VERSION=0.6.0
 
+# Where cargo puts what it builds: CARGO_TARGET_DIR, a `build.target-dir` in
+# a cargo config, or target/ (cargo itself says which).
+cargo_target_dir() {
+  cargo metadata --format-version 1 --no-deps 2>/dev/null |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null ||
+    echo "${CARGO_TARGET_DIR:-target}"
+}
+
 # Installs tansu into ~/.cargo/bin unless it is there already (15–50 min once on 2 cores).
 ensure_tansu() {
   if command -v tansu >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/tansu" ]; then

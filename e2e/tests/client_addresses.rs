@@ -16,6 +16,19 @@ async fn start(
     ip: Option<&str>,
     forwarded: Option<&str>,
 ) -> anyhow::Result<u16> {
+    let svc = token("svc", &["service"], &[]);
+    start_as(producer, &svc, user, ip, forwarded.as_slice()).await
+}
+
+/// Posts a session start for `user` with `bearer`, `ip` in the event (when
+/// given) and each of `forwarded` as an `X-Forwarded-For` line of its own.
+async fn start_as(
+    producer: &str,
+    bearer: &str,
+    user: &str,
+    ip: Option<&str>,
+    forwarded: &[&str],
+) -> anyhow::Result<u16> {
     let mut body = json!({"kind": "session_started", "user_id": user,
         "session_id": format!("{user}-s"), "email": format!("{user}@example.com")});
     if let Some(ip) = ip {
@@ -23,10 +36,10 @@ async fn start(
     }
     let mut req = reqwest::Client::new()
         .post(format!("{producer}/v1/activity"))
-        .bearer_auth(token("svc", &["service"], &[]))
+        .bearer_auth(bearer)
         .json(&body);
-    if let Some(f) = forwarded {
-        req = req.header("x-forwarded-for", f);
+    for f in forwarded {
+        req = req.header("x-forwarded-for", *f);
     }
     Ok(req.send().await?.status().as_u16())
 }
@@ -78,6 +91,34 @@ async fn only_the_network_part_is_recorded_by_default() -> anyhow::Result<()> {
         202
     );
     assert_eq!(recorded(v, "proxied").await?, json!("198.51.100.23"));
+    // A client's forged line first, the proxy's own line appended after it:
+    // the lines are one list, and the right-most untrusted hop is the client.
+    assert_eq!(
+        start_as(
+            &full.url,
+            &token("svc", &["service"], &[]),
+            "two-lines",
+            None,
+            &["203.0.113.9", "198.51.100.44"],
+        )
+        .await?,
+        202
+    );
+    assert_eq!(recorded(v, "two-lines").await?, json!("198.51.100.44"));
+    // A user's token may not name its own address: the connection's client
+    // is recorded instead.
+    assert_eq!(
+        start_as(
+            &full.url,
+            &token("self-named", &[], &[]),
+            "self-named",
+            Some("192.0.2.200"),
+            &["198.51.100.45"],
+        )
+        .await?,
+        202
+    );
+    assert_eq!(recorded(v, "self-named").await?, json!("198.51.100.45"));
     // And none at all.
     let none = Service::start(
         "sessionfold-producer",

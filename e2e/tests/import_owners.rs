@@ -60,6 +60,10 @@ async fn another_user_cannot_write_an_import_s_events() -> anyhow::Result<()> {
         assert_eq!(status, 403, "{kind}: {body}");
         assert!(body.to_string().contains("is not yours"), "{body}");
     }
+    // Starting it again is writing to it: bob may not, even as its "owner".
+    let (status, body) = post(&bob, started_again()).await?;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.to_string().contains("exists already and is not yours"), "{body}");
     let progress = json!({"kind": "import_progressed", "step": "parse", "progress": 30, "questions_imported": 3, "questions_total": 10});
     assert_eq!(post(&bob, progress.clone()).await?.0, 403);
     assert_eq!(post(&alice, progress).await?.0, 202);
@@ -79,17 +83,46 @@ async fn another_user_cannot_write_an_import_s_events() -> anyhow::Result<()> {
     .await?;
     assert_eq!(state["status"], "in_progress");
     assert_eq!(state["owner_id"], "alice");
-    let passed = passed.into_inner();
-    if passed > 0 {
-        let dead = consume_all(
-            &Topics::new(&stack.prefix).dead_letter,
-            passed,
-            Duration::from_secs(30),
+    // What gets past the ingest is refused by the processor: bob's events
+    // that raced the ingest's view, and one written straight to the topic
+    // with bob's "owner" role, which the ingest never saw.
+    let c = Contract::load()?;
+    let forged = c.encode_import(&ImportEvent {
+        import_id: "a-imp".into(),
+        ..ev("forged", Some("bob"), ImportBody::Deleted)
+    })?;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("partitioner", "murmur2_random")
+        .create()?;
+    producer
+        .send(
+            FutureRecord::to(&Topics::new(&stack.prefix).imports)
+                .key("a-imp")
+                .payload(&forged)
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: headers::ACTOR_ROLE,
+                    value: Some("owner"),
+                })),
+            Duration::from_secs(10),
         )
-        .await?;
-        assert_eq!(not_owner(&dead), passed);
-    }
+        .await
+        .map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))?;
+    let refused = passed.into_inner() + 1;
+    let dead = consume_all(
+        &Topics::new(&stack.prefix).dead_letter,
+        refused,
+        Duration::from_secs(60),
+    )
+    .await?;
+    assert_eq!(not_owner(&dead), refused);
+    let (_, v) = get_json_as(&one, Some(&alice)).await?;
+    assert_eq!(v["status"], "in_progress", "the forged deletion changed nothing");
     Ok(())
+}
+
+fn started_again() -> serde_json::Value {
+    json!({"kind": "import_started", "json_hash": "h2", "file_name": "g.json", "questions_total": 5})
 }
 
 fn ev(id: &str, actor: Option<&str>, body: ImportBody) -> ImportEvent {

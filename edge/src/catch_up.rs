@@ -152,6 +152,40 @@ where
     }
 }
 
+/// The end of `partition` of `topic` as its records show it: the reported
+/// high watermark `high`, or past it when records lie beyond it (tansu
+/// 0.6.0 reports the base offset of the last record batch plus one). Reads
+/// from the last reported record until the log is quiet; `consumer` is
+/// assigned to that partition on return.
+pub fn real_end<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    (low, high): (i64, i64),
+) -> Result<i64, EdgeError> {
+    let from = (high - 1).max(low);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(from))
+        .map_err(EdgeError::Kafka)?;
+    consumer.assign(&tpl).map_err(EdgeError::Kafka)?;
+    let mut end = high;
+    let mut ends = Ends::new();
+    ends.expect(topic, partition, from, high);
+    let patience = Patience {
+        quiet: Duration::from_millis(300),
+        stall: Duration::from_secs(5),
+    };
+    match read_to_end(consumer, &mut ends, patience, |m| {
+        end = end.max(m.offset() + 1);
+        Ok::<(), EdgeError>(())
+    }) {
+        // The last reported record is gone (compacted, deleted): nothing
+        // lies past the reported end either.
+        Ok(()) | Err(EdgeError::Stalled { .. }) => Ok(end),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

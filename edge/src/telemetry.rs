@@ -56,24 +56,47 @@ impl std::io::Write for OneLinePerRecord {
 }
 
 /// One log record with its inner control characters escaped (`\n`, `\r`,
-/// `\x1b`…); the final newline stays.
+/// `\x1b`…, and the Unicode line breaks U+0085, U+2028 and U+2029, which
+/// some log viewers split on); the final newline stays.
 fn escape_record(buf: &[u8], keep_esc: bool) -> std::borrow::Cow<'_, [u8]> {
     let (body, end) = match buf.strip_suffix(b"\n") {
         Some(b) => (b, &b"\n"[..]),
         None => (buf, &b""[..]),
     };
     let bad = |b: u8| (b < 0x20 && b != b'\t' && !(keep_esc && b == 0x1b)) || b == 0x7f;
-    if !body.iter().any(|b| bad(*b)) {
+    // The UTF-8 form of a C1 control (U+0080..U+009F) or of U+2028/U+2029,
+    // with the number of bytes it takes.
+    let unicode_break = |rest: &[u8]| -> Option<(u32, usize)> {
+        match rest {
+            [0xc2, b @ 0x80..=0x9f, ..] => Some((u32::from(*b), 2)),
+            [0xe2, 0x80, b @ (0xa8 | 0xa9), ..] => Some((0x2000 + u32::from(*b - 0x80), 3)),
+            _ => None,
+        }
+    };
+    let clean = !body.iter().any(|b| bad(*b))
+        && !body
+            .iter()
+            .enumerate()
+            .any(|(i, b)| matches!(b, 0xc2 | 0xe2) && unicode_break(&body[i..]).is_some());
+    if clean {
         return std::borrow::Cow::Borrowed(buf);
     }
     let mut out = Vec::with_capacity(buf.len() + 16);
-    for &b in body {
+    let mut i = 0;
+    while i < body.len() {
+        let b = body[i];
+        if let Some((code, len)) = unicode_break(&body[i..]) {
+            out.extend_from_slice(format!("\\u{code:04x}").as_bytes());
+            i += len;
+            continue;
+        }
         match b {
             b'\n' if bad(b) => out.extend_from_slice(b"\\n"),
             b'\r' if bad(b) => out.extend_from_slice(b"\\r"),
             b if bad(b) => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
             b => out.push(b),
         }
+        i += 1;
     }
     out.extend_from_slice(end);
     std::borrow::Cow::Owned(out)
@@ -260,6 +283,11 @@ mod tests {
         assert_eq!(
             super::escape_record(b"\x1b[2mINFO\x1b[0m ok\tx\n", true).as_ref(),
             b"\x1b[2mINFO\x1b[0m ok\tx\n"
+        );
+        let unicode = "INFO a\u{85}b\u{2028}c\u{2029}d \u{e9}\u{2027}\u{a0}\n";
+        assert_eq!(
+            std::str::from_utf8(super::escape_record(unicode.as_bytes(), false).as_ref()),
+            Ok("INFO a\\u0085b\\u2028c\\u2029d \u{e9}\u{2027}\u{a0}\n")
         );
     }
 

@@ -83,6 +83,17 @@ pub fn authorize(caller: &Caller, event: Event<'_>) -> Result<(), Forbidden> {
                             "only a service token may start an import for another owner or a legacy import",
                         ));
                     }
+                    // Starting an import that exists already is writing to
+                    // it: only its owner (or one who acts on any) may.
+                    if !caller.acts_on_any_import()
+                        && let Some(known) = owner
+                        && known != Some(caller.user_id.as_str())
+                    {
+                        return Err(Forbidden::whole(format!(
+                            "import {:?} exists already and is not yours",
+                            e.import_id
+                        )));
+                    }
                     return Ok(());
                 }
                 ImportBody::Transferred { .. } if !caller.may_transfer_imports() => {
@@ -203,6 +214,36 @@ pub(crate) mod tests {
         let admin = caller("alice", &[], &["IMPORT_ADMIN"]);
         assert_eq!(
             authorize(&admin, Event::Import(&e, Some(Some("bob")))),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_known_import_is_started_again_only_by_its_owner() {
+        let started = ImportEvent {
+            body: ImportBody::Started {
+                owner_id: Some("alice".into()),
+                json_hash: "h".into(),
+                file_name: "f.json".into(),
+                questions_total: 1,
+            },
+            ..progress("alice")
+        };
+        let alice = caller("alice", &[], &[]);
+        assert_eq!(authorize(&alice, Event::Import(&started, None)), Ok(()));
+        assert_eq!(
+            authorize(&alice, Event::Import(&started, Some(Some("alice")))),
+            Ok(())
+        );
+        assert_eq!(
+            authorize(&alice, Event::Import(&started, Some(Some("bob"))))
+                .map_err(|f| f.message("")),
+            Err("import \"imp\" exists already and is not yours".into())
+        );
+        assert!(authorize(&alice, Event::Import(&started, Some(None))).is_err());
+        let svc = caller("svc", &["service"], &[]);
+        assert_eq!(
+            authorize(&svc, Event::Import(&started, Some(Some("bob")))),
             Ok(())
         );
     }

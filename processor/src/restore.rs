@@ -113,8 +113,12 @@ pub fn restore_partition(
     // incarnation of the topic (recreated, or another cluster): its offsets
     // mean nothing here. Drop it and rebuild from this cluster's changelog.
     // A broker whose reported end lags (tansu) only costs a needless restore.
-    let (_, input_end) = sessionfold_edge::watermarks(&consumer, input, partition)?;
+    let input_marks = sessionfold_edge::watermarks(&consumer, input, partition)?;
     if let Some(local) = store.next_offset(tree)?
+        && local > input_marks.1
+        // A reported end can lag the records (tansu): only a store ahead of
+        // what the partition really holds is thrown away.
+        && let input_end = sessionfold_edge::catch_up::real_end(&consumer, input, partition, input_marks)?
         && local > input_end
     {
         tracing::warn!(

@@ -338,8 +338,15 @@ async fn post_activity(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let client = peer.map(|Extension(ConnectInfo(p))| {
-        let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        input::address::client_address(p.ip(), forwarded, &state.limits.trusted_proxies)
+        // Proxies may add their hop as a header line of its own: the lines
+        // together are one list (RFC 9110 §5.3), read from the right.
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",");
+        input::address::client_address(p.ip(), Some(&forwarded), &state.limits.trusted_proxies)
     });
     let result = ingest_activity(&state, &caller, client, body);
     answer(&state, result)
@@ -356,11 +363,13 @@ fn ingest_activity(
         .map_err(ApiError::BadRequest)?;
     input::authorize_request(caller, &value, events.iter().map(input::Event::Activity))?;
     erasure::refuse_forgotten(state, events.iter().map(|e| Some(e.user_id.as_str())))?;
-    // Only as much of the address as configured leaves the ingest.
+    // Only as much of the address as configured leaves the ingest. Only a
+    // service (a backend posting for its browsers) may name the address; a
+    // user's own claim is replaced by the connection's client.
     for e in &mut events {
         if let sessionfold_schemas::ActivityBody::SessionStarted(st) = &mut e.body {
-            st.ip_address =
-                input::address::recorded(st.ip_address.as_deref(), client, state.limits.addresses);
+            let named = st.ip_address.as_deref().filter(|_| caller.is_service());
+            st.ip_address = input::address::recorded(named, client, state.limits.addresses);
         }
     }
     let records = events

@@ -24,6 +24,15 @@ impl Processor {
             return;
         }
         let inputs = [topics.activity.as_str(), topics.imports.as_str()];
+        // What this member holds is owned, whatever the description says: a
+        // coordinator that answers with a stale or empty assignment (tansu
+        // after a rejoin) must not make a member that folds its partitions
+        // leave the group it serves.
+        let mine: BTreeSet<(String, i32)> = lock(&self.core)
+            .parts
+            .keys()
+            .map(|(stream, p)| (stream.input(&topics).to_owned(), *p))
+            .collect();
         let owned = match self
             .consumer
             .fetch_group_list(Some(&group), Duration::from_secs(5))
@@ -40,10 +49,11 @@ impl Processor {
                             .iter()
                             .filter_map(|m| crate::liveness::assigned(m.assignment()?, &inputs))
                             .flatten()
+                            .chain(mine.iter().cloned())
                             .collect::<BTreeSet<_>>()
                             .len(),
                     ),
-                    "Empty" | "Dead" => Some(0),
+                    "Empty" | "Dead" => Some(mine.len()),
                     _ => None,
                 }),
             Err(e) => {
@@ -68,7 +78,7 @@ impl Processor {
             .unowned_secs
             .store(short.map_or(0, |d| d.as_secs().max(1)), Ordering::SeqCst);
         if core.coverage.rejoin_due(now) {
-            tracing::warn!(owned = ?owned, total, for_secs = short.map(|d| d.as_secs()), owned_here = core.parts.len(), "input partitions have no owner in the group; leaving and rejoining it");
+            tracing::warn!(owned = ?owned, total, for_secs = short.map(|d| d.as_secs()), owned_here = core.parts.len(), "input partitions have no owner in the group: their records are not folded; leaving and rejoining the group (again, with a growing wait, until every partition has an owner)");
             drop(core);
             self.consumer.unsubscribe();
             if let Err(e) = self.consumer.subscribe(&inputs) {
