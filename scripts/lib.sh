@@ -245,28 +245,49 @@ PROPS
 }
 
 # run_kafka DIR: starts the Kafka formatted in DIR (by start_kafka) and waits
-# until it serves; used again to restart it on the same data.
+# until it serves; used again to restart it on the same data. Its log goes
+# to $KAFKA_LOG when set, else DIR/broker.log.
 run_kafka() {
-  local dir=$1 cp
+  local dir=$1 log=${KAFKA_LOG:-$1/broker.log} cp
   cp=$(kafka_classpath) || return 1
   local java_opts=(-Xms256m -Xmx768m -XX:+UseG1GC "-Dlog4j2.configurationFile=$PWD/scripts/kafka/log4j2.properties")
   local before
-  before=$(grep -c "Kafka Server started" "$dir/broker.log" 2>/dev/null || true)
-  java "${java_opts[@]}" -cp "$cp" kafka.Kafka "$dir/server.properties" >>"$dir/broker.log" 2>&1 &
+  before=$(grep -c "Kafka Server started" "$log" 2>/dev/null || true)
+  java "${java_opts[@]}" -cp "$cp" kafka.Kafka "$dir/server.properties" >>"$log" 2>&1 &
   KAFKA_PID=$!
   for _ in $(seq 1 600); do
-    if [ "$(grep -c "Kafka Server started" "$dir/broker.log" 2>/dev/null || true)" -gt "${before:-0}" ]; then
+    if [ "$(grep -c "Kafka Server started" "$log" 2>/dev/null || true)" -gt "${before:-0}" ]; then
       return 0
     fi
     if ! kill -0 "$KAFKA_PID" 2>/dev/null; then
       echo "Apache Kafka exited; its log:" >&2
-      tail -n 50 "$dir/broker.log" >&2
+      tail -n 50 "$log" >&2
       return 1
     fi
     sleep 0.1
   done
-  echo "Apache Kafka did not start within 60 s; its log: $dir/broker.log" >&2
+  echo "Apache Kafka did not start within 60 s; its log: $log" >&2
   return 1
+}
+
+# start_kafka_kept PORT DIR LOG: Apache Kafka on 127.0.0.1:PORT that keeps its
+# data in DIR across runs: formatted the first time, started again on the
+# same data afterwards (on PORT, whatever port it had before).
+start_kafka_kept() {
+  local port=$1 dir=$2 log=$3
+  if [ -f "$dir/data/meta.properties" ] && [ -f "$dir/server.properties" ]; then
+    local controller
+    controller=$(free_port)
+    sed -i -E \
+      -e "s#^listeners=.*#listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller#" \
+      -e "s#^advertised.listeners=.*#advertised.listeners=PLAINTEXT://127.0.0.1:$port#" \
+      -e "s#^controller.quorum.voters=.*#controller.quorum.voters=1@127.0.0.1:$controller#" \
+      -e "s#^log.dirs=.*#log.dirs=$PWD/$dir/data#" \
+      "$dir/server.properties"
+    KAFKA_LOG=$log run_kafka "$dir"
+  else
+    KAFKA_LOG=$log start_kafka "$port" "$dir"
+  fi
 }
 
 # start_registry PORT DIR: a Schema Registry with the Confluent API on

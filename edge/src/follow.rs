@@ -23,15 +23,44 @@ pub fn follow(
     mut apply: impl FnMut(&str, Option<&[u8]>),
 ) {
     let mut backoff = Duration::from_millis(200);
+    // A topic not created yet is what a first start looks like (the
+    // producer creates the topics while the others start): said once at
+    // INFO, and as a warning only if it lasts.
+    let started = std::time::Instant::now();
+    let mut told = (false, false);
     while !stop.load(Ordering::SeqCst) {
         match follow_once(brokers, topic, stop, &mut apply) {
             Ok(()) => return,
-            Err(e) => {
+            Err(Failure::NoTopic) => {
+                if !told.0 {
+                    tracing::info!(topic, "waiting for the topic to be created");
+                    told.0 = true;
+                }
+                if !told.1 && started.elapsed() > Duration::from_secs(60) {
+                    tracing::warn!(topic, "the topic still does not exist after a minute; still waiting (is the producer running, or topic creation off?)");
+                    told.1 = true;
+                }
+            }
+            Err(Failure::Other(e)) => {
                 tracing::warn!(topic, error = %e, retry_in = ?backoff, "following a topic; starting again");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Why following a topic stopped.
+enum Failure {
+    /// The topic has no partitions (yet).
+    NoTopic,
+    /// Anything else, said in words.
+    Other(String),
+}
+
+impl From<rdkafka::error::KafkaError> for Failure {
+    fn from(e: rdkafka::error::KafkaError) -> Failure {
+        Failure::Other(e.to_string())
     }
 }
 
@@ -40,21 +69,19 @@ fn follow_once(
     topic: &str,
     stop: &AtomicBool,
     apply: &mut impl FnMut(&str, Option<&[u8]>),
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let consumer: BaseConsumer<QuietLogs> = crate::consumer_config(brokers)
         .set("group.id", "sessionfold-follower")
         .set("enable.auto.commit", "false")
-        .create_with_context(QuietLogs::default())
-        .map_err(|e| e.to_string())?;
+        .create_with_context(QuietLogs::default())?;
     let mut tpl = TopicPartitionList::new();
-    for p in crate::catch_up::partitions(&consumer, topic).map_err(|e| e.to_string())? {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .map_err(|e| e.to_string())?;
+    for p in crate::catch_up::partitions(&consumer, topic)? {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
     }
     if tpl.count() == 0 {
-        return Err(format!("topic {topic} has no partitions yet"));
+        return Err(Failure::NoTopic);
     }
-    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    consumer.assign(&tpl)?;
     while !stop.load(Ordering::SeqCst) {
         match consumer.poll(Duration::from_millis(200)) {
             None => {}

@@ -239,6 +239,11 @@ impl QuietLogs {
             L::Emerg | L::Alert | L::Critical | L::Error => {
                 tracing::error!(target: "librdkafka", facility = fac, "{msg}")
             }
+            // A request librdkafka retries by itself (a coordinator still
+            // loading after the broker's start) is no fault yet.
+            L::Warning if msg.ends_with(": retrying") => {
+                tracing::info!(target: "librdkafka", facility = fac, "{msg}")
+            }
             L::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{msg}"),
             L::Notice | L::Info => tracing::info!(target: "librdkafka", facility = fac, "{msg}"),
             L::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{msg}"),

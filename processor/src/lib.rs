@@ -73,6 +73,10 @@ fn ops_router(ops: Ops) -> Router {
         .with_state(ops)
 }
 
+/// How long a stop may take to publish and store the batch in hand; an
+/// orchestrator's grace period (Kubernetes: 30 s) is longer.
+pub const STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Runs the processor until `shutdown` resolves, serving health and metrics on `listener`.
 pub async fn run(
     listener: tokio::net::TcpListener,
@@ -146,7 +150,19 @@ pub async fn run(
         _ = &mut shutdown => {
             tracing::info!("stopping: finishing the current batch");
             stop.store(true, Ordering::SeqCst);
-            worker.await
+            match tokio::time::timeout(STOP_DEADLINE, &mut worker).await {
+                Ok(r) => r,
+                Err(_) => {
+                    // Leaving is safe: what was folded and not stored is
+                    // read again from the stored offsets at the next start.
+                    tracing::warn!(
+                        deadline = ?STOP_DEADLINE,
+                        "the current batch could not be published and stored in time (is the broker reachable?); stopping without it: it is folded again at the next start"
+                    );
+                    server.abort();
+                    return Ok(());
+                }
+            }
         }
     };
     server.abort();

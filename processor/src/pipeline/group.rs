@@ -6,11 +6,20 @@ use super::*;
 /// How often the group's assignment is checked for partitions without an owner.
 pub(super) const GROUP_CHECK: Duration = Duration::from_secs(5);
 
+/// How often a broker that did not describe the group the last
+/// [`UNDESCRIBED_LIMIT`] times is asked again (tansu 0.6.0 on its sqlite
+/// store fails every description and drops the connection).
+pub(super) const GROUP_CHECK_SLOW: Duration = Duration::from_secs(300);
+
+/// Failed descriptions in a row after which the group is asked rarely.
+pub(super) const UNDESCRIBED_LIMIT: u32 = 3;
+
 impl Processor {
     /// Asks the coordinator which input partitions the group's members own;
     /// when some have had no owner past the grace period, leaves and rejoins
-    /// the group (with back-off) so that a new assignment is made.
-    pub(super) fn check_group(&self) {
+    /// the group (with back-off) so that a new assignment is made. True
+    /// when the coordinator described the group.
+    pub(super) fn check_group(&self) -> bool {
         let (group, topics, total) = {
             let core = lock(&self.core);
             let total: i32 = core.partition_counts.values().sum();
@@ -21,7 +30,7 @@ impl Processor {
             )
         };
         if total == 0 {
-            return;
+            return true;
         }
         let inputs = [topics.activity.as_str(), topics.imports.as_str()];
         // What this member holds is owned, whatever the description says: a
@@ -33,10 +42,11 @@ impl Processor {
             .keys()
             .map(|(stream, p)| (stream.input(&topics).to_owned(), *p))
             .collect();
-        let owned = match self
+        let listed = self
             .consumer
-            .fetch_group_list(Some(&group), Duration::from_secs(5))
-        {
+            .fetch_group_list(Some(&group), Duration::from_secs(5));
+        let described = listed.is_ok();
+        let owned = match listed {
             Ok(list) => list
                 .groups()
                 .iter()
@@ -85,6 +95,7 @@ impl Processor {
                 tracing::error!(error = %e, "subscribing again");
             }
         }
+        described
     }
 }
 

@@ -48,7 +48,7 @@ mod storing;
 use crate::restore::{Restore, restore_partition};
 use crate::store::{PartitionWrite, Store};
 use crate::tables::{Part, Stream, Table, tree};
-use group::GROUP_CHECK;
+use group::{GROUP_CHECK, GROUP_CHECK_SLOW, UNDESCRIBED_LIMIT};
 use rebalance::{Ctx, partition_counts};
 
 /// How the loop runs.
@@ -351,6 +351,8 @@ impl Processor {
         let status = lock(&self.core).status.clone();
         let mut sizing = sizing::Sizing::polls(batch_max, batch_wait);
         let mut next_group_check = Instant::now() + GROUP_CHECK;
+        // Group descriptions that failed in a row.
+        let mut undescribed = 0u32;
         // Records in the batch being filled, as it stood after the last
         // record queued. The rebalance callback inside poll can only empty
         // it, and a stale count costs one poll that does not wait.
@@ -446,8 +448,19 @@ impl Processor {
                     && status.restoring.load(Ordering::SeqCst) == 0;
                 status.running.store(ready, Ordering::SeqCst);
                 if Instant::now() >= next_group_check {
-                    self.check_group();
-                    next_group_check = Instant::now() + GROUP_CHECK;
+                    undescribed = if self.check_group() { 0 } else { undescribed + 1 };
+                    if undescribed == UNDESCRIBED_LIMIT {
+                        tracing::info!(
+                            every = ?GROUP_CHECK_SLOW,
+                            "the broker does not describe the consumer group; it is asked rarely from now on, and this member's own assignment stands in for it"
+                        );
+                    }
+                    next_group_check = Instant::now()
+                        + if undescribed >= UNDESCRIBED_LIMIT {
+                            GROUP_CHECK_SLOW
+                        } else {
+                            GROUP_CHECK
+                        };
                 }
             }
         }
