@@ -185,12 +185,21 @@ kafka_tls() {
 # listener there (SCRAM-SHA-512, user $KAFKA_SCRAM_USER, a test CA in
 # DIR/tls/ca.pem).
 start_kafka() {
+  kafka_format "$@" || return 1
+  run_kafka "$2"
+}
+
+# kafka_format PORT DIR [EXTRA_PROPERTIES_FILE] [SECURE_PORT]: writes the
+# broker's settings to DIR/server.properties and formats a fresh KRaft store
+# in DIR (see start_kafka).
+kafka_format() {
   local port=$1 dir=$2 extra=${3:-} secure=${4:-}
-  local cp controller listeners advertised
+  local cp controller listeners advertised abs
   cp=$(kafka_classpath) || return 1
   controller=$(free_port)
   rm -rf "$dir"
   mkdir -p "$dir/data"
+  abs=$(cd "$dir" && pwd)
   listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller"
   advertised="PLAINTEXT://127.0.0.1:$port"
   if [ -n "$secure" ]; then
@@ -207,7 +216,7 @@ advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
-log.dirs=$PWD/$dir/data
+log.dirs=$abs/data
 num.partitions=1
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=6
@@ -226,7 +235,7 @@ PROPS
 sasl.enabled.mechanisms=SCRAM-SHA-512
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 ssl.keystore.type=PKCS12
-ssl.keystore.location=$PWD/$dir/tls/broker.p12
+ssl.keystore.location=$abs/tls/broker.p12
 ssl.keystore.password=changeit
 ssl.key.password=changeit
 PROPS
@@ -241,7 +250,6 @@ PROPS
     cat "$dir/format.log" >&2
     return 1
   }
-  run_kafka "$dir"
 }
 
 # run_kafka DIR: starts the Kafka formatted in DIR (by start_kafka) and waits
@@ -276,13 +284,14 @@ run_kafka() {
 start_kafka_kept() {
   local port=$1 dir=$2 log=$3
   if [ -f "$dir/data/meta.properties" ] && [ -f "$dir/server.properties" ]; then
-    local controller
+    local controller abs
     controller=$(free_port)
+    abs=$(cd "$dir" && pwd)
     sed -i -E \
       -e "s#^listeners=.*#listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller#" \
       -e "s#^advertised.listeners=.*#advertised.listeners=PLAINTEXT://127.0.0.1:$port#" \
       -e "s#^controller.quorum.voters=.*#controller.quorum.voters=1@127.0.0.1:$controller#" \
-      -e "s#^log.dirs=.*#log.dirs=$PWD/$dir/data#" \
+      -e "s#^log.dirs=.*#log.dirs=$abs/data#" \
       "$dir/server.properties"
     KAFKA_LOG=$log run_kafka "$dir"
   else

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 
+pub mod broker;
+
 /// The HS256 secret every test service verifies tokens with.
 pub const TEST_SECRET: &str = "sessionfold-end-to-end-test-secret";
 
@@ -140,6 +142,33 @@ pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+/// Reports that a test cannot run here, as a skip and never as a pass: a
+/// line `SKIPPED <test>: <why>` on stderr and in the file named by
+/// `SESSIONFOLD_TEST_SKIPS` (which `scripts/test` sums up at the end). Where
+/// `SESSIONFOLD_TEST_NO_SKIP` is set (CI, on the broker that has everything)
+/// a skip is a failure instead. A test calls it and returns at once.
+pub fn skip(test: &str, why: &str) -> anyhow::Result<()> {
+    if std::env::var_os("SESSIONFOLD_TEST_NO_SKIP").is_some() {
+        bail!("{test} must run here but cannot: {why}");
+    }
+    let line = format!("SKIPPED {test}: {why}");
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os("SESSIONFOLD_TEST_SKIPS") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        writeln!(f, "{line}")?;
+    }
+    Ok(())
+}
+
+/// The kind of broker the suite runs on is tansu.
+pub fn on_tansu() -> bool {
+    broker::Kind::of_suite() == broker::Kind::Tansu
 }
 
 /// A free loopback port (bound once, then released for the child to take).
@@ -635,6 +664,24 @@ impl Stack {
         processor_args: &[&str],
         projections_args: &[&str],
     ) -> anyhow::Result<Stack> {
+        Stack::start_on(
+            &brokers(),
+            test,
+            producer_args,
+            processor_args,
+            projections_args,
+        )
+        .await
+    }
+
+    /// Like [`Stack::start_with`], against the given brokers.
+    pub async fn start_on(
+        brokers: &str,
+        test: &str,
+        producer_args: &[&str],
+        processor_args: &[&str],
+        projections_args: &[&str],
+    ) -> anyhow::Result<Stack> {
         let prefix = unique_prefix(test);
         let dir = scratch()?;
         let state = dir.path().join("state").to_string_lossy().into_owned();
@@ -647,10 +694,18 @@ impl Stack {
             "200ms",
         ];
         args.extend_from_slice(processor_args);
-        let producer =
-            Service::start("sessionfold-producer", &prefix, producer_args, dir.path()).await?;
-        let processor = Service::start("sessionfold-processor", &prefix, &args, dir.path()).await?;
-        let mut projections = Service::start(
+        let producer = Service::start_on(
+            brokers,
+            "sessionfold-producer",
+            &prefix,
+            producer_args,
+            dir.path(),
+        )
+        .await?;
+        let processor =
+            Service::start_on(brokers, "sessionfold-processor", &prefix, &args, dir.path()).await?;
+        let mut projections = Service::start_on(
+            brokers,
             "sessionfold-projections",
             &prefix,
             projections_args,

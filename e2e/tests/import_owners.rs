@@ -63,7 +63,10 @@ async fn another_user_cannot_write_an_import_s_events() -> anyhow::Result<()> {
     // Starting it again is writing to it: bob may not, even as its "owner".
     let (status, body) = post(&bob, started_again()).await?;
     assert_eq!(status, 403, "{body}");
-    assert!(body.to_string().contains("exists already and is not yours"), "{body}");
+    assert!(
+        body.to_string().contains("exists already and is not yours"),
+        "{body}"
+    );
     let progress = json!({"kind": "import_progressed", "step": "parse", "progress": 30, "questions_imported": 3, "questions_total": 10});
     assert_eq!(post(&bob, progress.clone()).await?.0, 403);
     assert_eq!(post(&alice, progress).await?.0, 202);
@@ -117,7 +120,10 @@ async fn another_user_cannot_write_an_import_s_events() -> anyhow::Result<()> {
     .await?;
     assert_eq!(not_owner(&dead), refused);
     let (_, v) = get_json_as(&one, Some(&alice)).await?;
-    assert_eq!(v["status"], "in_progress", "the forged deletion changed nothing");
+    assert_eq!(
+        v["status"], "in_progress",
+        "the forged deletion changed nothing"
+    );
     Ok(())
 }
 

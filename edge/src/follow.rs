@@ -37,7 +37,10 @@ pub fn follow(
                     told.0 = true;
                 }
                 if !told.1 && started.elapsed() > Duration::from_secs(60) {
-                    tracing::warn!(topic, "the topic still does not exist after a minute; still waiting (is the producer running, or topic creation off?)");
+                    tracing::warn!(
+                        topic,
+                        "the topic still does not exist after a minute; still waiting (is the producer running, or topic creation off?)"
+                    );
                     told.1 = true;
                 }
             }

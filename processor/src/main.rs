@@ -254,6 +254,12 @@ struct RunArgs {
     /// long is reported stuck (metric, log line, /readyz not ready).
     #[arg(long, env = "SESSIONFOLD_STUCK_AFTER", default_value = "60s", value_parser = parse_duration)]
     stuck_after: Duration,
+    /// Whether the watchdog for partitions without an owner asks the
+    /// coordinator to describe the group, or goes by this member's own
+    /// assignment only (for tansu 0.6.0 on its sqlite store, whose storage
+    /// fails on a group description).
+    #[arg(long, env = "SESSIONFOLD_DESCRIBE_GROUP", default_value_t = true, action = clap::ArgAction::Set)]
+    describe_group: bool,
     /// Threads that fold a batch's partitions side by side; 0 for one per
     /// core. Each partition's records are folded in order by one thread.
     #[arg(long, env = "SESSIONFOLD_FOLD_THREADS", default_value_t = 0)]
@@ -307,6 +313,7 @@ async fn main() -> anyhow::Result<()> {
             session_timeout: args.session_timeout,
             heartbeat_interval: args.heartbeat_interval,
             stuck_after: args.stuck_after,
+            describe_group: args.describe_group,
             fold_threads: match args.fold_threads {
                 0 => std::thread::available_parallelism().map_or(1, usize::from),
                 n => n,

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sessionfold_auth::Caller;
 
 use crate::input::FieldError;
-use crate::{ApiError, AppState, answer, erasure, json_body, receipt, send_all};
+use crate::{Accepted, Ack, ApiError, AppState, answer, erasure, json_body, receipt, send_all};
 
 /// The browser client, an ES module.
 pub const CLIENT_JS: &str = include_str!("../../client/browser/sessionfold.js");
@@ -182,7 +182,7 @@ pub(crate) async fn end_session(
     answer(&state, result)
 }
 
-fn end(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Vec<String>, ApiError> {
+fn end(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Accepted, ApiError> {
     let value = json_body(state, body)?;
     let refused = |message: String| {
         ApiError::Forbidden(format!(
@@ -218,12 +218,18 @@ fn end(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Vec<Stri
         .encode_activity(&e)
         .and_then(|b| state.framing.frame(b, false))
         .map_err(|err| ApiError::Internal(format!("encoding {}: {err}", e.event_id)))?;
-    send_all(
+    // A closing tab cannot wait for an answer: the end is buffered.
+    let queued = send_all(
         state,
         &state.topics.activity,
         &[(&e.event_id, &e.user_id, e.body.kind(), bytes)],
         None,
-    )
+        Ack::Buffer,
+    )?;
+    Ok(Accepted {
+        ids: queued.ids,
+        acknowledged: false,
+    })
 }
 
 /// A `--cors-origin` that cannot be an `Origin` header value.

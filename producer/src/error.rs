@@ -26,6 +26,17 @@ pub enum ApiError {
         /// Events queued before the buffer filled.
         accepted: Vec<String>,
     },
+    /// The Kafka producer is being replaced after a fatal error; `accepted`
+    /// lists the events queued before.
+    #[error("Kafka producer being replaced")]
+    Replacing {
+        /// Events queued before.
+        accepted: Vec<String>,
+    },
+    /// The broker did not acknowledge the events of a request that waited
+    /// for it; they may still arrive, and may be sent again.
+    #[error("not acknowledged by the broker: {0}")]
+    NotAcknowledged(String),
     /// Deliveries to Kafka are failing: nothing is accepted until one succeeds.
     #[error("deliveries to Kafka failing")]
     DeliveriesFailing(crate::FailureEpisode),
@@ -43,6 +54,8 @@ impl ApiError {
             ApiError::Gone(_) => "forgotten",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Replacing { .. } => "replacing_producer",
+            ApiError::NotAcknowledged(_) => "not_acknowledged",
             ApiError::DeliveriesFailing(_) => "deliveries_failing",
             ApiError::Internal(_) => "internal",
         }
@@ -89,6 +102,32 @@ impl IntoResponse for ApiError {
                     Json(json!({
                         "error": "broker unavailable and buffer full; retry the events not accepted, with the same event ids",
                         "accepted": accepted,
+                    })),
+                )
+                    .into_response();
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
+            ApiError::Replacing { accepted } => {
+                let mut r = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({
+                        "error": "the Kafka producer is being replaced after a fatal error; retry the events not accepted in a moment, with the same event ids",
+                        "accepted": accepted,
+                    })),
+                )
+                    .into_response();
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
+            ApiError::NotAcknowledged(why) => {
+                let mut r = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({
+                        "error": format!("the broker did not acknowledge the events ({why}); they may still arrive: send them again with the same event ids, which are applied once"),
+                        "accepted": [],
                     })),
                 )
                     .into_response();

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRef, Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRef, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -33,7 +34,7 @@ use sessionfold_schemas::{Contract, Millis, SchemaError, Topics};
 use std::net::SocketAddr;
 
 pub use error::ApiError;
-pub use sink::{FailureEpisode, Sink, SinkError};
+pub use sink::{Acks, FailureEpisode, Sink, SinkError};
 
 /// Limits and rules of the ingest.
 #[derive(Debug, Clone)]
@@ -50,6 +51,8 @@ pub struct Limits {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Web origins allowed to call the ingest from a browser (CORS).
     pub cors_origins: Vec<String>,
+    /// Longest a request that asks for the broker's acknowledgement waits.
+    pub ack_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -61,6 +64,7 @@ impl Default for Limits {
             addresses: input::address::AddressPolicy::default(),
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
+            ack_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -302,14 +306,70 @@ fn json_body(
     })
 }
 
-fn answer(state: &AppState, result: Result<Vec<String>, ApiError>) -> Response {
+fn answer(state: &AppState, result: Result<Accepted, ApiError>) -> Response {
     match result {
-        Ok(accepted) => (
+        Ok(a) => (
             StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "accepted": accepted })),
+            Json(serde_json::json!({ "accepted": a.ids, "acknowledged": a.acknowledged })),
         )
             .into_response(),
         Err(e) => refused(state, e),
+    }
+}
+
+/// Events a request handed to Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// Their ids, in the request's order.
+    pub ids: Vec<String>,
+    /// True when the broker stored them all before the answer (`ack=broker`);
+    /// false when they wait in the producer's buffer.
+    pub acknowledged: bool,
+}
+
+/// When a request is answered: once its events are in the local buffer, or
+/// once the broker has stored them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ack {
+    /// Answer once buffered (the default for activity).
+    Buffer,
+    /// Answer once the broker acknowledged every event with `acks=all`
+    /// (the default for import events).
+    Broker,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct AckQuery {
+    ack: Option<Ack>,
+}
+
+/// The `ack` query parameter, or `default`.
+fn ack_mode(query: Result<Query<AckQuery>, QueryRejection>, default: Ack) -> Result<Ack, ApiError> {
+    match query {
+        Ok(Query(q)) => Ok(q.ack.unwrap_or(default)),
+        Err(_) => Err(ApiError::BadRequest(input::FieldError {
+            field: "ack".into(),
+            message: "must be buffer or broker".into(),
+        })),
+    }
+}
+
+/// Waits for the broker when asked to: the answer says the events are
+/// stored, or 503 says to send them again (a repeated id is applied once).
+async fn settle(state: &AppState, queued: Queued) -> Result<Accepted, ApiError> {
+    let Some(acks) = queued.acks else {
+        return Ok(Accepted {
+            ids: queued.ids,
+            acknowledged: false,
+        });
+    };
+    match acks.wait(state.limits.ack_timeout).await {
+        Ok(()) => Ok(Accepted {
+            ids: queued.ids,
+            acknowledged: true,
+        }),
+        Err(why) => Err(ApiError::NotAcknowledged(why)),
     }
 }
 
@@ -335,6 +395,7 @@ async fn post_activity(
     caller: Caller,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
+    query: Result<Query<AckQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let client = peer.map(|Extension(ConnectInfo(p))| {
@@ -348,7 +409,12 @@ async fn post_activity(
             .join(",");
         input::address::client_address(p.ip(), Some(&forwarded), &state.limits.trusted_proxies)
     });
-    let result = ingest_activity(&state, &caller, client, body);
+    let result = match ack_mode(query, Ack::Buffer)
+        .and_then(|ack| ingest_activity(&state, &caller, client, body, ack))
+    {
+        Ok(queued) => settle(&state, queued).await,
+        Err(e) => Err(e),
+    };
     answer(&state, result)
 }
 
@@ -357,7 +423,8 @@ fn ingest_activity(
     caller: &Caller,
     client: Option<std::net::IpAddr>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Vec<String>, ApiError> {
+    ack: Ack,
+) -> Result<Queued, ApiError> {
     let value = json_body(state, body)?;
     let mut events = input::activity_request(&value, receipt(state), state.limits.max_events)
         .map_err(ApiError::BadRequest)?;
@@ -388,16 +455,24 @@ fn ingest_activity(
             ))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    send_all(state, &state.topics.activity, &records, None)
+    send_all(state, &state.topics.activity, &records, None, ack)
 }
 
 async fn post_imports(
     State(state): State<AppState>,
     caller: Caller,
     Path(import_id): Path<String>,
+    query: Result<Query<AckQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let result = ingest_imports(&state, &caller, &import_id, body);
+    // Who owns an import is not to be lost silently: its events wait for
+    // the broker unless the caller asks otherwise.
+    let result = match ack_mode(query, Ack::Broker)
+        .and_then(|ack| ingest_imports(&state, &caller, &import_id, body, ack))
+    {
+        Ok(queued) => settle(&state, queued).await,
+        Err(e) => Err(e),
+    };
     answer(&state, result)
 }
 
@@ -406,7 +481,8 @@ fn ingest_imports(
     caller: &Caller,
     import_id: &str,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Vec<String>, ApiError> {
+    ack: Ack,
+) -> Result<Queued, ApiError> {
     let value = json_body(state, body)?;
     let events = input::import_events(
         &value,
@@ -455,7 +531,15 @@ fn ingest_imports(
         &state.topics.imports,
         &records,
         Some(caller.import_role()),
+        ack,
     )
+}
+
+/// Events queued for Kafka, and the acknowledgements to wait for when the
+/// request asked for them.
+struct Queued {
+    ids: Vec<String>,
+    acks: Option<Arc<Acks>>,
 }
 
 /// Queues encoded records `(event_id, key, kind, bytes)` in order, with the
@@ -466,22 +550,39 @@ fn send_all(
     topic: &str,
     records: &[(&str, &str, &'static str, Vec<u8>)],
     role: Option<&str>,
-) -> Result<Vec<String>, ApiError> {
+    ack: Ack,
+) -> Result<Queued, ApiError> {
     if let Some(ep) = state.sink.failures().filter(|ep| ep.holding()) {
         return Err(ApiError::DeliveriesFailing(ep));
     }
-    let mut accepted = Vec::with_capacity(records.len());
-    for (event_id, key, kind, bytes) in records {
-        match state.sink.send(topic, key, bytes, role) {
+    let acks = (ack == Ack::Broker).then(|| Acks::new(records.len()));
+    let mut ids = Vec::with_capacity(records.len());
+    for (i, (event_id, key, kind, bytes)) in records.iter().enumerate() {
+        let unqueued = || {
+            if let Some(a) = &acks {
+                a.abandon(records.len() - i);
+            }
+        };
+        match state.sink.send(topic, key, bytes, role, acks.clone()) {
             Ok(()) => {
                 state.metrics.accepted.with_label_values(&[kind]).inc();
-                accepted.push((*event_id).to_owned());
+                ids.push((*event_id).to_owned());
             }
-            Err(SinkError::BufferFull) => return Err(ApiError::Unavailable { accepted }),
-            Err(other) => return Err(ApiError::Internal(other.to_string())),
+            Err(SinkError::BufferFull) => {
+                unqueued();
+                return Err(ApiError::Unavailable { accepted: ids });
+            }
+            Err(SinkError::Replacing) => {
+                unqueued();
+                return Err(ApiError::Replacing { accepted: ids });
+            }
+            Err(other) => {
+                unqueued();
+                return Err(ApiError::Internal(other.to_string()));
+            }
         }
     }
-    Ok(accepted)
+    Ok(Queued { ids, acks })
 }
 
 /// Everything `run` needs.

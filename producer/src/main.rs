@@ -104,6 +104,11 @@ struct ServeArgs {
     /// picks a random key and accepts only its own tickets.
     #[arg(long, env = "SESSIONFOLD_END_TICKET_SECRET", hide_env_values = true)]
     end_ticket_secret: Option<String>,
+    /// Longest a request that waits for the broker's acknowledgement
+    /// (`?ack=broker`, the default for import events) waits; past it the
+    /// answer is 503 and the caller sends the events again.
+    #[arg(long, env = "SESSIONFOLD_ACK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    ack_timeout: Duration,
     /// How long an end ticket is good for.
     #[arg(long, env = "SESSIONFOLD_END_TICKET_LIFETIME", default_value = "15m", value_parser = parse_duration)]
     end_ticket_lifetime: Duration,
@@ -298,6 +303,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             },
             trusted_proxies: a.trusted_proxy,
             cors_origins: a.cors_origin,
+            ack_timeout: a.ack_timeout,
         },
         buffer_messages: a.buffer_messages,
         auth,

@@ -18,6 +18,8 @@ fn state() -> AppState {
         Topics::new("routes"),
         Limits {
             max_body_bytes: 4096,
+            // No broker answers here: a request that waits for one gives up soon.
+            ack_timeout: std::time::Duration::from_millis(300),
             ..Limits::default()
         },
         1000,
@@ -112,11 +114,38 @@ async fn only_import_admins_transfer_imports() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = post(
+    let (status, body) = post(
+        "/v1/imports/i1/events?ack=buffer",
+        Some(&token("root", &["admin"])),
+        transfer.clone(),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["acknowledged"]),
+        (StatusCode::ACCEPTED, &json!(false)),
+        "{body}"
+    );
+    // Import events wait for the broker by default; with none, the caller
+    // is told to send them again, and nothing counts as accepted.
+    let (status, body) = post(
         "/v1/imports/i1/events",
         Some(&token("root", &["admin"])),
         transfer,
     )
     .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        (status, &body["accepted"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &json!([])),
+        "{body}"
+    );
+    let (status, body) = post(
+        "/v1/activity?ack=later",
+        Some(&token("alice", &[])),
+        start("alice").to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["field"]),
+        (StatusCode::BAD_REQUEST, &json!("ack"))
+    );
 }

@@ -20,13 +20,14 @@ impl Processor {
     /// the group (with back-off) so that a new assignment is made. True
     /// when the coordinator described the group.
     pub(super) fn check_group(&self) -> bool {
-        let (group, topics, total) = {
+        let (group, topics, total, describe) = {
             let core = lock(&self.core);
             let total: i32 = core.partition_counts.values().sum();
             (
                 core.settings.group_id.clone(),
                 core.settings.topics.clone(),
                 usize::try_from(total).unwrap_or(0),
+                core.settings.describe_group,
             )
         };
         if total == 0 {
@@ -42,10 +43,13 @@ impl Processor {
             .keys()
             .map(|(stream, p)| (stream.input(&topics).to_owned(), *p))
             .collect();
-        let listed = self
-            .consumer
-            .fetch_group_list(Some(&group), Duration::from_secs(5));
-        let described = listed.is_ok();
+        let listed = if describe {
+            self.consumer
+                .fetch_group_list(Some(&group), Duration::from_secs(5))
+        } else {
+            Err(rdkafka::error::KafkaError::Canceled)
+        };
+        let described = listed.is_ok() || !describe;
         let owned = match listed {
             Ok(list) => list
                 .groups()

@@ -83,6 +83,8 @@ pub struct LoopSettings {
     /// An owned partition with records waiting that has not moved for this
     /// long counts as stuck.
     pub stuck_after: Duration,
+    /// Whether the group watchdog asks the coordinator to describe the group.
+    pub describe_group: bool,
     /// Threads that fold a batch's partitions side by side (at least 1).
     pub fold_threads: usize,
     /// Fewest queued records for which a batch is folded on several threads.
@@ -448,7 +450,11 @@ impl Processor {
                     && status.restoring.load(Ordering::SeqCst) == 0;
                 status.running.store(ready, Ordering::SeqCst);
                 if Instant::now() >= next_group_check {
-                    undescribed = if self.check_group() { 0 } else { undescribed + 1 };
+                    undescribed = if self.check_group() {
+                        0
+                    } else {
+                        undescribed + 1
+                    };
                     if undescribed == UNDESCRIBED_LIMIT {
                         tracing::info!(
                             every = ?GROUP_CHECK_SLOW,
