@@ -206,12 +206,13 @@ async fn a_record_too_large_to_copy_is_dead_lettered_cut_short() -> anyhow::Resu
 }
 
 /// A record on another partition than its key's murmur2 partition (as a
-/// client with another partitioner writes it) would split its user's state
-/// in two; it is dead-lettered and the user's state stays whole.
+/// client with another partitioner writes it, librdkafka's default among
+/// them) would split its user's state in two: the processor writes it to its
+/// key's partition and folds it there, once, even when it arrives twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_on_the_wrong_partition_is_dead_lettered() -> anyhow::Result<()> {
+async fn a_record_on_the_wrong_partition_is_moved_to_its_key_s() -> anyhow::Result<()> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let (topics, _dir, _processor, projections) = services("dlqpart").await?;
+    let (topics, _dir, processor, projections) = services("dlqpart").await?;
     let c = Contract::load()?;
     let now = chrono_now();
     let start = c.encode_activity(&event(
@@ -239,11 +240,14 @@ async fn a_record_on_the_wrong_partition_is_dead_lettered() -> anyhow::Result<()
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", sessionfold_e2e::brokers())
         .create()?;
+    // p2 arrives twice on the wrong partition, as a retry of a producer
+    // would write it.
     for (id, bytes, partition) in [
         ("p1", start, home),
         ("p2", beat("p2")?, away),
         ("p3", beat("p3")?, home),
         ("p4", beat("p4")?, away),
+        ("p2", beat("p2")?, away),
     ] {
         producer
             .send(
@@ -256,29 +260,47 @@ async fn a_record_on_the_wrong_partition_is_dead_lettered() -> anyhow::Result<()
             .await
             .map_err(|(e, _)| anyhow::anyhow!("producing {id}: {e}"))?;
     }
-    let dead = consume_all(&topics.dead_letter, 2, Duration::from_secs(60)).await?;
-    assert_eq!(dead.len(), 2);
-    for d in &dead {
-        assert_eq!(
-            d.headers.get(headers::ERROR_KIND).map(String::as_str),
-            Some("wrong_partition")
-        );
-        assert_eq!(
-            d.headers.get(headers::SOURCE_PARTITION),
-            Some(&away.to_string())
-        );
-        assert_eq!(
-            d.headers.get(headers::ERROR).map(String::as_str),
-            Some(format!("key \"w1\" belongs on partition {home} of 3 (murmur2, Kafka's default partitioner), not {away}: produce with the murmur2 partitioner (librdkafka: partitioner=murmur2_random)").as_str())
-        );
-    }
     let url = format!("{}/v1/presence/users/w1", projections.url);
     let user = eventually(Duration::from_secs(60), "w1 folded", || async {
         let (status, u) = get_json(&url).await?;
-        Ok((status == 200 && u["sessions"][0]["heartbeats"] == 1).then_some(u))
+        Ok((status == 200 && u["sessions"][0]["heartbeats"] == 3).then_some(u))
     })
     .await?;
     assert_eq!(user["sessions"].as_array().map(Vec::len), Some(1));
+    // The copies sit on the key's partition, saying where they came from.
+    let records = consume_all(&topics.activity, 8, Duration::from_secs(30)).await?;
+    let moved: Vec<&String> = records
+        .iter()
+        .filter_map(|r| r.headers.get(headers::MOVED_FROM))
+        .collect();
+    assert_eq!(moved.len(), 3, "{records:?}");
+    assert!(
+        moved.iter().all(|m| m.starts_with(&format!("{away}@"))),
+        "{moved:?}"
+    );
+    assert_eq!(
+        processor
+            .metric(&format!(
+                "sessionfold_processor_moved_records_total{{topic=\"{}\"}}",
+                topics.activity
+            ))
+            .await?,
+        3.0
+    );
+    assert_eq!(
+        processor
+            .metric(
+                "sessionfold_processor_events_in_total{kind=\"heartbeat\",outcome=\"duplicate\"}"
+            )
+            .await?,
+        1.0
+    );
+    let log = processor.log_text();
+    assert_eq!(
+        log.matches("set partitioner=murmur2_random").count(),
+        1,
+        "the partitioner is named once:\n{log}"
+    );
     Ok(())
 }
 

@@ -9,6 +9,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// Input records by kind and outcome (applied, duplicate, already_applied).
     pub events_in: IntCounterVec,
+    /// Records read from a partition other than their key's and moved to it.
+    pub moved: IntCounterVec,
     /// Changelog records written, by topic.
     pub records_out: IntCounterVec,
     /// Records sent to the dead-letter topic, by reason.
@@ -233,6 +235,14 @@ impl Metrics {
             registry.register(Box::new(c.clone()))?;
         }
         registry.register(Box::new(events_in.clone()))?;
+        let moved = IntCounterVec::new(
+            Opts::new(
+                "moved_records_total",
+                "Input records read from a partition other than their key's (a producer with another partitioner), written to their key's partition",
+            ),
+            &["topic"],
+        )?;
+        registry.register(Box::new(moved.clone()))?;
         registry.register(Box::new(records_out.clone()))?;
         registry.register(Box::new(dead_lettered.clone()))?;
         registry.register(Box::new(expired.clone()))?;
@@ -250,6 +260,7 @@ impl Metrics {
         Ok(Metrics {
             registry,
             events_in,
+            moved,
             records_out,
             dead_lettered,
             expired,

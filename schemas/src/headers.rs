@@ -24,3 +24,6 @@ pub const BATCH_END: &str = "sessionfold-batch-end";
 /// Import event: the authority the ingest checked the actor with (`owner`,
 /// `admin`, `import_admin` or `service`); without it only the owner may act.
 pub const ACTOR_ROLE: &str = "sessionfold-actor-role";
+/// A record the processor moved to its key's partition: where it was read
+/// (`<partition>@<offset>` of the same topic).
+pub const MOVED_FROM: &str = "sessionfold-moved-from";

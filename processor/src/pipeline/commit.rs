@@ -10,6 +10,10 @@ use super::storing::Handed;
 use super::*;
 use crate::metrics::Stage;
 use crate::output::{BatchHeaders, acknowledged, publish};
+use rdkafka::message::{Header, OwnedHeaders};
+
+/// The partitioner warning is said once per process.
+static MOVED_ONCE: std::sync::Once = std::sync::Once::new();
 
 /// A batch handed to the producer whose states are not yet stored.
 pub(super) struct InFlight {
@@ -98,6 +102,37 @@ impl Core {
                 key: published.key,
                 payload: published.payload,
                 headers: published.headers,
+            });
+        }
+        for m in &batch.moved {
+            let topic = m.stream.input(topics);
+            self.metrics.moved.with_label_values(&[topic]).inc();
+            MOVED_ONCE.call_once(|| {
+                tracing::warn!(
+                    topic,
+                    from = m.from.partition,
+                    to = m.home,
+                    "records arrive on partitions other than their key's: a producer uses another partitioner than Kafka's default murmur2 (set partitioner=murmur2_random with librdkafka and the Python, Go and .NET clients); each is written to its key's partition and folded there (counted in moved_records_total; said once)"
+                );
+            });
+            let from = format!("{}@{}", m.from.partition, m.from.offset);
+            let mut headers = OwnedHeaders::new().insert(Header {
+                key: headers::MOVED_FROM,
+                value: Some(&from),
+            });
+            if m.authority == Authority::Elevated {
+                // The authority the ingest vouched for travels with it.
+                headers = headers.insert(Header {
+                    key: headers::ACTOR_ROLE,
+                    value: Some("service"),
+                });
+            }
+            outgoing.push(Outgoing {
+                topic,
+                partition: Some(m.home),
+                key: m.key.clone(),
+                payload: m.payload.clone(),
+                headers,
             });
         }
         publish(&self.producer, &mut outgoing)?;

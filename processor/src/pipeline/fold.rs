@@ -116,7 +116,23 @@ struct Inputs<'a> {
 struct Folded {
     part: Option<Part>,
     dead: Vec<DeadLetter>,
+    moved: Vec<Misplaced>,
     outcomes: BTreeMap<(&'static str, &'static str), u64>,
+}
+
+/// A record read from a partition other than its key's, to be written to
+/// its key's partition and folded there.
+#[derive(Debug, Clone)]
+pub(super) struct Misplaced {
+    /// The input topic.
+    pub stream: Stream,
+    /// The key's partition.
+    pub home: i32,
+    /// Where it was read.
+    pub from: Position,
+    pub key: Vec<u8>,
+    pub payload: Option<Vec<u8>>,
+    pub authority: Authority,
 }
 
 impl Core {
@@ -173,6 +189,7 @@ impl Core {
         folded.sort_by_key(|f| f.part);
         for f in folded {
             self.batch.dead.extend(f.dead);
+            self.batch.moved.extend(f.moved);
             for (k, n) in f.outcomes {
                 *self.batch.outcomes.entry(k).or_default() += n;
             }
@@ -259,12 +276,17 @@ fn fold_partition(part: Part, owned: &mut Owned, queue: &Queue, inputs: &Inputs<
         if let (Some(k), Some(&n)) = (key, inputs.counts.get(&stream)) {
             let home = partition::partition_for(k.as_bytes(), n);
             if home != partition {
-                out.dead.push(dead(
-                    "wrong_partition",
-                    format!(
-                        "key {k:?} belongs on partition {home} of {n} (murmur2, Kafka's default partitioner), not {partition}: produce with the murmur2 partitioner (librdkafka: partitioner=murmur2_random)"
-                    ),
-                ));
+                // A producer with another partitioner (librdkafka's and
+                // Python's, Go's and .NET's clients' default): the record is
+                // written to its key's partition and folded there, once.
+                out.moved.push(Misplaced {
+                    stream,
+                    home,
+                    from: pos,
+                    key: k.as_bytes().to_vec(),
+                    payload: payload.map(<[u8]>::to_vec),
+                    authority: q.authority,
+                });
                 continue;
             }
         }

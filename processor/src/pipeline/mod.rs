@@ -154,6 +154,8 @@ struct Batch {
     /// Next input offset per partition after this batch.
     ends: BTreeMap<Part, i64>,
     dead: Vec<DeadLetter>,
+    /// Records to write to their key's partition.
+    moved: Vec<fold::Misplaced>,
     /// Input records by (kind, outcome), added to the metric at the end of
     /// the batch rather than through a labelled lookup per record.
     outcomes: BTreeMap<(&'static str, &'static str), u64>,

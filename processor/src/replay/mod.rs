@@ -87,6 +87,9 @@ pub struct ReplayReport {
     pub after_until: u64,
     /// Activity events of forgotten users, left out.
     pub forgotten: u64,
+    /// Records on a partition other than their key's, left out: live
+    /// writes a copy to the key's partition, and that copy is folded.
+    pub misplaced: u64,
 }
 
 /// A record's event, decoded and validated.
@@ -119,7 +122,8 @@ pub(crate) struct Input<'a> {
     event: Decoded,
     pos: Position,
     authority: Authority,
-    /// The key belongs on another partition: refused as live refuses it.
+    /// The key belongs on another partition: live moves it there, and the
+    /// copy it writes is what replay folds.
     misplaced: bool,
 }
 
@@ -164,7 +168,7 @@ impl Folded {
         let read = self.read.entry((stream, pos.partition)).or_default();
         read.next_offset = pos.offset + 1;
         if misplaced {
-            report.refused += 1;
+            report.misplaced += 1;
             return;
         }
         let occurred_at = match &event {
