@@ -89,6 +89,25 @@ pub struct AuthArgs {
     /// dropped with a provider's.
     #[arg(long, env = "SESSIONFOLD_JWT_UNMAPPED_ROLES", value_enum)]
     pub jwt_unmapped_roles: Option<Unmapped>,
+    /// Who may enter a room (post a page naming it) and read it: `open`, any
+    /// room; `claim`, only the rooms the token's `--room-claim` names (admins
+    /// and services: any).
+    #[arg(long, env = "SESSIONFOLD_ROOM_ACCESS", value_enum, default_value_t = RoomRule::Open)]
+    pub room_access: RoomRule,
+    /// Path of the claim holding the rooms a token may enter, as an array of
+    /// room names or prefixes ending in `*` (e.g. `["team-7", "/docs/*"]`).
+    #[arg(long, env = "SESSIONFOLD_ROOM_CLAIM", default_value = "rooms")]
+    pub room_claim: String,
+}
+
+/// The `--room-access` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RoomRule {
+    /// Any room.
+    #[default]
+    Open,
+    /// The rooms a token's claim names.
+    Claim,
 }
 
 impl Authenticator {
@@ -125,6 +144,9 @@ impl Authenticator {
         map.names.extend(args.jwt_role_map.iter().cloned());
         if let Some(u) = args.jwt_unmapped_roles {
             map.unmapped = u;
+        }
+        if args.room_access == RoomRule::Claim {
+            map.rooms = Some(args.room_claim.clone());
         }
         Ok(Authenticator::from_key_args(args)?
             .with_policy(&policy)

@@ -43,6 +43,30 @@ impl Claims {
     }
 }
 
+/// Which rooms a caller may enter and read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RoomAccess {
+    /// Any room: a page names the room it joins (the default).
+    #[default]
+    Open,
+    /// Only the rooms the token's room claim names: exact names, or a
+    /// prefix ending in `*`.
+    Only(Vec<String>),
+}
+
+impl RoomAccess {
+    /// Whether `room` is one of those allowed.
+    pub fn allows(&self, room: &str) -> bool {
+        match self {
+            RoomAccess::Open => true,
+            RoomAccess::Only(patterns) => patterns.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => room.starts_with(prefix),
+                None => p == room,
+            }),
+        }
+    }
+}
+
 /// The identity behind a request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
@@ -55,6 +79,8 @@ pub struct Caller {
     /// When the token expires (seconds since the epoch); a stream opened
     /// with it closes then.
     pub expires_at: Option<u64>,
+    /// The rooms it may enter and read.
+    pub rooms: RoomAccess,
 }
 
 impl Caller {
@@ -65,6 +91,7 @@ impl Caller {
             roles: vec![ROLE_ADMIN.into(), ROLE_SERVICE.into()],
             permissions: Vec::new(),
             expires_at: None,
+            rooms: RoomAccess::Open,
         }
     }
 
@@ -123,6 +150,12 @@ impl Caller {
     /// May see one user's presence.
     pub fn sees_presence_of(&self, user_id: &str) -> bool {
         self.sees_all_presence() || self.user_id == user_id
+    }
+
+    /// May enter `room` (post a page naming it) and read it: any room for
+    /// an admin or a service, else what the room rule allows.
+    pub fn may_enter_room(&self, room: &str) -> bool {
+        self.is_admin() || self.is_service() || self.rooms.allows(room)
     }
 
     /// May see every import, legacy ones included, and the import monitor.

@@ -44,6 +44,9 @@ pub struct ClaimMap {
     pub names: Vec<(String, String)>,
     /// What becomes of a role value `names` does not map.
     pub unmapped: Unmapped,
+    /// With rooms limited by a claim: its path (an array of room names or
+    /// prefixes ending in `*`); `None`: every room is open.
+    pub rooms: Option<String>,
 }
 
 /// What becomes of a provider's role value that the role map does not name.
@@ -100,6 +103,7 @@ impl ClaimMap {
                 Preset::Sessionfold => Unmapped::Keep,
                 _ => Unmapped::Drop,
             },
+            rooms: None,
         }
     }
 
@@ -160,6 +164,17 @@ fn strings(claims: &Value, path: &str) -> Vec<String> {
             .map(str::to_owned)
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+impl ClaimMap {
+    /// The rooms a token may enter: all of them without a room claim, else
+    /// those its claim names (none when it has no such claim).
+    pub fn room_access(&self, claims: &Value) -> crate::caller::RoomAccess {
+        match &self.rooms {
+            None => crate::caller::RoomAccess::Open,
+            Some(path) => crate::caller::RoomAccess::Only(strings(claims, path)),
+        }
     }
 }
 
@@ -255,6 +270,7 @@ mod tests {
                 ("ops".into(), "admin".into()),
             ],
             unmapped: Unmapped::Keep,
+            rooms: None,
         };
         let t = json!({"user": {"id": 42}, "scope": "openid presence:all ops"});
         assert_eq!(

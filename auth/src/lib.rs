@@ -20,8 +20,8 @@ mod extract;
 mod keys;
 pub mod verify;
 
-pub use args::{AuthArgs, MIN_SECRET_BYTES, check_secret, is_url};
-pub use caller::{Caller, Claims};
+pub use args::{AuthArgs, MIN_SECRET_BYTES, RoomRule, check_secret, is_url};
+pub use caller::{Caller, Claims, RoomAccess};
 pub use claims::{ClaimMap, Preset, Unmapped};
 pub use keys::parse_algorithm;
 pub use verify::{Authenticator, KeysHandle, LEEWAY_SECONDS, Policy, mint_hs256, mint_rs256};

@@ -428,6 +428,7 @@ impl Authenticator {
             roles,
             permissions,
             expires_at: exp,
+            rooms: self.claims.room_access(&claims),
         })
     }
 }

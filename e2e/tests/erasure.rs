@@ -257,3 +257,144 @@ async fn a_forgotten_user_is_gone_from_state_views_and_replays() -> anyhow::Resu
     }
     Ok(())
 }
+
+/// An erasure is kept once: the same request again writes nothing and
+/// answers with the erasure kept, another rule for the imports is refused
+/// (409, by the route and by the CLI), so compaction keeps the rule that was
+/// applied. After it, nothing of the user comes back: not an event written
+/// straight to the topic, not a beacon of a ticket issued before, not the
+/// stream's resume buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_is_kept_once_and_nothing_of_the_user_comes_back() -> anyhow::Result<()> {
+    const EVE: &str = "er-eve-3";
+    let stack = Stack::start("erasure-once", &[], &[]).await?;
+    let topics = Topics::new(&stack.prefix);
+    let admin = token("root", &["admin"], &[]);
+    let eve = token(EVE, &[], &[]);
+    let activity = format!("{}/v1/activity", stack.producer.url);
+    let user_url = format!("{}/v1/presence/users/{EVE}", stack.projections.url);
+    let stream = format!("{}/v1/stream", stack.projections.url);
+    let mut watcher = sessionfold_e2e::SseClient::connect(&stream, &admin, None).await?;
+    let (status, answer) = post_json_as(
+        &activity,
+        &json!({"kind": "session_started", "user_id": EVE, "session_id": "eve-tab",
+                "email": "eve@example.com", "page": "/eve-private"}),
+        Some(&eve),
+    )
+    .await?;
+    assert_eq!(status, 202, "{answer}");
+    // The first change held in the stream's buffer is eve's.
+    let first = loop {
+        let Some(e) = watcher.next(Duration::from_secs(60)).await? else {
+            anyhow::bail!("no change of eve on the stream");
+        };
+        if e.data["user_id"] == EVE {
+            break e
+                .id
+                .ok_or_else(|| anyhow::anyhow!("an event without an id"))?;
+        }
+    };
+    let ticket_url = format!("{}/v1/sessions/eve-tab/end-ticket", stack.producer.url);
+    let (status, t) = post_json_as(&ticket_url, &json!({}), Some(&eve)).await?;
+    assert_eq!(status, 200, "{t}");
+    let ticket = t["ticket"].as_str().unwrap_or_default().to_owned();
+
+    let erase = format!("{}/v1/users/{EVE}/erasure", stack.producer.url);
+    let (status, kept) = post_json_as(&erase, &json!({"imports": "delete"}), Some(&admin)).await?;
+    assert_eq!(status, 202, "{kept}");
+    let (status, again) = post_json_as(&erase, &json!({"imports": "delete"}), Some(&admin)).await?;
+    assert_eq!(
+        (status, &again),
+        (200, &kept),
+        "the same rule again answers the kept erasure"
+    );
+    let (status, other) = post_json_as(
+        &erase,
+        &json!({"imports": {"transfer_to": "er-frank"}}),
+        Some(&admin),
+    )
+    .await?;
+    assert_eq!(status, 409, "{other}");
+    assert_eq!(other["kept"], kept);
+    let out = std::process::Command::new(bin("sessionfold-producer")?)
+        .args([
+            "forget",
+            EVE,
+            "--transfer-imports-to",
+            "er-frank",
+            "--brokers",
+        ])
+        .arg(brokers())
+        .args(["--topic-prefix", &stack.prefix])
+        .output()?;
+    assert!(!out.status.success(), "the CLI must refuse another rule");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another rule"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = consume_all(&topics.erasures, 2, Duration::from_secs(5)).await?;
+    assert_eq!(records.len(), 1, "one erasure record for eve: {records:?}");
+
+    eventually(Duration::from_secs(60), "eve gone", || async {
+        Ok((get_json_as(&user_url, Some(&admin)).await?.0 == 404).then_some(()))
+    })
+    .await?;
+    // A beacon with the ticket issued before: refused, nothing written.
+    let beacon = reqwest::Client::new()
+        .post(format!("{}/v1/activity/end", stack.producer.url))
+        .header("content-type", "text/plain")
+        .body(json!({"ticket": ticket, "reason": "closed"}).to_string())
+        .send()
+        .await?;
+    assert_eq!(beacon.status().as_u16(), 410);
+    // An event written straight to the topic, past the ingest: left out.
+    let feeder = sessionfold_e2e::Feeder::new(&stack.prefix)?;
+    feeder
+        .send(&[sessionfold_e2e::activity(
+            "eve-direct".into(),
+            EVE,
+            sessionfold_e2e::now_millis(),
+            true,
+        )])
+        .await?;
+    eventually(Duration::from_secs(60), "the direct event left out", || async {
+        let n = stack
+            .processor
+            .metric("sessionfold_processor_events_in_total{kind=\"page_viewed\",outcome=\"forgotten\"}")
+            .await?;
+        Ok((n == 1.0).then_some(()))
+    })
+    .await?;
+    assert_eq!(get_json_as(&user_url, Some(&admin)).await?.0, 404);
+    // The resume buffer no longer holds eve's state: resuming from before
+    // her first change brings only her deletion.
+    let mut resumed = sessionfold_e2e::SseClient::connect(&stream, &admin, Some(&first)).await?;
+    let held = resumed.drain(Duration::from_millis(500)).await?;
+    let eves: Vec<(&str, &serde_json::Value)> = held
+        .iter()
+        .filter(|e| e.data["user_id"] == EVE)
+        .map(|e| (e.event.as_str(), &e.data))
+        .collect();
+    assert!(
+        eves.iter()
+            .any(|(kind, d)| *kind == "presence" && d["change"] == "deleted"),
+        "the deletion is held: {held:?}"
+    );
+    // Her deletion and her leaving the room she was in; nothing of her state.
+    assert!(
+        eves.iter().all(|(kind, d)| match *kind {
+            "presence" => d["change"] == "deleted" && d["user"].is_null(),
+            "room" => d["change"] == "leave",
+            _ => false,
+        }),
+        "{eves:?}"
+    );
+    assert!(
+        !held
+            .iter()
+            .any(|e| e.data.to_string().contains("eve@example.com")),
+        "{held:?}"
+    );
+    Ok(())
+}

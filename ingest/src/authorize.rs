@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 use sessionfold_auth::Caller;
-use sessionfold_schemas::{ActivityEvent, ImportBody, ImportEvent};
+use sessionfold_schemas::{ActivityBody, ActivityEvent, ImportBody, ImportEvent};
 
 use crate::parse::{FieldError, item_path};
 
@@ -63,6 +63,21 @@ pub fn authorize(caller: &Caller, event: Event<'_>) -> Result<(), Forbidden> {
         Event::Activity(e) => {
             if !caller.may_act_for(&e.user_id) {
                 return Err(Forbidden::at("user_id", FOR_OWN_SUB));
+            }
+            // A page names the room it joins: only one the room rule allows.
+            let page = match &e.body {
+                ActivityBody::SessionStarted(s) => s.page.as_deref(),
+                ActivityBody::Heartbeat { page, .. } => page.as_deref(),
+                ActivityBody::PageViewed { page, .. } => Some(page.as_str()),
+                ActivityBody::SessionEnded { .. } => None,
+            };
+            if let Some(room) = page.filter(|room| !caller.may_enter_room(room)) {
+                return Err(Forbidden::at(
+                    "page",
+                    format!(
+                        "{room:?} is a room this token may not enter (its room claim does not name it)"
+                    ),
+                ));
             }
         }
         Event::Import(e, owner) => {
@@ -143,7 +158,8 @@ pub fn authorize_request<'a>(
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use sessionfold_schemas::{ActivityBody, Interaction};
+    use sessionfold_auth::RoomAccess;
+    use sessionfold_schemas::Interaction;
 
     use super::*;
 
@@ -244,6 +260,49 @@ pub(crate) mod tests {
         let svc = caller("svc", &["service"], &[]);
         assert_eq!(
             authorize(&svc, Event::Import(&started, Some(Some("bob")))),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_page_enters_only_a_room_the_rule_allows() {
+        let view = |page: &str| ActivityEvent {
+            event_id: "e".into(),
+            occurred_at: 0,
+            user_id: "ann".into(),
+            session_id: "s".into(),
+            body: ActivityBody::PageViewed {
+                page: page.into(),
+                title: None,
+            },
+            received_at: None,
+        };
+        let open = caller("ann", &[], &[]);
+        assert_eq!(authorize(&open, Event::Activity(&view("/secret"))), Ok(()));
+        let limited = Caller {
+            rooms: RoomAccess::Only(vec!["team-7".into(), "/docs/*".into()]),
+            ..caller("ann", &[], &[])
+        };
+        for allowed in ["team-7", "/docs/", "/docs/intro"] {
+            assert_eq!(
+                authorize(&limited, Event::Activity(&view(allowed))),
+                Ok(()),
+                "{allowed}"
+            );
+        }
+        for refused in ["team-70", "/doc", "/secret"] {
+            assert_eq!(
+                authorize(&limited, Event::Activity(&view(refused))).map_err(|f| f.field),
+                Err(Some("page")),
+                "{refused}"
+            );
+        }
+        let service = Caller {
+            rooms: RoomAccess::Only(Vec::new()),
+            ..caller("svc", &["service"], &[])
+        };
+        assert_eq!(
+            authorize(&service, Event::Activity(&view("/secret"))),
             Ok(())
         );
     }

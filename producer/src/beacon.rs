@@ -154,6 +154,9 @@ pub(crate) async fn end_ticket(
     caller: Caller,
     Path(session_id): Path<String>,
 ) -> Response {
+    if let Err(e) = state.throttle(crate::throttle::Route::EndTicket, &caller.user_id) {
+        return crate::refused(&state, e);
+    }
     if let Err(e) = sessionfold_schemas::check_id("session_id", &session_id) {
         return ApiError::BadRequest(FieldError {
             field: "session_id".into(),
@@ -176,9 +179,15 @@ pub(crate) async fn end_ticket(
 /// preflight). Ends the ticket's session.
 pub(crate) async fn end_session(
     State(state): State<AppState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let result = end(&state, body);
+    let client = crate::client_address(&state, peer, &headers)
+        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    let result = state
+        .throttle(crate::throttle::Route::Beacon, &client)
+        .and_then(|()| end(&state, body));
     answer(&state, result)
 }
 

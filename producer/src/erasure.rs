@@ -60,8 +60,10 @@ fn owned_imports(body: &serde_json::Value) -> Result<OwnedImports, FieldError> {
 
 /// `POST /v1/users/{user_id}/erasure`: an admin or a service forgets a
 /// user. Answers 202 once the erasure is on the broker; the processor and
-/// the projections drop the user within moments. Repeating it is harmless:
-/// the first erasure's import rule stands.
+/// the projections drop the user within moments. Repeating it is harmless
+/// and writes nothing: the same rule answers 200 with the erasure kept, a
+/// different rule 409, since what the first did to the user's imports
+/// cannot be undone.
 pub(crate) async fn post_erasure(
     State(state): State<AppState>,
     caller: Caller,
@@ -70,22 +72,51 @@ pub(crate) async fn post_erasure(
 ) -> Response {
     let result = erase(&state, &caller, user_id, body).await;
     match result {
-        Ok(e) => (
-            StatusCode::ACCEPTED,
-            Json(serde_json::json!({
-                "user_id": e.user_id,
-                "erased_at": chrono::DateTime::from_timestamp_millis(e.erased_at)
-                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-                "requested_by": e.requested_by,
-                "imports": match &e.imports {
-                    OwnedImports::Delete => serde_json::json!("delete"),
-                    OwnedImports::TransferTo(to) => serde_json::json!({ "transfer_to": to }),
-                },
-            })),
+        Ok((e, fresh)) => (
+            if fresh {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            },
+            Json(described(&e)),
         )
             .into_response(),
         Err(e) => refused(&state, e),
     }
+}
+
+fn described(e: &UserErased) -> serde_json::Value {
+    serde_json::json!({
+        "user_id": e.user_id,
+        "erased_at": chrono::DateTime::from_timestamp_millis(e.erased_at)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        "requested_by": e.requested_by,
+        "imports": match &e.imports {
+            OwnedImports::Delete => serde_json::json!("delete"),
+            OwnedImports::TransferTo(to) => serde_json::json!({ "transfer_to": to }),
+        },
+    })
+}
+
+/// The erasure of `user_id` already on the broker, if any: the follower's
+/// view, else the topic read to its end (another instance may have written
+/// one a moment ago).
+async fn kept(state: &AppState, user_id: &str) -> Result<Option<UserErased>, ApiError> {
+    if let Some(e) = sessionfold_edge::read(&state.erasures).get(user_id) {
+        return Ok(Some(e.clone()));
+    }
+    let (brokers, topic, contract) = (
+        state.brokers.to_string(),
+        state.topics.erasures.clone(),
+        (*state.contract).clone(),
+    );
+    let all = tokio::task::spawn_blocking(move || {
+        sessionfold_edge::follow::read_erasures(&brokers, &topic, &contract)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(format!("reading the erasures: {e}")))?;
+    Ok(all.get(user_id).cloned())
 }
 
 async fn erase(
@@ -93,12 +124,13 @@ async fn erase(
     caller: &Caller,
     user_id: String,
     body: Result<Bytes, BytesRejection>,
-) -> Result<UserErased, ApiError> {
+) -> Result<(UserErased, bool), ApiError> {
     if !(caller.is_admin() || caller.is_service()) {
         return Err(ApiError::Forbidden(
             "only an admin or a service may forget a user".into(),
         ));
     }
+    state.throttle(crate::throttle::Route::Erasure, &caller.user_id)?;
     let body = json_body(state, body)?;
     let imports = owned_imports(&body).map_err(ApiError::BadRequest)?;
     let erasure = UserErased {
@@ -116,17 +148,44 @@ async fn erase(
             message: e.to_string(),
         })
     })?;
-    sessionfold_edge::follow::publish_erasure(
-        &state.brokers,
-        &state.topics.erasures,
-        &state.contract,
-        &erasure,
-    )
-    .await
-    .map_err(|e| ApiError::Internal(format!("writing the erasure of {}: {e}", erasure.user_id)))?;
+    if let Some(first) = kept(state, &erasure.user_id).await? {
+        if first.imports == erasure.imports {
+            return Ok((first, false));
+        }
+        return Err(ApiError::Conflict {
+            message: format!(
+                "user {:?} was forgotten already with another rule for their imports; that rule stands",
+                first.user_id
+            ),
+            kept: described(&first),
+        });
+    }
+    let bytes = state
+        .contract
+        .encode_erasure(&erasure)
+        .map_err(|e| ApiError::Internal(format!("encoding the erasure: {e}")))?;
+    // Through the ingest's own producer, waiting for the broker.
+    let acks = crate::Acks::new(1);
+    state
+        .sink
+        .send(
+            &state.topics.erasures,
+            &erasure.user_id,
+            &bytes,
+            None,
+            Some(acks.clone()),
+        )
+        .map_err(|e| {
+            ApiError::Internal(format!("writing the erasure of {}: {e}", erasure.user_id))
+        })?;
+    acks.wait(std::time::Duration::from_secs(30))
+        .await
+        .map_err(|e| {
+            ApiError::Internal(format!("writing the erasure of {}: {e}", erasure.user_id))
+        })?;
     tracing::info!(user = %erasure.user_id, by = %erasure.requested_by, "user forgotten");
     // This instance refuses the user's events at once; others when their
     // follower reads the record.
     sessionfold_edge::write(&state.erasures).insert(erasure.clone());
-    Ok(erasure)
+    Ok((erasure, true))
 }

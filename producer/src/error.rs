@@ -17,6 +17,17 @@ pub enum ApiError {
     /// The events name a user who asked to be forgotten.
     #[error("{0}")]
     Gone(FieldError),
+    /// The request contradicts what is kept; `kept` says what.
+    #[error("{message}")]
+    Conflict {
+        /// What contradicts what.
+        message: String,
+        /// The record that stands.
+        kept: serde_json::Value,
+    },
+    /// The caller is over its share of a limited route; retry after this long.
+    #[error("too many requests")]
+    TooMany(std::time::Duration),
     /// The body is over the size limit.
     #[error("{0}")]
     TooLarge(String),
@@ -53,6 +64,8 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Gone(_) => "forgotten",
             ApiError::TooLarge(_) => "too_large",
+            ApiError::Conflict { .. } => "conflict",
+            ApiError::TooMany(_) => "rate_limited",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Replacing { .. } => "replacing_producer",
             ApiError::NotAcknowledged(_) => "not_acknowledged",
@@ -93,6 +106,22 @@ impl IntoResponse for ApiError {
                 Json(json!({ "error": f.to_string(), "field": f.field })),
             )
                 .into_response(),
+            ApiError::Conflict { message, kept } => (
+                StatusCode::CONFLICT,
+                Json(json!({ "error": message, "kept": kept })),
+            )
+                .into_response(),
+            ApiError::TooMany(wait) => {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let mut r = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(json!({ "error": format!("too many requests on this route from this caller; retry in {secs} s") })),
+                )
+                    .into_response();
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                r
+            }
             ApiError::TooLarge(m) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({ "error": m }))).into_response()
             }

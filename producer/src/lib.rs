@@ -15,6 +15,7 @@ pub use sessionfold_ingest as input;
 pub mod owners;
 pub mod simulate;
 mod sink;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,6 +138,8 @@ pub struct AppState {
     brokers: Arc<str>,
     /// Signs and checks the end tickets of browser sessions.
     pub tickets: beacon::Tickets,
+    /// Per-caller limits of the costly routes.
+    throttle: Arc<throttle::Throttle>,
 }
 
 /// How the ingest frames the Avro records it writes.
@@ -224,7 +227,13 @@ impl AppState {
             erasures: Arc::default(),
             brokers: brokers.into(),
             tickets: beacon::Tickets::default(),
+            throttle: Arc::default(),
         })
+    }
+
+    /// Counts one call of `route` by `key`; refuses it past the caller's share.
+    pub(crate) fn throttle(&self, route: throttle::Route, key: &str) -> Result<(), ApiError> {
+        self.throttle.check(route, key).map_err(ApiError::TooMany)
     }
 
     /// The sink, to flush on shutdown.
@@ -398,7 +407,24 @@ async fn post_activity(
     query: Result<Query<AckQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let client = peer.map(|Extension(ConnectInfo(p))| {
+    let client = client_address(&state, peer, &headers);
+    let result = match ack_mode(query, Ack::Buffer)
+        .and_then(|ack| ingest_activity(&state, &caller, client, body, ack))
+    {
+        Ok(queued) => settle(&state, queued).await,
+        Err(e) => Err(e),
+    };
+    answer(&state, result)
+}
+
+/// The client behind a request: the connection's peer, or what trusted
+/// proxies say in `X-Forwarded-For`.
+pub(crate) fn client_address(
+    state: &AppState,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: &HeaderMap,
+) -> Option<std::net::IpAddr> {
+    peer.map(|Extension(ConnectInfo(p))| {
         // Proxies may add their hop as a header line of its own: the lines
         // together are one list (RFC 9110 §5.3), read from the right.
         let forwarded = headers
@@ -408,14 +434,7 @@ async fn post_activity(
             .collect::<Vec<_>>()
             .join(",");
         input::address::client_address(p.ip(), Some(&forwarded), &state.limits.trusted_proxies)
-    });
-    let result = match ack_mode(query, Ack::Buffer)
-        .and_then(|ack| ingest_activity(&state, &caller, client, body, ack))
-    {
-        Ok(queued) => settle(&state, queued).await,
-        Err(e) => Err(e),
-    };
-    answer(&state, result)
+    })
 }
 
 fn ingest_activity(

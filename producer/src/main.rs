@@ -249,6 +249,30 @@ async fn forget(a: ForgetArgs) -> anyhow::Result<()> {
         },
     };
     let contract = sessionfold_schemas::Contract::load()?;
+    // The first erasure's rule stands: a repeat writes nothing, another rule
+    // is refused (what the first did to the imports cannot be undone).
+    let known = {
+        let (brokers, topic, contract) = (
+            a.common.brokers.clone(),
+            topics.erasures.clone(),
+            contract.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            sessionfold_edge::follow::read_erasures(&brokers, &topic, &contract)
+        })
+        .await??
+    };
+    if let Some(first) = known.get(&erasure.user_id) {
+        if first.imports == erasure.imports {
+            tracing::info!(user = %first.user_id, imports = ?first.imports, "user forgotten already with this rule; nothing written");
+            return Ok(());
+        }
+        anyhow::bail!(
+            "user {:?} was forgotten already with another rule for their imports ({:?}); that rule stands",
+            first.user_id,
+            first.imports
+        );
+    }
     sessionfold_edge::follow::publish_erasure(
         &a.common.brokers,
         &topics.erasures,

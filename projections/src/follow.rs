@@ -184,6 +184,7 @@ fn apply_batch(
                     Audience::Room {
                         room: c.room,
                         user: c.user_id,
+                        change: c.change,
                     },
                     data,
                 );

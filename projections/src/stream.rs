@@ -19,6 +19,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use sessionfold_auth::Caller;
+use sessionfold_views::rooms::Move;
 use tokio::sync::broadcast;
 
 /// Who may see a change.
@@ -33,13 +34,16 @@ pub enum Audience {
         /// Owner before the change, when it changed.
         previous: Option<String>,
     },
-    /// A user joined, left or moved within a room: for the room's members,
-    /// the user itself, and whoever sees all presence.
+    /// A user joined, left or moved within a room: for the room's members
+    /// (since they joined, and while the room rule lets them in), the user
+    /// itself, and whoever sees all presence.
     Room {
         /// The room.
         room: String,
         /// The user who moved.
         user: String,
+        /// What the move was.
+        change: Move,
     },
 }
 
@@ -48,16 +52,26 @@ pub type Membership = Box<dyn Fn(&str, &str) -> bool + Send + Sync>;
 
 impl Audience {
     /// True when `caller` may receive the change; `member` says who is in
-    /// which room.
-    pub fn admits(&self, caller: &Caller, member: &dyn Fn(&str, &str) -> bool) -> bool {
+    /// which room now and since which change (`Some(0)`: since before any
+    /// change held, `None`: not in it).
+    pub fn admits(
+        &self,
+        caller: &Caller,
+        seq: u64,
+        member: &dyn Fn(&str, &str) -> Option<u64>,
+    ) -> bool {
         match self {
             Audience::Presence(user) => caller.sees_presence_of(user),
             Audience::Import { owner, previous } => {
                 caller.sees_import_of(owner.as_deref())
                     || previous.as_deref() == Some(caller.user_id.as_str())
             }
-            Audience::Room { room, user } => {
-                caller.sees_presence_of(user) || member(room, &caller.user_id)
+            // A member sees the room from the moment it joined, never what
+            // happened there before (a resume with an older id included).
+            Audience::Room { room, user, .. } => {
+                caller.sees_presence_of(user)
+                    || (caller.may_enter_room(room)
+                        && member(room, &caller.user_id).is_some_and(|since| seq >= since))
             }
         }
     }
@@ -79,6 +93,10 @@ pub struct Change {
 struct Held {
     next_seq: u64,
     recent: VecDeque<Arc<Change>>,
+    /// The change with which a user last joined a room, for joins still
+    /// among the held changes: one who joined before the oldest held change
+    /// has been in the room through all of them. Bounded by the buffer.
+    joins: std::collections::HashMap<(String, String), u64>,
     /// The first sequence number still complete here: changes before it
     /// were evicted. Changes taken out for a deleted user leave gaps that do
     /// not count: what is missing there must not be resent.
@@ -118,6 +136,7 @@ impl Hub {
                 next_seq: 1,
                 oldest: 1,
                 recent: VecDeque::new(),
+                joins: std::collections::HashMap::new(),
             }),
             tx,
             closing: tokio::sync::watch::channel(false).0,
@@ -131,8 +150,14 @@ impl Hub {
     }
 
     fn admits(&self, change: &Change, caller: &Caller) -> bool {
-        let member = |room: &str, user: &str| self.membership.get().is_some_and(|m| m(room, user));
-        change.audience.admits(caller, &member)
+        let member = |room: &str, user: &str| {
+            if !self.membership.get().is_some_and(|m| m(room, user)) {
+                return None;
+            }
+            let key = (room.to_owned(), user.to_owned());
+            Some(self.held().joins.get(&key).copied().unwrap_or(0))
+        };
+        change.audience.admits(caller, change.seq, &member)
     }
 
     /// Ends every open stream with a `closing` event; the service is stopping.
@@ -159,9 +184,39 @@ impl Hub {
             data,
         });
         held.next_seq += 1;
+        if let Audience::Room {
+            room,
+            user,
+            change: m,
+        } = &change.audience
+        {
+            let key = (room.clone(), user.clone());
+            match m {
+                Move::Join => {
+                    held.joins.insert(key, change.seq);
+                }
+                Move::Leave => {
+                    held.joins.remove(&key);
+                }
+                Move::Update => {}
+            }
+        }
         if held.recent.len() == self.capacity {
             if let Some(gone) = held.recent.pop_front() {
                 held.oldest = gone.seq + 1;
+                // A join no longer held: the member was in the room through
+                // every change still held.
+                if let Audience::Room {
+                    room,
+                    user,
+                    change: Move::Join,
+                } = &gone.audience
+                {
+                    let key = (room.clone(), user.clone());
+                    if held.joins.get(&key) == Some(&gone.seq) {
+                        held.joins.remove(&key);
+                    }
+                }
             }
         }
         held.recent.push_back(change.clone());
@@ -488,9 +543,9 @@ mod tests {
         let bob = caller("bob", &[]);
         let cy = caller("cy", &[]);
         let admin = caller("root", &["admin"]);
-        // Only bob is in /quiz.
-        let member = |room: &str, user: &str| room == "/quiz" && user == "bob";
-        let admits = |a: &Audience, c: &Caller| a.admits(c, &member);
+        // Only bob is in /quiz, since change 5.
+        let member = |room: &str, user: &str| (room == "/quiz" && user == "bob").then_some(5);
+        let admits = |a: &Audience, c: &Caller| a.admits(c, 7, &member);
         let moved = Audience::Import {
             owner: Some("bob".into()),
             previous: Some("ada".into()),
@@ -507,8 +562,46 @@ mod tests {
         let left = Audience::Room {
             room: "/quiz".into(),
             user: "ada".into(),
+            change: Move::Leave,
         };
         assert!(admits(&left, &ada) && admits(&left, &bob) && admits(&left, &admin));
         assert!(!admits(&left, &cy));
+        // What happened before bob joined is not his to see.
+        assert!(!left.admits(&bob, 4, &member));
+        // With rooms limited by a claim, a member the claim does not let in sees nothing.
+        let limited = Caller {
+            rooms: sessionfold_auth::RoomAccess::Only(vec!["/docs/*".into()]),
+            ..bob.clone()
+        };
+        assert!(!admits(&left, &limited));
+    }
+
+    #[tokio::test]
+    async fn a_member_resuming_from_before_it_joined_gets_only_what_came_after() {
+        let hub = Arc::new(Hub::new("e7".into(), 100));
+        let room = |user: &str, change: Move| {
+            hub.publish(
+                "room",
+                Audience::Room {
+                    room: "/quiz".into(),
+                    user: user.into(),
+                    change,
+                },
+                format!("{user} {change:?}"),
+            )
+        };
+        room("ada", Move::Join);
+        room("ada", Move::Update);
+        room("bob", Move::Join);
+        room("ada", Move::Leave);
+        let in_room = |r: &str, u: &str| r == "/quiz" && u == "bob";
+        hub.set_membership(Box::new(in_room));
+        let got = take(
+            events(hub.clone(), caller("bob", &[]), Some("e7-0".into())),
+            2,
+        )
+        .await;
+        assert!(got[0].contains("bob Join"), "{got:?}");
+        assert!(got[1].contains("ada Leave"), "{got:?}");
     }
 }

@@ -33,7 +33,9 @@ pub(crate) async fn room(
 ) -> Result<Response, ApiError> {
     let unknown = || ApiError::NotFound(format!("nobody in room {room:?}"));
     let view = s.presence();
-    if !(caller.sees_all_presence() || view.in_room(&room, &caller.user_id)) {
+    if !(caller.sees_all_presence()
+        || (caller.may_enter_room(&room) && view.in_room(&room, &caller.user_id)))
+    {
         return Err(unknown());
     }
     let limit = q.limit.unwrap_or(DEFAULT_MEMBERS).clamp(1, 10_000);
@@ -56,7 +58,12 @@ pub(crate) async fn busiest(
     let list = if caller.sees_all_presence() {
         rooms.busiest(limit, None)
     } else {
-        rooms.busiest(limit, Some(&view.rooms_of(&caller.user_id)))
+        let mine: Vec<String> = view
+            .rooms_of(&caller.user_id)
+            .into_iter()
+            .filter(|r| caller.may_enter_room(r))
+            .collect();
+        rooms.busiest(limit, Some(&mine))
     };
     Ok(Json(serde_json::json!({
         "as_of": rfc3339(now_millis()),
