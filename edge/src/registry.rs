@@ -56,6 +56,9 @@ impl std::fmt::Debug for Registry {
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
+/// Largest registry answer read.
+pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
 fn registry_error(what: impl Into<String>, reason: impl std::fmt::Display) -> EdgeError {
     EdgeError::Registry {
         what: what.into(),
@@ -99,9 +102,30 @@ impl Registry {
         what: &str,
         r: reqwest::RequestBuilder,
     ) -> Result<(u16, Value), EdgeError> {
-        let resp = r.send().await.map_err(|e| registry_error(what, e))?;
+        let mut resp = r.send().await.map_err(|e| registry_error(what, e))?;
         let status = resp.status().as_u16();
-        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        // A schema is a few kilobytes; a registry (or something posing as
+        // one) that sends more is not read into memory.
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+        {
+            return Err(registry_error(
+                what,
+                format!("answer over {MAX_RESPONSE_BYTES} bytes"),
+            ));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| registry_error(what, e))? {
+            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(registry_error(
+                    what,
+                    format!("answer over {MAX_RESPONSE_BYTES} bytes"),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let body = serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null);
         Ok((status, body))
     }
 
@@ -178,9 +202,23 @@ impl Registry {
 /// Schema ids resolved by a background task and cached: a lookup blocks the
 /// caller (a processing thread) at most [`LOOKUP_WAIT`].
 pub struct RegistryIds {
-    known: RwLock<HashMap<u32, Result<u64, String>>>,
+    known: RwLock<HashMap<u32, Known>>,
     wanted: tokio::sync::mpsc::UnboundedSender<u32>,
 }
+
+/// What the registry said of one id, and when.
+#[derive(Debug, Clone)]
+enum Known {
+    /// The fingerprint of the schema registered under it.
+    Found(u64),
+    /// Why it cannot be read, as of `at`: forgotten after [`REFUSAL_TTL`],
+    /// since the id may be registered a moment later (a producer that
+    /// writes before it registers, a registry being restored).
+    Refused { why: String, at: Instant },
+}
+
+/// How long a refused id is answered from the cache before it is asked again.
+pub const REFUSAL_TTL: Duration = Duration::from_secs(30);
 
 /// Most ids cached before the refused ones are forgotten.
 const MAX_CACHED: usize = 10_000;
@@ -218,9 +256,16 @@ impl RegistryIds {
                 let mut known = crate::write(&ids.known);
                 // Made-up ids must not grow the cache without bound.
                 if found.is_err() && known.len() >= MAX_CACHED {
-                    known.retain(|_, v| v.is_ok());
+                    known.retain(|_, v| matches!(v, Known::Found(_)));
                 }
-                known.insert(id, found);
+                let entry = match found {
+                    Ok(f) => Known::Found(f),
+                    Err(why) => Known::Refused {
+                        why,
+                        at: Instant::now(),
+                    },
+                };
+                known.insert(id, entry);
             }
         });
         ids
@@ -228,7 +273,11 @@ impl RegistryIds {
 
     fn cached(&self, id: u32) -> Option<Result<u64, String>> {
         let known = crate::read(&self.known);
-        known.get(&id).cloned()
+        match known.get(&id)? {
+            Known::Found(f) => Some(Ok(*f)),
+            Known::Refused { why, at } if at.elapsed() < REFUSAL_TTL => Some(Err(why.clone())),
+            Known::Refused { .. } => None,
+        }
     }
 }
 
