@@ -9,10 +9,44 @@ use serde_json::json;
 use sessionfold_e2e::{Stack, eventually, get_json_as, post_json_as, token};
 
 const ORIGIN: &str = "http://app.example.test";
+/// The end tickets' own key, so the test can sign tickets as an attacker
+/// with the key would.
+const TICKET_SECRET: &str = "browser-client-test-end-ticket-key-0123";
+
+/// An end ticket signed with `key`, for `user`'s `session`, expiring `exp`
+/// (seconds since the epoch).
+fn ticket_for(key: &str, user: &str, session: &str, exp: u64) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.typ = Some(sessionfold_auth::END_TICKET_TYPE.into());
+    jsonwebtoken::encode(
+        &header,
+        &json!({"sub": user, "sid": session, "aud": sessionfold_auth::END_TICKET_AUDIENCE, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
+    )
+    .unwrap_or_default()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closing_tab_ends_its_session_with_its_end_ticket() -> anyhow::Result<()> {
-    let stack = Stack::start_with("browser", &["--cors-origin", ORIGIN], &[], &[]).await?;
+    let stack = Stack::start_with(
+        "browser",
+        &[
+            "--cors-origin",
+            ORIGIN,
+            "--end-ticket-secret",
+            TICKET_SECRET,
+        ],
+        &[],
+        &[],
+    )
+    .await?;
     let http = reqwest::Client::new();
     let base = &stack.producer.url;
 
@@ -102,11 +136,41 @@ async fn a_closing_tab_ends_its_session_with_its_end_ticket() -> anyhow::Result<
             .body(body.to_string())
             .send()
     };
-    let mut forged = ticket.clone();
-    forged.pop();
-    forged.push(if ticket.ends_with('A') { 'B' } else { 'A' });
-    let r = beacon(json!({"ticket": forged, "reason": "closed"})).await?;
-    assert_eq!(r.status(), 403);
+    // Refused, each with 403 and nothing written: a ticket signed with
+    // another key, one expired past the leeway, the bearer token itself.
+    let forged = ticket_for(
+        "a-key-that-is-not-the-ticket-key-0000",
+        "ann",
+        "tab-1",
+        now() + 600,
+    );
+    let expired = ticket_for(TICKET_SECRET, "ann", "tab-1", now() - 30);
+    for (what, t) in [("forged", &forged), ("expired", &expired), ("bearer", &ann)] {
+        let r = beacon(json!({"ticket": t, "reason": "closed"})).await?;
+        assert_eq!(r.status(), 403, "{what}");
+    }
+    // Another user's ticket ends that user's session, never ann's.
+    let bob = token("bob", &[], &[]);
+    let (status, bobs) = post_json_as(
+        &format!("{base}/v1/sessions/tab-1/end-ticket"),
+        &json!({}),
+        Some(&bob),
+    )
+    .await?;
+    assert_eq!(status, 200, "{bobs}");
+    let r = beacon(json!({"ticket": bobs["ticket"], "event_id": "end-bob", "reason": "closed"}))
+        .await?;
+    assert_eq!(r.status(), 202);
+    // A ticket is no bearer token, at the ingest or at the views.
+    let (status, _) = post_json_as(&format!("{base}/v1/activity"), &start, Some(&ticket)).await?;
+    assert_eq!(status, 401, "a ticket as a bearer token at the ingest");
+    let (status, _) = get_json_as(&user, Some(&ticket)).await?;
+    assert_eq!(status, 401, "a ticket as a bearer token at the views");
+    let (_, still) = get_json_as(&user, Some(&ann)).await?;
+    assert_eq!(
+        still["online"], true,
+        "only ann's own ticket ends her tab: {still}"
+    );
     let r = beacon(json!({"ticket": ticket, "event_id": "end-1", "reason": "closed"})).await?;
     assert_eq!(r.status(), 202);
     assert_eq!(
@@ -123,5 +187,69 @@ async fn a_closing_tab_ends_its_session_with_its_end_ticket() -> anyhow::Result<
     assert_eq!(ended["sessions"][0]["session_id"], "tab-1");
     assert_eq!(ended["sessions"][0]["ended_reason"], "closed");
     assert_eq!(ended["sessions"][0]["active"], false);
+    Ok(())
+}
+
+/// Settings that would make a ticket pass for a bearer token, or forgeable,
+/// stop the producer at start with a clear message; `*` as the CORS origin
+/// lets any page call the ingest, without credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_ticket_keys_are_refused_and_any_origin_is_served() -> anyhow::Result<()> {
+    let prefix = sessionfold_e2e::unique_prefix("tickets");
+    let secret = sessionfold_e2e::TEST_SECRET;
+    for (args, says) in [
+        (
+            vec!["--jwt-secret", secret, "--end-ticket-secret", secret],
+            "equals --jwt-secret",
+        ),
+        (
+            vec!["--jwt-secret", secret, "--end-ticket-secret", ""],
+            "--end-ticket-secret is 0 bytes",
+        ),
+        (
+            vec!["--jwt-secret", secret, "--end-ticket-secret", "short"],
+            "--end-ticket-secret is 5 bytes",
+        ),
+        (
+            vec!["--jwt-secret", "short-jwt-secret"],
+            "--jwt-secret is 16 bytes",
+        ),
+    ] {
+        let mut all = vec!["--topic-prefix", prefix.as_str()];
+        all.extend(args);
+        let (ok, log) =
+            sessionfold_e2e::exits_within("sessionfold-producer", &all, Duration::from_secs(30))?;
+        assert!(!ok, "{says}: started anyway");
+        assert!(log.contains(says), "{says}: {log}");
+    }
+    let dir = sessionfold_e2e::scratch()?;
+    let any = sessionfold_e2e::Service::start(
+        "sessionfold-producer",
+        &prefix,
+        &["--cors-origin", "*"],
+        dir.path(),
+    )
+    .await?;
+    let r = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, format!("{}/v1/activity", any.url))
+        .header("origin", "https://anywhere.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await?;
+    assert_eq!(
+        r.headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("*")
+    );
+    assert!(
+        r.headers()
+            .get("access-control-allow-credentials")
+            .is_none()
+    );
     Ok(())
 }

@@ -99,3 +99,134 @@ async fn supabase_tokens_are_read_with_the_supabase_layout() -> anyhow::Result<(
     assert_eq!((status, me["user_id"].as_str()), (200, Some("bob")));
     Ok(())
 }
+
+fn signed(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes()),
+    )
+    .unwrap_or_default()
+}
+
+fn exp() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() + 3600)
+        .unwrap_or(0)
+}
+
+/// Auth0, Keycloak and Cognito tokens, each read with its preset: the
+/// audience a provider puts in its tokens must be this service's, and a
+/// provider's roles or groups count only where `--jwt-role-map` maps them
+/// (a realm role that happens to be called `admin` is not sessionfold's).
+#[tokio::test(flavor = "multi_thread")]
+async fn auth0_keycloak_and_cognito_tokens_with_their_presets_and_role_maps() -> anyhow::Result<()>
+{
+    let prefix = unique_prefix("idp3");
+    let dir = scratch()?;
+    let exp = exp();
+    let cases: [(&[&str], Vec<(&str, Value, u16)>); 3] = [
+        (
+            &[
+                "--jwt-claims",
+                "auth0",
+                "--jwt-audience",
+                "https://api.sessionfold.test",
+            ],
+            vec![
+                (
+                    "admin by its namespaced role",
+                    json!({"sub": "auth0|1", "aud": "https://api.sessionfold.test",
+                    "https://sessionfold/roles": ["admin"], "exp": exp}),
+                    200,
+                ),
+                (
+                    "a viewer by RBAC permission",
+                    json!({"sub": "auth0|2", "aud": ["https://api.sessionfold.test", "https://tenant.auth0.com/userinfo"],
+                    "permissions": ["USER_VIEW_ACTIVE_SESSIONS"], "exp": exp}),
+                    200,
+                ),
+                (
+                    "a plain user",
+                    json!({"sub": "auth0|3", "aud": "https://api.sessionfold.test", "exp": exp}),
+                    403,
+                ),
+                (
+                    "a token for another API",
+                    json!({"sub": "auth0|1", "aud": "https://billing.test",
+                    "https://sessionfold/roles": ["admin"], "exp": exp}),
+                    401,
+                ),
+            ],
+        ),
+        (
+            &[
+                "--jwt-claims",
+                "keycloak",
+                "--jwt-audience",
+                "account",
+                "--jwt-role-map",
+                "sf-admin=admin",
+            ],
+            vec![
+                (
+                    "the mapped realm role",
+                    json!({"sub": "kc-1", "aud": "account", "typ": "Bearer",
+                    "realm_access": {"roles": ["offline_access", "sf-admin"]}, "exp": exp}),
+                    200,
+                ),
+                (
+                    "a realm role merely named admin",
+                    json!({"sub": "kc-2", "aud": "account",
+                    "realm_access": {"roles": ["admin"]}, "exp": exp}),
+                    403,
+                ),
+                (
+                    "no audience at all",
+                    json!({"sub": "kc-1", "realm_access": {"roles": ["sf-admin"]}, "exp": exp}),
+                    401,
+                ),
+            ],
+        ),
+        (
+            &[
+                "--jwt-claims",
+                "cognito",
+                "--jwt-role-map",
+                "ops=admin,viewers=USER_VIEW_ACTIVE_SESSIONS",
+            ],
+            vec![
+                (
+                    "the mapped group",
+                    json!({"sub": "cg-1", "cognito:groups": ["ops"], "token_use": "access", "exp": exp}),
+                    200,
+                ),
+                (
+                    "a group mapped to a permission",
+                    json!({"sub": "cg-2", "cognito:groups": ["viewers"], "exp": exp}),
+                    200,
+                ),
+                (
+                    "a group merely named admin",
+                    json!({"sub": "cg-3", "cognito:groups": ["admin"], "exp": exp}),
+                    403,
+                ),
+            ],
+        ),
+    ];
+    for (args, tokens) in cases {
+        let projections =
+            Service::start("sessionfold-projections", &prefix, args, dir.path()).await?;
+        let active = format!("{}/v1/presence/active", projections.url);
+        for (what, claims, want) in tokens {
+            let r = reqwest::Client::new()
+                .get(&active)
+                .bearer_auth(signed(claims))
+                .send()
+                .await?;
+            assert_eq!(r.status().as_u16(), want, "{args:?}: {what}");
+        }
+    }
+    Ok(())
+}
