@@ -24,8 +24,18 @@ const { start } = await import(ingest + "/v1/client/sessionfold.js");
 let calls = 0;
 window.tokenCalls = () => calls;
 window.errors = [];
+// Every event kind the client sends, counted as it leaves the page.
+window.sent = [];
+const counting = (url, opts) => {
+  try {
+    const body = JSON.parse(opts?.body ?? "null");
+    for (const e of body?.events ?? [body]) if (e?.kind) window.sent.push(e.kind);
+  } catch (_) {}
+  return fetch(url, opts);
+};
 window.presence = start({
   ingestUrl: ingest,
+  fetch: counting,
   userId: q.get("user"),
   email: q.get("user") + "@example.com",
   token: async () => {
@@ -99,16 +109,6 @@ async fn open_tab(b: &Client, url: &str) -> anyhow::Result<fantoccini::wd::Windo
     Ok(w.handle)
 }
 
-fn heartbeats(u: &Value, session: &str) -> i64 {
-    u["sessions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["session_id"] == session)
-        .and_then(|s| s["heartbeats"].as_i64())
-        .unwrap_or(-1)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tabs_rooms_and_leaves_in_a_real_browser() -> anyhow::Result<()> {
     let origin = serve_page().await?;
@@ -162,12 +162,6 @@ async fn tabs_rooms_and_leaves_in_a_real_browser() -> anyhow::Result<()> {
 
         // Navigation in tab 1 moves ann from /quiz to /review.
         b.switch_to_window(tab1.clone()).await?;
-        let session = b
-            .execute("return window.presence.sessionId", vec![])
-            .await?
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
         b.execute("history.pushState({}, '', '/review')", vec![]).await?;
         eventually(Duration::from_secs(30), "ann moved to /review", || async {
             let (q, r) = (room(&p, "/quiz").await?, room(&p, "/review").await?);
@@ -175,33 +169,53 @@ async fn tabs_rooms_and_leaves_in_a_real_browser() -> anyhow::Result<()> {
         })
         .await?;
 
-        // Input keeps the heartbeats coming; a hidden tab stops them.
+        // Input keeps the heartbeats coming; a hidden tab stops them,
+        // counted as the client sends them rather than read from a view.
         let input = "window.dispatchEvent(new Event('keydown'))";
+        let beats_sent = "return window.sent.filter((k) => k === 'heartbeat').length";
+        let sent = |script: &'static str| {
+            let b = b.clone();
+            async move { Ok::<u64, anyhow::Error>(b.execute(script, vec![]).await?.as_u64().unwrap_or(0)) }
+        };
         b.execute(input, vec![]).await?;
-        let before = heartbeats(&user(&p, "ann").await?, &session);
+        let before = sent(beats_sent).await?;
         eventually(Duration::from_secs(30), "heartbeats while visible", || async {
             b.execute(input, vec![]).await?;
-            let n = heartbeats(&user(&p, "ann").await?, &session);
-            Ok((n >= before + 2).then_some(()))
+            Ok((sent(beats_sent).await? >= before + 2).then_some(()))
         })
         .await?;
         b.execute(
             "Object.defineProperty(document, 'visibilityState', {value: 'hidden', configurable: true});
+             document.dispatchEvent(new Event('visibilitychange'));
+             window.hiddenAt = performance.now();",
+            vec![],
+        )
+        .await?;
+        let hidden_at = sent(beats_sent).await?;
+        // Four heartbeat intervals by the page's own clock, with input all along.
+        eventually(Duration::from_secs(30), "four intervals hidden", || async {
+            b.execute(input, vec![]).await?;
+            let hidden_for = b
+                .execute("return performance.now() - window.hiddenAt", vec![])
+                .await?
+                .as_f64()
+                .unwrap_or(0.0);
+            Ok((hidden_for >= 4000.0).then_some(()))
+        })
+        .await?;
+        assert_eq!(sent(beats_sent).await?, hidden_at, "no heartbeat sent while hidden");
+        // Visible again, the beats resume.
+        b.execute(
+            "Object.defineProperty(document, 'visibilityState', {value: 'visible', configurable: true});
              document.dispatchEvent(new Event('visibilitychange'));",
             vec![],
         )
         .await?;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let hidden_at = heartbeats(&user(&p, "ann").await?, &session);
-        for _ in 0..4 {
+        eventually(Duration::from_secs(30), "heartbeats once visible again", || async {
             b.execute(input, vec![]).await?;
-            tokio::time::sleep(Duration::from_millis(750)).await;
-        }
-        assert_eq!(
-            heartbeats(&user(&p, "ann").await?, &session),
-            hidden_at,
-            "no heartbeat while hidden"
-        );
+            Ok((sent(beats_sent).await? > hidden_at).then_some(()))
+        })
+        .await?;
 
         // The dashboard shows the room and the chart of online users.
         let dash = b.new_window(true).await?;

@@ -45,14 +45,24 @@ function browser() {
   return { win, doc, navigator, beacons };
 }
 
-/** An ingest that answers with `statuses` in turn (202 once they run out). */
-function ingest(statuses = []) {
+/**
+ * An ingest that answers with `statuses` in turn (202 once they run out).
+ * Like the real one it issues end tickets only for a bearer token (and
+ * `tickets: false` makes it refuse them); each ticket is new.
+ */
+function ingest(statuses = [], { tickets = true } = {}) {
   const requests = [];
+  let issued = 0;
   const fetch = async (url, init) => {
     const body = init.body ? JSON.parse(init.body) : null;
-    requests.push({ url, auth: init.headers?.authorization, body });
+    const auth = init.headers?.authorization;
+    requests.push({ url, auth, body, keepalive: init.keepalive === true });
     if (url.endsWith("/end-ticket")) {
-      return { ok: true, status: 200, json: async () => ({ ticket: "t-123" }) };
+      if (!tickets || !/^Bearer token-\d+$/.test(auth ?? "")) {
+        return { ok: false, status: tickets ? 401 : 503, json: async () => ({}) };
+      }
+      issued += 1;
+      return { ok: true, status: 200, json: async () => ({ ticket: `t-${issued}` }) };
     }
     const status = statuses.length ? statuses.shift() : 202;
     return { ok: status < 300, status, json: async () => ({}) };
@@ -193,10 +203,103 @@ test("closing the tab ends the session by beacon with the end ticket", async () 
     b.win.dispatch("pagehide", { persisted: false });
     assert.equal(b.beacons.length, 1);
     assert.equal(b.beacons[0].url, "http://ingest.test/v1/activity/end");
-    const body = JSON.parse(await b.beacons[0].blob.text());
-    assert.equal(body.ticket, "t-123");
+    const text = await b.beacons[0].blob.text();
+    const body = JSON.parse(text);
+    assert.equal(body.ticket, "t-1");
     assert.equal(body.reason, "closed");
-    assert.ok(!("authorization" in body), "no token travels in the beacon");
+    assert.ok(!text.includes("token-"), `no bearer token travels in the beacon: ${text}`);
+    p.stop();
+  } finally {
+    mock.timers.reset();
+  }
+});
+
+test("the end ticket is renewed, and the newest one goes with the beacon", async () => {
+  mock.timers.enable({ apis: ["setInterval", "setTimeout"] });
+  try {
+    const b = browser();
+    const api = ingest();
+    const clock = { t: 4_000_000 };
+    const p = client(b, api, clock, { ticketRefresh: 60_000 });
+    await settle();
+    for (let i = 0; i < 2; i++) {
+      clock.t += 60_000;
+      mock.timers.tick(60_000);
+      await settle();
+    }
+    const asked = api.requests.filter((r) => r.url.endsWith("/end-ticket"));
+    assert.equal(asked.length, 3, "one at start, one per refresh");
+    assert.ok(asked.every((r) => /^Bearer token-\d+$/.test(r.auth)), "each asked with the bearer token");
+    b.win.dispatch("pagehide", { persisted: false });
+    assert.equal(JSON.parse(await b.beacons[0].blob.text()).ticket, "t-3");
+    p.stop();
+  } finally {
+    mock.timers.reset();
+  }
+});
+
+test("without sendBeacon, or when it is refused, the end goes by keepalive fetch", async () => {
+  mock.timers.enable({ apis: ["setInterval", "setTimeout"] });
+  try {
+    for (const navigator of [{ userAgent: "x" }, { userAgent: "x", sendBeacon: () => false }]) {
+      const b = browser();
+      const api = ingest();
+      const p = client(b, api, { t: 5_000_000 }, { navigator });
+      await settle();
+      b.win.dispatch("pagehide", { persisted: false });
+      await settle();
+      const ends = api.requests.filter((r) => r.url.endsWith("/v1/activity/end"));
+      assert.equal(ends.length, 1);
+      assert.equal(ends[0].keepalive, true);
+      assert.equal(ends[0].auth, undefined, "no Authorization header: the ticket stands in for it");
+      assert.equal(ends[0].body.ticket, "t-1");
+      p.stop();
+    }
+  } finally {
+    mock.timers.reset();
+  }
+});
+
+test("without a ticket a closing tab sends nothing it could not prove", async () => {
+  mock.timers.enable({ apis: ["setInterval", "setTimeout"] });
+  try {
+    const b = browser();
+    const api = ingest([], { tickets: false });
+    const errors = [];
+    const p = client(b, api, { t: 6_000_000 }, { onError: (e) => errors.push(e) });
+    await settle();
+    b.win.dispatch("pagehide", { persisted: false });
+    await settle();
+    assert.equal(b.beacons.length, 0);
+    assert.equal(api.requests.filter((r) => r.url.endsWith("/v1/activity/end")).length, 0);
+    p.stop();
+  } finally {
+    mock.timers.reset();
+  }
+});
+
+test("events refused for good (a 4xx other than 401 and 429) are dropped, not retried", async () => {
+  mock.timers.enable({ apis: ["setInterval", "setTimeout"] });
+  try {
+    const b = browser();
+    const api = ingest([400]);
+    const errors = [];
+    const p = client(b, api, { t: 7_000_000 }, { onError: (e) => errors.push(String(e)) });
+    await settle();
+    assert.equal(p.pending(), 0, "the refused session start is not kept");
+    const refused = api.events()[0].event_id;
+    mock.timers.tick(60_000);
+    await settle();
+    const sent = api.events();
+    assert.equal(
+      sent.filter((e) => e.event_id === refused).length,
+      1,
+      "the refused event is never sent again",
+    );
+    assert.deepEqual(errors, ["Error: events refused with 400"]);
+    // Later events go out on their own.
+    assert.ok(sent.length > 1, "a later heartbeat was sent");
+    assert.ok(sent.slice(1).every((e) => e.kind === "heartbeat"), JSON.stringify(sent));
     p.stop();
   } finally {
     mock.timers.reset();
