@@ -116,6 +116,9 @@ fn exp() -> u64 {
         .unwrap_or(0)
 }
 
+/// What a token is, its claims, and the status `/v1/presence/active` answers.
+type Case = (&'static str, Value, u16);
+
 /// Auth0, Keycloak and Cognito tokens, each read with its preset: the
 /// audience a provider puts in its tokens must be this service's, and a
 /// provider's roles or groups count only where `--jwt-role-map` maps them
@@ -126,7 +129,7 @@ async fn auth0_keycloak_and_cognito_tokens_with_their_presets_and_role_maps() ->
     let prefix = unique_prefix("idp3");
     let dir = scratch()?;
     let exp = exp();
-    let cases: [(&[&str], Vec<(&str, Value, u16)>); 3] = [
+    let cases: [(&[&str], Vec<Case>); 3] = [
         (
             &[
                 "--jwt-claims",
