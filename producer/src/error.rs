@@ -112,73 +112,51 @@ impl IntoResponse for ApiError {
             )
                 .into_response(),
             ApiError::TooMany(wait) => {
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                let mut r = (
+                let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+                retry_later(
                     StatusCode::TOO_MANY_REQUESTS,
-                    Json(json!({ "error": format!("too many requests on this route from this caller; retry in {secs} s") })),
+                    json!({ "error": format!("too many requests on this route from this caller; retry in {secs} s") }),
+                    secs,
                 )
-                    .into_response();
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-                r
             }
             ApiError::TooLarge(m) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({ "error": m }))).into_response()
             }
-            ApiError::Unavailable { accepted } => {
-                let mut r = (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({
-                        "error": "broker unavailable and buffer full; retry the events not accepted, with the same event ids",
-                        "accepted": accepted,
-                    })),
-                )
-                    .into_response();
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                r
-            }
-            ApiError::Replacing { accepted } => {
-                let mut r = (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({
-                        "error": "the Kafka producer is being replaced after a fatal error; retry the events not accepted in a moment, with the same event ids",
-                        "accepted": accepted,
-                    })),
-                )
-                    .into_response();
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                r
-            }
-            ApiError::NotAcknowledged(why) => {
-                let mut r = (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({
-                        "error": format!("the broker did not acknowledge the events ({why}); they may still arrive: send them again with the same event ids, which are applied once"),
-                        "accepted": [],
-                    })),
-                )
-                    .into_response();
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                r
-            }
+            ApiError::Unavailable { accepted } => retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({
+                    "error": "broker unavailable and buffer full; retry the events not accepted, with the same event ids",
+                    "accepted": accepted,
+                }),
+                1,
+            ),
+            ApiError::Replacing { accepted } => retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({
+                    "error": "the Kafka producer is being replaced after a fatal error; retry the events not accepted in a moment, with the same event ids",
+                    "accepted": accepted,
+                }),
+                1,
+            ),
+            ApiError::NotAcknowledged(why) => retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({
+                    "error": format!("the broker did not acknowledge the events ({why}); they may still arrive: send them again with the same event ids, which are applied once"),
+                    "accepted": [],
+                }),
+                1,
+            ),
             ApiError::DeliveriesFailing(ep) => {
                 let since = chrono::DateTime::<chrono::Utc>::from(ep.since)
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-                let mut r = (
+                retry_later(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({
+                    json!({
                         "error": format!("deliveries to Kafka failing since {since} ({} failed; first error: {}); nothing was accepted, retry later with the same event ids", ep.failed, ep.first_error),
                         "accepted": [],
-                    })),
+                    }),
+                    ep.retry_after(),
                 )
-                    .into_response();
-                if let Ok(v) = HeaderValue::from_str(&ep.retry_after().to_string()) {
-                    r.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                r
             }
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "request failed");
@@ -190,4 +168,12 @@ impl IntoResponse for ApiError {
             }
         }
     }
+}
+
+/// An answer that tells the caller to come back in `secs` seconds.
+fn retry_later(status: StatusCode, body: serde_json::Value, secs: u64) -> Response {
+    let mut r = (status, Json(body)).into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
 }
