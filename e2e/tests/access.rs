@@ -132,7 +132,9 @@ fn writes() -> Vec<Row> {
         ),
         (
             "POST",
-            "/v1/imports/imp-new/events",
+            // Each caller starts an import of its own: a known import is
+            // started again only by its owner.
+            "/v1/imports/imp-new-{caller}/events",
             Some(start),
             [un, un, un, 202, 202, 202, 202],
         ),
@@ -164,7 +166,7 @@ async fn call(s: &Stack, row: &Row, caller: &str) -> anyhow::Result<(u16, Value)
         let r = reqwest::get(&url).await?;
         return Ok((r.status().as_u16(), Value::Null));
     }
-    let url = format!("{}{path}", s.producer.url);
+    let url = format!("{}{}", s.producer.url, path.replace("{caller}", caller));
     post_json_as(&url, body.as_ref().unwrap_or(&Value::Null), tok).await
 }
 
