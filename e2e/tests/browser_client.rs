@@ -253,3 +253,41 @@ async fn unsafe_ticket_keys_are_refused_and_any_origin_is_served() -> anyhow::Re
     );
     Ok(())
 }
+
+/// The ticket route answers one user at most 60 times a minute; past that
+/// 429 with `Retry-After`, while another user is served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_are_limited_per_user() -> anyhow::Result<()> {
+    let prefix = sessionfold_e2e::unique_prefix("ticket-limit");
+    let dir = sessionfold_e2e::scratch()?;
+    let producer =
+        sessionfold_e2e::Service::start("sessionfold-producer", &prefix, &[], dir.path()).await?;
+    let url = format!("{}/v1/sessions/tab-1/end-ticket", producer.url);
+    let http = reqwest::Client::new();
+    let ask = |who: &str| {
+        http.post(&url)
+            .bearer_auth(token(who, &[], &[]))
+            .json(&json!({}))
+            .send()
+    };
+    let mut answers = Vec::new();
+    for _ in 0..61 {
+        answers.push(ask("ann").await?.status().as_u16());
+    }
+    assert_eq!(
+        answers.iter().filter(|s| **s == 200).count(),
+        60,
+        "{answers:?}"
+    );
+    let refused = ask("ann").await?;
+    assert_eq!(refused.status().as_u16(), 429);
+    let wait: u64 = refused
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    assert_eq!(ask("bob").await?.status().as_u16(), 200);
+    Ok(())
+}
