@@ -171,7 +171,7 @@ pub async fn at_size(
     let active_first_page = get_latency(&active_url, &token, reads).await?;
     let summary = get_latency(&summary_url, &token, reads).await?;
     // With SESSIONFOLD_BENCH_SMAPS=DIR the services' memory maps are kept,
-    // for the breakdown in docs/performance.md.
+    // for the breakdown in docs/performance-history.md.
     if let Some(dir) = std::env::var_os("SESSIONFOLD_BENCH_SMAPS") {
         let dir = std::path::PathBuf::from(dir);
         std::fs::create_dir_all(&dir)?;

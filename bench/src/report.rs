@@ -602,7 +602,7 @@ impl Results {
              `fetch.queue.backoff.ms` at 20 ms).\n\
              - Replay figures include process start, the read to the end of the topics and writing every report.\n\
              - Memory is VmRSS from /proc after loading, minus VmRSS of the same process with nothing loaded.\n\
-             - Where the time and the memory go, and what the missed targets would take: `docs/performance.md` \
+             - Where the time and the memory go, and what the missed targets would take: `docs/performance-history.md` \
              (profiles in `docs/profiles/`).\n",
         );
         md

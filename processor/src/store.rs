@@ -129,7 +129,7 @@ impl Store {
         // not of the page it lands on, so a stream of writes alone never
         // reaches the cache's bound: at a million users it held 2.4 KB per
         // state. A read charges the whole page and pages out past the bound
-        // (180 B per state, docs/performance.md).
+        // (180 B per state, docs/performance-history.md).
         for key in &written {
             t.get(key)
                 .map_err(|e| ProcessorError::store("reading back a batch", e))?;
