@@ -114,6 +114,32 @@ pub fn metrics_response(registry: &Registry) -> Response {
     }
 }
 
+/// What every service exports beside its own metrics: whether it is ready
+/// (`ready`, 1 or 0, as `/readyz` would answer when scraped), and its
+/// process's resident memory, CPU time and open files (`process_*`).
+#[derive(Clone)]
+pub struct ServiceGauges {
+    ready: prometheus::IntGauge,
+}
+
+impl ServiceGauges {
+    /// Registers the readiness gauge and the process collector.
+    pub fn register(registry: &Registry) -> Result<ServiceGauges, prometheus::Error> {
+        let ready = prometheus::IntGauge::new("ready", "1 when /readyz answers ready, else 0")?;
+        registry.register(Box::new(ready.clone()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(ServiceGauges { ready })
+    }
+
+    /// The `/metrics` answer, with readiness as it is now.
+    pub fn response(&self, registry: &Registry, ready: bool) -> Response {
+        self.ready.set(i64::from(ready));
+        metrics_response(registry)
+    }
+}
+
 /// Request counts and latency by route, for any axum service.
 #[derive(Clone)]
 pub struct HttpMetrics {

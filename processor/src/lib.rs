@@ -67,7 +67,8 @@ fn ops_router(ops: Ops) -> Router {
         .route(
             "/metrics",
             get(|State(ops): State<Ops>| async move {
-                sessionfold_edge::metrics_response(&ops.metrics.registry)
+                let ready = ops.status.not_ready().is_none();
+                ops.metrics.gauges.response(&ops.metrics.registry, ready)
             }),
         )
         .with_state(ops)

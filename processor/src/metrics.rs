@@ -7,6 +7,8 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec,
 pub struct Metrics {
     /// Registry served on `/metrics`.
     pub registry: Registry,
+    /// Readiness and the process's own figures.
+    pub gauges: sessionfold_edge::ServiceGauges,
     /// Input records by kind and outcome (applied, duplicate, already_applied).
     pub events_in: IntCounterVec,
     /// Records read from a partition other than their key's and moved to it.
@@ -257,7 +259,9 @@ impl Metrics {
         registry.register(Box::new(restored.clone()))?;
         registry.register(Box::new(restore_skipped.clone()))?;
         registry.register(Box::new(store_rebuilt.clone()))?;
+        let gauges = sessionfold_edge::ServiceGauges::register(&registry)?;
         Ok(Metrics {
+            gauges,
             registry,
             events_in,
             moved,

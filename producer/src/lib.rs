@@ -84,6 +84,7 @@ pub struct Metrics {
     /// 1 while a run of failed deliveries is open.
     pub failing: IntGauge,
     http: HttpMetrics,
+    gauges: sessionfold_edge::ServiceGauges,
 }
 
 impl Metrics {
@@ -111,6 +112,7 @@ impl Metrics {
         registry.register(Box::new(delivered.clone()))?;
         registry.register(Box::new(failing.clone()))?;
         let http = HttpMetrics::register(&registry)?;
+        let gauges = sessionfold_edge::ServiceGauges::register(&registry)?;
         Ok(Metrics {
             registry,
             accepted,
@@ -118,6 +120,7 @@ impl Metrics {
             delivered,
             failing,
             http,
+            gauges,
         })
     }
 }
@@ -264,7 +267,8 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/metrics",
             get(|State(s): State<AppState>| async move {
-                sessionfold_edge::metrics_response(&s.metrics.registry)
+                let ready = s.sink.failures().filter(|ep| ep.holding()).is_none();
+                s.metrics.gauges.response(&s.metrics.registry, ready)
             }),
         )
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))

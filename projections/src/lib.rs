@@ -128,7 +128,8 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/metrics",
             get(|State(s): State<AppState>| async move {
-                sessionfold_edge::metrics_response(&s.metrics.registry)
+                let ready = s.ready.load(Ordering::SeqCst);
+                s.metrics.gauges.response(&s.metrics.registry, ready)
             }),
         )
         .layer(axum::middleware::from_fn_with_state(

@@ -16,6 +16,10 @@ pub struct Metrics {
     pub imports: IntGauge,
     /// Request counts and latency by route.
     pub http: HttpMetrics,
+    /// Open `/v1/stream` subscriptions.
+    pub subscribers: IntGauge,
+    /// Readiness and the process's own figures.
+    pub gauges: sessionfold_edge::ServiceGauges,
 }
 
 impl Metrics {
@@ -34,13 +38,18 @@ impl Metrics {
         registry.register(Box::new(records.clone()))?;
         registry.register(Box::new(users.clone()))?;
         registry.register(Box::new(imports.clone()))?;
+        let subscribers = IntGauge::new("stream_subscribers", "Open /v1/stream subscriptions")?;
+        registry.register(Box::new(subscribers.clone()))?;
         let http = HttpMetrics::register(&registry)?;
+        let gauges = sessionfold_edge::ServiceGauges::register(&registry)?;
         Ok(Metrics {
             registry,
             records,
             users,
             imports,
             http,
+            subscribers,
+            gauges,
         })
     }
 }

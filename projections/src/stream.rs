@@ -399,6 +399,22 @@ pub fn events(
     )
 }
 
+/// One open subscription, counted in a gauge for as long as it lives.
+struct Subscribed(prometheus::IntGauge);
+
+impl Subscribed {
+    fn new(gauge: prometheus::IntGauge) -> Subscribed {
+        gauge.inc();
+        Subscribed(gauge)
+    }
+}
+
+impl Drop for Subscribed {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// `GET /v1/stream`.
 pub(crate) async fn handler(
     State(s): State<crate::AppState>,
@@ -409,8 +425,13 @@ pub(crate) async fn handler(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    Sse::new(events(s.hub.clone(), caller, last))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    // Counted while the response streams; the count drops with the stream.
+    let open = Subscribed::new(s.metrics.subscribers.clone());
+    let stream = futures::StreamExt::map(events(s.hub.clone(), caller, last), move |e| {
+        let _ = &open;
+        e
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 #[cfg(test)]
