@@ -27,7 +27,7 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates zlib1g libssl3 curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --home /var/lib/sessionfold --create-home sessionfold \
+ && useradd --system --uid 10001 --user-group --home /var/lib/sessionfold --create-home sessionfold \
  && mkdir -p /var/lib/sessionfold/state \
  && chown -R sessionfold:sessionfold /var/lib/sessionfold
 COPY --from=build /usr/local/bin/sessionfold-* /usr/local/bin/

@@ -88,6 +88,23 @@ sys.exit(0 if all(have.get(k) == v for k, v in want.items()) else 1)'
   export SESSIONFOLD_TEST_PYTHON
 }
 
+# ensure_tools_python: a Python with the checks' own libraries
+# (scripts/requirements-tools.txt, from PyPI) in .local/toolenv; exports
+# TOOLS_PYTHON.
+ensure_tools_python() {
+  local req=scripts/requirements-tools.txt venv=.local/toolenv stamp
+  stamp=$(sha256sum "$req" | cut -c1-16)
+  if [ "$(cat "$venv/.stamp" 2>/dev/null)" != "$stamp" ]; then
+    echo "installing the checks' Python libraries from PyPI into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+    echo "$stamp" >"$venv/.stamp"
+  fi
+  TOOLS_PYTHON="$(cd "$venv" && pwd)/bin/python"
+  export TOOLS_PYTHON
+}
+
 tansu_bin() {
   command -v tansu 2>/dev/null || echo "$HOME/.cargo/bin/tansu"
 }
