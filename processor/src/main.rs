@@ -74,7 +74,9 @@ struct ExportArgs {
     /// Where to start: `earliest` or an RFC 3339 time (by the records' log timestamps).
     #[arg(long, default_value = "earliest", value_parser = parse_start)]
     from: Start,
-    /// The file to write.
+    /// The file to write: Avro (an object container file) unless its name
+    /// ends in `.parquet`, then a Parquet table of the events for DuckDB,
+    /// pandas or Spark.
     #[arg(long)]
     out: PathBuf,
 }
@@ -184,7 +186,13 @@ fn read_erasures(common: &CommonArgs) -> anyhow::Result<sessionfold_fold::Erasur
 fn export(a: ExportArgs) -> anyhow::Result<()> {
     a.common.init()?;
     let progress = progress_bar();
-    let report = archive::export(
+    let parquet = a.out.extension().is_some_and(|x| x == "parquet");
+    let write = if parquet {
+        archive::export_parquet
+    } else {
+        archive::export
+    };
+    let report = write(
         &a.common.brokers,
         &a.common.topics(),
         a.from,

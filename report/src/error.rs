@@ -24,4 +24,7 @@ pub enum ReportError {
         /// What plotters said.
         reason: String,
     },
+    /// A Parquet table failed to write.
+    #[error("writing Parquet: {0}")]
+    Parquet(String),
 }

@@ -146,6 +146,8 @@ pub struct PageCount {
 pub struct ImportOutcome {
     /// The import.
     pub import_id: String,
+    /// Its owner as of `until`; none for a legacy import.
+    pub owner_id: Option<String>,
     /// `completed`, `abandoned`, `deleted` (while in progress) or `in_progress`.
     pub outcome: &'static str,
     /// Start (ms).
@@ -230,12 +232,39 @@ pub struct Report {
     pub pages: Vec<PageCount>,
     /// Import outcomes.
     pub imports: Imports,
+    /// Distinct users with a visit starting on each day (UTC), in order.
+    pub daily_users: Vec<DailyUsers>,
     /// Every visit, by user, session and start (for the CSV).
     #[serde(skip)]
     pub visits: Vec<Visit>,
     /// Every import's outcome, by id (for the CSV).
     #[serde(skip)]
     pub import_outcomes: Vec<ImportOutcome>,
+}
+
+/// The users active on one day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DailyUsers {
+    /// The day, `YYYY-MM-DD` (UTC).
+    pub day: String,
+    /// Distinct users with a visit that started that day.
+    pub users: u64,
+}
+
+/// Distinct users per UTC day of their visits' starts.
+fn daily_users(visits: &[Visit]) -> Vec<DailyUsers> {
+    let mut days: BTreeMap<i64, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for v in visits {
+        days.entry(v.start_ms.div_euclid(86_400_000))
+            .or_default()
+            .insert(&v.user_id);
+    }
+    days.into_iter()
+        .map(|(day, users)| DailyUsers {
+            day: crate::rfc3339(day * 86_400_000)[..10].to_owned(),
+            users: users.len() as u64,
+        })
+        .collect()
 }
 
 /// Weekday names, Monday first.
@@ -498,6 +527,7 @@ impl History {
             peak_hours,
             pages,
             imports,
+            daily_users: daily_users(&visits),
             visits,
             import_outcomes,
         }
@@ -521,6 +551,7 @@ impl History {
             }
             outcomes.push(ImportOutcome {
                 import_id: id.clone(),
+                owner_id: log.owner_id.clone(),
                 outcome,
                 started_ms: log.started_at,
                 finished_ms: log.completed_at.or(log.abandoned_at),

@@ -29,6 +29,11 @@ pub(crate) struct ImportLog {
     pub abandoned_at: Option<Millis>,
     pub abandon_reason: Option<String>,
     pub deleted_at: Option<Millis>,
+    /// The owner as of the end: the latest start or transfer by event
+    /// time, unless the fold's state named one (see [`History::set_owner`]).
+    pub owner_id: Option<String>,
+    /// When `owner_id` was last set by an event.
+    owner_at: Option<Millis>,
 }
 
 /// Page views of one page.
@@ -108,10 +113,18 @@ impl History {
     pub fn import(&mut self, e: &ImportEvent) {
         let at = e.occurred_at;
         let i = self.imports.entry(e.import_id.clone()).or_default();
+        let mut owner = |who: Option<&String>| {
+            if i.owner_at.is_none_or(|t| at >= t) {
+                i.owner_at = Some(at);
+                i.owner_id = who.cloned();
+            }
+        };
         match &e.body {
-            ImportBody::Started { .. } => {
+            ImportBody::Started { owner_id, .. } => {
+                owner(owner_id.as_ref());
                 earliest(&mut i.started_at, at);
             }
+            ImportBody::Transferred { new_owner_id } => owner(Some(new_owner_id)),
             ImportBody::Completed => {
                 earliest(&mut i.completed_at, at);
             }
@@ -123,9 +136,25 @@ impl History {
             ImportBody::Deleted => {
                 earliest(&mut i.deleted_at, at);
             }
-            ImportBody::Progressed { .. }
-            | ImportBody::Accessed
-            | ImportBody::Transferred { .. } => {}
+            ImportBody::Progressed { .. } | ImportBody::Accessed => {}
+        }
+    }
+
+    /// Names an import's owner as the fold's state has it at the end (after
+    /// transfers and erasures), for the tables by owner.
+    pub fn set_owner(&mut self, import_id: &str, owner: Option<&str>) {
+        if let Some(i) = self.imports.get_mut(import_id) {
+            i.owner_id = owner.map(str::to_owned);
+        }
+    }
+
+    /// Takes out the owners `forgotten` names: a report never names a user
+    /// who asked to be forgotten.
+    pub fn forget_owners(&mut self, forgotten: impl Fn(&str) -> bool) {
+        for i in self.imports.values_mut() {
+            if i.owner_id.as_deref().is_some_and(&forgotten) {
+                i.owner_id = None;
+            }
         }
     }
 

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::error::ReportError;
 use crate::figures::{Report, Stats};
+use crate::table::Table;
 use crate::{charts, rfc3339};
 
 /// One output file, by name.
@@ -56,6 +57,7 @@ struct BreakdownRow<'a> {
 #[derive(Serialize)]
 struct ImportRow<'a> {
     import_id: &'a str,
+    owner_id: Option<&'a str>,
     outcome: &'a str,
     started: Option<String>,
     finished: Option<String>,
@@ -103,11 +105,13 @@ pub fn files(r: &Report) -> Result<Vec<File>, ReportError> {
             }),
     )?);
     out.push(csv_of("peak-hours.csv", &r.peak_hours)?);
+    out.push(csv_of("daily-users.csv", &r.daily_users)?);
     out.push(csv_of("pages.csv", &r.pages)?);
     out.push(csv_of(
         "imports.csv",
         r.import_outcomes.iter().map(|i| ImportRow {
             import_id: &i.import_id,
+            owner_id: i.owner_id.as_deref(),
             outcome: i.outcome,
             started: i.started_ms.map(rfc3339),
             finished: i.finished_ms.map(rfc3339),
@@ -132,6 +136,88 @@ pub fn files(r: &Report) -> Result<Vec<File>, ReportError> {
         bytes: summary(r).into_bytes(),
     });
     Ok(out)
+}
+
+/// The report's tables as Parquet, for DuckDB, pandas and Spark: every
+/// visit, every import's outcome with its owner, users per minute and per
+/// day, and views per page. Times are UTC timestamps.
+pub fn parquet_files(r: &Report) -> Result<Vec<File>, ReportError> {
+    let visits = Table::new()
+        .text("user_id", r.visits.iter().map(|v| Some(v.user_id.as_str())))
+        .text(
+            "session_id",
+            r.visits.iter().map(|v| Some(v.session_id.as_str())),
+        )
+        .text(
+            "device_type",
+            r.visits.iter().map(|v| v.device_type.as_deref()),
+        )
+        .text("browser", r.visits.iter().map(|v| v.browser.as_deref()))
+        .time("start", r.visits.iter().map(|v| Some(v.start_ms)))
+        .time("end", r.visits.iter().map(|v| Some(v.end_ms)))
+        .int(
+            "duration_ms",
+            r.visits.iter().map(|v| Some(v.duration_ms())),
+        )
+        .flag("open", r.visits.iter().map(|v| Some(v.open)));
+    let i = &r.import_outcomes;
+    let imports = Table::new()
+        .text("import_id", i.iter().map(|x| Some(x.import_id.as_str())))
+        .text("owner_id", i.iter().map(|x| x.owner_id.as_deref()))
+        .text("outcome", i.iter().map(|x| Some(x.outcome)))
+        .time("started", i.iter().map(|x| x.started_ms))
+        .time("finished", i.iter().map(|x| x.finished_ms))
+        .int(
+            "time_to_complete_ms",
+            i.iter().map(|x| x.time_to_complete_ms),
+        )
+        .text(
+            "abandon_reason",
+            i.iter().map(|x| x.abandon_reason.as_deref()),
+        );
+    let m = &r.concurrency.minutes;
+    let concurrency = Table::new()
+        .time("minute", m.iter().map(|x| Some(x.minute_ms)))
+        .int(
+            "active_users",
+            m.iter().map(|x| i64::try_from(x.active_users).ok()),
+        )
+        .int(
+            "active_sessions",
+            m.iter().map(|x| i64::try_from(x.active_sessions).ok()),
+        );
+    let daily = Table::new()
+        .text("day", r.daily_users.iter().map(|d| Some(d.day.as_str())))
+        .int(
+            "users",
+            r.daily_users.iter().map(|d| i64::try_from(d.users).ok()),
+        );
+    let pages = Table::new()
+        .text("page", r.pages.iter().map(|p| Some(p.page.as_str())))
+        .int("views", r.pages.iter().map(|p| i64::try_from(p.views).ok()))
+        .int("users", r.pages.iter().map(|p| i64::try_from(p.users).ok()));
+    Ok(vec![
+        File {
+            name: "visits.parquet",
+            bytes: visits.to_parquet()?,
+        },
+        File {
+            name: "imports.parquet",
+            bytes: imports.to_parquet()?,
+        },
+        File {
+            name: "concurrency.parquet",
+            bytes: concurrency.to_parquet()?,
+        },
+        File {
+            name: "daily-users.parquet",
+            bytes: daily.to_parquet()?,
+        },
+        File {
+            name: "pages.parquet",
+            bytes: pages.to_parquet()?,
+        },
+    ])
 }
 
 /// A duration for people: `4 min 20 s`, `1 h 5 min`, `850 ms`.

@@ -167,6 +167,51 @@ pub fn export(
     Ok(report)
 }
 
+/// Writes the input topics, from `from` to their current end, into `path`
+/// as one Parquet table of events (every field a column, see
+/// `sessionfold_report::events`). Records that do not decode are left out
+/// and counted; so are forgotten users' activity, and the forgotten users
+/// an import event names.
+pub fn export_parquet(
+    brokers: &str,
+    topics: &Topics,
+    from: Start,
+    path: &Path,
+    progress: &ProgressBar,
+    erasures: &Erasures,
+) -> Result<ExportReport, ProcessorError> {
+    let contract = sessionfold_edge::registry::contract()?;
+    let file = File::create(path).map_err(|e| archive_error(path, e))?;
+    let mut writer = sessionfold_report::events::EventsWriter::new(BufWriter::new(file));
+    let mut report = ExportReport::default();
+    read_topics(brokers, topics, from, progress, |raw| {
+        let origin = sessionfold_report::events::Origin {
+            partition: raw.partition,
+            offset: raw.offset,
+            outcome: None,
+        };
+        match super::decode(&contract, raw.stream, raw.payload) {
+            Decoded::Activity(e) if erasures.forgets(&e.user_id) => report.forgotten += 1,
+            Decoded::Activity(e) => {
+                writer
+                    .activity(&e, origin)
+                    .map_err(|e| archive_error(path, e))?;
+                report.records += 1;
+            }
+            Decoded::Import(e) => {
+                writer
+                    .import(&super::redacted(&e, erasures), origin)
+                    .map_err(|e| archive_error(path, e))?;
+                report.records += 1;
+            }
+            Decoded::Refused => report.undecodable += 1,
+        }
+        Ok(())
+    })?;
+    writer.finish().map_err(|e| archive_error(path, e))?;
+    Ok(report)
+}
+
 fn field<'a>(fields: &'a [(String, Value)], name: &str) -> Option<&'a Value> {
     fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
 }

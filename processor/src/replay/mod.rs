@@ -20,8 +20,9 @@ use sessionfold_fold::{
     Applied, Authority, Erasures, ImportConfig, ImportTable, Millis, Position, PresenceConfig,
     PresenceTable,
 };
+use sessionfold_report::events::EventsWriter;
 use sessionfold_report::{History, Rules};
-use sessionfold_schemas::{ActivityEvent, Contract, ImportEvent, Topics};
+use sessionfold_schemas::{ActivityEvent, Contract, ImportBody, ImportEvent, Topics};
 use sessionfold_views::imports::ImportView;
 use sessionfold_views::view::{PresenceView, rfc3339};
 
@@ -151,6 +152,42 @@ pub struct Folded {
     clock: BTreeMap<(Stream, i32), Millis>,
     read: BTreeMap<(Stream, i32), Read>,
     history: History,
+    /// `events.parquet`: every event folded, with what the fold made of it.
+    events: Option<EventsWriter<std::io::BufWriter<std::fs::File>>>,
+    /// The first failure writing it; the replay fails with it at the end.
+    events_error: Option<String>,
+}
+
+/// What the fold made of an event, as the events table says it.
+fn outcome_name(r: &Result<Applied, sessionfold_fold::Rejected>) -> &'static str {
+    match r {
+        Ok(Applied::Changed) => "applied",
+        Ok(Applied::Duplicate) => "duplicate",
+        Ok(Applied::AlreadyApplied) => "already_applied",
+        Ok(Applied::Forgotten) => "forgotten",
+        Err(_) => "refused",
+    }
+}
+
+/// An import event with the forgotten users it names taken out: an output
+/// file never names a user who asked to be forgotten.
+pub(crate) fn redacted(e: &ImportEvent, erasures: &Erasures) -> ImportEvent {
+    let mut e = e.clone();
+    if e.actor_id.as_deref().is_some_and(|u| erasures.forgets(u)) {
+        e.actor_id = None;
+    }
+    match &mut e.body {
+        ImportBody::Started { owner_id, .. }
+            if owner_id.as_deref().is_some_and(|u| erasures.forgets(u)) =>
+        {
+            *owner_id = None;
+        }
+        ImportBody::Transferred { new_owner_id } if erasures.forgets(new_owner_id) => {
+            new_owner_id.clear();
+        }
+        _ => {}
+    }
+    e
 }
 
 impl Folded {
@@ -189,6 +226,11 @@ impl Folded {
             .entry((stream, pos.partition))
             .or_insert(Millis::MIN);
         *clock = (*clock).max(occurred_at);
+        let origin = |outcome| sessionfold_report::events::Origin {
+            partition: pos.partition,
+            offset: pos.offset,
+            outcome: Some(outcome),
+        };
         let outcome = match event {
             Decoded::Activity(e) if s.erasures.forgets(&e.user_id) => {
                 report.forgotten += 1;
@@ -204,6 +246,11 @@ impl Folded {
                 if applied == Ok(Applied::Changed) {
                     self.history.activity(&e);
                 }
+                if let Some(w) = self.events.as_mut()
+                    && let Err(err) = w.activity(&e, origin(outcome_name(&applied)))
+                {
+                    self.events_error.get_or_insert(err.to_string());
+                }
                 applied
             }
             Decoded::Import(e) => {
@@ -218,6 +265,12 @@ impl Folded {
                     for id in t.forget_users_in(vec![e.import_id.clone()], &s.erasures) {
                         self.history.forget_import(&id);
                     }
+                }
+                if let Some(w) = self.events.as_mut()
+                    && let Err(err) =
+                        w.import(&redacted(&e, &s.erasures), origin(outcome_name(&applied)))
+                {
+                    self.events_error.get_or_insert(err.to_string());
                 }
                 applied
             }
@@ -268,6 +321,12 @@ pub fn replay(s: &ReplaySettings) -> Result<ReplayReport, ProcessorError> {
     let progress = progress_bar();
     let mut folded = Folded::default();
     let mut report = ReplayReport::default();
+    std::fs::create_dir_all(&s.out)
+        .map_err(|e| ProcessorError::Replay(format!("creating {}: {e}", s.out.display())))?;
+    let events_path = s.out.join("events.parquet");
+    let events_file = std::fs::File::create(&events_path)
+        .map_err(|e| ProcessorError::Replay(format!("creating {}: {e}", events_path.display())))?;
+    folded.events = Some(EventsWriter::new(std::io::BufWriter::new(events_file)));
     match &s.source {
         Source::Broker { brokers, topics } => {
             source::read_topics(brokers, topics, s.from, &progress, |raw| {
@@ -294,15 +353,35 @@ pub fn replay(s: &ReplaySettings) -> Result<ReplayReport, ProcessorError> {
     }
     progress.finish_and_clear();
     folded.finish(s.until);
-    std::fs::create_dir_all(&s.out)
-        .map_err(|e| ProcessorError::Replay(format!("creating {}: {e}", s.out.display())))?;
+    if let Some(w) = folded.events.take() {
+        w.finish()?;
+    }
+    if let Some(e) = folded.events_error.take() {
+        return Err(ProcessorError::Replay(format!(
+            "writing events.parquet: {e}"
+        )));
+    }
     write_views(&folded, s)?;
     write_store(&folded, &contract, &s.out.join("state"))?;
+    // The tables by owner name the owner the fold's state ends with.
+    let owners: Vec<(String, Option<String>)> = folded
+        .imports
+        .values()
+        .flat_map(|t| t.imports())
+        .map(|i| (i.import_id.clone(), i.owner_id.clone()))
+        .collect();
+    for (id, owner) in &owners {
+        folded.history.set_owner(id, owner.as_deref());
+    }
+    folded.history.forget_owners(|u| s.erasures.forgets(u));
     let figures = folded.history.report(Rules {
         idle_timeout: s.presence.idle_timeout,
         until: s.until,
     });
-    for file in sessionfold_report::files(&figures)? {
+    let files = sessionfold_report::files(&figures)?
+        .into_iter()
+        .chain(sessionfold_report::parquet_files(&figures)?);
+    for file in files {
         std::fs::write(s.out.join(file.name), file.bytes)
             .map_err(|e| ProcessorError::Replay(format!("writing {}: {e}", file.name)))?;
     }
