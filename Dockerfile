@@ -27,7 +27,7 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates zlib1g libssl3 curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --user-group --home /var/lib/sessionfold --create-home sessionfold \
+ && useradd --uid 10001 --user-group --no-log-init --home-dir /var/lib/sessionfold --create-home --shell /usr/sbin/nologin sessionfold \
  && mkdir -p /var/lib/sessionfold/state \
  && chown -R sessionfold:sessionfold /var/lib/sessionfold
 COPY --from=build /usr/local/bin/sessionfold-* /usr/local/bin/
