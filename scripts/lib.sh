@@ -60,12 +60,16 @@ ensure_node() {
 # pinned versions, otherwise a virtual environment in .local/pyenv.
 ensure_python_clients() {
   local req=e2e/tests/outside/requirements.txt venv=.local/pyenv
-  local check='import sys, fastavro, confluent_kafka, pandas, duckdb, pyarrow
+  local check='import sys
+from importlib.metadata import version, PackageNotFoundError
 from confluent_kafka.schema_registry.avro import AvroSerializer
-want = dict(l.strip().split("[")[0].split("==")[0:1] + l.strip().split("==")[1:] for l in open(sys.argv[1]) if "==" in l)
-have = {"fastavro": fastavro.__version__, "confluent-kafka": confluent_kafka.__version__, "pandas": pandas.__version__,
-        "duckdb": duckdb.__version__, "pyarrow": pyarrow.__version__}
-sys.exit(0 if all(have.get(k) == v for k, v in want.items()) else 1)'
+def same(name, want):
+    try:
+        return version(name) == want
+    except PackageNotFoundError:
+        return False
+pins = [l.split("#")[0].strip() for l in open(sys.argv[1])]
+sys.exit(0 if all(same(p.split("==")[0].split("[")[0], p.split("==")[1]) for p in pins if "==" in p) else 1)'
   if python3 -c "$check" "$req" 2>/dev/null; then
     export SESSIONFOLD_TEST_PYTHON=python3
     return 0
@@ -80,7 +84,7 @@ sys.exit(0 if all(have.get(k) == v for k, v in want.items()) else 1)'
         }
       fi
     fi
-    echo "installing fastavro, confluent-kafka, pandas, DuckDB and pyarrow from PyPI into $venv" >&2
+    echo "installing the outside clients (fastavro, confluent-kafka, pandas, DuckDB, pyarrow, openapi-spec-validator, Schemathesis) from PyPI into $venv" >&2
     rm -rf "$venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"

@@ -91,3 +91,60 @@ fn with_peer<B>(
         req
     }
 }
+
+/// A query string read into `T`; one that does not parse is answered 400
+/// with `{"error": …}` in JSON, as every other refused request is (axum's
+/// own rejection is plain text).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for JsonQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        use axum::response::IntoResponse;
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(q)) => Ok(JsonQuery(q)),
+            Err(r) => Err((
+                axum::http::StatusCode::BAD_REQUEST,
+                axum::Json(serde_json::json!({ "error": format!("query: {}", r.body_text()) })),
+            )
+                .into_response()),
+        }
+    }
+}
+
+/// A path parameter read into `T`; one that does not parse is answered 400
+/// with `{"error": …}` in JSON.
+#[derive(Debug, Clone, Default)]
+pub struct JsonPath<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for JsonPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        use axum::response::IntoResponse;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(p)) => Ok(JsonPath(p)),
+            Err(r) => Err((
+                axum::http::StatusCode::BAD_REQUEST,
+                axum::Json(serde_json::json!({ "error": format!("path: {}", r.body_text()) })),
+            )
+                .into_response()),
+        }
+    }
+}

@@ -6,18 +6,27 @@ use serde::Serialize;
 /// An activity event as a client sends it (docs/contract.md, "Producer input"); the client
 /// library builds these and the ingest parses them.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActivityInput {
     /// `session_started`, `heartbeat`, `page_viewed` or `session_ended`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^(session_started|heartbeat|page_viewed|session_ended)$")
+    )]
     pub kind: String,
     /// Acting user.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"\S", max_length = 256))]
     pub user_id: String,
     /// Session.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"\S", max_length = 256))]
     pub session_id: String,
     /// Unique id; set it so that a retried request is applied once.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"\S", max_length = 256))]
     pub event_id: Option<String>,
     /// RFC 3339 event time; the time received when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub occurred_at: Option<String>,
     /// session_started: e-mail.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,20 +71,29 @@ pub struct ActivityInput {
 
 /// An import event as a client sends it to `/v1/imports/{import_id}/events`.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImportInput {
     /// `import_started`, `import_progressed`, `import_accessed`, `import_completed`,
     /// `import_abandoned`, `import_transferred` or `import_deleted`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^import_(started|progressed|accessed|completed|abandoned|transferred|deleted)$"
+        )
+    )]
     pub kind: String,
     /// Unique id; set it so that a retried request is applied once.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"\S", max_length = 256))]
     pub event_id: Option<String>,
     /// RFC 3339 event time; the time received when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub occurred_at: Option<String>,
     /// Acting user; only a service token may name someone else.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actor_id: Option<String>,
-    /// import_started: the owner; `Some(None)` (JSON null) starts a legacy import.
+    /// import_started: the owner; null starts a legacy import (one without owner).
     /// Only a service token may set it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner_id: Option<Option<String>>,

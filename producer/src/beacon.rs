@@ -126,12 +126,16 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// `GET /v1/client/sessionfold.js` and `.d.ts`.
+/// The browser client, an ES module.
+#[utoipa::path(get, path = "/v1/client/sessionfold.js", tag = "browser",
+    responses((status = 200, description = "The module", body = String, content_type = "text/javascript")))]
 pub(crate) async fn client_js() -> Response {
     module(CLIENT_JS, "text/javascript; charset=utf-8")
 }
 
-/// The TypeScript declarations of the client.
+/// The TypeScript declarations of the browser client.
+#[utoipa::path(get, path = "/v1/client/sessionfold.d.ts", tag = "browser",
+    responses((status = 200, description = "The declarations", body = String, content_type = "application/typescript")))]
 pub(crate) async fn client_dts() -> Response {
     module(CLIENT_DTS, "application/typescript; charset=utf-8")
 }
@@ -147,8 +151,19 @@ fn module(text: &'static str, kind: &'static str) -> Response {
         .into_response()
 }
 
-/// `POST /v1/sessions/{session_id}/end-ticket`: a ticket for the caller's
-/// own session.
+/// An end ticket for the caller's own session: what the page sends as it
+/// closes, in place of its bearer token.
+#[utoipa::path(
+    post, path = "/v1/sessions/{session_id}/end-ticket", tag = "browser",
+    params(("session_id" = String, Path, description = "The caller's session")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The ticket", body = crate::bodies::TicketBody),
+        (status = 400, description = "The session id is invalid", body = crate::bodies::Refusal),
+        (status = 401, description = "No valid token", body = crate::bodies::Refusal),
+        (status = 429, description = "Too many tickets asked for by this user; see Retry-After", body = crate::bodies::Refusal),
+    )
+)]
 pub(crate) async fn end_ticket(
     State(state): State<AppState>,
     caller: Caller,
@@ -165,18 +180,31 @@ pub(crate) async fn end_ticket(
         .into_response();
     }
     match state.tickets.sign(&caller.user_id, &session_id) {
-        Ok(ticket) => Json(serde_json::json!({
-            "ticket": ticket,
-            "expires_in": state.tickets.lifetime.as_secs(),
-        }))
+        Ok(ticket) => Json(crate::bodies::TicketBody {
+            ticket,
+            expires_in: state.tickets.lifetime.as_secs(),
+        })
         .into_response(),
         Err(e) => ApiError::Internal(format!("signing an end ticket: {e}")).into_response(),
     }
 }
 
-/// `POST /v1/activity/end`: `{"ticket", "event_id", "reason", "occurred_at"}`
-/// as any content type (a beacon sends `text/plain`, which needs no CORS
-/// preflight). Ends the ticket's session.
+/// Ends the ticket's session: `{"ticket", "event_id", "reason",
+/// "occurred_at"}` as any content type (a beacon sends `text/plain`, which
+/// needs no CORS preflight). No bearer token: the ticket is the credential.
+#[utoipa::path(
+    post, path = "/v1/activity/end", tag = "browser",
+    request_body(content = crate::bodies::EndRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "The end, buffered", body = crate::bodies::AcceptedBody),
+        (status = 400, description = "A field is invalid", body = crate::bodies::Refusal),
+        (status = 403, description = "The ticket is invalid or expired", body = crate::bodies::Refusal),
+        (status = 410, description = "The user asked to be forgotten", body = crate::bodies::Refusal),
+        (status = 413, description = "The body is over the size limit", body = crate::bodies::Refusal),
+        (status = 429, description = "Too many ends from this address; see Retry-After", body = crate::bodies::Refusal),
+        (status = 503, description = "The broker is away and the buffer full", body = crate::bodies::Refusal),
+    )
+)]
 pub(crate) async fn end_session(
     State(state): State<AppState>,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use sessionfold_auth::Caller;
 use sessionfold_schemas::{OwnedImports, UserErased};
 
+use crate::bodies::{DeleteWord, Erasure, ImportsRule};
 use crate::input::FieldError;
 use crate::{ApiError, AppState, json_body, now_millis, refused};
 
@@ -58,12 +59,27 @@ fn owned_imports(body: &serde_json::Value) -> Result<OwnedImports, FieldError> {
     }
 }
 
-/// `POST /v1/users/{user_id}/erasure`: an admin or a service forgets a
-/// user. Answers 202 once the erasure is on the broker; the processor and
-/// the projections drop the user within moments. Repeating it is harmless
-/// and writes nothing: the same rule answers 200 with the erasure kept, a
-/// different rule 409, since what the first did to the user's imports
-/// cannot be undone.
+/// Forgets a user (an admin or a service only). Answers 202 once the
+/// erasure is on the broker; the processor and the projections drop the
+/// user within moments. Repeating it is harmless and writes nothing: the
+/// same rule answers 200 with the erasure kept, a different rule 409, since
+/// what the first did to the user's imports cannot be undone.
+#[utoipa::path(
+    post, path = "/v1/users/{user_id}/erasure", tag = "erasure",
+    params(("user_id" = String, Path, description = "The user to forget")),
+    request_body(content = crate::bodies::ErasureRequest, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Written", body = Erasure),
+        (status = 200, description = "Forgotten already with the same rule", body = Erasure),
+        (status = 400, description = "A field is invalid", body = crate::bodies::Refusal),
+        (status = 401, description = "No valid token", body = crate::bodies::Refusal),
+        (status = 403, description = "Not an admin or a service", body = crate::bodies::Refusal),
+        (status = 409, description = "Forgotten already with another rule; `kept` is the one that stands", body = crate::bodies::Refusal),
+        (status = 413, description = "The body is over the size limit", body = crate::bodies::Refusal),
+        (status = 429, description = "Too many erasures by this caller; see Retry-After", body = crate::bodies::Refusal),
+    )
+)]
 pub(crate) async fn post_erasure(
     State(state): State<AppState>,
     caller: Caller,
@@ -85,17 +101,19 @@ pub(crate) async fn post_erasure(
     }
 }
 
-fn described(e: &UserErased) -> serde_json::Value {
-    serde_json::json!({
-        "user_id": e.user_id,
-        "erased_at": chrono::DateTime::from_timestamp_millis(e.erased_at)
+fn described(e: &UserErased) -> Erasure {
+    Erasure {
+        user_id: e.user_id.clone(),
+        erased_at: chrono::DateTime::from_timestamp_millis(e.erased_at)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-        "requested_by": e.requested_by,
-        "imports": match &e.imports {
-            OwnedImports::Delete => serde_json::json!("delete"),
-            OwnedImports::TransferTo(to) => serde_json::json!({ "transfer_to": to }),
+        requested_by: e.requested_by.clone(),
+        imports: match &e.imports {
+            OwnedImports::Delete => ImportsRule::Delete(DeleteWord::Delete),
+            OwnedImports::TransferTo(to) => ImportsRule::Transfer {
+                transfer_to: to.clone(),
+            },
         },
-    })
+    }
 }
 
 /// The erasure of `user_id` already on the broker, if any: the follower's
@@ -157,7 +175,7 @@ async fn erase(
                 "user {:?} was forgotten already with another rule for their imports; that rule stands",
                 first.user_id
             ),
-            kept: described(&first),
+            kept: serde_json::to_value(described(&first)).unwrap_or_default(),
         });
     }
     let bytes = state

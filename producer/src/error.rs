@@ -1,9 +1,8 @@
+use crate::bodies::Refusal;
+use crate::input::FieldError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
-
-use crate::input::FieldError;
 
 /// An ingest request that could not be accepted whole.
 #[derive(Debug, thiserror::Error)]
@@ -92,58 +91,50 @@ impl From<anyhow::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let with_field = |f: FieldError| Refusal {
+            field: Some(f.field.clone()),
+            ..Refusal::new(f.to_string())
+        };
+        let holding = |error: String, accepted: Vec<String>| Refusal {
+            accepted: Some(accepted),
+            ..Refusal::new(error)
+        };
         match self {
-            ApiError::BadRequest(f) => (
-                StatusCode::BAD_REQUEST,
-                Json(json!({ "error": f.to_string(), "field": f.field })),
-            )
-                .into_response(),
-            ApiError::Forbidden(m) => {
-                (StatusCode::FORBIDDEN, Json(json!({ "error": m }))).into_response()
-            }
-            ApiError::Gone(f) => (
-                StatusCode::GONE,
-                Json(json!({ "error": f.to_string(), "field": f.field })),
-            )
-                .into_response(),
+            ApiError::BadRequest(f) => (StatusCode::BAD_REQUEST, Json(with_field(f))).into_response(),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, Json(Refusal::new(m))).into_response(),
+            ApiError::Gone(f) => (StatusCode::GONE, Json(with_field(f))).into_response(),
             ApiError::Conflict { message, kept } => (
                 StatusCode::CONFLICT,
-                Json(json!({ "error": message, "kept": kept })),
+                Json(Refusal {
+                    kept: Some(kept),
+                    ..Refusal::new(message)
+                }),
             )
                 .into_response(),
             ApiError::TooMany(wait) => {
                 let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
                 retry_later(
                     StatusCode::TOO_MANY_REQUESTS,
-                    json!({ "error": format!("too many requests on this route from this caller; retry in {secs} s") }),
+                    Refusal::new(format!("too many requests on this route from this caller; retry in {secs} s")),
                     secs,
                 )
             }
             ApiError::TooLarge(m) => {
-                (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({ "error": m }))).into_response()
+                (StatusCode::PAYLOAD_TOO_LARGE, Json(Refusal::new(m))).into_response()
             }
             ApiError::Unavailable { accepted } => retry_later(
                 StatusCode::SERVICE_UNAVAILABLE,
-                json!({
-                    "error": "broker unavailable and buffer full; retry the events not accepted, with the same event ids",
-                    "accepted": accepted,
-                }),
+                holding("broker unavailable and buffer full; retry the events not accepted, with the same event ids".into(), accepted),
                 1,
             ),
             ApiError::Replacing { accepted } => retry_later(
                 StatusCode::SERVICE_UNAVAILABLE,
-                json!({
-                    "error": "the Kafka producer is being replaced after a fatal error; retry the events not accepted in a moment, with the same event ids",
-                    "accepted": accepted,
-                }),
+                holding("the Kafka producer is being replaced after a fatal error; retry the events not accepted in a moment, with the same event ids".into(), accepted),
                 1,
             ),
             ApiError::NotAcknowledged(why) => retry_later(
                 StatusCode::SERVICE_UNAVAILABLE,
-                json!({
-                    "error": format!("the broker did not acknowledge the events ({why}); they may still arrive: send them again with the same event ids, which are applied once"),
-                    "accepted": [],
-                }),
+                holding(format!("the broker did not acknowledge the events ({why}); they may still arrive: send them again with the same event ids, which are applied once"), Vec::new()),
                 1,
             ),
             ApiError::DeliveriesFailing(ep) => {
@@ -151,10 +142,7 @@ impl IntoResponse for ApiError {
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
                 retry_later(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    json!({
-                        "error": format!("deliveries to Kafka failing since {since} ({} failed; first error: {}); nothing was accepted, retry later with the same event ids", ep.failed, ep.first_error),
-                        "accepted": [],
-                    }),
+                    holding(format!("deliveries to Kafka failing since {since} ({} failed; first error: {}); nothing was accepted, retry later with the same event ids", ep.failed, ep.first_error), Vec::new()),
                     ep.retry_after(),
                 )
             }
@@ -162,7 +150,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %detail, "request failed");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    Json(json!({ "error": "internal error" })),
+                    Json(Refusal::new("internal error")),
                 )
                     .into_response()
             }
@@ -171,7 +159,7 @@ impl IntoResponse for ApiError {
 }
 
 /// An answer that tells the caller to come back in `secs` seconds.
-fn retry_later(status: StatusCode, body: serde_json::Value, secs: u64) -> Response {
+fn retry_later(status: StatusCode, body: Refusal, secs: u64) -> Response {
     let mut r = (status, Json(body)).into_response();
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));

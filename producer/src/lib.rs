@@ -8,11 +8,14 @@
 //! [`simulate`] generates realistic traffic through it.
 
 pub mod beacon;
+mod bodies;
 pub use sessionfold_client as client;
 mod erasure;
 mod error;
+mod events;
 pub use sessionfold_ingest as input;
 pub mod owners;
+mod routes;
 pub mod simulate;
 mod sink;
 pub mod throttle;
@@ -20,21 +23,21 @@ pub mod throttle;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::Bytes;
+use axum::extract::FromRef;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRef, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
-use sessionfold_auth::{Authenticator, Caller};
+use sessionfold_auth::Authenticator;
 use sessionfold_edge::HttpMetrics;
 use sessionfold_schemas::{Contract, Millis, SchemaError, Topics};
-use std::net::SocketAddr;
 
 pub use error::ApiError;
+pub use events::Ack;
+pub(crate) use events::{client_address, receipt, send_all};
+pub use routes::{app, document};
 pub use sink::{Acks, FailureEpisode, Sink, SinkError};
 
 /// Limits and rules of the ingest.
@@ -247,53 +250,6 @@ impl AppState {
 
 use sessionfold_edge::now_millis;
 
-/// The ingest's routes.
-pub fn app(state: AppState) -> Router {
-    let http = state.metrics.http.clone();
-    let cors = beacon::cors(&state.limits.cors_origins);
-    let router = Router::new()
-        .route("/v1/activity", post(post_activity))
-        .route("/v1/activity/end", post(beacon::end_session))
-        .route(
-            "/v1/sessions/{session_id}/end-ticket",
-            post(beacon::end_ticket),
-        )
-        .route("/v1/client/sessionfold.js", get(beacon::client_js))
-        .route("/v1/client/sessionfold.d.ts", get(beacon::client_dts))
-        .route("/v1/imports/{import_id}/events", post(post_imports))
-        .route("/v1/users/{user_id}/erasure", post(erasure::post_erasure))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route(
-            "/metrics",
-            get(|State(s): State<AppState>| async move {
-                let ready = s.sink.failures().filter(|ep| ep.holding()).is_none();
-                s.metrics.gauges.response(&s.metrics.registry, ready)
-            }),
-        )
-        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            http,
-            sessionfold_edge::track_http,
-        ))
-        .with_state(state);
-    match cors {
-        Ok(layer) => router.layer(layer),
-        Err(e) => {
-            tracing::error!(error = %e, "CORS origins ignored");
-            router
-        }
-    }
-}
-
-/// Ready unless deliveries to Kafka are failing now.
-async fn readyz(State(s): State<AppState>) -> Response {
-    match s.sink.failures().filter(|ep| ep.holding()) {
-        None => (StatusCode::OK, "ready").into_response(),
-        Some(ep) => ApiError::DeliveriesFailing(ep).into_response(),
-    }
-}
-
 fn json_body(
     state: &AppState,
     body: Result<Bytes, BytesRejection>,
@@ -323,7 +279,10 @@ fn answer(state: &AppState, result: Result<Accepted, ApiError>) -> Response {
     match result {
         Ok(a) => (
             StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "accepted": a.ids, "acknowledged": a.acknowledged })),
+            Json(bodies::AcceptedBody {
+                accepted: a.ids,
+                acknowledged: a.acknowledged,
+            }),
         )
             .into_response(),
         Err(e) => refused(state, e),
@@ -340,52 +299,6 @@ pub struct Accepted {
     pub acknowledged: bool,
 }
 
-/// When a request is answered: once its events are in the local buffer, or
-/// once the broker has stored them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Ack {
-    /// Answer once buffered (the default for activity).
-    Buffer,
-    /// Answer once the broker acknowledged every event with `acks=all`
-    /// (the default for import events).
-    Broker,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct AckQuery {
-    ack: Option<Ack>,
-}
-
-/// The `ack` query parameter, or `default`.
-fn ack_mode(query: Result<Query<AckQuery>, QueryRejection>, default: Ack) -> Result<Ack, ApiError> {
-    match query {
-        Ok(Query(q)) => Ok(q.ack.unwrap_or(default)),
-        Err(_) => Err(ApiError::BadRequest(input::FieldError {
-            field: "ack".into(),
-            message: "must be buffer or broker".into(),
-        })),
-    }
-}
-
-/// Waits for the broker when asked to: the answer says the events are
-/// stored, or 503 says to send them again (a repeated id is applied once).
-async fn settle(state: &AppState, queued: Queued) -> Result<Accepted, ApiError> {
-    let Some(acks) = queued.acks else {
-        return Ok(Accepted {
-            ids: queued.ids,
-            acknowledged: false,
-        });
-    };
-    match acks.wait(state.limits.ack_timeout).await {
-        Ok(()) => Ok(Accepted {
-            ids: queued.ids,
-            acknowledged: true,
-        }),
-        Err(why) => Err(ApiError::NotAcknowledged(why)),
-    }
-}
-
 /// The answer to a refused request, counted by reason.
 fn refused(state: &AppState, e: ApiError) -> Response {
     state
@@ -394,218 +307,6 @@ fn refused(state: &AppState, e: ApiError) -> Response {
         .with_label_values(&[e.reason()])
         .inc();
     e.into_response()
-}
-
-fn receipt(state: &AppState) -> input::Receipt {
-    input::Receipt {
-        received_at: now_millis(),
-        max_clock_skew: state.limits.max_clock_skew,
-    }
-}
-
-async fn post_activity(
-    State(state): State<AppState>,
-    caller: Caller,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-    query: Result<Query<AckQuery>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let client = client_address(&state, peer, &headers);
-    let result = match ack_mode(query, Ack::Buffer)
-        .and_then(|ack| ingest_activity(&state, &caller, client, body, ack))
-    {
-        Ok(queued) => settle(&state, queued).await,
-        Err(e) => Err(e),
-    };
-    answer(&state, result)
-}
-
-/// The client behind a request: the connection's peer, or what trusted
-/// proxies say in `X-Forwarded-For`.
-pub(crate) fn client_address(
-    state: &AppState,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: &HeaderMap,
-) -> Option<std::net::IpAddr> {
-    peer.map(|Extension(ConnectInfo(p))| {
-        // Proxies may add their hop as a header line of its own: the lines
-        // together are one list (RFC 9110 §5.3), read from the right.
-        let forwarded = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect::<Vec<_>>()
-            .join(",");
-        input::address::client_address(p.ip(), Some(&forwarded), &state.limits.trusted_proxies)
-    })
-}
-
-fn ingest_activity(
-    state: &AppState,
-    caller: &Caller,
-    client: Option<std::net::IpAddr>,
-    body: Result<Bytes, BytesRejection>,
-    ack: Ack,
-) -> Result<Queued, ApiError> {
-    let value = json_body(state, body)?;
-    let mut events = input::activity_request(&value, receipt(state), state.limits.max_events)
-        .map_err(ApiError::BadRequest)?;
-    input::authorize_request(caller, &value, events.iter().map(input::Event::Activity))?;
-    erasure::refuse_forgotten(state, events.iter().map(|e| Some(e.user_id.as_str())))?;
-    // Only as much of the address as configured leaves the ingest. Only a
-    // service (a backend posting for its browsers) may name the address; a
-    // user's own claim is replaced by the connection's client.
-    for e in &mut events {
-        if let sessionfold_schemas::ActivityBody::SessionStarted(st) = &mut e.body {
-            let named = st.ip_address.as_deref().filter(|_| caller.is_service());
-            st.ip_address = input::address::recorded(named, client, state.limits.addresses);
-        }
-    }
-    let records = events
-        .iter()
-        .map(|e| {
-            let bytes = state
-                .contract
-                .encode_activity(e)
-                .and_then(|b| state.framing.frame(b, false))
-                .map_err(|err| ApiError::Internal(format!("encoding {}: {err}", e.event_id)))?;
-            Ok((
-                e.event_id.as_str(),
-                e.user_id.as_str(),
-                e.body.kind(),
-                bytes,
-            ))
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    send_all(state, &state.topics.activity, &records, None, ack)
-}
-
-async fn post_imports(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(import_id): Path<String>,
-    query: Result<Query<AckQuery>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    // Who owns an import is not to be lost silently: its events wait for
-    // the broker unless the caller asks otherwise.
-    let result = match ack_mode(query, Ack::Broker)
-        .and_then(|ack| ingest_imports(&state, &caller, &import_id, body, ack))
-    {
-        Ok(queued) => settle(&state, queued).await,
-        Err(e) => Err(e),
-    };
-    answer(&state, result)
-}
-
-fn ingest_imports(
-    state: &AppState,
-    caller: &Caller,
-    import_id: &str,
-    body: Result<Bytes, BytesRejection>,
-    ack: Ack,
-) -> Result<Queued, ApiError> {
-    let value = json_body(state, body)?;
-    let events = input::import_events(
-        &value,
-        import_id,
-        &caller.user_id,
-        receipt(state),
-        state.limits.max_events,
-    )
-    .map_err(ApiError::BadRequest)?;
-    let owner = state.owners.owner_of(import_id);
-    input::authorize_request(
-        caller,
-        &value,
-        events
-            .iter()
-            .map(|e| input::Event::Import(e, owner.as_ref().map(Option::as_deref))),
-    )?;
-    erasure::refuse_forgotten(
-        state,
-        events.iter().map(|e| match &e.body {
-            sessionfold_schemas::ImportBody::Started { owner_id, .. } => owner_id.as_deref(),
-            sessionfold_schemas::ImportBody::Transferred { new_owner_id } => {
-                Some(new_owner_id.as_str())
-            }
-            _ => None,
-        }),
-    )?;
-    let records = events
-        .iter()
-        .map(|e| {
-            let bytes = state
-                .contract
-                .encode_import(e)
-                .and_then(|b| state.framing.frame(b, true))
-                .map_err(|err| ApiError::Internal(format!("encoding {}: {err}", e.event_id)))?;
-            Ok((
-                e.event_id.as_str(),
-                e.import_id.as_str(),
-                e.body.kind(),
-                bytes,
-            ))
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    send_all(
-        state,
-        &state.topics.imports,
-        &records,
-        Some(caller.import_role()),
-        ack,
-    )
-}
-
-/// Events queued for Kafka, and the acknowledgements to wait for when the
-/// request asked for them.
-struct Queued {
-    ids: Vec<String>,
-    acks: Option<Arc<Acks>>,
-}
-
-/// Queues encoded records `(event_id, key, kind, bytes)` in order, with the
-/// actor role the caller's token vouches for on import events; the whole
-/// request was validated before, so only a full buffer stops it part way.
-fn send_all(
-    state: &AppState,
-    topic: &str,
-    records: &[(&str, &str, &'static str, Vec<u8>)],
-    role: Option<&str>,
-    ack: Ack,
-) -> Result<Queued, ApiError> {
-    if let Some(ep) = state.sink.failures().filter(|ep| ep.holding()) {
-        return Err(ApiError::DeliveriesFailing(ep));
-    }
-    let acks = (ack == Ack::Broker).then(|| Acks::new(records.len()));
-    let mut ids = Vec::with_capacity(records.len());
-    for (i, (event_id, key, kind, bytes)) in records.iter().enumerate() {
-        let unqueued = || {
-            if let Some(a) = &acks {
-                a.abandon(records.len() - i);
-            }
-        };
-        match state.sink.send(topic, key, bytes, role, acks.clone()) {
-            Ok(()) => {
-                state.metrics.accepted.with_label_values(&[kind]).inc();
-                ids.push((*event_id).to_owned());
-            }
-            Err(SinkError::BufferFull) => {
-                unqueued();
-                return Err(ApiError::Unavailable { accepted: ids });
-            }
-            Err(SinkError::Replacing) => {
-                unqueued();
-                return Err(ApiError::Replacing { accepted: ids });
-            }
-            Err(other) => {
-                unqueued();
-                return Err(ApiError::Internal(other.to_string()));
-            }
-        }
-    }
-    Ok(Queued { ids, acks })
 }
 
 /// Everything `run` needs.

@@ -13,16 +13,16 @@ pub use sessionfold_views::{counts, imports, view};
 mod dashboard;
 pub mod follow;
 pub mod metrics;
+mod routes;
 pub mod stream;
+
+pub use crate::routes::{app, document};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{FromRef, State};
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::extract::FromRef;
 use sessionfold_auth::Authenticator;
 use sessionfold_schemas::{Millis, Topics};
 
@@ -93,50 +93,6 @@ impl AppState {
     fn imports(&self) -> RwLockReadGuard<'_, ImportView> {
         read(&self.views.imports)
     }
-}
-
-/// The projections' routes.
-pub fn app(state: AppState) -> Router {
-    let http = state.metrics.http.clone();
-    Router::new()
-        .route("/v1/presence/active", get(api::presence::active))
-        .route("/v1/presence/summary", get(api::presence::summary))
-        .route("/v1/presence/users/{user_id}", get(api::presence::user))
-        .route("/v1/presence/rooms", get(api::rooms::busiest))
-        .route("/v1/presence/online", get(api::rooms::online))
-        .route("/v1/presence/rooms/{room}", get(api::rooms::room))
-        .route("/v1/imports", get(api::imports::list))
-        .route("/v1/imports/duplicates", get(api::imports::duplicates))
-        .route("/v1/imports/monitor", get(api::imports::monitor))
-        .route("/v1/imports/{import_id}", get(api::imports::one))
-        .route("/v1/stream", get(stream::handler))
-        .merge(dashboard::routes())
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(|State(s): State<AppState>| async move {
-                if s.ready.load(Ordering::SeqCst) {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "catching up with the changelogs",
-                    )
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(|State(s): State<AppState>| async move {
-                let ready = s.ready.load(Ordering::SeqCst);
-                s.metrics.gauges.response(&s.metrics.registry, ready)
-            }),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            http,
-            sessionfold_edge::track_http,
-        ))
-        .with_state(state)
 }
 
 /// Everything `run` needs.

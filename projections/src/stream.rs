@@ -415,7 +415,19 @@ impl Drop for Subscribed {
     }
 }
 
-/// `GET /v1/stream`.
+/// Server-Sent Events of every change the caller may see, as it is applied:
+/// `presence`, `import` and `room` events, `resync` when a resumption is no
+/// longer possible, `dropped` before a subscriber that fell behind is
+/// disconnected, `closing` when the service stops.
+#[utoipa::path(
+    get, path = "/v1/stream", tag = "stream",
+    params(("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received, to resume")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "An endless event stream", body = String, content_type = "text/event-stream"),
+        (status = 401, description = "No valid token", body = crate::api::ErrorBody),
+    )
+)]
 pub(crate) async fn handler(
     State(s): State<crate::AppState>,
     caller: Caller,

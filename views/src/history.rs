@@ -9,7 +9,7 @@ use sessionfold_schemas::Millis;
 const MINUTE: Millis = 60_000;
 
 /// One minute of the chart: the most users online at any sample in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Point {
     /// Start of the minute.
     pub minute: String,

@@ -8,7 +8,7 @@ use sessionfold_schemas::{ImportState, ImportStatus, Millis};
 use crate::view::{Update, rfc3339};
 
 /// An import as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ImportJson {
     /// Import id.
     pub import_id: String,
@@ -39,7 +39,7 @@ pub struct ImportJson {
 }
 
 /// A row of the import monitor.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct MonitorJson {
     /// The import.
     #[serde(flatten)]

@@ -48,7 +48,7 @@ struct Room {
 }
 
 /// What a change did to one user's place in one room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Move {
     /// The user's first session entered the room.
@@ -60,7 +60,7 @@ pub enum Move {
 }
 
 /// A room change of one user, as the stream sends it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RoomChange {
     /// The room.
     pub room: String,
@@ -75,7 +75,7 @@ pub struct RoomChange {
 }
 
 /// A member as a room lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct MemberJson {
     /// The user.
     pub user_id: String,
@@ -86,7 +86,7 @@ pub struct MemberJson {
 }
 
 /// One room now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RoomJson {
     /// The room.
     pub room: String,
@@ -103,7 +103,7 @@ pub struct RoomJson {
 }
 
 /// A room in the busiest-rooms list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RoomCount {
     /// The room.
     pub room: String,

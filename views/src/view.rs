@@ -19,7 +19,7 @@ pub fn rfc3339(t: Millis) -> String {
 }
 
 /// A session as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct SessionJson {
     /// Session id.
     pub session_id: String,
@@ -48,7 +48,7 @@ pub struct SessionJson {
 }
 
 /// A user as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct UserJson {
     /// User id.
     pub user_id: String,
@@ -69,7 +69,7 @@ pub struct UserJson {
 }
 
 /// One page of `GET /v1/presence/active`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ActivePage {
     /// The time the answer was computed for.
     pub as_of: String,
@@ -84,7 +84,7 @@ pub struct ActivePage {
 }
 
 /// `GET /v1/presence/summary`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Summary {
     /// The time the answer was computed for.
     pub as_of: String,

@@ -9,6 +9,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+/// The body of every refusal.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What was wrong.
+    pub error: String,
+}
+
 /// A request the projections cannot answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

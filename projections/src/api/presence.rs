@@ -1,7 +1,7 @@
 //! `/v1/presence/*`: who is online.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sessionfold_auth::Caller;
@@ -9,7 +9,8 @@ use sessionfold_schemas::Millis;
 
 use super::{ApiError, now_millis};
 use crate::AppState;
-use crate::view::Cursor;
+use crate::view::{ActivePage, Cursor, Summary, UserJson};
+use sessionfold_edge::http::{JsonPath, JsonQuery};
 
 const MIN_WINDOW: Millis = 60_000;
 const MAX_WINDOW: Millis = 24 * 3_600_000;
@@ -39,17 +40,34 @@ fn may_list(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The query of the active list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ActiveQuery {
+    /// Activity within this long counts: `1m` to `24h` (default `5m`).
     window: Option<String>,
+    /// Users per page, 1 to 1000 (default 100).
     limit: Option<usize>,
+    /// `next_cursor` of the page before.
     cursor: Option<String>,
 }
 
+/// Users with a session active in the window, most recent first, a page at a time.
+#[utoipa::path(
+    get, path = "/v1/presence/active", tag = "presence",
+    params(ActiveQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of active users", body = ActivePage),
+        (status = 400, description = "A query parameter is invalid", body = super::ErrorBody),
+        (status = 401, description = "No valid token", body = super::ErrorBody),
+        (status = 403, description = "Needs the admin role or USER_VIEW_ACTIVE_SESSIONS", body = super::ErrorBody),
+    )
+)]
 pub(crate) async fn active(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<ActiveQuery>,
+    JsonQuery(q): JsonQuery<ActiveQuery>,
 ) -> Result<Response, ApiError> {
     may_list(&caller)?;
     let window = window(q.window.as_deref())?;
@@ -72,25 +90,52 @@ pub(crate) async fn active(
     Ok(Json(page).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// A window of activity.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct WindowQuery {
+    /// Activity within this long counts: `1m` to `24h` (default `5m`).
     window: Option<String>,
 }
 
+/// Active users and sessions in the window, by device and by browser.
+#[utoipa::path(
+    get, path = "/v1/presence/summary", tag = "presence",
+    params(WindowQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The counts", body = Summary),
+        (status = 400, description = "A query parameter is invalid", body = super::ErrorBody),
+        (status = 401, description = "No valid token", body = super::ErrorBody),
+        (status = 403, description = "Needs the admin role or USER_VIEW_ACTIVE_SESSIONS", body = super::ErrorBody),
+    )
+)]
 pub(crate) async fn summary(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<WindowQuery>,
+    JsonQuery(q): JsonQuery<WindowQuery>,
 ) -> Result<Response, ApiError> {
     may_list(&caller)?;
     let window = window(q.window.as_deref())?;
     Ok(Json(s.presence().summary(now_millis(), window)).into_response())
 }
 
+/// One user's presence: the caller's own, or anyone's for whoever sees all presence.
+#[utoipa::path(
+    get, path = "/v1/presence/users/{user_id}", tag = "presence",
+    params(("user_id" = String, Path, description = "The user")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user", body = UserJson),
+        (status = 400, description = "The path is invalid", body = super::ErrorBody),
+        (status = 401, description = "No valid token", body = super::ErrorBody),
+        (status = 404, description = "Unknown, or another user the caller may not see", body = super::ErrorBody),
+    )
+)]
 pub(crate) async fn user(
     State(s): State<AppState>,
     caller: Caller,
-    Path(user_id): Path<String>,
+    JsonPath(user_id): JsonPath<String>,
 ) -> Result<Response, ApiError> {
     // Another user's presence answers as if unknown: existence is not revealed.
     let unknown = || ApiError::NotFound(format!("unknown user {user_id:?}"));

@@ -1,0 +1,109 @@
+//! The projections' routes and their OpenAPI document, built from the same
+//! handler list so the document cannot name a route that is not served.
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use sessionfold_edge::openapi::BearerJwt;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::{AppState, api, dashboard, stream};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "sessionfold projections",
+        description = "Live views of presence and import ownership, each answer scoped to the caller's token."
+    ),
+    modifiers(&BearerJwt),
+    tags(
+        (name = "presence", description = "Who is online"),
+        (name = "imports", description = "Whose import is this"),
+        (name = "stream", description = "Changes as they are applied"),
+        (name = "service", description = "Health, readiness and metrics"),
+    )
+)]
+struct ApiDoc;
+
+/// The service is up.
+#[utoipa::path(get, path = "/healthz", tag = "service",
+    responses((status = 200, description = "Up", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// The changelogs have been read to their ends as seen at start.
+#[utoipa::path(get, path = "/readyz", tag = "service",
+    responses(
+        (status = 200, description = "Ready", body = String, content_type = "text/plain"),
+        (status = 503, description = "Still catching up with the changelogs", body = String, content_type = "text/plain"),
+    ))]
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    if s.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "catching up with the changelogs",
+        )
+    }
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "The metrics", body = String, content_type = "text/plain")))]
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    let ready = s.ready.load(Ordering::SeqCst);
+    s.metrics.gauges.response(&s.metrics.registry, ready)
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "service",
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(document())
+}
+
+fn split() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(api::presence::active))
+        .routes(routes!(api::presence::summary))
+        .routes(routes!(api::presence::user))
+        .routes(routes!(api::rooms::busiest))
+        .routes(routes!(api::rooms::online))
+        .routes(routes!(api::rooms::room))
+        .routes(routes!(api::imports::list))
+        .routes(routes!(api::imports::duplicates))
+        .routes(routes!(api::imports::monitor))
+        .routes(routes!(api::imports::one))
+        .routes(routes!(stream::handler))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+        .split_for_parts()
+}
+
+/// The OpenAPI document of every route but the dashboard's page and assets.
+pub fn document() -> utoipa::openapi::OpenApi {
+    split().1
+}
+
+/// The projections' routes.
+pub fn app(state: AppState) -> Router {
+    let http = state.metrics.http.clone();
+    split()
+        .0
+        .merge(dashboard::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            http,
+            sessionfold_edge::track_http,
+        ))
+        .with_state(state)
+}
