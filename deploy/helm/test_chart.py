@@ -7,11 +7,13 @@ values-managed-kafka.yaml:
     python3 deploy/helm/test_chart.py default.yaml managed.yaml
 """
 
+import os
 import sys
 
 import yaml
 
 STATE = "/var/lib/sessionfold/state"
+ALERTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../prometheus/alerts.yml")
 
 
 def load(path):
@@ -71,6 +73,15 @@ def check(path, managed):
     assert names == ["activity", "imports", "presence", "import-ownership", "dead-letter", "erasures"], names
     parts = {t["partitions"] for t in topics if t["name"].split(".", 1)[1] != "erasures"}
     assert parts == {int(config["SESSIONFOLD_PARTITIONS"])}, parts
+    # Kafka takes retention in milliseconds, not the services' "30d".
+    by_name = {t["name"].split(".", 1)[1]: t for t in topics}
+    assert by_name["activity"]["config"]["retention.ms"] == str(30 * 86_400_000), by_name["activity"]
+    assert by_name["presence"]["config"]["cleanup.policy"] == "compact"
+    assert all(t["config"]["min.insync.replicas"] == "2" and t["replicationFactor"] == 3 for t in topics)
+    script = one(by, "ConfigMap", "-sessionfold-topics")["data"]["create-topics.sh"]
+    calls = [l for l in script.splitlines() if l.startswith("kafka-topics.sh ")]
+    assert len(calls) == 6 and all("--if-not-exists" in c and "--replication-factor 3" in c for c in calls), calls
+    assert "--topic sessionfold.activity --partitions 6" in calls[0] or managed, calls[0]
 
     processor = one(by, "StatefulSet", "-sessionfold-processor")
     c, env, mounts, _, _ = check_pod(processor, cm, "processor", 8082)
@@ -120,8 +131,12 @@ def check(path, managed):
         assert penv["SESSIONFOLD_CORS_ORIGIN"]["value"] == "https://app.example.com"
         monitor = one(by, "ServiceMonitor", "-sessionfold-metrics")
         assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+        rule = one(by, "PrometheusRule", "-sessionfold-alerts")
+        assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        shipped = yaml.safe_load(open(ALERTS))["groups"]
+        assert rule["spec"]["groups"] == shipped, "the PrometheusRule differs from deploy/prometheus/alerts.yml"
     else:
-        assert "ServiceMonitor" not in by
+        assert "ServiceMonitor" not in by and "PrometheusRule" not in by
     return len(sum((list(v.values()) for v in by.values()), []))
 
 

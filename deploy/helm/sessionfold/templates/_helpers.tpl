@@ -100,3 +100,12 @@ startupProbe:
   periodSeconds: 2
   failureThreshold: 30
 {{- end -}}
+
+{{/* A retention as Kafka's retention.ms: <n>d, <n>h or forever (-1). */}}
+{{- define "sessionfold.retentionMs" -}}
+{{- if eq . "forever" -}}-1
+{{- else if regexMatch "^[0-9]+d$" . -}}{{ mul (trimSuffix "d" . | atoi) 86400000 }}
+{{- else if regexMatch "^[0-9]+h$" . -}}{{ mul (trimSuffix "h" . | atoi) 3600000 }}
+{{- else -}}{{ fail (printf "topics retention %q: write it as <n>d, <n>h or forever" .) }}
+{{- end -}}
+{{- end -}}
