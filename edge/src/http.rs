@@ -92,59 +92,40 @@ fn with_peer<B>(
     }
 }
 
-/// A query string read into `T`; one that does not parse is answered 400
-/// with `{"error": …}` in JSON, as every other refused request is (axum's
-/// own rejection is plain text).
-#[derive(Debug, Clone, Copy, Default)]
+/// A query string or path parameter that does not parse, answered 400
+/// with `{"error": …}` in JSON as every other refused request is (axum's own
+/// rejections are plain text).
+#[derive(Debug)]
+pub struct BadParameter(String);
+
+impl From<axum::extract::rejection::QueryRejection> for BadParameter {
+    fn from(r: axum::extract::rejection::QueryRejection) -> Self {
+        BadParameter(format!("query: {}", r.body_text()))
+    }
+}
+
+impl From<axum::extract::rejection::PathRejection> for BadParameter {
+    fn from(r: axum::extract::rejection::PathRejection) -> Self {
+        BadParameter(format!("path: {}", r.body_text()))
+    }
+}
+
+impl axum::response::IntoResponse for BadParameter {
+    fn into_response(self) -> axum::response::Response {
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({ "error": self.0 })),
+        )
+            .into_response()
+    }
+}
+
+/// A query string read into `T`, refused as [`BadParameter`].
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(BadParameter))]
 pub struct JsonQuery<T>(pub T);
 
-impl<T, S> axum::extract::FromRequestParts<S> for JsonQuery<T>
-where
-    T: serde::de::DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = axum::response::Response;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        use axum::response::IntoResponse;
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(q)) => Ok(JsonQuery(q)),
-            Err(r) => Err((
-                axum::http::StatusCode::BAD_REQUEST,
-                axum::Json(serde_json::json!({ "error": format!("query: {}", r.body_text()) })),
-            )
-                .into_response()),
-        }
-    }
-}
-
-/// A path parameter read into `T`; one that does not parse is answered 400
-/// with `{"error": …}` in JSON.
-#[derive(Debug, Clone, Default)]
+/// A path parameter read into `T`, refused as [`BadParameter`].
+#[derive(Debug, Clone, Default, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(BadParameter))]
 pub struct JsonPath<T>(pub T);
-
-impl<T, S> axum::extract::FromRequestParts<S> for JsonPath<T>
-where
-    T: serde::de::DeserializeOwned + Send,
-    S: Send + Sync,
-{
-    type Rejection = axum::response::Response;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        use axum::response::IntoResponse;
-        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(p)) => Ok(JsonPath(p)),
-            Err(r) => Err((
-                axum::http::StatusCode::BAD_REQUEST,
-                axum::Json(serde_json::json!({ "error": format!("path: {}", r.body_text()) })),
-            )
-                .into_response()),
-        }
-    }
-}

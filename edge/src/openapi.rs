@@ -46,3 +46,10 @@ pub fn check_committed(
         ))
     }
 }
+
+/// The service is up (it answers; readiness is `/readyz`).
+#[utoipa::path(get, path = "/healthz", tag = "service",
+    responses((status = 200, description = "Up", body = String, content_type = "text/plain")))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}

@@ -30,13 +30,6 @@ use crate::{ApiError, AppState, beacon, erasure, events};
 )]
 struct ApiDoc;
 
-/// The service is up.
-#[utoipa::path(get, path = "/healthz", tag = "service",
-    responses((status = 200, description = "Up", body = String, content_type = "text/plain")))]
-async fn healthz() -> &'static str {
-    "ok"
-}
-
 /// Ready unless deliveries to Kafka are failing now.
 #[utoipa::path(get, path = "/readyz", tag = "service",
     responses(
@@ -74,7 +67,7 @@ fn split() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(beacon::client_js))
         .routes(routes!(beacon::client_dts))
         .routes(routes!(erasure::post_erasure))
-        .routes(routes!(healthz))
+        .routes(routes!(sessionfold_edge::openapi::healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))

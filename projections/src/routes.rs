@@ -31,13 +31,6 @@ use crate::{AppState, api, dashboard, stream};
 )]
 struct ApiDoc;
 
-/// The service is up.
-#[utoipa::path(get, path = "/healthz", tag = "service",
-    responses((status = 200, description = "Up", body = String, content_type = "text/plain")))]
-async fn healthz() -> &'static str {
-    "ok"
-}
-
 /// The changelogs have been read to their ends as seen at start.
 #[utoipa::path(get, path = "/readyz", tag = "service",
     responses(
@@ -83,7 +76,7 @@ fn split() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(api::imports::monitor))
         .routes(routes!(api::imports::one))
         .routes(routes!(stream::handler))
-        .routes(routes!(healthz))
+        .routes(routes!(sessionfold_edge::openapi::healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))
