@@ -87,7 +87,7 @@ sys.exit(0 if all(same(p.split("==")[0].split("[")[0], p.split("==")[1]) for p i
     echo "installing the outside clients (fastavro, confluent-kafka, pandas, DuckDB, pyarrow, openapi-spec-validator, Schemathesis) from PyPI into $venv" >&2
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+    "$venv/bin/pip" install -q --no-cache-dir --disable-pip-version-check -r "$req"
   fi
   SESSIONFOLD_TEST_PYTHON="$(cd "$venv" && pwd)/bin/python"
   export SESSIONFOLD_TEST_PYTHON
@@ -103,7 +103,7 @@ ensure_tools_python() {
     echo "installing the checks' Python libraries from PyPI into $venv" >&2
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+    "$venv/bin/pip" install -q --no-cache-dir --disable-pip-version-check -r "$req"
     echo "$stamp" >"$venv/.stamp"
   fi
   TOOLS_PYTHON="$(cd "$venv" && pwd)/bin/python"
