@@ -19,7 +19,7 @@ COPY --from=plan /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked --workspace --bins \
- && for b in sessionfold-producer sessionfold-processor sessionfold-projections; do \
+ && for b in sessionfold-producer sessionfold-processor sessionfold-replay sessionfold-projections; do \
       strip --strip-debug "target/release/$b" && cp "target/release/$b" /usr/local/bin/; \
     done
 

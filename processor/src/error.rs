@@ -3,20 +3,6 @@ use thiserror::Error;
 /// What can stop the processor (bad records never do: they are dead-lettered).
 #[derive(Debug, Error)]
 pub enum ProcessorError {
-    /// A replay could not be carried out.
-    #[error("replay: {0}")]
-    Replay(String),
-    /// An Avro export file could not be written or read.
-    #[error("Avro file {path}: {reason}")]
-    Archive {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// A report file could not be rendered.
-    #[error("report: {0}")]
-    Report(#[from] sessionfold_report::ReportError),
     /// The local store failed.
     #[error("state store, {what}: {source}")]
     Store {

@@ -14,8 +14,8 @@ pub mod metrics;
 pub mod offsets;
 mod output;
 pub mod pipeline;
-pub mod replay;
 pub mod restore;
+pub mod rules;
 pub mod store;
 pub mod tables;
 

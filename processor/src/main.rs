@@ -1,13 +1,13 @@
 //! `sessionfold-processor`: folds the event topics into state and changelogs.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
 use sessionfold_edge::{CommonArgs, ServiceCli, parse_duration};
-use sessionfold_fold::{ImportConfig, PresenceConfig};
-use sessionfold_processor::replay::{ReplaySettings, Source, Start, archive, progress_bar};
+use sessionfold_processor::rules::FoldArgs;
 use sessionfold_processor::{LoopSettings, Settings, run};
 
 // glibc's malloc took a quarter of the loop thread at 100k users (sled's
@@ -22,188 +22,58 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const ABOUT: &str =
     "Folds activity and import events into per-user state and publishes changelogs.";
 
+/// The binary that replays and exports, installed beside this one.
+const REPLAY_BIN: &str = "sessionfold-replay";
+
 type Cli = ServiceCli<Command, RunArgs>;
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the live processor (the default).
-    Run(RunArgs),
-    /// Fold the input topics (or an export file) again into a fresh store, with event time as the clock, and write the as-of views and the reports.
-    Replay(ReplayArgs),
-    /// Write the input topics into an Avro object container file, for replay or analysis away from the cluster.
-    Export(ExportArgs),
+    Run(Box<RunArgs>),
+    /// Fold the input topics (or an export file) again into a fresh store, with event time as the clock, and write the as-of views and the reports (runs sessionfold-replay; `replay --help` for its flags).
+    #[command(disable_help_flag = true)]
+    Replay {
+        /// sessionfold-replay's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Write the input topics into an Avro object container file (or a Parquet table), for replay or analysis away from the cluster (runs sessionfold-replay; `export --help` for its flags).
+    #[command(disable_help_flag = true)]
+    Export {
+        /// sessionfold-replay's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
-/// The fold's rules, the same live and in replay (where a different idle
-/// timeout can be tried on the past).
-#[derive(Debug, Clone, clap::Args)]
-struct FoldArgs {
-    /// A session with no activity for this long goes inactive.
-    #[arg(long, env = "SESSIONFOLD_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
-    idle_timeout: Duration,
-    /// A session is forgotten this long after its last activity.
-    #[arg(long, env = "SESSIONFOLD_RETENTION", default_value = "24h", value_parser = parse_duration)]
-    retention: Duration,
-    /// Event ids are remembered this long behind a user's latest activity;
-    /// older events are dead-lettered as late rather than risk a double apply.
-    #[arg(long, env = "SESSIONFOLD_DEDUP_WINDOW", default_value = "10m", value_parser = parse_duration)]
-    dedup_window: Duration,
-}
-
-impl FoldArgs {
-    fn presence(&self) -> PresenceConfig {
-        PresenceConfig {
-            idle_timeout: millis(self.idle_timeout),
-            retention: millis(self.retention),
-            dedup_window: millis(self.dedup_window),
-        }
-    }
-
-    fn imports(&self) -> ImportConfig {
-        ImportConfig {
-            retention: millis(self.retention),
-            dedup_window: millis(self.dedup_window),
-        }
-    }
-}
-
-#[derive(Debug, Clone, clap::Args)]
-struct ExportArgs {
-    #[command(flatten)]
-    common: CommonArgs,
-    /// Where to start: `earliest` or an RFC 3339 time (by the records' log timestamps).
-    #[arg(long, default_value = "earliest", value_parser = parse_start)]
-    from: Start,
-    /// The file to write: Avro (an object container file) unless its name
-    /// ends in `.parquet`, then a Parquet table of the events for DuckDB,
-    /// pandas or Spark.
-    #[arg(long)]
-    out: PathBuf,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-struct ReplayArgs {
-    #[command(flatten)]
-    common: CommonArgs,
-    /// Where to start: `earliest` or an RFC 3339 time.
-    #[arg(long, default_value = "earliest", value_parser = parse_start)]
-    from: Start,
-    /// The as-of time: `now` or an RFC 3339 time; later events are not folded.
-    #[arg(long, default_value = "now", value_parser = parse_until)]
-    until: i64,
-    /// Output directory.
-    #[arg(long)]
-    out: PathBuf,
-    /// Read this export file instead of the broker.
-    #[arg(long, value_name = "FILE.avro")]
-    input: Option<PathBuf>,
-    #[command(flatten)]
-    rules: FoldArgs,
-    /// Window of the as-of active list and summary.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    window: Duration,
-}
-
-fn parse_time(s: &str) -> Result<i64, String> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("{s:?} is not an RFC 3339 time ({e})"))
-}
-
-fn parse_start(s: &str) -> Result<Start, String> {
-    if s == "earliest" {
-        Ok(Start::Earliest)
-    } else {
-        parse_time(s).map(Start::At)
-    }
-}
-
-fn parse_until(s: &str) -> Result<i64, String> {
-    if s == "now" {
-        Ok(chrono::Utc::now().timestamp_millis())
-    } else {
-        parse_time(s)
-    }
-}
-
-fn replay(a: ReplayArgs) -> anyhow::Result<()> {
-    a.common.init()?;
-    let source = match a.input.clone() {
-        Some(path) => Source::File(path),
-        None => Source::Broker {
-            brokers: a.common.brokers.clone(),
-            topics: a.common.topics(),
-        },
+/// Hands `replay` and `export` to sessionfold-replay: the live binary does
+/// not carry the reports, the charts and the Parquet writer it needs.
+fn delegate(command: &str, args: Vec<OsString>) -> anyhow::Result<()> {
+    let beside = std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name(REPLAY_BIN))
+        .filter(|p| p.exists());
+    let program = beside.unwrap_or_else(|| PathBuf::from(REPLAY_BIN));
+    let mut child = std::process::Command::new(&program);
+    child.arg(command).args(args);
+    let started = || {
+        format!(
+            "starting {} for `{command}`: replay and export are a binary of their own, \
+             {REPLAY_BIN}, looked for beside this one and on PATH",
+            program.display()
+        )
     };
-    let settings = ReplaySettings {
-        source,
-        from: a.from,
-        until: a.until,
-        presence: a.rules.presence(),
-        imports: a.rules.imports(),
-        window: millis(a.window),
-        out: a.out,
-        erasures: match (&a.input, read_erasures(&a.common)) {
-            (_, Ok(e)) => e,
-            // An export file can be replayed away from the broker; say
-            // plainly what that leaves out.
-            (Some(file), Err(e)) => {
-                tracing::warn!(file = %file.display(), error = %format!("{e:#}"), "replaying the file without the broker's list of forgotten users: users forgotten after the export will appear in the output");
-                sessionfold_fold::Erasures::new()
-            }
-            (None, Err(e)) => return Err(e),
-        },
-    };
-    let report = sessionfold_processor::replay::replay(&settings).context("replay failed")?;
-    if report.folded == 0 && report.after_until > 0 {
-        tracing::warn!(
-            "--until {} is before all {} events read; nothing was folded",
-            sessionfold_views::view::rfc3339(settings.until),
-            report.after_until
-        );
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        Err(child.exec()).with_context(started)
     }
-    tracing::info!(?report, out = %settings.out.display(), "replay done");
-    Ok(())
-}
-
-/// The users forgotten so far, from the broker's erasures topic: a replay
-/// honours them whether it reads the topics or an older export file.
-fn read_erasures(common: &CommonArgs) -> anyhow::Result<sessionfold_fold::Erasures> {
-    let topics = common.topics();
-    let contract = sessionfold_edge::registry::contract()?;
-    let erasures =
-        sessionfold_edge::follow::read_erasures(&common.brokers, &topics.erasures, &contract)
-            .with_context(|| {
-                format!(
-                    "reading the users to forget from {} on {}; a replay must leave them out, so it needs the broker",
-                    topics.erasures, common.brokers
-                )
-            })?;
-    tracing::info!(forgotten = erasures.len(), "users to leave out");
-    Ok(erasures)
-}
-
-fn export(a: ExportArgs) -> anyhow::Result<()> {
-    a.common.init()?;
-    let progress = progress_bar();
-    let parquet = a.out.extension().is_some_and(|x| x == "parquet");
-    let write = if parquet {
-        archive::export_parquet
-    } else {
-        archive::export
-    };
-    let report = write(
-        &a.common.brokers,
-        &a.common.topics(),
-        a.from,
-        &a.out,
-        &progress,
-        &read_erasures(&a.common)?,
-    )
-    .context("export failed")?;
-    progress.finish_and_clear();
-    tracing::info!(?report, out = %a.out.display(), "export done");
-    Ok(())
+    #[cfg(not(unix))]
+    {
+        let status = child.status().with_context(started)?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -294,15 +164,13 @@ enum OnDamaged {
     Stop,
 }
 
-use sessionfold_edge::millis;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_as("sessionfold-processor", ABOUT);
     let args = match cli.command {
-        Some(Command::Replay(a)) => return replay(a),
-        Some(Command::Export(a)) => return export(a),
-        Some(Command::Run(a)) => a,
+        Some(Command::Replay { args }) => return delegate("replay", args),
+        Some(Command::Export { args }) => return delegate("export", args),
+        Some(Command::Run(a)) => *a,
         None => cli.default,
     };
     args.common.init()?;

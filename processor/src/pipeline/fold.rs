@@ -273,22 +273,21 @@ fn fold_partition(part: Part, owned: &mut Owned, queue: &Queue, inputs: &Inputs<
                 .push(dead("bad_key", "record key is not UTF-8".into()));
             continue;
         };
-        if let (Some(k), Some(&n)) = (key, inputs.counts.get(&stream)) {
-            let home = partition::partition_for(k.as_bytes(), n);
-            if home != partition {
-                // A producer with another partitioner (librdkafka's and
-                // Python's, Go's and .NET's clients' default): the record is
-                // written to its key's partition and folded there, once.
-                out.moved.push(Misplaced {
-                    stream,
-                    home,
-                    from: pos,
-                    key: k.as_bytes().to_vec(),
-                    payload: payload.map(<[u8]>::to_vec),
-                    authority: q.authority,
-                });
-                continue;
-            }
+        if let (Some(k), Some(&n)) = (key, inputs.counts.get(&stream))
+            && let Some(home) = crate::tables::home_elsewhere(k, partition, n)
+        {
+            // A producer with another partitioner (librdkafka's and
+            // Python's, Go's and .NET's clients' default): the record is
+            // written to its key's partition and folded there, once.
+            out.moved.push(Misplaced {
+                stream,
+                home,
+                from: pos,
+                key: k.as_bytes().to_vec(),
+                payload: payload.map(<[u8]>::to_vec),
+                authority: q.authority,
+            });
+            continue;
         }
         let record = crate::tables::Input {
             key,
@@ -298,13 +297,9 @@ fn fold_partition(part: Part, owned: &mut Owned, queue: &Queue, inputs: &Inputs<
         };
         match table.apply(inputs.contract, record, inputs.now, inputs.forgotten) {
             Ok((kind, applied)) => {
-                let outcome = match applied {
-                    Applied::Changed => "applied",
-                    Applied::Duplicate => "duplicate",
-                    Applied::AlreadyApplied => "already_applied",
-                    Applied::Forgotten => "forgotten",
-                };
-                *out.outcomes.entry((kind, outcome)).or_default() += 1;
+                *out.outcomes
+                    .entry((kind, crate::tables::outcome_name(applied)))
+                    .or_default() += 1;
             }
             Err((kind, error)) => out.dead.push(dead(kind, error)),
         }

@@ -24,10 +24,8 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use sessionfold_fold::{
-    Applied, Authority, Erasures, ImportConfig, Millis, Position, PresenceConfig,
-};
-use sessionfold_schemas::{Contract, Topics, headers, partition};
+use sessionfold_fold::{Authority, Erasures, ImportConfig, Millis, Position, PresenceConfig};
+use sessionfold_schemas::{Contract, Topics, headers};
 
 use crate::ProcessorError;
 use crate::dead_letter::DeadLetter;

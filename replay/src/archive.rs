@@ -20,24 +20,25 @@ use sessionfold_schemas::{
     ACTIVITY_AVSC, ActivityEvent, Contract, IMPORT_AVSC, ImportEvent, Topics,
 };
 
-use super::source::{RawRecord, read_topics};
-use super::{Decoded, Input, Start};
-use crate::error::ProcessorError;
-use crate::tables::Stream;
+use sessionfold_processor::tables::{Event, Stream};
 
-fn archive_error(path: &Path, reason: impl std::fmt::Display) -> ProcessorError {
-    ProcessorError::Archive {
+use crate::fold::{Input, redacted};
+use crate::source::{RawRecord, read_topics};
+use crate::{ReplayError, Start};
+
+fn archive_error(path: &Path, reason: impl std::fmt::Display) -> ReplayError {
+    ReplayError::Archive {
         path: path.display().to_string(),
         reason: reason.to_string(),
     }
 }
 
 /// The schema of an export file.
-pub fn schema() -> Result<Schema, ProcessorError> {
+pub fn schema() -> Result<Schema, ReplayError> {
     let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text);
     let (activity, import) = parse(ACTIVITY_AVSC)
         .and_then(|a| parse(IMPORT_AVSC).map(|i| (a, i)))
-        .map_err(|e| ProcessorError::Replay(format!("event schema: {e}")))?;
+        .map_err(|e| ReplayError::Replay(format!("event schema: {e}")))?;
     let json = serde_json::json!({
         "type": "record",
         "name": "ExportedRecord",
@@ -57,7 +58,7 @@ pub fn schema() -> Result<Schema, ProcessorError> {
             {"name": "undecodable", "type": ["null", "bytes"], "default": null, "doc": "The raw value of a record that did not decode."}
         ]
     });
-    Schema::parse(&json).map_err(|e| ProcessorError::Replay(format!("export schema: {e}")))
+    Schema::parse(&json).map_err(|e| ReplayError::Replay(format!("export schema: {e}")))
 }
 
 fn stream_name(s: Stream) -> &'static str {
@@ -81,19 +82,19 @@ fn record_value(
     r: &RawRecord<'_>,
     erasures: &Erasures,
 ) -> Option<(Value, bool)> {
-    let decoded = super::decode(contract, r.stream, r.payload);
+    let decoded = crate::decode(contract, r.stream, r.payload);
     let forgotten = match &decoded {
-        Decoded::Activity(e) => erasures.forgets(&e.user_id),
+        Some(Event::Activity(e)) => erasures.forgets(&e.user_id),
         _ => r.stream == Stream::Activity && r.key.is_some_and(|k| erasures.forgets(k)),
     };
     if forgotten {
         return None;
     }
-    let refused = matches!(decoded, Decoded::Refused);
+    let refused = decoded.is_none();
     let (kind, activity, import, undecodable) = match decoded {
-        Decoded::Activity(e) => (Some(e.body.kind()), Some(e.to_value()), None, None),
-        Decoded::Import(e) => (Some(e.body.kind()), None, Some(e.to_value()), None),
-        Decoded::Refused => (
+        Some(Event::Activity(e)) => (Some(e.body.kind()), Some(e.to_value()), None, None),
+        Some(Event::Import(e)) => (Some(e.body.kind()), None, Some(e.to_value()), None),
+        None => (
             None,
             None,
             None,
@@ -142,7 +143,7 @@ pub fn export(
     path: &Path,
     progress: &ProgressBar,
     erasures: &Erasures,
-) -> Result<ExportReport, ProcessorError> {
+) -> Result<ExportReport, ReplayError> {
     let contract = sessionfold_edge::registry::contract()?;
     let schema = schema()?;
     let file = File::create(path).map_err(|e| archive_error(path, e))?;
@@ -179,7 +180,7 @@ pub fn export_parquet(
     path: &Path,
     progress: &ProgressBar,
     erasures: &Erasures,
-) -> Result<ExportReport, ProcessorError> {
+) -> Result<ExportReport, ReplayError> {
     let contract = sessionfold_edge::registry::contract()?;
     let file = File::create(path).map_err(|e| archive_error(path, e))?;
     let mut writer = sessionfold_report::events::EventsWriter::new(BufWriter::new(file));
@@ -190,21 +191,21 @@ pub fn export_parquet(
             offset: raw.offset,
             outcome: None,
         };
-        match super::decode(&contract, raw.stream, raw.payload) {
-            Decoded::Activity(e) if erasures.forgets(&e.user_id) => report.forgotten += 1,
-            Decoded::Activity(e) => {
+        match crate::decode(&contract, raw.stream, raw.payload) {
+            Some(Event::Activity(e)) if erasures.forgets(&e.user_id) => report.forgotten += 1,
+            Some(Event::Activity(e)) => {
                 writer
                     .activity(&e, origin)
                     .map_err(|e| archive_error(path, e))?;
                 report.records += 1;
             }
-            Decoded::Import(e) => {
+            Some(Event::Import(e)) => {
                 writer
-                    .import(&super::redacted(&e, erasures), origin)
+                    .import(&redacted(&e, erasures), origin)
                     .map_err(|e| archive_error(path, e))?;
                 report.records += 1;
             }
-            Decoded::Refused => report.undecodable += 1,
+            None => report.undecodable += 1,
         }
         Ok(())
     })?;
@@ -229,7 +230,7 @@ fn present(v: Option<&Value>) -> Option<&Value> {
 struct Stored {
     stream: Stream,
     pos: Position,
-    event: Decoded,
+    event: Option<Event>,
     timestamp: Option<Millis>,
     key: Option<String>,
     actor_role: Option<String>,
@@ -273,11 +274,13 @@ fn decode_record(value: Value) -> Result<Stored, String> {
     ) {
         (Stream::Activity, Some(v), _) => ActivityEvent::from_value(v.clone())
             .and_then(|e| e.validate().map(|()| e))
-            .map_or(Decoded::Refused, Decoded::Activity),
+            .ok()
+            .map(Event::Activity),
         (Stream::Imports, _, Some(v)) => ImportEvent::from_value(v.clone())
             .and_then(|e| e.validate().map(|()| e))
-            .map_or(Decoded::Refused, Decoded::Import),
-        _ => Decoded::Refused,
+            .ok()
+            .map(Event::Import),
+        _ => None,
     };
     Ok(Stored {
         stream,
@@ -298,7 +301,7 @@ pub(crate) fn read_file(
     from: Start,
     progress: &ProgressBar,
     mut each: impl FnMut(Input<'_>),
-) -> Result<(), ProcessorError> {
+) -> Result<(), ReplayError> {
     let file = File::open(path).map_err(|e| archive_error(path, e))?;
     let reader = Reader::new(BufReader::new(file)).map_err(|e| archive_error(path, e))?;
     let mut started: BTreeSet<(Stream, i32)> = BTreeSet::new();
@@ -321,7 +324,7 @@ pub(crate) fn read_file(
             event: r.event,
             pos: r.pos,
             authority: Authority::from_role(r.actor_role.as_deref()),
-            misplaced: super::misplaced(
+            misplaced: crate::misplaced(
                 r.key.as_deref(),
                 r.pos.partition,
                 r.partitions.unwrap_or(0),

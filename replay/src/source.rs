@@ -14,9 +14,9 @@ use sessionfold_edge::catch_up::{self, Ends, Patience, read_to_end};
 use sessionfold_fold::Millis;
 use sessionfold_schemas::{Topics, headers};
 
-use super::Start;
-use crate::error::ProcessorError;
-use crate::tables::Stream;
+use sessionfold_processor::tables::Stream;
+
+use crate::{ReplayError, Start};
 
 /// One record as the broker holds it.
 #[derive(Debug, Clone, Copy)]
@@ -46,8 +46,8 @@ pub fn read_topics(
     topics: &Topics,
     from: Start,
     progress: &ProgressBar,
-    mut each: impl FnMut(RawRecord<'_>) -> Result<(), ProcessorError>,
-) -> Result<(), ProcessorError> {
+    mut each: impl FnMut(RawRecord<'_>) -> Result<(), ReplayError>,
+) -> Result<(), ReplayError> {
     let consumer: BaseConsumer<QuietLogs> = sessionfold_edge::client_config(brokers)
         .set("group.id", "sessionfold-replay")
         .set("enable.auto.commit", "false")
@@ -91,7 +91,7 @@ pub fn read_topics(
         ends.expect(e.topic(), e.partition(), start, high);
         total += u64::try_from(high - start).unwrap_or(0);
     }
-    super::progress_length(progress, total);
+    crate::progress::set_length(progress, total);
     if let Start::At(_) = from {
         tpl = consumer.offsets_for_times(tpl, timeout)?;
     }
