@@ -212,3 +212,95 @@ fn rfc3339(ms: i64) -> String {
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
 }
+
+fn replay_command(args: &[&str]) -> anyhow::Result<()> {
+    sessionfold_e2e::run_processor_command(args).map(|_| ())
+}
+
+fn user_ids(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let users = read(dir, "presence-users.json")?["users"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    Ok(users
+        .iter()
+        .filter_map(|u| u["user_id"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// `--from` a time starts every partition at its first record written at or
+/// after it (the log timestamp, not the event time), from the topics and from
+/// an export file alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_from_a_time_leaves_out_what_was_written_before_it() -> anyhow::Result<()> {
+    let prefix = sessionfold_e2e::unique_prefix("replayfrom");
+    sessionfold_e2e::create_topics(&prefix).await?;
+    let feeder = Feeder::new(&prefix)?;
+    let t0 = now_millis() - 60_000;
+    let started =
+        |who: &str, u: i64| session_started(format!("{who}-{u}-s"), &format!("{who}-{u}"), t0 + u);
+    feeder
+        .send(&(0..6).map(|u| started("before", u)).collect::<Vec<_>>())
+        .await?;
+    // Every record above is stamped before `from`, every one below after it.
+    let from = now_millis() + 1;
+    while now_millis() <= from {
+        std::hint::spin_loop();
+    }
+    feeder
+        .send(&(0..6).map(|u| started("after", u)).collect::<Vec<_>>())
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let (topics, file, whole, from_file) = (
+        dir.path().join("topics"),
+        dir.path().join("history.avro"),
+        dir.path().join("whole"),
+        dir.path().join("file"),
+    );
+    let from_s = rfc3339(from);
+    let brokers = sessionfold_e2e::brokers();
+    let common = [
+        "--brokers",
+        brokers.as_str(),
+        "--topic-prefix",
+        prefix.as_str(),
+    ];
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let (topics_s, file_s, whole_s, from_file_s) =
+        (path(&topics), path(&file), path(&whole), path(&from_file));
+    replay_command(
+        &[
+            &["replay"][..],
+            &common,
+            &["--from", &from_s, "--out", &topics_s],
+        ]
+        .concat(),
+    )?;
+    let after: Vec<String> = (0..6).map(|u| format!("after-{u}")).collect();
+    assert_eq!(user_ids(&topics)?, after);
+    // The whole history exported, then replayed from the same time.
+    replay_command(&[&["export"][..], &common, &["--out", &file_s]].concat())?;
+    replay_command(
+        &[
+            &["replay"][..],
+            &common,
+            &["--input", &file_s, "--from", &from_s, "--out", &from_file_s],
+        ]
+        .concat(),
+    )?;
+    assert_eq!(user_ids(&from_file)?, after);
+    // And without `--from`, everyone.
+    replay_command(
+        &[
+            &["replay"][..],
+            &common,
+            &["--input", &file_s, "--out", &whole_s],
+        ]
+        .concat(),
+    )?;
+    let mut everyone: Vec<String> = (0..6).map(|u| format!("before-{u}")).collect();
+    everyone.extend(after);
+    everyone.sort();
+    assert_eq!(user_ids(&whole)?, everyone);
+    Ok(())
+}

@@ -5,19 +5,25 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Subcommand;
-use sessionfold_edge::{CommonArgs, ServiceCli, millis, parse_duration};
+use clap::{Parser, Subcommand};
+use sessionfold_edge::{CommonArgs, millis, parse_duration};
 use sessionfold_processor::rules::FoldArgs;
 use sessionfold_replay::{ReplaySettings, Source, Start, archive, progress_bar};
 
 /// What `--help` says this binary does.
 const ABOUT: &str = "Folds the input topics (or an export file) again into a fresh store, with event time as the clock, and writes the as-of views and the reports; or exports the topics to a file.";
 
-type Cli = ServiceCli<Command, ReplayArgs>;
+/// `sessionfold-replay replay …` or `sessionfold-replay export …`.
+#[derive(Debug, Parser)]
+#[command(name = "sessionfold-replay", version, about = ABOUT)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Fold the history again and write the as-of views and the reports (the default).
+    /// Fold the history again and write the as-of views and the reports.
     Replay(ReplayArgs),
     /// Write the input topics into an Avro object container file (or a Parquet table), for replay or analysis away from the cluster.
     Export(ExportArgs),
@@ -163,10 +169,8 @@ fn export(a: ExportArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse_as("sessionfold-replay", ABOUT);
-    match cli.command {
-        Some(Command::Export(a)) => export(a),
-        Some(Command::Replay(a)) => replay(a),
-        None => replay(cli.default),
+    match Cli::parse().command {
+        Command::Export(a) => export(a),
+        Command::Replay(a) => replay(a),
     }
 }

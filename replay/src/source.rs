@@ -40,7 +40,8 @@ pub struct RawRecord<'a> {
 }
 
 /// Hands every record of both input topics, from `from` to the ends seen at
-/// the start, to `each`, partition by partition in offset order.
+/// the start, to `each`: partition after partition (activity first), each
+/// in offset order, the same order every time.
 pub fn read_topics(
     brokers: &str,
     topics: &Topics,
@@ -76,8 +77,9 @@ pub fn read_topics(
     if let Start::At(_) = from {
         tpl = consumer.offsets_for_times(tpl, timeout)?;
     }
-    // A partition with nothing after the start time is already at its end.
-    let mut ends = Ends::new();
+    // Where each partition starts: a partition with nothing after the start
+    // time is already at its end.
+    let mut plan = Vec::new();
     let mut total = 0;
     for e in tpl.elements() {
         let Some(&(low, high)) = bounds.get(&(e.topic().to_owned(), e.partition())) else {
@@ -88,33 +90,47 @@ pub fn read_topics(
             Offset::Beginning => low,
             _ => high,
         };
-        ends.expect(e.topic(), e.partition(), start, high);
         total += u64::try_from(high - start).unwrap_or(0);
+        plan.push((e.topic().to_owned(), e.partition(), start, high));
     }
     crate::progress::set_length(progress, total);
-    if let Start::At(_) = from {
-        tpl = consumer.offsets_for_times(tpl, timeout)?;
-    }
-    consumer.assign(&tpl)?;
-    read_to_end(&consumer, &mut ends, Patience::default(), |m| {
-        let Some(stream) = Stream::of_input(topics, m.topic()) else {
-            return Ok(());
+    // One partition after the other, in topic and partition order: read
+    // side by side, the partitions' records would interleave as the fetches
+    // happen to arrive, and the events table and an export file would not
+    // come out the same twice.
+    plan.sort_by_key(|(topic, partition, ..)| (Stream::of_input(topics, topic), *partition));
+    for (topic, partition, start, high) in plan {
+        let Some(stream) = Stream::of_input(topics, &topic) else {
+            continue;
         };
-        each(RawRecord {
-            stream,
-            partition: m.partition(),
-            offset: m.offset(),
-            timestamp: m.timestamp().to_millis(),
-            key: m.key().and_then(|k| std::str::from_utf8(k).ok()),
-            payload: m.payload(),
-            actor_role: m
-                .headers()
-                .and_then(|h| h.iter().find(|h| h.key == headers::ACTOR_ROLE))
-                .and_then(|h| h.value)
-                .and_then(|v| std::str::from_utf8(v).ok()),
-            partitions: counts.get(&stream).copied().unwrap_or(0),
+        let mut one = TopicPartitionList::new();
+        one.add_partition_offset(&topic, partition, Offset::Offset(start))?;
+        consumer.assign(&one)?;
+        let mut ends = Ends::new();
+        ends.expect(&topic, partition, start, high);
+        let partitions = counts.get(&stream).copied().unwrap_or(0);
+        read_to_end(&consumer, &mut ends, Patience::default(), |m| {
+            // A fetch of the partition read before must not slip in.
+            if m.partition() != partition || m.topic() != topic {
+                return Ok::<(), ReplayError>(());
+            }
+            each(RawRecord {
+                stream,
+                partition: m.partition(),
+                offset: m.offset(),
+                timestamp: m.timestamp().to_millis(),
+                key: m.key().and_then(|k| std::str::from_utf8(k).ok()),
+                payload: m.payload(),
+                actor_role: m
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == headers::ACTOR_ROLE))
+                    .and_then(|h| h.value)
+                    .and_then(|v| std::str::from_utf8(v).ok()),
+                partitions,
+            })?;
+            progress.inc(1);
+            Ok(())
         })?;
-        progress.inc(1);
-        Ok(())
-    })
+    }
+    Ok(())
 }
