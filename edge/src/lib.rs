@@ -18,7 +18,8 @@ mod telemetry;
 
 pub use admin::{check_partition_counts, ensure_topics, watermarks};
 pub use telemetry::{
-    HttpMetrics, LogThrottle, QuietLogs, ServiceGauges, init_logging, metrics_response, track_http,
+    HttpMetrics, LogThrottle, QuietLogs, ServiceGauges, init_logging, metrics_response, registered,
+    track_http,
 };
 
 pub use sync::{lock, millis, now_millis, read, write};

@@ -114,6 +114,20 @@ pub fn metrics_response(registry: &Registry) -> Response {
     }
 }
 
+/// Registers a metric as it is made and hands it back, so each metric of a
+/// service is declared in one statement: `let m = registered(&r, IntGauge::new(..))?;`.
+pub fn registered<M>(
+    registry: &Registry,
+    metric: Result<M, prometheus::Error>,
+) -> Result<M, prometheus::Error>
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = metric?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
 /// What every service exports beside its own metrics: whether it is ready
 /// (`ready`, 1 or 0, as `/readyz` would answer when scraped), and its
 /// process's resident memory, CPU time and open files (`process_*`).
@@ -125,8 +139,10 @@ pub struct ServiceGauges {
 impl ServiceGauges {
     /// Registers the readiness gauge and the process collector.
     pub fn register(registry: &Registry) -> Result<ServiceGauges, prometheus::Error> {
-        let ready = prometheus::IntGauge::new("ready", "1 when /readyz answers ready, else 0")?;
-        registry.register(Box::new(ready.clone()))?;
+        let ready = registered(
+            registry,
+            prometheus::IntGauge::new("ready", "1 when /readyz answers ready, else 0"),
+        )?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
@@ -150,17 +166,21 @@ pub struct HttpMetrics {
 impl HttpMetrics {
     /// Registers the HTTP metrics in `registry`.
     pub fn register(registry: &Registry) -> Result<HttpMetrics, prometheus::Error> {
-        let requests = prometheus::IntCounterVec::new(
-            prometheus::Opts::new("http_requests_total", "HTTP requests by route and status"),
-            &["route", "status"],
+        let requests = registered(
+            registry,
+            prometheus::IntCounterVec::new(
+                prometheus::Opts::new("http_requests_total", "HTTP requests by route and status"),
+                &["route", "status"],
+            ),
         )?;
-        let latency = prometheus::HistogramVec::new(
-            prometheus::HistogramOpts::new("http_request_seconds", "HTTP latency by route")
-                .buckets(prometheus::exponential_buckets(0.00005, 2.0, 18)?),
-            &["route"],
+        let latency = registered(
+            registry,
+            prometheus::HistogramVec::new(
+                prometheus::HistogramOpts::new("http_request_seconds", "HTTP latency by route")
+                    .buckets(prometheus::exponential_buckets(0.00005, 2.0, 18)?),
+                &["route"],
+            ),
         )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(latency.clone()))?;
         Ok(HttpMetrics { requests, latency })
     }
 }

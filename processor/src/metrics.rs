@@ -139,126 +139,173 @@ impl Metrics {
     /// Registers every metric in a fresh registry.
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new_custom(Some("sessionfold_processor".into()), None)?;
-        let events_in = IntCounterVec::new(
-            Opts::new("events_in_total", "Input records by kind and outcome"),
-            &["kind", "outcome"],
-        )?;
-        let records_out = IntCounterVec::new(
-            Opts::new("records_out_total", "Records written, by topic"),
-            &["topic"],
-        )?;
-        let dead_lettered = IntCounterVec::new(
-            Opts::new(
-                "dead_lettered_total",
-                "Records sent to the dead-letter topic",
+        let events_in = sessionfold_edge::registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("events_in_total", "Input records by kind and outcome"),
+                &["kind", "outcome"],
             ),
-            &["reason"],
         )?;
-        let expired = IntCounterVec::new(
-            Opts::new("expiry_changes_total", "Users changed by an expiry tick"),
-            &["what"],
+        let records_out = sessionfold_edge::registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("records_out_total", "Records written, by topic"),
+                &["topic"],
+            ),
+        )?;
+        let dead_lettered = sessionfold_edge::registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "dead_lettered_total",
+                    "Records sent to the dead-letter topic",
+                ),
+                &["reason"],
+            ),
+        )?;
+        let expired = sessionfold_edge::registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("expiry_changes_total", "Users changed by an expiry tick"),
+                &["what"],
+            ),
         )?;
         let buckets = prometheus::exponential_buckets(0.0001, 2.0, 16)?;
-        let fold_seconds = Histogram::with_opts(
-            HistogramOpts::new("fold_seconds", "Time to fold one batch").buckets(buckets.clone()),
-        )?;
-        let commit_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "commit_seconds",
-                "Time to deliver a batch's output and write state and offsets",
-            )
-            .buckets(buckets),
-        )?;
-        let state_size = IntGaugeVec::new(
-            Opts::new("state_entities", "Entities held in state"),
-            &["kind"],
-        )?;
-        let partitions = IntGauge::new("partitions_assigned", "Input partitions owned")?;
-        let restoring = IntGauge::new("restoring_partitions", "Partitions being restored")?;
-        let restored = prometheus::IntCounter::new(
-            "restored_records_total",
-            "Changelog records read while restoring",
-        )?;
-        let restore_skipped = IntCounterVec::new(
-            Opts::new(
-                "restore_skipped_records_total",
-                "Changelog records left out of a restore (bad key, foreign value) or taken without batch headers",
+        let fold_seconds = sessionfold_edge::registered(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new("fold_seconds", "Time to fold one batch")
+                    .buckets(buckets.clone()),
             ),
-            &["reason"],
         )?;
-        let store_rebuilt = prometheus::IntCounter::new(
-            "store_rebuilt_total",
-            "Local state found damaged and rebuilt from the changelog",
-        )?;
-        let input_gap_seeks = prometheus::IntCounter::new(
-            "input_gap_seeks_total",
-            "Seeks back over input records the broker skipped",
-        )?;
-        let stuck = IntGaugeVec::new(
-            Opts::new(
-                "partition_stuck",
-                "1 while an owned partition with records waiting makes no progress",
+        let commit_seconds = sessionfold_edge::registered(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "commit_seconds",
+                    "Time to deliver a batch's output and write state and offsets",
+                )
+                .buckets(buckets),
             ),
-            &["topic", "partition"],
         )?;
-        let lag = IntGaugeVec::new(
-            Opts::new("consumer_lag", "Records not yet processed"),
-            &["topic", "partition"],
-        )?;
-        let committed = prometheus::IntCounter::new(
-            "committed_records_total",
-            "Input records whose batch is durable (output acknowledged, state and offsets stored)",
-        )?;
-        let folded = prometheus::IntCounter::new(
-            "folded_records_total",
-            "Input records folded into the tables (their batch may not be durable yet)",
-        )?;
-        let store_writes = prometheus::IntCounter::new(
-            "store_writes_total",
-            "States written to or deleted from the local store",
-        )?;
-        let store_bytes = prometheus::IntCounter::new(
-            "store_bytes_total",
-            "Bytes of keys and states written to the local store",
-        )?;
-        let forgotten = prometheus::IntCounter::new(
-            "forgotten_entities_total",
-            "Users' presence states and imports deleted because the user asked to be forgotten",
-        )?;
-        let stage_seconds = prometheus::CounterVec::new(
-            Opts::new(
-                "stage_seconds_total",
-                "Seconds the loop spent per stage: poll (while records wait), fold (checks, decode, fold), publish (state encoding, handing to the producer), ack_wait (broker acknowledgements), store (local store writes)",
+        let state_size = sessionfold_edge::registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("state_entities", "Entities held in state"),
+                &["kind"],
             ),
-            &["stage"],
         )?;
-        registry.register(Box::new(stage_seconds.clone()))?;
-        for c in [&committed, &folded, &store_writes, &store_bytes, &forgotten] {
-            registry.register(Box::new(c.clone()))?;
-        }
-        registry.register(Box::new(events_in.clone()))?;
-        let moved = IntCounterVec::new(
-            Opts::new(
-                "moved_records_total",
-                "Input records read from a partition other than their key's (a producer with another partitioner), written to their key's partition",
+        let partitions = sessionfold_edge::registered(
+            &registry,
+            IntGauge::new("partitions_assigned", "Input partitions owned"),
+        )?;
+        let restoring = sessionfold_edge::registered(
+            &registry,
+            IntGauge::new("restoring_partitions", "Partitions being restored"),
+        )?;
+        let restored = sessionfold_edge::registered(
+            &registry,
+            prometheus::IntCounter::new(
+                "restored_records_total",
+                "Changelog records read while restoring",
             ),
-            &["topic"],
         )?;
-        registry.register(Box::new(moved.clone()))?;
-        registry.register(Box::new(records_out.clone()))?;
-        registry.register(Box::new(dead_lettered.clone()))?;
-        registry.register(Box::new(expired.clone()))?;
-        registry.register(Box::new(fold_seconds.clone()))?;
-        registry.register(Box::new(commit_seconds.clone()))?;
-        registry.register(Box::new(state_size.clone()))?;
-        registry.register(Box::new(partitions.clone()))?;
-        registry.register(Box::new(lag.clone()))?;
-        registry.register(Box::new(stuck.clone()))?;
-        registry.register(Box::new(input_gap_seeks.clone()))?;
-        registry.register(Box::new(restoring.clone()))?;
-        registry.register(Box::new(restored.clone()))?;
-        registry.register(Box::new(restore_skipped.clone()))?;
-        registry.register(Box::new(store_rebuilt.clone()))?;
+        let restore_skipped = sessionfold_edge::registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "restore_skipped_records_total",
+                    "Changelog records left out of a restore (bad key, foreign value) or taken without batch headers",
+                ),
+                &["reason"],
+            ),
+        )?;
+        let store_rebuilt = sessionfold_edge::registered(
+            &registry,
+            prometheus::IntCounter::new(
+                "store_rebuilt_total",
+                "Local state found damaged and rebuilt from the changelog",
+            ),
+        )?;
+        let input_gap_seeks = sessionfold_edge::registered(
+            &registry,
+            prometheus::IntCounter::new(
+                "input_gap_seeks_total",
+                "Seeks back over input records the broker skipped",
+            ),
+        )?;
+        let stuck = sessionfold_edge::registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "partition_stuck",
+                    "1 while an owned partition with records waiting makes no progress",
+                ),
+                &["topic", "partition"],
+            ),
+        )?;
+        let lag = sessionfold_edge::registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("consumer_lag", "Records not yet processed"),
+                &["topic", "partition"],
+            ),
+        )?;
+        let committed = sessionfold_edge::registered(
+            &registry,
+            prometheus::IntCounter::new(
+                "committed_records_total",
+                "Input records whose batch is durable (output acknowledged, state and offsets stored)",
+            ),
+        )?;
+        let folded = sessionfold_edge::registered(
+            &registry,
+            prometheus::IntCounter::new(
+                "folded_records_total",
+                "Input records folded into the tables (their batch may not be durable yet)",
+            ),
+        )?;
+        let store_writes = sessionfold_edge::registered(
+            &registry,
+            prometheus::IntCounter::new(
+                "store_writes_total",
+                "States written to or deleted from the local store",
+            ),
+        )?;
+        let store_bytes = sessionfold_edge::registered(
+            &registry,
+            prometheus::IntCounter::new(
+                "store_bytes_total",
+                "Bytes of keys and states written to the local store",
+            ),
+        )?;
+        let forgotten = sessionfold_edge::registered(
+            &registry,
+            prometheus::IntCounter::new(
+                "forgotten_entities_total",
+                "Users' presence states and imports deleted because the user asked to be forgotten",
+            ),
+        )?;
+        let stage_seconds = sessionfold_edge::registered(
+            &registry,
+            prometheus::CounterVec::new(
+                Opts::new(
+                    "stage_seconds_total",
+                    "Seconds the loop spent per stage: poll (while records wait), fold (checks, decode, fold), publish (state encoding, handing to the producer), ack_wait (broker acknowledgements), store (local store writes)",
+                ),
+                &["stage"],
+            ),
+        )?;
+        let moved = sessionfold_edge::registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "moved_records_total",
+                    "Input records read from a partition other than their key's (a producer with another partitioner), written to their key's partition",
+                ),
+                &["topic"],
+            ),
+        )?;
         let gauges = sessionfold_edge::ServiceGauges::register(&registry)?;
         Ok(Metrics {
             gauges,

@@ -94,26 +94,34 @@ impl Metrics {
     /// Registers every producer metric.
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new_custom(Some("sessionfold_producer".into()), None)?;
-        let accepted = IntCounterVec::new(
-            Opts::new("events_accepted_total", "Events accepted, by kind"),
-            &["kind"],
+        let accepted = sessionfold_edge::registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("events_accepted_total", "Events accepted, by kind"),
+                &["kind"],
+            ),
         )?;
-        let rejected = IntCounterVec::new(
-            Opts::new("requests_rejected_total", "Requests rejected, by reason"),
-            &["reason"],
+        let rejected = sessionfold_edge::registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("requests_rejected_total", "Requests rejected, by reason"),
+                &["reason"],
+            ),
         )?;
-        let delivered = IntCounterVec::new(
-            Opts::new("deliveries_total", "Kafka deliveries by result"),
-            &["result"],
+        let delivered = sessionfold_edge::registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("deliveries_total", "Kafka deliveries by result"),
+                &["result"],
+            ),
         )?;
-        registry.register(Box::new(accepted.clone()))?;
-        registry.register(Box::new(rejected.clone()))?;
-        let failing = IntGauge::new(
-            "deliveries_failing",
-            "1 from a failed delivery until the next successful one",
+        let failing = sessionfold_edge::registered(
+            &registry,
+            IntGauge::new(
+                "deliveries_failing",
+                "1 from a failed delivery until the next successful one",
+            ),
         )?;
-        registry.register(Box::new(delivered.clone()))?;
-        registry.register(Box::new(failing.clone()))?;
         let http = HttpMetrics::register(&registry)?;
         let gauges = sessionfold_edge::ServiceGauges::register(&registry)?;
         Ok(Metrics {

@@ -26,20 +26,28 @@ impl Metrics {
     /// Registers every metric.
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new_custom(Some("sessionfold_projections".into()), None)?;
-        let records = IntCounterVec::new(
-            Opts::new(
-                "changelog_records_total",
-                "Changelog records read, by changelog and outcome",
+        let records = sessionfold_edge::registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "changelog_records_total",
+                    "Changelog records read, by changelog and outcome",
+                ),
+                &["changelog", "outcome"],
             ),
-            &["changelog", "outcome"],
         )?;
-        let users = IntGauge::new("presence_users", "Users held in the presence view")?;
-        let imports = IntGauge::new("imports", "Imports held in the import view")?;
-        registry.register(Box::new(records.clone()))?;
-        registry.register(Box::new(users.clone()))?;
-        registry.register(Box::new(imports.clone()))?;
-        let subscribers = IntGauge::new("stream_subscribers", "Open /v1/stream subscriptions")?;
-        registry.register(Box::new(subscribers.clone()))?;
+        let users = sessionfold_edge::registered(
+            &registry,
+            IntGauge::new("presence_users", "Users held in the presence view"),
+        )?;
+        let imports = sessionfold_edge::registered(
+            &registry,
+            IntGauge::new("imports", "Imports held in the import view"),
+        )?;
+        let subscribers = sessionfold_edge::registered(
+            &registry,
+            IntGauge::new("stream_subscribers", "Open /v1/stream subscriptions"),
+        )?;
         let http = HttpMetrics::register(&registry)?;
         let gauges = sessionfold_edge::ServiceGauges::register(&registry)?;
         Ok(Metrics {

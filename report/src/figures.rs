@@ -10,7 +10,8 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sessionfold_schemas::Millis;
+use sessionfold_fold::session_status;
+use sessionfold_schemas::{Millis, SessionState};
 
 use crate::history::{History, weekday_hour};
 use crate::rfc3339;
@@ -295,8 +296,10 @@ const IMPORT_BUCKETS: &[(Millis, &str)] = &[
     (120 * MINUTE, "≥ 2 h"),
 ];
 
-/// Cuts one session's events into visits by the fold's rule: active from a
-/// start while events keep coming within the idle timeout, never after its end.
+/// Cuts one session's events into visits by the fold's own rule
+/// (`session_status`): a visit lasts from a start while the session stays
+/// active, and an event after it went idle starts the next; none outlives
+/// the session's end.
 fn visits_of(
     times: &[Millis],
     started: Millis,
@@ -305,17 +308,22 @@ fn visits_of(
 ) -> Vec<(Millis, Millis)> {
     let mut sorted: Vec<Millis> = times.iter().copied().filter(|t| *t >= started).collect();
     sorted.sort_unstable();
+    let mut session = SessionState {
+        started_at: Some(started),
+        last_activity: started,
+        ..SessionState::default()
+    };
     let mut out: Vec<(Millis, Millis)> = Vec::new();
-    let mut current = (started, started + idle);
+    let mut visit_start = started;
     for t in sorted {
-        if t < current.1 {
-            current.1 = current.1.max(t + idle);
-        } else {
-            out.push(current);
-            current = (t, t + idle);
+        let (active, _) = session_status(&session, idle, t);
+        if !active {
+            out.push((visit_start, session.last_activity + idle));
+            visit_start = t;
         }
+        session.last_activity = session.last_activity.max(t);
     }
-    out.push(current);
+    out.push((visit_start, session.last_activity + idle));
     let end = ended.unwrap_or(Millis::MAX);
     out.into_iter()
         .filter(|(s, _)| *s < end)

@@ -23,11 +23,5 @@ pub use figures::{
 };
 pub use history::History;
 pub use render::{File, files, human, parquet_files, summary};
-use sessionfold_schemas::Millis;
 
-/// A time as RFC 3339 UTC with milliseconds, as every sessionfold JSON shape has it.
-pub fn rfc3339(t: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(t)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
+pub use sessionfold_schemas::rfc3339;

@@ -79,6 +79,14 @@ pub use topics::{Stream, Topics};
 /// Milliseconds since the Unix epoch, UTC: the one time type of the pipeline.
 pub type Millis = i64;
 
+/// A time as RFC 3339 UTC with milliseconds, as every JSON shape and report
+/// of sessionfold writes it; empty for a time chrono cannot represent.
+pub fn rfc3339(t: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(t)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
 /// Text of the current activity schema.
 pub const ACTIVITY_AVSC: &str = include_str!("../activity.avsc");
 /// Text of the current import schema.

@@ -6,17 +6,11 @@ use std::ops::Bound;
 use crate::counts::ActivityCounts;
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, SecondsFormat};
 use serde::Serialize;
 use sessionfold_fold::{KeyedTable, session_status};
 use sessionfold_schemas::{EndedReason, Millis, SessionState, UserPresence};
 
-/// Formats event time as RFC 3339 in UTC.
-pub fn rfc3339(t: Millis) -> String {
-    DateTime::from_timestamp_millis(t)
-        .map(|d| d.to_rfc3339_opts(SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
+pub use sessionfold_schemas::rfc3339;
 
 /// A session as the API shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
