@@ -12,7 +12,8 @@ use sessionfold_schemas::{Contract, SchemaError, Stream, Topics};
 use crate::imports::ImportView;
 use crate::metrics::Metrics;
 use crate::stream::{Audience, Hub};
-use crate::view::{PresenceView, Update, UserJson};
+use crate::view::{PresenceView, Update};
+use sessionfold_views::changes::{ImportChange, PresenceBefore};
 
 /// Why following stopped.
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +155,7 @@ fn apply_batch(
             };
             let before = hub
                 .and_then(|_| view.user(&key, now))
-                .map(|u| (u.online, current_page(&u)));
+                .map(|u| PresenceBefore::of(&u));
             let outcome = view.apply(&key, state);
             count(metrics, Stream::Activity, outcome);
             if outcome == Update::Deleted
@@ -164,13 +165,7 @@ fn apply_batch(
             }
             if let Some(hub) = hub.filter(|_| outcome != Update::Stale) {
                 let user = view.user(&key, now);
-                let change = match (&user, before) {
-                    (None, _) => "deleted",
-                    (Some(u), Some((false, _)) | None) if u.online => "online",
-                    (Some(u), Some((true, _))) if !u.online => "offline",
-                    (Some(u), Some((_, page))) if current_page(u) != page => "page",
-                    _ => "updated",
-                };
+                let change = PresenceBefore::change(before.as_ref(), user.as_ref()).as_str();
                 let data = serde_json::json!({"user_id": key, "change": change, "user": user});
                 hub.publish("presence", Audience::Presence(key), data.to_string());
             }
@@ -205,11 +200,11 @@ fn apply_batch(
             if let Some(hub) = hub.filter(|_| outcome != Update::Stale) {
                 let import = view.get(&key).map(|s| view.json(s, now));
                 let after = import.as_ref().map(|i| i.owner_id.clone());
-                let (change, owner, previous) = match (before, after) {
-                    (Some(old), None) => ("deleted", old, None),
-                    (Some(old), Some(new)) if old != new => ("transferred", new, old),
-                    (_, new) => ("updated", new.flatten(), None),
-                };
+                let ImportChange {
+                    change,
+                    owner,
+                    previous,
+                } = ImportChange::of(before, after);
                 let data =
                     serde_json::json!({"import_id": key, "change": change, "import": import});
                 hub.publish(
@@ -221,11 +216,6 @@ fn apply_batch(
         }
         metrics.imports.set(view.len() as i64);
     }
-}
-
-/// The page of the user's most recent session.
-fn current_page(u: &UserJson) -> Option<String> {
-    u.sessions.first().and_then(|s| s.current_page.clone())
 }
 
 /// The key and state of a record (`None` state: a tombstone); a record

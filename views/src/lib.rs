@@ -6,6 +6,7 @@
 //! time format defined here, so a live answer and a replayed one compare
 //! byte for byte. Pure code: states in, answers out.
 
+pub mod changes;
 pub mod counts;
 pub mod history;
 pub mod imports;
