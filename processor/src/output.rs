@@ -32,6 +32,9 @@ pub(crate) struct BatchHeaders<'a> {
     partition: String,
     start: String,
     end: String,
+    /// On presence records: the idle timeout in ms, so that the projections
+    /// need not be told it separately.
+    idle_timeout: Option<String>,
 }
 
 impl<'a> BatchHeaders<'a> {
@@ -43,13 +46,20 @@ impl<'a> BatchHeaders<'a> {
             partition: partition.to_string(),
             start: start.to_string(),
             end: end.to_string(),
+            idle_timeout: None,
         }
+    }
+
+    /// Adds the idle timeout the presence states were folded with.
+    pub(crate) fn with_idle_timeout(mut self, ms: i64) -> BatchHeaders<'a> {
+        self.idle_timeout = Some(ms.to_string());
+        self
     }
 
     /// The headers of one changelog record, whose state reflects input
     /// `offset` (`None` for a deletion).
     pub(crate) fn record(&self, offset: Option<i64>) -> OwnedHeaders {
-        let h = OwnedHeaders::new_with_capacity(5)
+        let mut h = OwnedHeaders::new_with_capacity(6)
             .insert(Header {
                 key: headers::SOURCE_TOPIC,
                 value: Some(self.topic),
@@ -66,6 +76,12 @@ impl<'a> BatchHeaders<'a> {
                 key: headers::BATCH_END,
                 value: Some(&self.end),
             });
+        if let Some(ms) = &self.idle_timeout {
+            h = h.insert(Header {
+                key: headers::IDLE_TIMEOUT_MS,
+                value: Some(ms),
+            });
+        }
         match offset {
             Some(o) => h.insert(Header {
                 key: headers::SOURCE_OFFSET,

@@ -5,9 +5,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use sessionfold_edge::catch_up::{self, Ends};
-use sessionfold_schemas::{Contract, SchemaError, Stream, Topics};
+use sessionfold_schemas::{Contract, Millis, SchemaError, Stream, headers};
 
 use crate::imports::ImportView;
 use crate::metrics::Metrics;
@@ -27,6 +28,17 @@ pub enum FollowError {
     /// The topic has no partitions (it was not created).
     #[error("topic {0} not found")]
     NoTopic(String),
+    /// The operator set an idle timeout the processor does not fold with.
+    #[error(
+        "--idle-timeout is {ours} ms here but the processor folds with {processors} ms \
+         (its presence changelog says so); leave it unset to take the processor's, or set both alike"
+    )]
+    IdleTimeoutDiffers {
+        /// This service's flag.
+        ours: Millis,
+        /// The processor's, from the changelog's header.
+        processors: Millis,
+    },
 }
 
 /// The views a projections instance serves, each behind its own lock.
@@ -46,20 +58,33 @@ struct Raw {
     offset: i64,
     key: Option<String>,
     payload: Option<Vec<u8>>,
+    /// The idle timeout the processor folded a presence record with.
+    idle_timeout: Option<Millis>,
+}
+
+/// The idle timeout a presence record's header names, if any.
+fn idle_timeout_of(m: &impl Message) -> Option<Millis> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key == headers::IDLE_TIMEOUT_MS)?
+        .value
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Reads every partition of both changelogs from the start, applying records
 /// to `views` in batches; sets `ready` once the ends seen at start are
 /// reached. Runs until `stop` is set; call from a blocking thread.
 pub fn follow(
-    brokers: &str,
-    topics: &Topics,
+    settings: &crate::Settings,
     views: Views,
     hub: Arc<Hub>,
     ready: Arc<AtomicBool>,
     metrics: Metrics,
     stop: Arc<AtomicBool>,
 ) -> Result<(), FollowError> {
+    let (brokers, topics) = (settings.brokers.as_str(), &settings.topics);
+    let fixed_idle_timeout = settings.idle_timeout_set.then_some(settings.idle_timeout);
     let contract = Contract::load()?;
     let consumer: BaseConsumer<sessionfold_edge::QuietLogs> =
         sessionfold_edge::consumer_config(brokers)
@@ -113,6 +138,7 @@ pub fn follow(
                         offset: m.offset(),
                         key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                         payload: m.payload().map(<[u8]>::to_vec),
+                        idle_timeout: idle_timeout_of(&m),
                     });
                 }
             }
@@ -130,7 +156,14 @@ pub fn follow(
         // Changes are streamed once caught up: what came before is history,
         // which subscribers read from the views themselves.
         let hub = ready.load(Ordering::SeqCst).then_some(&*hub);
-        apply_batch(&contract, &views, hub, &metrics, batch.drain(..));
+        apply_batch(
+            &contract,
+            &views,
+            hub,
+            &metrics,
+            fixed_idle_timeout,
+            batch.drain(..),
+        )?;
     }
     Ok(())
 }
@@ -142,14 +175,29 @@ fn apply_batch(
     views: &Views,
     hub: Option<&Hub>,
     metrics: &Metrics,
+    fixed_idle_timeout: Option<Millis>,
     batch: impl Iterator<Item = Raw>,
-) {
+) -> Result<(), FollowError> {
     let now = chrono::Utc::now().timestamp_millis();
     let (presence, imports): (Vec<Raw>, Vec<Raw>) =
         batch.partition(|r| r.changelog == Stream::Activity);
     if !presence.is_empty() {
         let mut view = write(&views.presence);
         for r in presence {
+            if let Some(processors) = r.idle_timeout
+                && processors != view.idle_timeout()
+            {
+                match fixed_idle_timeout {
+                    Some(ours) => return Err(FollowError::IdleTimeoutDiffers { ours, processors }),
+                    None => {
+                        tracing::info!(
+                            idle_timeout_ms = processors,
+                            "taking the processor's idle timeout from its changelog"
+                        );
+                        view.set_idle_timeout(processors);
+                    }
+                }
+            }
             let Some((key, state)) = decoded(&r, metrics, |b| contract.decode_presence(b)) else {
                 continue;
             };
@@ -216,6 +264,7 @@ fn apply_batch(
         }
         metrics.imports.set(view.len() as i64);
     }
+    Ok(())
 }
 
 /// The key and state of a record (`None` state: a tombstone); a record

@@ -48,8 +48,6 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Online users a minute, over the last hour.
     pub online: Arc<RwLock<sessionfold_views::history::OnlineHistory>>,
-    /// A session without activity for this long is not online.
-    pub idle_timeout: Millis,
 }
 
 impl FromRef<AppState> for Authenticator {
@@ -82,7 +80,6 @@ impl AppState {
             online: Arc::new(RwLock::new(sessionfold_views::history::OnlineHistory::new(
                 60,
             ))),
-            idle_timeout: settings.idle_timeout,
         }
     }
 
@@ -104,8 +101,12 @@ pub struct Settings {
     pub topics: Topics,
     /// Partitions of topics created on start.
     pub partitions: i32,
-    /// Sessions idle this long are not online.
+    /// Sessions idle this long are not online, until the processor's
+    /// changelog names its own.
     pub idle_timeout: Millis,
+    /// The operator set `idle_timeout`: the processor's must be the same,
+    /// or the service stops rather than answer by another rule.
+    pub idle_timeout_set: bool,
     /// In-progress imports not accessed for this long are stale.
     pub stale_after: Millis,
     /// Verifies the callers' tokens.
@@ -123,6 +124,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let state = AppState::new(&settings, Metrics::new()?);
     let stop = Arc::new(AtomicBool::new(false));
+    // Set when the follower finds the service must not go on serving.
+    let refused = Arc::new(tokio::sync::Notify::new());
     // Serve at once (readyz answers 503 until caught up); follow once the broker answers.
     let follower = {
         let (views, hub, ready, metrics, stop) = (
@@ -132,6 +135,7 @@ pub async fn run(
             state.metrics.clone(),
             stop.clone(),
         );
+        let refused = refused.clone();
         tokio::spawn(async move {
             sessionfold_edge::ensure_topics(
                 &settings.brokers,
@@ -155,19 +159,16 @@ pub async fn run(
                     settings.clone(),
                 );
                 let outcome = tokio::task::spawn_blocking(move || {
-                    follow::follow(
-                        &settings.brokers,
-                        &settings.topics,
-                        views,
-                        hub,
-                        ready,
-                        metrics,
-                        stopping,
-                    )
+                    follow::follow(&settings, views, hub, ready, metrics, stopping)
                 })
                 .await?;
                 match outcome {
                     Ok(()) => return anyhow::Ok(()),
+                    Err(e @ follow::FollowError::IdleTimeoutDiffers { .. }) => {
+                        tracing::error!(error = %e, "stopping");
+                        refused.notify_one();
+                        return Err(e.into());
+                    }
                     Err(e) if !stop.load(Ordering::SeqCst) => {
                         tracing::error!(error = %e, retry_in = ?delay, "following the changelogs failed; starting again");
                         tokio::time::sleep(delay).await;
@@ -180,10 +181,9 @@ pub async fn run(
     };
     // The chart's data: online users, sampled every 5 s, peak per minute.
     let sampler = {
-        let (presence, online, idle, ready) = (
+        let (presence, online, ready) = (
             state.views.presence.clone(),
             state.online.clone(),
-            state.idle_timeout,
             state.ready.clone(),
         );
         tokio::spawn(async move {
@@ -194,7 +194,9 @@ pub async fn run(
                     continue;
                 }
                 let now = chrono::Utc::now().timestamp_millis();
-                let users = read(&presence).summary(now, idle).users;
+                let view = read(&presence);
+                let users = view.summary(now, view.idle_timeout()).users;
+                drop(view);
                 sessionfold_edge::write(&online).sample(now, users);
             }
         })
@@ -204,7 +206,10 @@ pub async fn run(
     // drain does not wait on them.
     let hub = state.hub.clone();
     let shutdown = async move {
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            () = refused.notified() => {}
+        }
         hub.close();
     };
     let served = sessionfold_edge::http::serve(listener, app(state), shutdown).await;

@@ -57,9 +57,11 @@ struct ServeArgs {
     /// HTTP address to listen on.
     #[arg(long, env = "SESSIONFOLD_LISTEN", default_value = "127.0.0.1:8081")]
     listen: String,
-    /// Sessions idle this long are not online (match the processor's).
-    #[arg(long, env = "SESSIONFOLD_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
-    idle_timeout: Duration,
+    /// Sessions idle this long are not online. Unset, the processor's own,
+    /// as its presence changelog names it (5m until then); set, it must be
+    /// the processor's, or the service stops with an error.
+    #[arg(long, env = "SESSIONFOLD_IDLE_TIMEOUT", value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
     /// An in-progress import not accessed for this long is shown as stale.
     #[arg(long, env = "SESSIONFOLD_STALE_AFTER", default_value = "24h", value_parser = parse_duration)]
     stale_after: Duration,
@@ -70,6 +72,9 @@ struct ServeArgs {
 }
 
 use sessionfold_edge::millis;
+
+/// The processor's default, taken until its changelog says otherwise.
+const DEFAULT_IDLE_TIMEOUT: sessionfold_schemas::Millis = 5 * 60_000;
 
 // At a million users mimalloc holds the views in less memory than glibc's
 // malloc, whose per-thread arenas keep freed chunks apart.
@@ -94,7 +99,8 @@ async fn main() -> anyhow::Result<()> {
         brokers: a.common.brokers.clone(),
         topics: a.common.topics(),
         partitions: a.common.partitions,
-        idle_timeout: millis(a.idle_timeout),
+        idle_timeout: a.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, millis),
+        idle_timeout_set: a.idle_timeout.is_some(),
         stale_after: millis(a.stale_after),
         auth,
         stream_buffer: a.stream_buffer,

@@ -39,6 +39,7 @@ fn state() -> AppState {
         topics: Topics::new("routes"),
         partitions: 1,
         idle_timeout: 300_000,
+        idle_timeout_set: false,
         stale_after: 86_400_000,
         auth: Authenticator::hs256(SECRET),
         stream_buffer: 16,

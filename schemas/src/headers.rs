@@ -27,3 +27,6 @@ pub const ACTOR_ROLE: &str = "sessionfold-actor-role";
 /// A record the processor moved to its key's partition: where it was read
 /// (`<partition>@<offset>` of the same topic).
 pub const MOVED_FROM: &str = "sessionfold-moved-from";
+/// Presence changelog: the idle timeout, in milliseconds, the processor
+/// folds with; the projections answer "who is online" with the same one.
+pub const IDLE_TIMEOUT_MS: &str = "sessionfold-idle-timeout-ms";

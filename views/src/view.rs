@@ -140,6 +140,16 @@ impl PresenceView {
         }
     }
 
+    /// How long an idle session stays online.
+    pub fn idle_timeout(&self) -> Millis {
+        self.idle_timeout
+    }
+
+    /// Takes another idle timeout (the processor's, as its changelog says).
+    pub fn set_idle_timeout(&mut self, idle_timeout: Millis) {
+        self.idle_timeout = idle_timeout;
+    }
+
     /// Users held.
     pub fn len(&self) -> usize {
         self.users.len()

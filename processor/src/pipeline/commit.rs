@@ -63,7 +63,10 @@ impl Core {
             let position = owned.position.unwrap_or(0);
             let start = batch.starts.get(part).copied().unwrap_or(position);
             let end = batch.ends.get(part).copied().unwrap_or(position);
-            let shared = BatchHeaders::new(stream.input(topics), p, start, end);
+            let mut shared = BatchHeaders::new(stream.input(topics), p, start, end);
+            if stream == Stream::Activity {
+                shared = shared.with_idle_timeout(self.settings.presence.idle_timeout);
+            }
             outgoing.reserve(dirty.len());
             entities.reserve(dirty.len());
             for id in dirty {
