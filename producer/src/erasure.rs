@@ -78,6 +78,7 @@ fn owned_imports(body: &serde_json::Value) -> Result<OwnedImports, FieldError> {
         (status = 409, description = "Forgotten already with another rule; `kept` is the one that stands", body = crate::bodies::Refusal),
         (status = 413, description = "The body is over the size limit", body = crate::bodies::Refusal),
         (status = 429, description = "Too many erasures by this caller; see Retry-After", body = crate::bodies::Refusal),
+        (status = 503, description = "The broker did not answer; send it again (see Retry-After)", body = crate::bodies::Refusal),
     )
 )]
 pub(crate) async fn post_erasure(
@@ -104,8 +105,7 @@ pub(crate) async fn post_erasure(
 fn described(e: &UserErased) -> Erasure {
     Erasure {
         user_id: e.user_id.clone(),
-        erased_at: chrono::DateTime::from_timestamp_millis(e.erased_at)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        erased_at: Some(sessionfold_schemas::rfc3339(e.erased_at)).filter(|t| !t.is_empty()),
         requested_by: e.requested_by.clone(),
         imports: match &e.imports {
             OwnedImports::Delete => ImportsRule::Delete(DeleteWord::Delete),
@@ -133,7 +133,9 @@ async fn kept(state: &AppState, user_id: &str) -> Result<Option<UserErased>, Api
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::Internal(format!("reading the erasures: {e}")))?;
+    .map_err(|e| {
+        ApiError::BrokerAway(format!("the users forgotten so far could not be read: {e}"))
+    })?;
     Ok(all.get(user_id).cloned())
 }
 
@@ -199,7 +201,10 @@ async fn erase(
     acks.wait(std::time::Duration::from_secs(30))
         .await
         .map_err(|e| {
-            ApiError::Internal(format!("writing the erasure of {}: {e}", erasure.user_id))
+            ApiError::BrokerAway(format!(
+                "the erasure of {} was not acknowledged by the broker: {e}",
+                erasure.user_id
+            ))
         })?;
     tracing::info!(user = %erasure.user_id, by = %erasure.requested_by, "user forgotten");
     // This instance refuses the user's events at once; others when their

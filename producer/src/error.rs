@@ -50,6 +50,11 @@ pub enum ApiError {
     /// Deliveries to Kafka are failing: nothing is accepted until one succeeds.
     #[error("deliveries to Kafka failing")]
     DeliveriesFailing(crate::FailureEpisode),
+    /// The broker did not answer for something the request needs (reading
+    /// the erasures, acknowledging one); it may be sent again, and
+    /// repeating it is harmless.
+    #[error("broker unavailable: {0}")]
+    BrokerAway(String),
     /// Something on our side failed; details go to the log only.
     #[error("internal error: {0}")]
     Internal(String),
@@ -69,6 +74,7 @@ impl ApiError {
             ApiError::Replacing { .. } => "replacing_producer",
             ApiError::NotAcknowledged(_) => "not_acknowledged",
             ApiError::DeliveriesFailing(_) => "deliveries_failing",
+            ApiError::BrokerAway(_) => "broker_away",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -144,6 +150,14 @@ impl IntoResponse for ApiError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     holding(format!("deliveries to Kafka failing since {since} ({} failed; first error: {}); nothing was accepted, retry later with the same event ids", ep.failed, ep.first_error), Vec::new()),
                     ep.retry_after(),
+                )
+            }
+            ApiError::BrokerAway(why) => {
+                tracing::warn!(error = %why, "request not carried out: the broker is away");
+                retry_later(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Refusal::new(format!("{why}; send the request again in a moment (repeating it is harmless)")),
+                    1,
                 )
             }
             ApiError::Internal(detail) => {

@@ -1,5 +1,6 @@
 //! The projections' routes in process (`Router` + `oneshot`) over views
-//! filled by hand: who may read what, and the answer shapes.
+//! filled by hand: every route, who may read what, the answer shapes and
+//! the error answers.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use sessionfold_auth::{Authenticator, Claims, mint_hs256};
 use sessionfold_edge::now_millis;
 use sessionfold_projections::metrics::Metrics;
 use sessionfold_projections::{AppState, Settings, app};
-use sessionfold_schemas::{SessionState, Topics, UserPresence};
+use sessionfold_schemas::{ImportState, ImportStatus, SessionState, Topics, UserPresence};
 use tower::ServiceExt;
 
 const SECRET: &[u8] = b"routes-test-secret";
@@ -24,6 +25,7 @@ fn user(id: &str, at: i64) -> UserPresence {
             started_at: Some(at - 1000),
             last_activity: at,
             page_at: at,
+            current_page: Some("/quiz".into()),
             active: true,
             heartbeats: 3,
             ..SessionState::default()
@@ -33,7 +35,33 @@ fn user(id: &str, at: i64) -> UserPresence {
     }
 }
 
+fn import(id: &str, owner: &str, at: i64) -> ImportState {
+    ImportState {
+        import_id: id.into(),
+        owner_id: Some(owner.into()),
+        previous_owner_id: None,
+        status: ImportStatus::InProgress,
+        json_hash: "H".into(),
+        file_name: "f.json".into(),
+        step: None,
+        progress: 10,
+        questions_imported: 1,
+        questions_total: 9,
+        started_at: at,
+        last_accessed_at: at,
+        finished_at: None,
+        abandon_reason: None,
+        recent_events: Vec::new(),
+        source_partition: 0,
+        source_offset: 0,
+    }
+}
+
 fn state() -> AppState {
+    state_ready(true)
+}
+
+fn state_ready(ready: bool) -> AppState {
     let settings = Settings {
         brokers: "127.0.0.1:1".into(),
         topics: Topics::new("routes"),
@@ -51,7 +79,14 @@ fn state() -> AppState {
         view.apply("alice", Some(user("alice", now)));
         view.apply("bob", Some(user("bob", now - 10)));
     }
-    state.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    {
+        let mut view = sessionfold_edge::write(&state.views.imports);
+        view.apply("imp-a", Some(import("imp-a", "alice", now)));
+        view.apply("imp-b", Some(import("imp-b", "bob", now)));
+    }
+    state
+        .ready
+        .store(ready, std::sync::atomic::Ordering::SeqCst);
     state
 }
 
@@ -66,20 +101,49 @@ fn token(sub: &str, roles: &[&str], permissions: &[&str]) -> String {
 }
 
 async fn get(path: &str, token: Option<&str>) -> (StatusCode, Value) {
-    let mut req = Request::get(path);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = app(state())
-        .oneshot(req.body(Body::empty()).expect("request"))
-        .await
-        .expect("the router answers");
-    let status = resp.status();
-    let bytes = to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+    let (status, _, bytes) = get_raw(state(), path, token).await;
     (
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
+}
+
+/// Status, content type and body of a GET.
+async fn get_raw(
+    state: AppState,
+    path: &str,
+    token: Option<&str>,
+) -> (StatusCode, String, Vec<u8>) {
+    let mut req = Request::get(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = app(state)
+        .oneshot(req.body(Body::empty()).expect("request"))
+        .await
+        .expect("the router answers");
+    let status = resp.status();
+    let kind = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+    (status, kind, bytes.to_vec())
+}
+
+fn admin() -> String {
+    token("root", &["admin"], &[])
+}
+
+fn ids<'a>(list: &'a Value, field: &str, key: &str) -> Vec<&'a str> {
+    list[field]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x[key].as_str())
+        .collect()
 }
 
 #[tokio::test]
@@ -118,5 +182,143 @@ async fn each_caller_reads_what_the_rules_allow() {
     assert_eq!(
         get("/v1/presence/users/bob", Some(&viewer)).await.0,
         StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn every_presence_route_answers_its_shape_or_its_refusal() {
+    let alice = token("alice", &[], &[]);
+    let (status, summary) = get("/v1/presence/summary", Some(&admin())).await;
+    assert_eq!(
+        (status, &summary["users"]),
+        (StatusCode::OK, &Value::from(2))
+    );
+    assert_eq!(
+        get("/v1/presence/summary", Some(&alice)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, online) = get("/v1/presence/online", Some(&admin())).await;
+    assert_eq!(status, StatusCode::OK, "{online}");
+    assert!(online["points"].is_array(), "{online}");
+    assert_eq!(
+        get("/v1/presence/online", Some(&alice)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get("/v1/presence/online", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Rooms: the admin sees every one, a member the rooms it is in.
+    let (status, rooms) = get("/v1/presence/rooms", Some(&admin())).await;
+    assert_eq!(status, StatusCode::OK, "{rooms}");
+    assert_eq!(ids(&rooms, "rooms", "room"), ["/quiz"]);
+    assert_eq!(rooms["rooms"][0]["users"], 2, "{rooms}");
+    let (status, room) = get("/v1/presence/rooms/%2Fquiz", Some(&alice)).await;
+    assert_eq!(status, StatusCode::OK, "{room}");
+    assert_eq!(ids(&room, "members", "user_id"), ["alice", "bob"]);
+    let carol = token("carol", &[], &[]);
+    assert_eq!(
+        get("/v1/presence/rooms/%2Fquiz", Some(&carol)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, none) = get("/v1/presence/rooms", Some(&carol)).await;
+    assert_eq!(
+        (status, none["rooms"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0))
+    );
+    // Bad parameters are refused in JSON, naming the parameter.
+    let (status, bad) = get("/v1/presence/rooms?limit=many", Some(&admin())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    assert!(
+        bad["error"].as_str().is_some_and(|e| e.contains("limit")),
+        "{bad}"
+    );
+    let (status, bad) = get("/v1/presence/active?window=soon", Some(&admin())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    assert!(bad["error"].is_string(), "{bad}");
+}
+
+#[tokio::test]
+async fn every_import_route_answers_its_shape_or_its_refusal() {
+    let alice = token("alice", &[], &[]);
+    let (status, mine) = get("/v1/imports", Some(&alice)).await;
+    assert_eq!(status, StatusCode::OK, "{mine}");
+    assert_eq!(ids(&mine, "imports", "import_id"), ["imp-a"]);
+    assert_eq!(
+        get("/v1/imports?all=true", Some(&alice)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, all) = get("/v1/imports?all=true", Some(&admin())).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(ids(&all, "imports", "import_id"), ["imp-a", "imp-b"]);
+    assert_eq!(
+        get("/v1/imports?all=perhaps", Some(&admin())).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let (status, one) = get("/v1/imports/imp-a", Some(&alice)).await;
+    assert_eq!(
+        (status, &one["owner_id"]),
+        (StatusCode::OK, &Value::from("alice"))
+    );
+    // Another user's import is unknown to alice, not forbidden.
+    assert_eq!(
+        get("/v1/imports/imp-b", Some(&alice)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get("/v1/imports/imp-b", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, dup) = get("/v1/imports/duplicates?json_hash=H", Some(&alice)).await;
+    assert_eq!(status, StatusCode::OK, "{dup}");
+    assert_eq!(ids(&dup, "imports", "import_id"), ["imp-a"]);
+    let (status, missing) = get("/v1/imports/duplicates", Some(&alice)).await;
+    assert_eq!(
+        (status, &missing["error"]),
+        (
+            StatusCode::BAD_REQUEST,
+            &Value::from("json_hash: is required")
+        )
+    );
+    assert_eq!(
+        get("/v1/imports/monitor", Some(&alice)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, monitor) = get("/v1/imports/monitor", Some(&admin())).await;
+    assert_eq!(status, StatusCode::OK, "{monitor}");
+    assert_eq!(ids(&monitor, "imports", "import_id"), ["imp-a", "imp-b"]);
+    assert_eq!(
+        monitor["imports"][0]["owner_email"], "alice@example.com",
+        "{monitor}"
+    );
+}
+
+#[tokio::test]
+async fn the_service_routes_answer_for_probes_scrapers_and_tools() {
+    let (status, kind, body) = get_raw(state(), "/healthz", None).await;
+    assert_eq!(status, StatusCode::OK, "{kind}");
+    assert!(!body.is_empty());
+    assert_eq!(get_raw(state(), "/readyz", None).await.0, StatusCode::OK);
+    let (status, _, body) = get_raw(state_ready(false), "/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, b"catching up with the changelogs");
+    let (status, kind, body) = get_raw(state(), "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(kind.starts_with("text/plain"), "{kind}");
+    let text = String::from_utf8(body).expect("text");
+    assert!(text.contains("sessionfold_projections_ready 1"), "{text}");
+    let (status, doc) = get("/openapi.json", None).await;
+    assert_eq!(
+        (status, &doc["openapi"]),
+        (StatusCode::OK, &Value::from("3.1.0"))
+    );
+    assert_eq!(
+        get("/v1/nothing-here", Some(&admin())).await.0,
+        StatusCode::NOT_FOUND
+    );
+    // The stream refuses a caller without a token before it opens.
+    assert_eq!(
+        get_raw(state(), "/v1/stream", None).await.0,
+        StatusCode::UNAUTHORIZED
     );
 }
