@@ -37,8 +37,8 @@ impl Claims {
             sub: sub.into(),
             roles,
             permissions,
-            exp: Some(crate::verify::now_seconds().saturating_add(ttl.as_secs())),
-            iat: Some(crate::verify::now_seconds()),
+            exp: Some(crate::now_seconds().saturating_add(ttl.as_secs())),
+            iat: Some(crate::now_seconds()),
         }
     }
 }

@@ -12,7 +12,8 @@ use serde_json::Value;
 use crate::{ROLE_ADMIN, ROLE_SERVICE};
 
 /// The layouts of the identity providers sessionfold knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "service", derive(clap::ValueEnum))]
 pub enum Preset {
     /// `sub`, `roles` and `permissions` at the top level.
     #[default]
@@ -50,7 +51,8 @@ pub struct ClaimMap {
 }
 
 /// What becomes of a provider's role value that the role map does not name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "service", derive(clap::ValueEnum))]
 pub enum Unmapped {
     /// Kept as it is: a value `admin` makes an admin. Right for claims made
     /// for sessionfold alone.

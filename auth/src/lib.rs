@@ -10,21 +10,38 @@
 //! a service started without a key refuses to start unless open mode is
 //! asked for explicitly.
 
+#[cfg(feature = "service")]
 use axum::http::{StatusCode, header};
+#[cfg(feature = "service")]
 use axum::response::{IntoResponse, Response};
 
+#[cfg(feature = "service")]
 pub mod args;
 pub mod caller;
 pub mod claims;
+#[cfg(feature = "service")]
 mod extract;
+#[cfg(feature = "service")]
 mod keys;
+#[cfg(feature = "service")]
 pub mod verify;
 
+#[cfg(feature = "service")]
 pub use args::{AuthArgs, MIN_SECRET_BYTES, RoomRule, check_secret, is_url};
 pub use caller::{Caller, Claims, RoomAccess};
 pub use claims::{ClaimMap, Preset, Unmapped};
+#[cfg(feature = "service")]
 pub use keys::parse_algorithm;
+#[cfg(feature = "service")]
 pub use verify::{Authenticator, KeysHandle, LEEWAY_SECONDS, Policy, mint_hs256, mint_rs256};
+
+/// Seconds since the Unix epoch, as JWT dates count them.
+pub(crate) fn now_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 /// Role of an administrator: sees and manages everything.
 pub const ROLE_ADMIN: &str = "admin";
@@ -83,6 +100,7 @@ pub enum AuthError {
     NotConfigured,
 }
 
+#[cfg(feature = "service")]
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         let retry = match &self {
@@ -108,5 +126,5 @@ impl IntoResponse for AuthError {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "service"))]
 mod tests;

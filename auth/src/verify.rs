@@ -18,12 +18,7 @@ pub const LEEWAY_SECONDS: u64 = 5;
 /// The shortest time between two reads of a JWKS.
 pub const JWKS_MIN_GAP: Duration = Duration::from_secs(10);
 
-pub(crate) fn now_seconds() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub(crate) use crate::now_seconds;
 
 /// A NumericDate claim (RFC 7519 §2: seconds, possibly with a fraction),
 /// rounded up with `ceil` and down without: a decimal `exp` must not slip
