@@ -12,19 +12,6 @@ use crate::pipeline::FoldRates;
 use crate::services::Latency;
 
 /// Replay and export rates, events per second (process start included).
-/// Instructions per event at the first count (2026-11-30 15:29: the direct
-/// decoder new, the fold still with a second map and an ordered set), so
-/// that each report shows before and after.
-const INSTRUCTIONS_BEFORE: [(&str, &str, &str); 3] = [
-    (
-        "decode",
-        "3,658",
-        " (apache-avro's resolving path, the decoder before it: 34,414)",
-    ),
-    ("fold", "2,741", ""),
-    ("store", "966", ""),
-];
-
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Replay {
     /// `replay` from the broker.
@@ -216,10 +203,47 @@ impl Results {
         Ok(())
     }
 
-    /// The Markdown report.
+    /// The Markdown report: one section after another.
     pub fn markdown(&self) -> String {
         let mut md = String::new();
-        let m = &self.machine;
+        self.header(&mut md);
+        self.writes(&mut md);
+        self.instructions(&mut md);
+        self.restore_and_replay(&mut md);
+        self.reads(&mut md);
+        self.memory(&mut md);
+        self.freshness_table(&mut md);
+        self.brokers(&mut md);
+        self.stages(&mut md);
+        self.cpu_table(&mut md);
+        self.targets(&mut md);
+        md.push_str(NOTES);
+        md
+    }
+}
+
+/// How the contenders were run and measured.
+const NOTES: &str = "\n## Notes\n\n\
+             - PostgreSQL runs with `synchronous_commit = off`, prepared statements and a pool of 32, as a \
+             fair user of a presence table would; Redis gets one multiplexed connection with 32 commands in \
+             flight. Both are on loopback like the broker.\n\
+             - The Redis reads return ids and scores only; a real active list would also fetch each user's \
+             profile, so its read figures are a lower bound.\n\
+             - The processor figure counts an event once it is durable (its batch's output acknowledged, state \
+             and input offsets in sled), over the time from its first record folded until the last is durable \
+             (Prometheus counters polled every 20 ms), on records already in the topic; the Kafka Streams \
+             peer's counts committed input offsets from its first commit to its last, which leaves out its \
+             work before the first commit, in its favour; the do-nothing consumer's runs from its first record \
+             to its last, with the processor's consumer settings (`fetch.wait.max.ms` and \
+             `fetch.queue.backoff.ms` at 20 ms).\n\
+             - Replay figures include process start, the read to the end of the topics and writing every report.\n\
+             - Memory is VmRSS from /proc after loading, minus VmRSS of the same process with nothing loaded.\n\
+             - Where the time and the memory go, and what the missed targets would take: `docs/performance-history.md` \
+             (profiles in `docs/profiles/`).\n";
+
+impl Results {
+    /// The title, the run and the machine.
+    fn header(&self, md: &mut String) {
         let _ = writeln!(md, "# Benchmarks\n");
         let _ = writeln!(
             md,
@@ -228,6 +252,7 @@ impl Results {
              figures across runs. Targets that are not met say so.\n",
             self.date
         );
+        let m = &self.machine;
         let _ = writeln!(
             md,
             "- Command: `{}`\n- Machine: {} ({} cores), {} GiB, Linux {}\n- Broker: tansu 0.6.0, memory storage, loopback\n- History: {} events of {} users, seed {} (sessions with heartbeats every 20–40 s, page views, half end with a logout)\n",
@@ -240,6 +265,10 @@ impl Results {
             self.users,
             self.seed
         );
+    }
+
+    /// Write rates of every contender, and the fold's split.
+    fn writes(&self, md: &mut String) {
         let pg = self.postgres.as_ref();
         let rd = self.redis.as_ref();
         let _ = writeln!(md, "## Writes: events per second\n");
@@ -258,43 +287,35 @@ impl Results {
             );
         };
         row(
-            &mut md,
+            md,
             "PostgreSQL: INSERT per session, UPDATE per heartbeat (pool of 32)",
             pg.map(|b| b.events_per_sec),
         );
         row(
-            &mut md,
+            md,
             "Redis: ZADD per event (32 in flight)",
             rd.map(|b| b.events_per_sec),
         );
+        row(md, "do-nothing rdkafka consumer (the ceiling)", self.drain);
+        row(md, "**sessionfold processor, end to end**", self.processor);
         row(
-            &mut md,
-            "do-nothing rdkafka consumer (the ceiling)",
-            self.drain,
-        );
-        row(
-            &mut md,
-            "**sessionfold processor, end to end**",
-            self.processor,
-        );
-        row(
-            &mut md,
+            md,
             "sessionfold HTTP ingest, batches of 100",
             self.ingest_batched,
         );
         row(
-            &mut md,
+            md,
             "sessionfold HTTP ingest, one event per request",
             self.ingest_single,
         );
         row(
-            &mut md,
+            md,
             "producing the history to the broker (rdkafka, lz4)",
             self.produce,
         );
         if let Some(f) = &self.fold {
             row(
-                &mut md,
+                md,
                 "fold + sled, one core (decode, fold, encode, sled batch)",
                 Some(f.total),
             );
@@ -309,6 +330,10 @@ impl Results {
                 crate::pipeline::FOLD_RUNS
             );
         }
+    }
+
+    /// Instructions per event, by stage.
+    fn instructions(&self, md: &mut String) {
         if let Some(ir) = &self.instructions {
             let stages: Vec<String> = ir
                 .iter()
@@ -321,17 +346,11 @@ impl Results {
                  decoder used before the direct one; `store` is state encoding and the sled batch.",
                 stages.join(", ")
             );
-            let _ = writeln!(
-                md,
-                "\nBefore and after: the first count (2026-11-30 15:29, the same history \
-                 and command) beside this run's.\n\n| stage | before | this run |\n|---|---|---|"
-            );
-            for (stage, before, note) in INSTRUCTIONS_BEFORE {
-                if let Some((_, now)) = ir.iter().find(|(s, _)| s == stage) {
-                    let _ = writeln!(md, "| {stage} | {before}{note} | {now:.0} |");
-                }
-            }
         }
+    }
+
+    /// Restore and replay rates.
+    fn restore_and_replay(&self, md: &mut String) {
         if let Some((records, rate)) = self.restore {
             let _ = writeln!(
                 md,
@@ -347,6 +366,11 @@ impl Results {
                 r.from_broker, r.export, r.from_file
             );
         }
+    }
+
+    /// Read latency of every contender.
+    fn reads(&self, md: &mut String) {
+        let (pg, rd) = (self.postgres.as_ref(), self.redis.as_ref());
         let _ = writeln!(md, "\n## Reads: latency p50 / p99 in ms\n");
         let _ = writeln!(
             md,
@@ -372,6 +396,10 @@ impl Results {
         for (name, sessions, count, page) in rows {
             let _ = writeln!(md, "| {name} | {sessions} | {count} | {page} |");
         }
+    }
+
+    /// Memory per tracked session.
+    fn memory(&self, md: &mut String) {
         let _ = writeln!(
             md,
             "\n## Memory per tracked session (resident, above the empty process)\n\nThe services ran on {}.\n",
@@ -388,6 +416,10 @@ impl Results {
                 s.sessions, s.processor_bytes_per_session, s.projections_bytes_per_session
             );
         }
+    }
+
+    /// Freshness under load.
+    fn freshness_table(&self, md: &mut String) {
         if let Some(f) = &self.freshness {
             let _ = writeln!(
                 md,
@@ -411,6 +443,10 @@ impl Results {
                 f.leave.n, f.leave.p50_ms, f.leave.p99_ms
             );
         }
+    }
+
+    /// The processor on each broker, and the Kafka Streams peer.
+    fn brokers(&self, md: &mut String) {
         if let Some(k) = &self.on_kafka {
             let _ = writeln!(md, "\n## The processor on each broker\n");
             let _ = writeln!(
@@ -445,6 +481,10 @@ impl Results {
                 );
             }
         }
+    }
+
+    /// Where the processor's time goes.
+    fn stages(&self, md: &mut String) {
         let runs = [
             ("tansu 0.6.0", self.processor_store),
             (
@@ -480,7 +520,10 @@ impl Results {
                 );
             }
         }
-        self.cpu_table(&mut md);
+    }
+
+    /// Each target, its measured figure and its verdict.
+    fn targets(&self, md: &mut String) {
         let _ = writeln!(md, "\n## Against the targets\n");
         let _ = writeln!(md, "| target | measured | verdict |\n|---|---|---|");
         if let (Some(p), Some(d)) = (self.processor, self.drain) {
@@ -586,26 +629,6 @@ impl Results {
                 );
             }
         }
-        md.push_str(
-            "\n## Notes\n\n\
-             - PostgreSQL runs with `synchronous_commit = off`, prepared statements and a pool of 32, as a \
-             fair user of a presence table would; Redis gets one multiplexed connection with 32 commands in \
-             flight. Both are on loopback like the broker.\n\
-             - The Redis reads return ids and scores only; a real active list would also fetch each user's \
-             profile, so its read figures are a lower bound.\n\
-             - The processor figure counts an event once it is durable (its batch's output acknowledged, state \
-             and input offsets in sled), over the time from its first record folded until the last is durable \
-             (Prometheus counters polled every 20 ms), on records already in the topic; the Kafka Streams \
-             peer's counts committed input offsets from its first commit to its last, which leaves out its \
-             work before the first commit, in its favour; the do-nothing consumer's runs from its first record \
-             to its last, with the processor's consumer settings (`fetch.wait.max.ms` and \
-             `fetch.queue.backoff.ms` at 20 ms).\n\
-             - Replay figures include process start, the read to the end of the topics and writing every report.\n\
-             - Memory is VmRSS from /proc after loading, minus VmRSS of the same process with nothing loaded.\n\
-             - Where the time and the memory go, and what the missed targets would take: `docs/performance-history.md` \
-             (profiles in `docs/profiles/`).\n",
-        );
-        md
     }
 }
 
@@ -700,6 +723,25 @@ mod tests {
             cpu_row("b", &drain, &run, 2),
             "| b | 0.40 | 0.60 | 2.00 | 1.50 | 0.75 | 1.80 | 0.36 | 2.7 |"
         );
+    }
+
+    #[test]
+    fn a_run_with_nothing_measured_has_its_sections_once_in_order() {
+        use clap::Parser;
+        let md = Results::new(&crate::Args::parse_from(["sessionfold-bench"])).markdown();
+        let headings: Vec<&str> = md.lines().filter(|l| l.starts_with('#')).collect();
+        assert_eq!(
+            headings,
+            [
+                "# Benchmarks",
+                "## Writes: events per second",
+                "## Reads: latency p50 / p99 in ms",
+                "## Memory per tracked session (resident, above the empty process)",
+                "## Against the targets",
+                "## Notes",
+            ]
+        );
+        assert!(md.ends_with(NOTES));
     }
 
     #[test]
