@@ -11,31 +11,66 @@ use sessionfold_e2e::{
 };
 use sessionfold_schemas::{Contract, EndedReason, Topics};
 
+/// The processor's flags in these tests: small batches, each folded on
+/// three threads (more than a small machine's cores), so that the parallel
+/// fold is what they prove.
+const MEMBER_ARGS: [&str; 6] = [
+    "--batch-max",
+    "50",
+    "--fold-threads",
+    "3",
+    "--fold-parallel-from",
+    "1",
+];
+
+/// Starts a processor of `prefix`'s group on `state` and waits until it is ready.
 async fn processor(
     prefix: &str,
     state: &Path,
     logs: &Path,
     extra: &[&str],
 ) -> anyhow::Result<Service> {
-    let state = state.to_string_lossy().into_owned();
-    let mut args = vec![
-        "--state-dir",
-        state.as_str(),
-        "--group-id",
-        prefix,
-        "--batch-max",
-        "50",
-        // Every batch folded on three threads, more than the cores of a
-        // small machine, so that the parallel fold is what these tests prove.
-        "--fold-threads",
-        "3",
-        "--fold-parallel-from",
-        "1",
-    ];
-    args.extend_from_slice(extra);
-    let mut p = Service::start("sessionfold-processor", prefix, &args, logs).await?;
-    p.wait_http("/readyz", Duration::from_secs(60)).await?;
-    Ok(p)
+    let args = [&MEMBER_ARGS[..], extra].concat();
+    sessionfold_e2e::start_processor(prefix, state, logs, &args).await
+}
+
+/// One test's topics and scratch directory, the projections reading them,
+/// and the members of its processor group.
+struct Group {
+    prefix: String,
+    dir: tempfile::TempDir,
+    projections: Service,
+}
+
+impl Group {
+    /// Topics of `test`, with the projections started on them.
+    async fn start(test: &str) -> anyhow::Result<Group> {
+        let prefix = unique_prefix(test);
+        let dir = sessionfold_e2e::scratch()?;
+        let projections =
+            Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
+        Ok(Group {
+            prefix,
+            dir,
+            projections,
+        })
+    }
+
+    /// A member whose store is the scratch directory's `name`: the same
+    /// name again is the same member restarted on its state.
+    async fn member(&self, name: &str) -> anyhow::Result<Service> {
+        processor(
+            &self.prefix,
+            &self.dir.path().join(name),
+            self.dir.path(),
+            &[],
+        )
+        .await
+    }
+
+    fn feeder(&self) -> anyhow::Result<Feeder> {
+        Feeder::new(&self.prefix)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,18 +201,15 @@ async fn exact_counts(projections: &Service, s: &Stream) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_never_loses_or_doubles() -> anyhow::Result<()> {
-    let prefix = unique_prefix("crash");
-    let dir = sessionfold_e2e::scratch()?;
-    let state = dir.path().join("s");
-    let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
-    let feeder = Feeder::new(&prefix)?;
+    let g = Group::start("crash").await?;
+    let feeder = g.feeder()?;
     let s = Stream {
         users: 20,
         beats: 60,
         views: 15,
         base: now_millis(),
     };
-    let mut p = processor(&prefix, &state, dir.path(), &[]).await?;
+    let mut p = g.member("s").await?;
     let rounds = s.rounds();
     let mut kills = 0;
     for r in 0..rounds {
@@ -188,11 +220,11 @@ async fn kill_dash_nine_never_loses_or_doubles() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(150)).await;
             p.kill();
             kills += 1;
-            p = processor(&prefix, &state, dir.path(), &[]).await?;
+            p = g.member("s").await?;
         }
     }
     assert_eq!(kills, 5);
-    exact_counts(&projections, &s).await?;
+    exact_counts(&g.projections, &s).await?;
     drop(p);
     Ok(())
 }
@@ -204,10 +236,8 @@ async fn kill_dash_nine_never_loses_or_doubles() -> anyhow::Result<()> {
 /// again by their next owner, and the final counts are exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_joining_during_a_backlog_loses_and_doubles_nothing() -> anyhow::Result<()> {
-    let prefix = unique_prefix("backlog");
-    let dir = sessionfold_e2e::scratch()?;
-    let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
-    let feeder = Feeder::new(&prefix)?;
+    let g = Group::start("backlog").await?;
+    let feeder = g.feeder()?;
     let s = Stream {
         users: 60,
         beats: 900,
@@ -218,7 +248,7 @@ async fn a_member_joining_during_a_backlog_loses_and_doubles_nothing() -> anyhow
     for r in 0..half {
         feeder.send(&s.round(r)).await?;
     }
-    let a = processor(&prefix, &dir.path().join("a"), dir.path(), &[]).await?;
+    let a = g.member("a").await?;
     eventually(
         Duration::from_secs(60),
         "the first member folds",
@@ -231,11 +261,11 @@ async fn a_member_joining_during_a_backlog_loses_and_doubles_nothing() -> anyhow
         },
     )
     .await?;
-    let c = processor(&prefix, &dir.path().join("c"), dir.path(), &[]).await?;
+    let c = g.member("c").await?;
     for r in half..s.rounds() {
         feeder.send(&s.round(r)).await?;
     }
-    exact_counts(&projections, &s).await?;
+    exact_counts(&g.projections, &s).await?;
     eventually(
         Duration::from_secs(60),
         "both members own partitions",
@@ -256,18 +286,16 @@ async fn a_member_joining_during_a_backlog_loses_and_doubles_nothing() -> anyhow
 /// survivor sees partitions without an owner in the group and rejoins itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_member_s_partitions_move_with_their_state() -> anyhow::Result<()> {
-    let prefix = unique_prefix("rebalance");
-    let dir = sessionfold_e2e::scratch()?;
-    let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
-    let feeder = Feeder::new(&prefix)?;
+    let g = Group::start("rebalance").await?;
+    let feeder = g.feeder()?;
     let s = Stream {
         users: 24,
         beats: 40,
         views: 10,
         base: now_millis(),
     };
-    let mut a = processor(&prefix, &dir.path().join("a"), dir.path(), &[]).await?;
-    let b = processor(&prefix, &dir.path().join("b"), dir.path(), &[]).await?;
+    let mut a = g.member("a").await?;
+    let b = g.member("b").await?;
     eventually(
         Duration::from_secs(60),
         "both members own partitions",
@@ -286,7 +314,7 @@ async fn a_dead_member_s_partitions_move_with_their_state() -> anyhow::Result<()
     for r in half..s.rounds() {
         feeder.send(&s.round(r)).await?;
     }
-    exact_counts(&projections, &s).await?;
+    exact_counts(&g.projections, &s).await?;
     eventually(
         Duration::from_secs(60),
         "the survivor owns all 3 activity and 3 import partitions",
@@ -301,18 +329,15 @@ async fn a_dead_member_s_partitions_move_with_their_state() -> anyhow::Result<()
 /// partitions again and ends with exact counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_inside_the_session_timeout_owns_partitions_again() -> anyhow::Result<()> {
-    let prefix = unique_prefix("restart");
-    let dir = sessionfold_e2e::scratch()?;
-    let state = dir.path().join("s");
-    let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
-    let feeder = Feeder::new(&prefix)?;
+    let g = Group::start("restart").await?;
+    let feeder = g.feeder()?;
     let s = Stream {
         users: 12,
         beats: 20,
         views: 5,
         base: now_millis(),
     };
-    let mut p = processor(&prefix, &state, dir.path(), &[]).await?;
+    let mut p = g.member("s").await?;
     let half = s.rounds() / 2;
     for r in 0..half {
         feeder.send(&s.round(r)).await?;
@@ -320,12 +345,12 @@ async fn a_restart_inside_the_session_timeout_owns_partitions_again() -> anyhow:
     for wait_ms in [2_500, 3_700] {
         p.kill();
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-        p = processor(&prefix, &state, dir.path(), &[]).await?;
+        p = g.member("s").await?;
     }
     for r in half..s.rounds() {
         feeder.send(&s.round(r)).await?;
     }
-    exact_counts(&projections, &s).await?;
+    exact_counts(&g.projections, &s).await?;
     eventually(
         Duration::from_secs(60),
         "the restarted processor owns all 6 partitions",
@@ -347,22 +372,20 @@ async fn a_restart_inside_the_session_timeout_owns_partitions_again() -> anyhow:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_member_takes_partitions_with_their_state() -> anyhow::Result<()> {
-    let prefix = unique_prefix("join");
-    let dir = sessionfold_e2e::scratch()?;
-    let projections = Service::start("sessionfold-projections", &prefix, &[], dir.path()).await?;
-    let feeder = Feeder::new(&prefix)?;
+    let g = Group::start("join").await?;
+    let feeder = g.feeder()?;
     let s = Stream {
         users: 24,
         beats: 40,
         views: 10,
         base: now_millis(),
     };
-    let _a = processor(&prefix, &dir.path().join("a"), dir.path(), &[]).await?;
+    let _a = g.member("a").await?;
     let half = s.rounds() / 2;
     for r in 0..half {
         feeder.send(&s.round(r)).await?;
     }
-    let c = processor(&prefix, &dir.path().join("c"), dir.path(), &[]).await?;
+    let c = g.member("c").await?;
     eventually(
         Duration::from_secs(60),
         "the newcomer owns partitions",
@@ -372,7 +395,7 @@ async fn a_joining_member_takes_partitions_with_their_state() -> anyhow::Result<
     for r in half..s.rounds() {
         feeder.send(&s.round(r)).await?;
     }
-    exact_counts(&projections, &s).await?;
+    exact_counts(&g.projections, &s).await?;
     // The newcomer owns partitions, and built their state from the changelog.
     assert!(processor_metric(&c, OWNED).await? >= 1.0);
     let restored = processor_metric(&c, "sessionfold_processor_restored_records_total").await?;
