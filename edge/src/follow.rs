@@ -1,7 +1,6 @@
 //! Following a compacted topic from its beginning into memory: the import
 //! owners the ingest checks early, and the erasures every service honours.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -11,24 +10,20 @@ use sessionfold_fold::Erasures;
 use sessionfold_schemas::Contract;
 
 use crate::QuietLogs;
+use crate::shutdown::{Stop, Tasks};
 
 /// Hands every record of `topic`, from its beginning, to `apply` (key,
 /// value; `None` for a tombstone) until `stop` is set, starting again with
 /// back-off after any failure (the topic may not exist yet). Call from a
 /// blocking thread.
-pub fn follow(
-    brokers: &str,
-    topic: &str,
-    stop: &AtomicBool,
-    mut apply: impl FnMut(&str, Option<&[u8]>),
-) {
+pub fn follow(brokers: &str, topic: &str, stop: &Stop, mut apply: impl FnMut(&str, Option<&[u8]>)) {
     let mut backoff = Duration::from_millis(200);
     // A topic not created yet is what a first start looks like (the
     // producer creates the topics while the others start): said once at
     // INFO, and as a warning only if it lasts.
     let started = std::time::Instant::now();
     let mut told = (false, false);
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.is_stopping() {
         match follow_once(brokers, topic, stop, &mut apply) {
             Ok(()) => return,
             Err(Failure::NoTopic) => {
@@ -70,7 +65,7 @@ impl From<rdkafka::error::KafkaError> for Failure {
 fn follow_once(
     brokers: &str,
     topic: &str,
-    stop: &AtomicBool,
+    stop: &Stop,
     apply: &mut impl FnMut(&str, Option<&[u8]>),
 ) -> Result<(), Failure> {
     let consumer: BaseConsumer<QuietLogs> = crate::consumer_config(brokers)
@@ -85,7 +80,7 @@ fn follow_once(
         return Err(Failure::NoTopic);
     }
     consumer.assign(&tpl)?;
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.is_stopping() {
         match consumer.poll(Duration::from_millis(200)) {
             None => {}
             Some(Err(e)) => tracing::debug!(topic, error = %e, "follower consumer"),
@@ -123,22 +118,23 @@ pub fn apply_erasure(
     }
 }
 
-/// Follows the erasures topic into `erasures` on a thread of its own until
-/// `stop` is set.
+/// Follows the erasures topic into `erasures`, as one of `tasks`, until
+/// they are stopped.
 pub fn erasures(
+    tasks: &mut Tasks,
     brokers: &str,
     topic: &str,
     contract: Contract,
     erasures: Arc<RwLock<Erasures>>,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
+) {
     let brokers = brokers.to_owned();
     let topic = topic.to_owned();
-    std::thread::spawn(move || {
+    tasks.spawn_blocking("erasures follower", move |stop| {
         follow(&brokers, &topic, &stop, |key, payload| {
             apply_erasure(&contract, &erasures, key, payload);
         });
-    })
+        Ok::<(), std::convert::Infallible>(())
+    });
 }
 
 /// Reads the whole erasures topic once, to the end it has when the read

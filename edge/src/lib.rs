@@ -13,6 +13,7 @@ pub mod http;
 pub mod jwks;
 pub mod openapi;
 pub mod registry;
+pub mod shutdown;
 pub mod sync;
 mod telemetry;
 
@@ -22,6 +23,7 @@ pub use telemetry::{
     track_http,
 };
 
+pub use shutdown::{Stop, Tasks};
 pub use sync::{lock, millis, now_millis, read, write};
 
 use std::time::Duration;

@@ -22,7 +22,6 @@ pub mod tables;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -96,7 +95,8 @@ pub async fn run(
         Err(e) => return Err(e),
     };
     let status = Arc::new(Status::default());
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = sessionfold_edge::Stop::new();
+    let mut tasks = sessionfold_edge::Tasks::new(stop.clone());
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, state_dir = %settings.state_dir.display(), "processor starting");
     let app = ops_router(Ops {
@@ -132,12 +132,12 @@ pub async fn run(
         .map_err(|e| ProcessorError::Worker(e.to_string()))??;
     }
     let erasures = Arc::new(std::sync::RwLock::new(sessionfold_fold::Erasures::new()));
-    let follower = sessionfold_edge::follow::erasures(
+    sessionfold_edge::follow::erasures(
+        &mut tasks,
         &settings.looping.brokers,
         &settings.looping.topics.erasures,
         sessionfold_edge::registry::contract()?,
         erasures.clone(),
-        stop.clone(),
     );
     let mut worker = {
         let stop = stop.clone();
@@ -150,7 +150,7 @@ pub async fn run(
         r = &mut worker => r,
         _ = &mut shutdown => {
             tracing::info!("stopping: finishing the current batch");
-            stop.store(true, Ordering::SeqCst);
+            stop.stop();
             match tokio::time::timeout(STOP_DEADLINE, &mut worker).await {
                 Ok(r) => r,
                 Err(_) => {
@@ -161,13 +161,13 @@ pub async fn run(
                         "the current batch could not be published and stored in time (is the broker reachable?); stopping without it: it is folded again at the next start"
                     );
                     server.abort();
+                    tasks.stop_within(std::time::Duration::from_secs(1)).await;
                     return Ok(());
                 }
             }
         }
     };
     server.abort();
-    stop.store(true, Ordering::SeqCst);
-    let _ = tokio::task::spawn_blocking(move || follower.join()).await;
+    tasks.stop_within(std::time::Duration::from_secs(5)).await;
     result.map_err(|e| ProcessorError::Worker(e.to_string()))?
 }

@@ -372,26 +372,25 @@ pub async fn run(
     state.framing = settings.framing;
     state.tickets = settings.tickets;
     let sink = state.sink().clone();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let erasures = sessionfold_edge::follow::erasures(
+    let mut tasks = sessionfold_edge::Tasks::new(sessionfold_edge::Stop::new());
+    sessionfold_edge::follow::erasures(
+        &mut tasks,
         &brokers,
         &state.topics.erasures,
         (*state.contract).clone(),
         state.erasures.clone(),
-        stop.clone(),
     );
-    let follower = {
-        let (owners, stop) = (state.owners.clone(), stop.clone());
+    {
+        let owners = state.owners.clone();
         let topic = state.topics.import_ownership.clone();
-        tokio::task::spawn_blocking(move || owners::follow(&brokers, &topic, owners, stop))
-    };
+        tasks.spawn_blocking("import owners follower", move |stop| {
+            owners::follow(&brokers, &topic, owners, &stop)
+        });
+    }
     tracing::info!(addr = ?listener.local_addr().ok(), "producer listening");
     sessionfold_edge::http::serve(listener, app(state), shutdown).await?;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(10))).await??;
-    follower.await?;
-    tokio::task::spawn_blocking(move || erasures.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the erasures follower panicked"))?;
+    let flushed = tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(10)));
+    tasks.stop_within(Duration::from_secs(5)).await;
+    flushed.await??;
     Ok(())
 }

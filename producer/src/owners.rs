@@ -7,7 +7,6 @@
 //! answers early and clearly; the processor's is the one that holds.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
 use sessionfold_schemas::Contract;
@@ -63,17 +62,17 @@ impl Owners {
 /// Follows `topic` from its beginning into `owners` until `stop` is set,
 /// starting again with back-off after any failure (the topic may not exist
 /// yet). Call from a blocking thread.
-pub fn follow(brokers: &str, topic: &str, owners: Arc<Owners>, stop: Arc<AtomicBool>) {
-    let contract = match Contract::load() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "the import owners cannot be followed");
-            return;
-        }
-    };
-    sessionfold_edge::follow::follow(brokers, topic, &stop, |key, payload| {
+pub fn follow(
+    brokers: &str,
+    topic: &str,
+    owners: Arc<Owners>,
+    stop: &sessionfold_edge::Stop,
+) -> Result<(), sessionfold_schemas::SchemaError> {
+    let contract = Contract::load()?;
+    sessionfold_edge::follow::follow(brokers, topic, stop, |key, payload| {
         owners.apply(&contract, key, payload);
     });
+    Ok(())
 }
 
 #[cfg(test)]

@@ -74,14 +74,14 @@ fn idle_timeout_of(m: &impl Message) -> Option<Millis> {
 
 /// Reads every partition of both changelogs from the start, applying records
 /// to `views` in batches; sets `ready` once the ends seen at start are
-/// reached. Runs until `stop` is set; call from a blocking thread.
+/// reached. Runs until a stop is asked; call from a blocking thread.
 pub fn follow(
     settings: &crate::Settings,
     views: Views,
     hub: Arc<Hub>,
     ready: Arc<AtomicBool>,
     metrics: Metrics,
-    stop: Arc<AtomicBool>,
+    stop: sessionfold_edge::Stop,
 ) -> Result<(), FollowError> {
     let (brokers, topics) = (settings.brokers.as_str(), &settings.topics);
     let fixed_idle_timeout = settings.idle_timeout_set.then_some(settings.idle_timeout);
@@ -119,7 +119,7 @@ pub fn follow(
         ready.store(true, Ordering::SeqCst);
     }
     let mut batch: Vec<Raw> = Vec::with_capacity(1024);
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.is_stopping() {
         let mut wait = Duration::from_millis(100);
         while batch.len() < 5000 {
             match consumer.poll(wait) {

@@ -123,7 +123,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = AppState::new(&settings, Metrics::new()?);
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = sessionfold_edge::Stop::new();
+    let mut tasks = sessionfold_edge::Tasks::new(stop.clone());
     // Set when the follower finds the service must not go on serving.
     let refused = Arc::new(tokio::sync::Notify::new());
     // Serve at once (readyz answers 503 until caught up); follow once the broker answers.
@@ -169,7 +170,7 @@ pub async fn run(
                         refused.notify_one();
                         return Err(e.into());
                     }
-                    Err(e) if !stop.load(Ordering::SeqCst) => {
+                    Err(e) if !stop.is_stopping() => {
                         tracing::error!(error = %e, retry_in = ?delay, "following the changelogs failed; starting again");
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(5));
@@ -180,13 +181,13 @@ pub async fn run(
         })
     };
     // The chart's data: online users, sampled every 5 s, peak per minute.
-    let sampler = {
+    {
         let (presence, online, ready) = (
             state.views.presence.clone(),
             state.online.clone(),
             state.ready.clone(),
         );
-        tokio::spawn(async move {
+        tasks.spawn("online sampler", async move {
             let mut every = tokio::time::interval(Duration::from_secs(5));
             loop {
                 every.tick().await;
@@ -199,8 +200,10 @@ pub async fn run(
                 drop(view);
                 sessionfold_edge::write(&online).sample(now, users);
             }
-        })
-    };
+            #[allow(unreachable_code)]
+            Ok::<(), std::convert::Infallible>(())
+        });
+    }
     tracing::info!(addr = ?listener.local_addr().ok(), "projections listening");
     // On stop, open streams get a last `closing` event and end, so the
     // drain does not wait on them.
@@ -213,8 +216,7 @@ pub async fn run(
         hub.close();
     };
     let served = sessionfold_edge::http::serve(listener, app(state), shutdown).await;
-    stop.store(true, Ordering::SeqCst);
-    sampler.abort();
+    tasks.stop_within(Duration::from_secs(1)).await;
     served?;
     match tokio::time::timeout(Duration::from_secs(5), follower).await {
         Ok(joined) => joined??,

@@ -231,8 +231,8 @@ impl Processor {
         })
     }
 
-    /// Runs until `stop` is set; returns after committing the last batch.
-    pub fn run(self, stop: Arc<AtomicBool>) -> Result<(), ProcessorError> {
+    /// Runs until a stop is asked; returns after committing the last batch.
+    pub fn run(self, stop: sessionfold_edge::Stop) -> Result<(), ProcessorError> {
         std::thread::scope(|s| {
             let worker = std::thread::Builder::new()
                 .name("sessionfold-loop".into())

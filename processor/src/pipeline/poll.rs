@@ -5,8 +5,8 @@ use super::*;
 
 impl Processor {
     /// The consumer's thread: polls, queues and hands batches over until
-    /// `stop` is set or the fold thread fails.
-    pub(super) fn poll_loop(&self, stop: &AtomicBool) -> Result<(), ProcessorError> {
+    /// a stop is asked or the fold thread fails.
+    pub(super) fn poll_loop(&self, stop: &sessionfold_edge::Stop) -> Result<(), ProcessorError> {
         let (batch_max, batch_wait, topics, metrics) = {
             let core = lock(&self.core);
             (
@@ -29,7 +29,7 @@ impl Processor {
         // check are looked at every 64th poll and after an idle one, not
         // per record (a clock read per record was a tenth of this thread).
         let mut polls = 0u64;
-        while !stop.load(Ordering::SeqCst) {
+        while !stop.is_stopping() {
             polls = polls.wrapping_add(1);
             // Nothing is locked across poll: the callbacks take the locks.
             let wait = if filling == 0 {
