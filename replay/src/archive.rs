@@ -135,15 +135,30 @@ pub struct ExportReport {
     pub forgotten: u64,
 }
 
+/// What an export reads and where it writes.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportFrom<'a> {
+    /// Bootstrap servers.
+    pub brokers: &'a str,
+    /// The input topics.
+    pub topics: &'a Topics,
+    /// Where to start reading.
+    pub from: Start,
+    /// The file to write.
+    pub path: &'a Path,
+    /// The users forgotten, left out of the file.
+    pub erasures: &'a Erasures,
+}
+
 /// Writes the input topics, from `from` to their current end, into `path`.
-pub fn export(
-    brokers: &str,
-    topics: &Topics,
-    from: Start,
-    path: &Path,
-    progress: &ProgressBar,
-    erasures: &Erasures,
-) -> Result<ExportReport, ReplayError> {
+pub fn export(x: ExportFrom<'_>, progress: &ProgressBar) -> Result<ExportReport, ReplayError> {
+    let ExportFrom {
+        brokers,
+        topics,
+        from,
+        path,
+        erasures,
+    } = x;
     let contract = sessionfold_edge::registry::contract()?;
     let schema = schema()?;
     let file = File::create(path).map_err(|e| archive_error(path, e))?;
@@ -174,13 +189,16 @@ pub fn export(
 /// and counted; so are forgotten users' activity, and the forgotten users
 /// an import event names.
 pub fn export_parquet(
-    brokers: &str,
-    topics: &Topics,
-    from: Start,
-    path: &Path,
+    x: ExportFrom<'_>,
     progress: &ProgressBar,
-    erasures: &Erasures,
 ) -> Result<ExportReport, ReplayError> {
+    let ExportFrom {
+        brokers,
+        topics,
+        from,
+        path,
+        erasures,
+    } = x;
     let contract = sessionfold_edge::registry::contract()?;
     let file = File::create(path).map_err(|e| archive_error(path, e))?;
     let mut writer = sessionfold_report::events::EventsWriter::new(BufWriter::new(file));

@@ -154,15 +154,16 @@ fn export(a: ExportArgs) -> anyhow::Result<()> {
     } else {
         archive::export
     };
-    let report = write(
-        &a.common.brokers,
-        &a.common.topics(),
-        a.from,
-        &a.out,
-        &progress,
-        &read_erasures(&a.common)?,
-    )
-    .context("export failed")?;
+    let erasures = read_erasures(&a.common)?;
+    let topics = a.common.topics();
+    let from = archive::ExportFrom {
+        brokers: &a.common.brokers,
+        topics: &topics,
+        from: a.from,
+        path: &a.out,
+        erasures: &erasures,
+    };
+    let report = write(from, &progress).context("export failed")?;
     progress.finish_and_clear();
     tracing::info!(?report, out = %a.out.display(), "export done");
     Ok(())
