@@ -116,6 +116,10 @@ pub struct Settings {
     pub stream_buffer: usize,
 }
 
+/// How long after the topics are ensured a changelog missing from the
+/// broker's metadata is taken for one still appearing.
+const TOPICS_APPEAR: Duration = Duration::from_secs(30);
+
 /// Follows the changelogs and serves the views on `listener` until `shutdown` resolves.
 pub async fn run(
     listener: tokio::net::TcpListener,
@@ -150,6 +154,7 @@ pub async fn run(
             // they already hold, so nothing is applied twice, and the service
             // never goes on answering from a view that stopped moving.
             let mut delay = Duration::from_millis(200);
+            let started = std::time::Instant::now();
             loop {
                 let (views, hub, ready, metrics, stopping, settings) = (
                     views.clone(),
@@ -169,6 +174,15 @@ pub async fn run(
                         tracing::error!(error = %e, "stopping");
                         refused.notify_one();
                         return Err(e.into());
+                    }
+                    // Topics just created can take a moment to show in the
+                    // broker's metadata: a first start, not a fault.
+                    Err(e @ follow::FollowError::NoTopic(_))
+                        if !stop.is_stopping() && started.elapsed() < TOPICS_APPEAR =>
+                    {
+                        tracing::info!(error = %e, retry_in = ?delay, "the changelogs are not in the broker's metadata yet; waiting for them");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
                     }
                     Err(e) if !stop.is_stopping() => {
                         tracing::error!(error = %e, retry_in = ?delay, "following the changelogs failed; starting again");
