@@ -7,9 +7,9 @@ use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use sessionfold_fold::{Position, PresenceConfig, PresenceTable};
-use sessionfold_processor::Store;
 use sessionfold_processor::pipeline::sizing::Sizing;
 use sessionfold_processor::store::{CACHE_BYTES, PartitionWrite};
+use sessionfold_processor::{StateStore, Store};
 use sessionfold_schemas::{ActivityEvent, Contract, Topics};
 
 use crate::services::{Service, machine_busy_seconds, metric_sum};

@@ -29,7 +29,7 @@ use axum::routing::get;
 
 pub use error::ProcessorError;
 pub use pipeline::{LoopSettings, Processor, Status};
-pub use store::Store;
+pub use store::{MemoryStore, SharedStore, StateStore, Store};
 
 /// Everything `run` needs.
 #[derive(Debug, Clone)]
@@ -142,7 +142,7 @@ pub async fn run(
     let mut worker = {
         let stop = stop.clone();
         tokio::task::spawn_blocking(move || {
-            let p = Processor::new(settings.looping, store, metrics, status, erasures)?;
+            let p = Processor::new(settings.looping, Arc::new(store), metrics, status, erasures)?;
             p.run(stop)
         })
     };

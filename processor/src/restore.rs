@@ -22,7 +22,7 @@ use sessionfold_schemas::headers::{BATCH_END, BATCH_START};
 
 use crate::error::ProcessorError;
 use crate::metrics::Metrics;
-use crate::store::{PartitionWrite, Store};
+use crate::store::{PartitionWrite, StateStore};
 
 /// What restoring found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +101,7 @@ pub fn restore_partition(
     changelog: &str,
     partition: i32,
     tree: &str,
-    store: &Store,
+    store: &dyn StateStore,
     metrics: &Metrics,
     valid: Validate<'_>,
 ) -> Result<Restore, ProcessorError> {

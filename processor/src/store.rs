@@ -1,11 +1,14 @@
-//! Per-partition state in sled, written once per batch together with the input offset.
+//! Per-partition state, written once per batch together with the input offset.
 //!
 //! Each input partition of each input topic has its own tree (`presence/3`,
 //! `imports/3`), holding the encoded state of every entity (the same bytes
 //! as its changelog record) and the next input offset, always written in one
-//! atomic batch.
+//! atomic batch. The loop sees this through [`StateStore`]: sled on disk
+//! ([`Store`]) live and in replay, memory ([`MemoryStore`]) in tests.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use crate::error::ProcessorError;
 
@@ -28,6 +31,27 @@ pub fn move_aside(dir: &Path) -> Result<std::path::PathBuf, ProcessorError> {
     })?;
     Ok(aside)
 }
+
+/// What the loop asks of its local store, whatever keeps it.
+pub trait StateStore: Send + Sync {
+    /// The stored next offset of a partition's tree, if it was ever committed.
+    fn next_offset(&self, tree: &str) -> Result<Option<i64>, ProcessorError>;
+    /// Hands every encoded state in a partition's tree to `each`.
+    fn for_each_state(
+        &self,
+        tree: &str,
+        each: &mut dyn FnMut(&[u8]) -> Result<(), ProcessorError>,
+    ) -> Result<(), ProcessorError>;
+    /// Applies one partition's batch atomically: states and offset move together.
+    fn commit(&self, tree: &str, write: PartitionWrite) -> Result<(), ProcessorError>;
+    /// Replaces a partition's whole state (after a restore from the changelog).
+    fn replace(&self, tree: &str, write: PartitionWrite) -> Result<(), ProcessorError>;
+    /// Makes what was committed durable.
+    fn flush(&self) -> Result<(), ProcessorError>;
+}
+
+/// The store the loop holds, shared with its writer thread.
+pub type SharedStore = Arc<dyn StateStore>;
 
 /// The processor's local store: one sled tree per input partition.
 #[derive(Clone)]
@@ -84,9 +108,11 @@ impl Store {
             .open_tree(name)
             .map_err(|e| ProcessorError::store("opening partition tree", e))
     }
+}
 
+impl StateStore for Store {
     /// The stored next offset of a partition's tree, if it was ever committed.
-    pub fn next_offset(&self, tree: &str) -> Result<Option<i64>, ProcessorError> {
+    fn next_offset(&self, tree: &str) -> Result<Option<i64>, ProcessorError> {
         let v = self
             .tree(tree)?
             .get(OFFSET_KEY)
@@ -94,19 +120,20 @@ impl Store {
         Ok(v.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok().map(i64::from_be_bytes)))
     }
 
-    /// Every encoded state in a partition's tree.
-    pub fn states(&self, tree: &str) -> Result<Vec<sled::IVec>, ProcessorError> {
-        self.tree(tree)?
-            .scan_prefix(ENTITY_PREFIX)
-            .map(|item| {
-                item.map(|(_, v)| v)
-                    .map_err(|e| ProcessorError::store("scanning state", e))
-            })
-            .collect()
+    fn for_each_state(
+        &self,
+        tree: &str,
+        each: &mut dyn FnMut(&[u8]) -> Result<(), ProcessorError>,
+    ) -> Result<(), ProcessorError> {
+        for item in self.tree(tree)?.scan_prefix(ENTITY_PREFIX) {
+            let (_, v) = item.map_err(|e| ProcessorError::store("scanning state", e))?;
+            each(&v)?;
+        }
+        Ok(())
     }
 
     /// Applies one partition's batch atomically: states and offset move together.
-    pub fn commit(&self, tree: &str, write: PartitionWrite) -> Result<(), ProcessorError> {
+    fn commit(&self, tree: &str, write: PartitionWrite) -> Result<(), ProcessorError> {
         let t = self.tree(tree)?;
         let mut batch = sled::Batch::default();
         let mut written = Vec::with_capacity(write.entities.len());
@@ -138,7 +165,7 @@ impl Store {
     }
 
     /// Replaces a partition's whole state (after a restore from the changelog).
-    pub fn replace(&self, tree: &str, write: PartitionWrite) -> Result<(), ProcessorError> {
+    fn replace(&self, tree: &str, write: PartitionWrite) -> Result<(), ProcessorError> {
         // Cleared first: a crash in between leaves no offset, so the next
         // assignment restores again.
         self.tree(tree)?
@@ -148,10 +175,74 @@ impl Store {
     }
 
     /// Flushes sled's buffers to disk.
-    pub fn flush(&self) -> Result<(), ProcessorError> {
+    fn flush(&self) -> Result<(), ProcessorError> {
         self.db
             .flush()
             .map(|_| ())
             .map_err(|e| ProcessorError::store("flushing", e))
+    }
+}
+
+/// A store in memory, for tests of the loop: the same contract as sled's,
+/// gone with the process.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    trees: Arc<Mutex<BTreeMap<String, MemoryTree>>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct MemoryTree {
+    states: BTreeMap<String, Vec<u8>>,
+    next_offset: Option<i64>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+}
+
+impl StateStore for MemoryStore {
+    fn next_offset(&self, tree: &str) -> Result<Option<i64>, ProcessorError> {
+        Ok(sessionfold_edge::lock(&self.trees)
+            .get(tree)
+            .and_then(|t| t.next_offset))
+    }
+
+    fn for_each_state(
+        &self,
+        tree: &str,
+        each: &mut dyn FnMut(&[u8]) -> Result<(), ProcessorError>,
+    ) -> Result<(), ProcessorError> {
+        let states: Vec<Vec<u8>> = sessionfold_edge::lock(&self.trees)
+            .get(tree)
+            .map(|t| t.states.values().cloned().collect())
+            .unwrap_or_default();
+        states.iter().try_for_each(|s| each(s))
+    }
+
+    fn commit(&self, tree: &str, write: PartitionWrite) -> Result<(), ProcessorError> {
+        let mut trees = sessionfold_edge::lock(&self.trees);
+        let t = trees.entry(tree.to_owned()).or_default();
+        for (id, value) in write.entities {
+            match value {
+                Some(v) => t.states.insert(id, v),
+                None => t.states.remove(&id),
+            };
+        }
+        if let Some(o) = write.next_offset {
+            t.next_offset = Some(o);
+        }
+        Ok(())
+    }
+
+    fn replace(&self, tree: &str, write: PartitionWrite) -> Result<(), ProcessorError> {
+        sessionfold_edge::lock(&self.trees).remove(tree);
+        self.commit(tree, write)
+    }
+
+    fn flush(&self) -> Result<(), ProcessorError> {
+        Ok(())
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use sessionfold_processor::store::{PartitionWrite, Store};
+use sessionfold_processor::store::{PartitionWrite, StateStore, Store};
 use sessionfold_processor::tables::{Stream, tree};
 use sessionfold_schemas::Contract;
 use sessionfold_views::imports::ImportView;

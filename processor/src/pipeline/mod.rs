@@ -49,7 +49,7 @@ mod worker;
 pub use settings::{LoopSettings, Status};
 
 use crate::restore::{Restore, restore_partition};
-use crate::store::{PartitionWrite, Store};
+use crate::store::{PartitionWrite, SharedStore};
 use crate::tables::{Part, Stream, Table, tree};
 use group::{GROUP_CHECK, GROUP_CHECK_SLOW, UNDESCRIBED_LIMIT};
 use rebalance::{Ctx, partition_counts};
@@ -90,7 +90,7 @@ struct Batch {
 struct Core {
     settings: LoopSettings,
     contract: Contract,
-    store: Store,
+    store: SharedStore,
     metrics: Metrics,
     producer: ChangelogProducer,
     status: Arc<Status>,
@@ -152,7 +152,7 @@ impl Processor {
     /// Connects to the broker and subscribes; call from a blocking thread.
     pub fn new(
         settings: LoopSettings,
-        store: Store,
+        store: SharedStore,
         metrics: Metrics,
         status: Arc<Status>,
         erasures: Arc<RwLock<Erasures>>,

@@ -241,7 +241,7 @@ impl Core {
             stream.changelog(&self.settings.topics),
             partition,
             &tree(stream, partition),
-            &self.store,
+            self.store.as_ref(),
             &self.metrics,
             &valid,
         )
@@ -250,14 +250,15 @@ impl Core {
     /// Reads a partition's stored states into a table.
     pub(super) fn load(&self, (stream, partition): Part) -> Result<Table, ProcessorError> {
         let mut table = Table::new(stream, self.settings.presence, self.settings.imports);
-        for bytes in self.store.states(&tree(stream, partition))? {
-            table
-                .restore(&self.contract, &bytes)
-                .map_err(|e| ProcessorError::CorruptState {
-                    partition,
-                    reason: e.to_string(),
-                })?;
-        }
+        self.store
+            .for_each_state(&tree(stream, partition), &mut |bytes| {
+                table
+                    .restore(&self.contract, bytes)
+                    .map_err(|e| ProcessorError::CorruptState {
+                        partition,
+                        reason: e.to_string(),
+                    })
+            })?;
         Ok(table)
     }
 }

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::ProcessorError;
-use crate::store::{PartitionWrite, Store};
+use crate::store::{PartitionWrite, SharedStore, StateStore};
 use crate::tables::{Part, tree};
 
 /// A batch's writes, one per partition.
@@ -50,7 +50,7 @@ pub(super) struct StoreWriter {
 
 impl StoreWriter {
     /// Starts the writer thread over `store`.
-    pub fn start(store: Store) -> Result<StoreWriter, ProcessorError> {
+    pub fn start(store: SharedStore) -> Result<StoreWriter, ProcessorError> {
         // One slot each way: the fold thread never hands over a second write
         // before it has the first one's result.
         let (jobs, inbox) = mpsc::sync_channel::<Job>(1);
@@ -59,7 +59,7 @@ impl StoreWriter {
             .name("sessionfold-store".into())
             .spawn(move || {
                 for job in inbox {
-                    let result = write(&store, job);
+                    let result = write(store.as_ref(), job);
                     if report.send(result).is_err() {
                         return;
                     }
@@ -118,7 +118,7 @@ fn stopped() -> ProcessorError {
     ProcessorError::Thread("the store writer stopped".into())
 }
 
-fn write(store: &Store, job: Job) -> Result<Stored, ProcessorError> {
+fn write(store: &dyn StateStore, job: Job) -> Result<Stored, ProcessorError> {
     let started = Instant::now();
     let mut positions = Vec::with_capacity(job.len());
     for (part, write) in job {
@@ -137,6 +137,9 @@ fn write(store: &Store, job: Job) -> Result<Stored, ProcessorError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    use crate::store::{MemoryStore, Store};
     use crate::tables::Stream;
 
     fn write_of(id: &str, next: i64) -> PartitionWrite {
@@ -146,10 +149,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_settled_write_is_in_sled_with_its_positions() -> Result<(), ProcessorError> {
-        let dir = tempfile::tempdir().map_err(|e| ProcessorError::Thread(e.to_string()))?;
-        let store = Store::open(dir.path())?;
+    fn states(store: &dyn StateStore, part: Part) -> Result<usize, ProcessorError> {
+        let mut n = 0;
+        store.for_each_state(&tree(part.0, part.1), &mut |_| {
+            n += 1;
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    /// What every store must do behind the writer.
+    fn a_settled_write_is_stored_with_its_positions(
+        store: SharedStore,
+    ) -> Result<(), ProcessorError> {
         let mut writer = StoreWriter::start(store.clone())?;
         assert!(writer.settle()?.is_none());
         let (a, b) = ((Stream::Activity, 0), (Stream::Activity, 3));
@@ -168,14 +180,34 @@ mod tests {
         assert!(!writer.pending());
         assert_eq!(store.next_offset(&tree(a.0, a.1))?, Some(10));
         assert_eq!(store.next_offset(&tree(b.0, b.1))?, Some(7));
-        assert_eq!(store.states(&tree(b.0, b.1))?.len(), 1);
+        assert_eq!(states(store.as_ref(), b)?, 1);
         // The next write goes through the same thread.
         writer.begin(BTreeMap::from([(a, write_of("u3", 12))]), batch(1))?;
         assert_eq!(
             writer.settle()?.map(|(_, s)| s.positions),
             Some(vec![(a, 12)])
         );
-        assert_eq!(store.states(&tree(a.0, a.1))?.len(), 2);
+        assert_eq!(states(store.as_ref(), a)?, 2);
+        // A replace leaves only what it writes.
+        store.replace(&tree(a.0, a.1), write_of("u9", 20))?;
+        assert_eq!(
+            (
+                states(store.as_ref(), a)?,
+                store.next_offset(&tree(a.0, a.1))?
+            ),
+            (1, Some(20))
+        );
         Ok(())
+    }
+
+    #[test]
+    fn sled_stores_a_settled_write_with_its_positions() -> Result<(), ProcessorError> {
+        let dir = tempfile::tempdir().map_err(|e| ProcessorError::Thread(e.to_string()))?;
+        a_settled_write_is_stored_with_its_positions(Arc::new(Store::open(dir.path())?))
+    }
+
+    #[test]
+    fn memory_stores_a_settled_write_with_its_positions() -> Result<(), ProcessorError> {
+        a_settled_write_is_stored_with_its_positions(Arc::new(MemoryStore::new()))
     }
 }
