@@ -147,10 +147,30 @@ impl ProducerContext for Acks {
     }
 }
 
+/// Where a batch's records go, and how the loop learns that they arrived:
+/// a Kafka producer live, memory in tests.
+pub(crate) trait ChangelogSink: Send {
+    /// Hands every record over, in order, without waiting for the broker.
+    /// Each record's headers are moved out (left empty) rather than copied.
+    fn publish(&self, records: &mut [Outgoing<'_>]) -> Result<(), ProcessorError>;
+    /// Waits until every record of the batch published last is
+    /// acknowledged, or one of them is refused.
+    fn acknowledged(&self) -> Result<(), ProcessorError>;
+}
+
+impl ChangelogSink for ChangelogProducer {
+    fn publish(&self, records: &mut [Outgoing<'_>]) -> Result<(), ProcessorError> {
+        publish(self, records)
+    }
+
+    fn acknowledged(&self) -> Result<(), ProcessorError> {
+        acknowledged(self)
+    }
+}
+
 /// Hands every record to the producer, in order, without waiting for the
-/// broker; [`acknowledged`] then waits for their deliveries. Each record's
-/// headers are moved out (left empty) rather than copied.
-pub(crate) fn publish(
+/// broker; [`acknowledged`] then waits for their deliveries.
+fn publish(
     producer: &ChangelogProducer,
     records: &mut [Outgoing<'_>],
 ) -> Result<(), ProcessorError> {
@@ -200,7 +220,7 @@ pub(crate) fn publish(
 
 /// Waits until the broker has acknowledged every record of the batch
 /// published last, or has refused one of them.
-pub(crate) fn acknowledged(producer: &ChangelogProducer) -> Result<(), ProcessorError> {
+fn acknowledged(producer: &ChangelogProducer) -> Result<(), ProcessorError> {
     let acks = producer.context();
     let mut tally = sessionfold_edge::lock(&acks.tally);
     while tally.outstanding > 0 && tally.refused.is_none() {

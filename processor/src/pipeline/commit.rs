@@ -9,7 +9,7 @@
 use super::storing::Handed;
 use super::*;
 use crate::metrics::Stage;
-use crate::output::{BatchHeaders, acknowledged, publish};
+use crate::output::BatchHeaders;
 use rdkafka::message::{Header, OwnedHeaders};
 
 /// The partitioner warning is said once per process.
@@ -138,7 +138,7 @@ impl Core {
                 headers,
             });
         }
-        publish(&self.producer, &mut outgoing)?;
+        self.producer.publish(&mut outgoing)?;
         let outgoing_empty = outgoing.is_empty();
         self.clock.add(Stage::Publish, started);
         let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
@@ -223,7 +223,7 @@ impl Core {
             return Ok(());
         };
         let waiting = Instant::now();
-        acknowledged(&self.producer)?;
+        self.producer.acknowledged()?;
         self.clock.add(Stage::AckWait, waiting);
         for (topic, n) in &f.outgoing {
             self.metrics

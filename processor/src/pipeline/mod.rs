@@ -32,7 +32,7 @@ use crate::dead_letter::DeadLetter;
 use crate::liveness::{Coverage, Movement};
 use crate::metrics::{Metrics, Stage, StageClock};
 use crate::offsets::{OffsetTracker, Verdict};
-use crate::output::{Acks, ChangelogProducer, Outgoing};
+use crate::output::{Acks, ChangelogProducer, ChangelogSink, Outgoing};
 use intake::{Handoff, Polled, Queued};
 
 mod commit;
@@ -44,6 +44,8 @@ mod rebalance;
 mod settings;
 pub mod sizing;
 mod storing;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 pub use settings::{LoopSettings, Status};
@@ -92,7 +94,7 @@ struct Core {
     contract: Contract,
     store: SharedStore,
     metrics: Metrics,
-    producer: ChangelogProducer,
+    producer: Box<dyn ChangelogSink>,
     status: Arc<Status>,
     /// The owned partitions, each with its state and where it stands.
     parts: BTreeMap<Part, Owned>,
@@ -135,6 +137,41 @@ struct Owned {
     erasures_applied: usize,
 }
 
+impl Core {
+    /// A core owning no partition yet, publishing to `producer` and
+    /// storing in `store`.
+    fn new(
+        settings: LoopSettings,
+        contract: Contract,
+        store: SharedStore,
+        metrics: Metrics,
+        producer: Box<dyn ChangelogSink>,
+        status: Arc<Status>,
+        erasures: Arc<RwLock<Erasures>>,
+    ) -> Result<Core, ProcessorError> {
+        Ok(Core {
+            contract,
+            writer: storing::StoreWriter::start(store.clone())?,
+            settings,
+            store,
+            metrics,
+            producer,
+            status,
+            parts: BTreeMap::new(),
+            batch: Batch::default(),
+            in_flight: None,
+            dead_log: sessionfold_edge::LogThrottle::new(Duration::from_secs(30)),
+            group_behind: false,
+            group_committed: Instant::now(),
+            partition_counts: BTreeMap::new(),
+            coverage: Coverage::new(Duration::ZERO),
+            erasures,
+            forgotten: Erasures::new(),
+            clock: StageClock::default(),
+        })
+    }
+}
+
 type Shared = Arc<Mutex<Core>>;
 
 fn lock(core: &Shared) -> MutexGuard<'_, Core> {
@@ -167,27 +204,15 @@ impl Processor {
         );
         let producer: ChangelogProducer = config.create_with_context(Acks::default())?;
         let topics = settings.topics.clone();
-        let writer = storing::StoreWriter::start(store.clone())?;
-        let core = Arc::new(Mutex::new(Core {
-            contract: sessionfold_edge::registry::contract()?,
-            writer,
+        let core = Arc::new(Mutex::new(Core::new(
             settings,
+            sessionfold_edge::registry::contract()?,
             store,
             metrics,
-            producer,
+            Box::new(producer),
             status,
-            parts: BTreeMap::new(),
-            batch: Batch::default(),
-            in_flight: None,
-            dead_log: sessionfold_edge::LogThrottle::new(Duration::from_secs(30)),
-            group_behind: false,
-            group_committed: Instant::now(),
-            partition_counts: BTreeMap::new(),
-            coverage: Coverage::new(Duration::ZERO),
             erasures,
-            forgotten: Erasures::new(),
-            clock: StageClock::default(),
-        }));
+        )?));
         let settings = lock(&core).settings.clone();
         let handoff = Arc::new(Handoff::default());
         let mut config = sessionfold_edge::consumer_config(&settings.brokers);
