@@ -384,25 +384,6 @@ impl Filling {
 }
 
 #[cfg(test)]
-impl Handoff {
-    /// Queues one record as the consumer's thread would, for tests that
-    /// drive the loop without a broker.
-    pub(in crate::pipeline) fn accept_record(
-        &self,
-        part: Part,
-        offset: i64,
-        key: &[u8],
-        payload: &[u8],
-        metrics: &Metrics,
-    ) -> Queued {
-        hold(&self.filling).accept(
-            part,
-            (offset, Some(key), Some(payload)),
-            || Authority::Actor,
-            metrics,
-        )
-    }
-}
-
+mod testing;
 #[cfg(test)]
 mod tests;
