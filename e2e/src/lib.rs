@@ -18,6 +18,9 @@ pub mod broker;
 /// The HS256 secret every test service verifies tokens with.
 pub const TEST_SECRET: &str = "sessionfold-end-to-end-test-secret";
 
+/// The processor's activity resolution in the tests, unless a test sets its own.
+pub const TEST_ACTIVITY_RESOLUTION: &str = "2s";
+
 /// A token signed with [`TEST_SECRET`], valid for an hour.
 pub fn token(sub: &str, roles: &[&str], permissions: &[&str]) -> String {
     let claims = sessionfold_auth::Claims::expiring_in(
@@ -281,6 +284,11 @@ impl Service {
         let mut cmd = Command::new(bin(name)?);
         if with_secret && name != "sessionfold-processor" {
             cmd.args(["--jwt-secret", TEST_SECRET]);
+        }
+        if name == "sessionfold-processor" && !args.contains(&"--activity-resolution") {
+            // Refreshes are coalesced in every test, as they are by default,
+            // for a short time, so that what a test waits for comes soon.
+            cmd.args(["--activity-resolution", TEST_ACTIVITY_RESOLUTION]);
         }
         cmd.args(args).args(["--partitions", "3"]);
         let child = spawn_service(
@@ -666,6 +674,9 @@ pub struct Stack {
     pub projections: Service,
     /// The topic prefix.
     pub prefix: String,
+    /// The brokers and the processor's arguments, to start it again.
+    brokers: String,
+    processor_args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -737,13 +748,35 @@ impl Stack {
         projections
             .wait_http("/readyz", Duration::from_secs(60))
             .await?;
+        let processor_args = args.iter().map(|a| (*a).to_owned()).collect();
         Ok(Stack {
             producer,
             processor,
             projections,
             prefix,
+            brokers: brokers.to_owned(),
+            processor_args,
             _dir: dir,
         })
+    }
+
+    /// Starts the processor again on the same state directory and group,
+    /// after the one running is killed (SIGKILL) or was stopped; waits
+    /// until it is ready.
+    pub async fn restart_processor(&mut self) -> anyhow::Result<()> {
+        self.processor.kill();
+        let args: Vec<&str> = self.processor_args.iter().map(String::as_str).collect();
+        self.processor = Service::start_on(
+            &self.brokers,
+            "sessionfold-processor",
+            &self.prefix,
+            &args,
+            self._dir.path(),
+        )
+        .await?;
+        self.processor
+            .wait_http("/readyz", Duration::from_secs(90))
+            .await
     }
 }
 

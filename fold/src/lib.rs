@@ -12,6 +12,7 @@ mod erasure;
 mod imports;
 mod keyed;
 mod presence;
+mod refresh;
 
 pub use dedup::event_hash;
 pub use erasure::Erasures;

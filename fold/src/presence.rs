@@ -8,6 +8,7 @@ use sessionfold_schemas::{
 };
 
 use crate::dedup::{Memory, admit, check_key, event_hash, forget_before, remember};
+use crate::refresh::{Held, Refreshes, Verdict};
 use crate::{Applied, Position, Rejected};
 
 /// The rules of presence, all durations in milliseconds.
@@ -66,6 +67,16 @@ pub fn refresh_session(s: &mut SessionState, cfg: &PresenceConfig, now: Millis) 
 
 fn latest_activity(u: &UserPresence) -> Option<Millis> {
     u.sessions.iter().map(|s| s.last_activity).max()
+}
+
+/// The oldest and the newest last activity of the user's active sessions.
+fn active_span(u: &UserPresence) -> (Millis, Millis) {
+    u.sessions
+        .iter()
+        .filter(|s| s.active)
+        .fold((Millis::MAX, Millis::MIN), |(lo, hi), s| {
+            (lo.min(s.last_activity), hi.max(s.last_activity))
+        })
 }
 
 /// The next time anything about this user changes without new events.
@@ -176,6 +187,8 @@ struct Slot {
     deadline: Option<Millis>,
     /// Changed since the last [`PresenceTable::take_dirty`] (and listed).
     dirty: bool,
+    /// A refresh held back, not yet published.
+    held: Option<Held>,
 }
 
 impl Keyed for Slot {
@@ -196,6 +209,7 @@ pub struct PresenceTable {
     /// user deleted and seen again); sorted and deduplicated when taken.
     dirty: Vec<String>,
     sessions: usize,
+    refreshes: Refreshes,
 }
 
 impl PresenceTable {
@@ -205,6 +219,13 @@ impl PresenceTable {
             cfg,
             ..PresenceTable::default()
         }
+    }
+
+    /// The same table, holding back a change that only refreshes an active
+    /// session's last activity for up to `resolution` (zero: never).
+    pub fn coalescing(mut self, resolution: Millis) -> PresenceTable {
+        self.refreshes.resolution = resolution.max(0);
+        self
     }
 
     /// The rules in force.
@@ -239,7 +260,10 @@ impl PresenceTable {
 
     /// The earliest time at which [`PresenceTable::tick`] has work.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.deadlines.next()
+        match (self.deadlines.next(), self.refreshes.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Puts back a state read from the store or the changelog; not marked changed.
@@ -254,6 +278,7 @@ impl PresenceTable {
             state,
             deadline,
             dirty: false,
+            held: None,
         }));
     }
 
@@ -317,14 +342,18 @@ impl PresenceTable {
                     },
                     deadline: None,
                     dirty: false,
+                    held: None,
                 })
             }),
         };
         let user = &mut slot.state;
         let before = user.sessions.len();
+        let quiet = crate::refresh::quiet(user, e);
+        let floor_before = active_span(user).0;
         apply_body(user, e);
+        let mut flipped = false;
         for s in &mut user.sessions {
-            refresh_session(s, &cfg, now);
+            flipped |= refresh_session(s, &cfg, now);
         }
         remember(&mut user.recent_events, hash, e.occurred_at);
         if let Some(latest) = latest_activity(user) {
@@ -333,15 +362,36 @@ impl PresenceTable {
         user.source_partition = pos.partition;
         user.source_offset = pos.offset;
         self.sessions += user.sessions.len() - before;
+        let latest = active_span(user).1;
         let next = deadline(user, &cfg);
         let old = std::mem::replace(&mut slot.deadline, next);
+        let mut held_now = false;
         if !slot.dirty {
-            slot.dirty = true;
-            self.dirty.push(e.user_id.clone());
+            let verdict = self.refreshes.verdict(
+                quiet && !flipped,
+                slot.held,
+                pos.offset,
+                floor_before,
+                latest,
+            );
+            match verdict {
+                Verdict::Publish => {
+                    slot.dirty = true;
+                    self.dirty.push(e.user_id.clone());
+                }
+                Verdict::Hold(h) => {
+                    slot.held = Some(h);
+                    held_now = true;
+                }
+                Verdict::Keep => {}
+            }
         }
         let users = &self.users;
-        self.deadlines
-            .moved(|| users.hash_of(&e.user_id), old, next);
+        let hash = users.hash_of(&e.user_id);
+        self.deadlines.moved(|| hash, old, next);
+        if held_now {
+            self.refreshes.push(pos.offset, now, hash);
+        }
         Ok(Applied::Changed)
     }
 
@@ -378,7 +428,57 @@ impl PresenceTable {
                 changed += self.expire(&id, hash, now);
             }
         }
+        for (offset, hash) in self.refreshes.take_due(now) {
+            changed += self.publish_held(offset, hash);
+        }
         changed
+    }
+
+    /// Lists for publishing the user hashed `hash` whose refresh is held
+    /// from `offset`, if it still is; returns 1 when it was.
+    fn publish_held(&mut self, offset: i64, hash: u64) -> usize {
+        let ids: Vec<Box<str>> = self
+            .users
+            .with_hash(hash)
+            .filter(|s| !s.dirty && s.held.is_some_and(|h| h.offset == offset))
+            .map(|s| s.state.user_id.clone())
+            .collect();
+        let mut n = 0;
+        for id in ids {
+            if let Some(slot) = self.users.get_mut(&id) {
+                slot.dirty = true;
+                self.dirty.push(id.into_string());
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Lists every held refresh for publishing (before the partition is
+    /// handed over or the process stops); returns how many there were.
+    pub fn publish_all_held(&mut self) -> usize {
+        let mut n = 0;
+        for (offset, hash) in self.refreshes.take_all() {
+            n += self.publish_held(offset, hash);
+        }
+        n
+    }
+
+    /// The input offset of the first event whose effect is held back and
+    /// so neither stored nor published: a restart must read from there.
+    /// Call after [`PresenceTable::take_dirty`].
+    pub fn held_from(&mut self) -> Option<i64> {
+        let users = &self.users;
+        self.refreshes.held_from(|offset, hash| {
+            users
+                .with_hash(hash)
+                .any(|s| s.held.is_some_and(|h| h.offset == offset))
+        })
+    }
+
+    /// Refreshes held back now (some perhaps already published).
+    pub fn held_len(&self) -> usize {
+        self.refreshes.len()
     }
 
     /// Expires and purges what is due at `now` for one user (whose hash in
@@ -424,6 +524,7 @@ impl PresenceTable {
         for id in &ids {
             if let Some(slot) = self.users.get_mut(id) {
                 slot.dirty = false;
+                slot.held = None;
             }
         }
         ids.sort_unstable();

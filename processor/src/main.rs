@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use sessionfold_edge::{CommonArgs, ServiceCli, parse_duration};
+use sessionfold_edge::{CommonArgs, ServiceCli, millis, parse_duration};
 use sessionfold_processor::rules::FoldArgs;
 use sessionfold_processor::{LoopSettings, Settings, run};
 
@@ -99,6 +99,14 @@ struct RunArgs {
     group_id: String,
     #[command(flatten)]
     rules: FoldArgs,
+    /// Longest a heartbeat that only moves an active session's last
+    /// activity is held back before its state is stored and published: the
+    /// views' "last active" may be this far behind, while going online or
+    /// offline, pages, rooms and session ends are published at once. Must
+    /// be shorter than the idle timeout and the dedup window; 0 publishes
+    /// every change.
+    #[arg(long, env = "SESSIONFOLD_ACTIVITY_RESOLUTION", default_value = "60s", value_parser = parse_duration)]
+    activity_resolution: Duration,
     /// Interval of the wall-clock expiry tick.
     #[arg(long, env = "SESSIONFOLD_TICK_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     tick_interval: Duration,
@@ -174,13 +182,23 @@ async fn main() -> anyhow::Result<()> {
         None => cli.default,
     };
     args.common.init()?;
+    let presence = args.rules.presence();
+    let activity_resolution = millis(args.activity_resolution);
+    anyhow::ensure!(
+        activity_resolution < presence.idle_timeout && activity_resolution < presence.dedup_window,
+        "--activity-resolution ({} ms) must be shorter than --idle-timeout ({} ms) and --dedup-window ({} ms)",
+        activity_resolution,
+        presence.idle_timeout,
+        presence.dedup_window
+    );
     let settings = Settings {
         looping: LoopSettings {
             brokers: args.common.brokers.clone(),
             topics: args.common.topics(),
             group_id: args.group_id,
-            presence: args.rules.presence(),
+            presence,
             imports: args.rules.imports(),
+            activity_resolution,
             tick: args.tick_interval,
             batch_max: args.batch_max,
             instance_id: args.instance_id,

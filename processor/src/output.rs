@@ -35,6 +35,9 @@ pub(crate) struct BatchHeaders<'a> {
     /// On presence records: the idle timeout in ms, so that the projections
     /// need not be told it separately.
     idle_timeout: Option<String>,
+    /// On presence records: how far behind an active session's published
+    /// last activity may be, in ms.
+    activity_resolution: Option<String>,
 }
 
 impl<'a> BatchHeaders<'a> {
@@ -47,12 +50,19 @@ impl<'a> BatchHeaders<'a> {
             start: start.to_string(),
             end: end.to_string(),
             idle_timeout: None,
+            activity_resolution: None,
         }
     }
 
     /// Adds the idle timeout the presence states were folded with.
     pub(crate) fn with_idle_timeout(mut self, ms: i64) -> BatchHeaders<'a> {
         self.idle_timeout = Some(ms.to_string());
+        self
+    }
+
+    /// Adds how far behind an active session's last activity may be.
+    pub(crate) fn with_activity_resolution(mut self, ms: i64) -> BatchHeaders<'a> {
+        self.activity_resolution = Some(ms.to_string());
         self
     }
 
@@ -79,6 +89,12 @@ impl<'a> BatchHeaders<'a> {
         if let Some(ms) = &self.idle_timeout {
             h = h.insert(Header {
                 key: headers::IDLE_TIMEOUT_MS,
+                value: Some(ms),
+            });
+        }
+        if let Some(ms) = &self.activity_resolution {
+            h = h.insert(Header {
+                key: headers::ACTIVITY_RESOLUTION_MS,
                 value: Some(ms),
             });
         }

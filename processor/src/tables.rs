@@ -106,10 +106,24 @@ pub fn outcome_name(applied: Applied) -> &'static str {
 }
 
 impl Table {
-    /// An empty table for a stream.
+    /// An empty table for a stream, folding exactly: every change is
+    /// published at once.
     pub fn new(stream: Stream, presence: PresenceConfig, imports: ImportConfig) -> Table {
+        Table::coalescing(stream, presence, imports, 0)
+    }
+
+    /// An empty table for a stream that holds back a presence change that
+    /// only refreshes last activity for up to `resolution`.
+    pub fn coalescing(
+        stream: Stream,
+        presence: PresenceConfig,
+        imports: ImportConfig,
+        resolution: Millis,
+    ) -> Table {
         match stream {
-            Stream::Activity => Table::Presence(PresenceTable::new(presence)),
+            Stream::Activity => {
+                Table::Presence(PresenceTable::new(presence).coalescing(resolution))
+            }
             Stream::Imports => Table::Imports(ImportTable::new(imports)),
         }
     }
@@ -252,6 +266,23 @@ impl Table {
                 .get(id)
                 .map(|s| Ok((contract.encode_import_state(s)?, s.source_offset)))
                 .transpose(),
+        }
+    }
+
+    /// The input offset of the first event whose effect is held back (call
+    /// after [`Table::take_dirty`]): a restart reads from there.
+    pub fn held_from(&mut self) -> Option<i64> {
+        match self {
+            Table::Presence(t) => t.held_from(),
+            Table::Imports(_) => None,
+        }
+    }
+
+    /// Lists every held-back change for publishing; returns how many.
+    pub fn publish_all_held(&mut self) -> usize {
+        match self {
+            Table::Presence(t) => t.publish_all_held(),
+            Table::Imports(_) => 0,
         }
     }
 

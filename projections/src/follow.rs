@@ -60,13 +60,15 @@ struct Raw {
     payload: Option<Vec<u8>>,
     /// The idle timeout the processor folded a presence record with.
     idle_timeout: Option<Millis>,
+    /// How far behind the record's active sessions' last activity may be.
+    activity_resolution: Option<Millis>,
 }
 
-/// The idle timeout a presence record's header names, if any.
-fn idle_timeout_of(m: &impl Message) -> Option<Millis> {
+/// The milliseconds a record's header `name` holds, if any.
+fn header_millis(m: &impl Message, name: &str) -> Option<Millis> {
     m.headers()?
         .iter()
-        .find(|h| h.key == headers::IDLE_TIMEOUT_MS)?
+        .find(|h| h.key == name)?
         .value
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.parse().ok())
@@ -138,7 +140,8 @@ pub fn follow(
                         offset: m.offset(),
                         key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                         payload: m.payload().map(<[u8]>::to_vec),
-                        idle_timeout: idle_timeout_of(&m),
+                        idle_timeout: header_millis(&m, headers::IDLE_TIMEOUT_MS),
+                        activity_resolution: header_millis(&m, headers::ACTIVITY_RESOLUTION_MS),
                     });
                 }
             }
@@ -197,6 +200,15 @@ fn apply_batch(
                         view.set_idle_timeout(processors);
                     }
                 }
+            }
+            if let Some(resolution) = r.activity_resolution
+                && resolution != view.activity_resolution()
+            {
+                tracing::info!(
+                    activity_resolution_ms = resolution,
+                    "taking the processor's activity resolution from its changelog"
+                );
+                view.set_activity_resolution(resolution);
             }
             let Some((key, state)) = decoded(&r, metrics, |b| contract.decode_presence(b)) else {
                 continue;

@@ -30,3 +30,7 @@ pub const MOVED_FROM: &str = "sessionfold-moved-from";
 /// Presence changelog: the idle timeout, in milliseconds, the processor
 /// folds with; the projections answer "who is online" with the same one.
 pub const IDLE_TIMEOUT_MS: &str = "sessionfold-idle-timeout-ms";
+/// Presence changelog: how far, in milliseconds, an active session's
+/// published last activity may be behind its activity (refreshes that
+/// change nothing else are coalesced up to this long).
+pub const ACTIVITY_RESOLUTION_MS: &str = "sessionfold-activity-resolution-ms";

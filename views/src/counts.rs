@@ -102,17 +102,20 @@ impl ActivityCounts {
         }
     }
 
-    /// Adds (`by` = 1) or takes back (`by` = −1) what a user contributes.
-    pub fn apply(&mut self, u: &UserPresence, by: i64) {
+    /// Adds (`by` = 1) or takes back (`by` = −1) what a user contributes;
+    /// an active session contributes `slack` after its last activity (how
+    /// far behind the published one may be).
+    pub fn apply(&mut self, u: &UserPresence, by: i64, slack: Millis) {
         let mut latest = None::<Millis>;
         for s in &u.sessions {
             if s.started_at.is_none() || s.ended_at.is_some() {
                 continue;
             }
-            latest = latest.max(Some(s.last_activity));
+            let at = crate::view::seen_by(s, slack);
+            latest = latest.max(Some(at));
             let device = self.label(false, s.device_type.as_deref());
             let browser = self.label(true, s.browser.as_deref());
-            self.bump(s.last_activity, |a| {
+            self.bump(at, |a| {
                 a.sessions += by;
                 a.bump_label(device, by);
                 a.bump_label(browser, by);
@@ -237,11 +240,11 @@ mod tests {
             let mut users: BTreeMap<usize, UserPresence> = BTreeMap::new();
             for (id, sessions) in versions {
                 if let Some(old) = users.remove(&id) {
-                    counts.apply(&old, -1);
+                    counts.apply(&old, -1, 0);
                 }
                 if !sessions.is_empty() {
                     let u = UserPresence { user_id: format!("u{id}").into(), sessions, ..UserPresence::default() };
-                    counts.apply(&u, 1);
+                    counts.apply(&u, 1, 0);
                     users.insert(id, u);
                 }
             }

@@ -102,16 +102,40 @@ fn last_seen(u: &UserPresence) -> Millis {
         .unwrap_or(Millis::MIN)
 }
 
+/// The time a session counts as seen at: its last activity, and for an
+/// active session `slack` later, since the processor may hold back a
+/// refresh of an active session's last activity for that long. An online
+/// user so never drops out of a window it is in; a user who just left may
+/// stay in a short window up to `slack` longer.
+pub(crate) fn seen_by(s: &SessionState, slack: Millis) -> Millis {
+    if s.active {
+        s.last_activity.saturating_add(slack)
+    } else {
+        s.last_activity
+    }
+}
+
+/// When a user counts as seen, for the recency order of the active list.
+fn recency(u: &UserPresence, slack: Millis) -> Millis {
+    u.sessions
+        .iter()
+        .map(|s| seen_by(s, slack))
+        .max()
+        .unwrap_or(Millis::MIN)
+}
+
 /// True when a session counts as active for a window ending at `now`:
-/// started, not ended, and with activity inside the window.
-fn in_window(s: &SessionState, now: Millis, window: Millis) -> bool {
-    s.started_at.is_some() && s.ended_at.is_none() && s.last_activity > now - window
+/// started, not ended, and seen inside the window.
+fn in_window(s: &SessionState, now: Millis, window: Millis, slack: Millis) -> bool {
+    s.started_at.is_some() && s.ended_at.is_none() && seen_by(s, slack) > now - window
 }
 
 /// The folded presence of every user, as read from the changelog.
 #[derive(Debug, Default)]
 pub struct PresenceView {
     idle_timeout: Millis,
+    /// How far behind an active session's published last activity may be.
+    resolution: Millis,
     users: KeyedTable<UserPresence>,
     // Boxed ids: 8 bytes less than a `String` in every entry.
     by_recency: BTreeSet<(Reverse<Millis>, Box<str>)>,
@@ -150,6 +174,30 @@ impl PresenceView {
         self.idle_timeout = idle_timeout;
     }
 
+    /// How far behind an active session's last activity may be.
+    pub fn activity_resolution(&self) -> Millis {
+        self.resolution
+    }
+
+    /// Takes the processor's activity resolution, as its changelog says;
+    /// the recency order and the counts are rebuilt when it changes.
+    pub fn set_activity_resolution(&mut self, resolution: Millis) {
+        if resolution == self.resolution {
+            return;
+        }
+        for u in self.users.values() {
+            self.by_recency
+                .remove(&(Reverse(recency(u, self.resolution)), u.user_id.clone()));
+            self.counts.apply(u, -1, self.resolution);
+        }
+        self.resolution = resolution;
+        for u in self.users.values() {
+            self.by_recency
+                .insert((Reverse(recency(u, resolution)), u.user_id.clone()));
+            self.counts.apply(u, 1, resolution);
+        }
+    }
+
     /// Users held.
     pub fn len(&self) -> usize {
         self.users.len()
@@ -169,8 +217,8 @@ impl PresenceView {
             self.room_changes.extend(moved);
             if let Some(old) = old {
                 self.by_recency
-                    .remove(&(Reverse(last_seen(&old)), Box::from(user_id)));
-                self.counts.apply(&old, -1);
+                    .remove(&(Reverse(recency(&old, self.resolution)), Box::from(user_id)));
+                self.counts.apply(&old, -1, self.resolution);
             }
             return Update::Deleted;
         };
@@ -180,8 +228,8 @@ impl PresenceView {
                 return Update::Stale;
             }
             self.by_recency
-                .remove(&(Reverse(last_seen(old)), Box::from(user_id)));
-            self.counts.apply(old, -1);
+                .remove(&(Reverse(recency(old, self.resolution)), Box::from(user_id)));
+            self.counts.apply(old, -1, self.resolution);
         }
         // The deduplication memory is the processor's business; no view
         // reads it, and it is the largest part of a busy user's state.
@@ -196,14 +244,14 @@ impl PresenceView {
             .apply(user_id, self.users.get(user_id), Some(&new));
         self.room_changes.extend(moved);
         self.by_recency
-            .insert((Reverse(last_seen(&new)), Box::from(user_id)));
-        self.counts.apply(&new, 1);
+            .insert((Reverse(recency(&new, self.resolution)), Box::from(user_id)));
+        self.counts.apply(&new, 1, self.resolution);
         self.users.insert(Box::new(new));
         Update::Upserted
     }
 
     fn session_json(&self, s: &SessionState, now: Millis) -> SessionJson {
-        let (active, ended_reason) = session_status(s, self.idle_timeout, now);
+        let (active, ended_reason) = self.status(s, now);
         let ended_reason = ended_reason.map(EndedReason::as_str);
         SessionJson {
             session_id: s.session_id.to_string(),
@@ -218,6 +266,17 @@ impl PresenceView {
             ended_reason,
             page_views: s.page_views,
             heartbeats: s.heartbeats,
+        }
+    }
+
+    /// Whether a session is active at `now`, and why it ended if it did.
+    /// The processor says when a session expires (its expiry is on time
+    /// while it runs); the clock says so too, late by the resolution, so
+    /// that a processor away leaves no session online for good.
+    fn status(&self, s: &SessionState, now: Millis) -> (bool, Option<EndedReason>) {
+        match session_status(s, self.idle_timeout + self.resolution, now) {
+            (true, _) if !s.active => (false, Some(EndedReason::Expired)),
+            status => status,
         }
     }
 
@@ -290,7 +349,9 @@ impl PresenceView {
         cursor: Option<&Cursor>,
     ) -> ActivePage {
         let horizon = now - window;
-        let qualifies = |u: &UserPresence| u.sessions.iter().any(|s| in_window(s, now, window));
+        let slack = self.resolution;
+        let qualifies =
+            |u: &UserPresence| u.sessions.iter().any(|s| in_window(s, now, window, slack));
         // The total comes from the incremental counts; the page walks the
         // recency index from the cursor, so a page costs its own length.
         let total = self.counts.after(horizon).users;
@@ -309,7 +370,7 @@ impl PresenceView {
         let next_cursor = match (more, page.last()) {
             (true, Some(u)) => Some(
                 Cursor {
-                    last_seen: last_seen(u),
+                    last_seen: recency(u, slack),
                     user_id: u.user_id.to_string(),
                 }
                 .encode(),
@@ -453,5 +514,45 @@ mod tests {
         assert_eq!(v.apply("a", None), Update::Deleted);
         assert!(v.is_empty());
         assert_eq!(v.active(T0, 5 * MIN, 10, None).total, 0);
+    }
+
+    #[test]
+    fn a_held_back_refresh_keeps_an_online_user_online_and_in_the_window() {
+        let mut v = PresenceView::new(5 * MIN);
+        v.set_activity_resolution(MIN);
+        // Published 5.5 minutes ago and still active: the processor holds
+        // back up to a minute of refreshes, so the user is online.
+        v.apply("a", Some(user("a", T0 - 5 * MIN - 30_000, false, "d", 1)));
+        let a = v.user("a", T0).expect("held");
+        assert!(a.online);
+        assert_eq!(v.active(T0, 5 * MIN, 10, None).total, 1);
+        assert_eq!(v.summary(T0, 5 * MIN).sessions, 1);
+        // The processor's expiry is what takes the user offline.
+        let mut expired = user("a", T0 - 5 * MIN - 30_000, false, "d", 2);
+        expired.sessions[0].active = false;
+        v.apply("a", Some(expired));
+        let a = v.user("a", T0).expect("held");
+        assert!(!a.online);
+        assert_eq!(a.sessions[0].ended_reason, Some("expired"));
+        assert_eq!(v.active(T0, 5 * MIN, 10, None).total, 0);
+        // And a processor gone quiet cannot leave anyone online past the
+        // idle timeout and the resolution.
+        v.apply("b", Some(user("b", T0 - 6 * MIN - 1, false, "d", 3)));
+        assert!(!v.user("b", T0).expect("held").online);
+    }
+
+    #[test]
+    fn a_new_resolution_rebuilds_the_counts_it_changes() {
+        let mut v = PresenceView::new(5 * MIN);
+        v.apply("a", Some(user("a", T0 - 5 * MIN - 30_000, false, "d", 1)));
+        assert_eq!(v.summary(T0, 5 * MIN).users, 0);
+        v.set_activity_resolution(MIN);
+        assert_eq!(v.summary(T0, 5 * MIN).users, 1);
+        assert_eq!(v.active(T0, 5 * MIN, 10, None).users.len(), 1);
+        // Taken back from where it was counted: nothing is left behind.
+        assert_eq!(v.apply("a", None), Update::Deleted);
+        let all = v.summary(T0, 60 * MIN);
+        assert_eq!((all.users, all.sessions), (0, 0));
+        assert!(all.by_device.is_empty() && all.by_browser.is_empty());
     }
 }

@@ -18,6 +18,7 @@ static MOVED_ONCE: std::sync::Once = std::sync::Once::new();
 /// A batch handed to the producer whose states are not yet stored.
 pub(super) struct InFlight {
     writes: BTreeMap<Part, PartitionWrite>,
+    reached: Vec<(Part, i64)>,
     records: usize,
     outgoing: Vec<(String, u64)>,
     started: Instant,
@@ -56,16 +57,32 @@ impl Core {
                 self.metrics.forgotten.inc_by(forgotten as u64);
             }
             let dirty = table.take_dirty(erasures);
+            // A restart reads from the first change held back, or from
+            // where the batch ends; the changelog's batch bounds say the same.
+            let position = owned.position.unwrap_or(0);
+            let reached = batch.ends.get(part).copied();
+            let end = reached.unwrap_or(position);
+            let resume = table.held_from().map_or(end, |held| held.min(end));
+            let previous = owned.resume.unwrap_or(position);
+            if reached.is_some() || owned.resume != Some(resume) {
+                writes.entry(*part).or_default().next_offset = Some(resume);
+                owned.resume = Some(resume);
+            }
             if dirty.is_empty() {
                 continue;
             }
             let (stream, p) = *part;
-            let position = owned.position.unwrap_or(0);
-            let start = batch.starts.get(part).copied().unwrap_or(position);
-            let end = batch.ends.get(part).copied().unwrap_or(position);
-            let mut shared = BatchHeaders::new(stream.input(topics), p, start, end);
+            let start = batch
+                .starts
+                .get(part)
+                .copied()
+                .unwrap_or(position)
+                .min(previous);
+            let mut shared = BatchHeaders::new(stream.input(topics), p, start, resume);
             if stream == Stream::Activity {
-                shared = shared.with_idle_timeout(self.settings.presence.idle_timeout);
+                shared = shared
+                    .with_idle_timeout(self.settings.presence.idle_timeout)
+                    .with_activity_resolution(self.settings.activity_resolution);
             }
             outgoing.reserve(dirty.len());
             entities.reserve(dirty.len());
@@ -156,15 +173,14 @@ impl Core {
                 .entities
                 .push((id, o.payload));
         }
-        for (p, next) in &batch.ends {
-            writes.entry(*p).or_default().next_offset = Some(*next);
-        }
+        let reached: Vec<(Part, i64)> = batch.ends.iter().map(|(p, n)| (*p, *n)).collect();
         let nothing_to_await = outgoing_empty;
         if writes.is_empty() && nothing_to_await {
             return Ok(states);
         }
         self.in_flight = Some(InFlight {
             writes,
+            reached,
             records: batch.records,
             outgoing: counts,
             started,
@@ -179,6 +195,10 @@ impl Core {
     /// Publishes the pending batch and finishes it: nothing left in flight
     /// and nothing left to store.
     pub(super) fn commit_all(&mut self) -> Result<(), ProcessorError> {
+        // Nothing is left held back for a restart or the next owner to re-read.
+        for owned in self.parts.values_mut() {
+            owned.table.publish_all_held();
+        }
         self.commit()?;
         self.finish()?;
         self.settle()
@@ -193,7 +213,7 @@ impl Core {
         };
         self.clock.add(Stage::StoreWait, waiting);
         self.clock.spent(Stage::Store, stored.spent);
-        for (part, n) in stored.positions {
+        for &(part, n) in &batch.reached {
             if let Some(owned) = self.parts.get_mut(&part) {
                 owned.position = Some(n);
                 owned.moved.position(n, Instant::now());
@@ -248,6 +268,7 @@ impl Core {
             records: f.records,
             started: f.started,
             had_output,
+            reached: f.reached,
         };
         if f.writes.is_empty() {
             self.durable(&batch);

@@ -129,6 +129,9 @@ struct Owned {
     table: Table,
     /// Next input offset, as committed to sled (`None`: nothing committed yet).
     position: Option<i64>,
+    /// Where a restart reads from, as last handed to the store: the
+    /// position, or the first event whose effect is held back if earlier.
+    resume: Option<i64>,
     /// When the committed position last moved.
     moved: Movement,
     /// Whether the current stuck episode was logged, so each logs once.

@@ -220,6 +220,7 @@ impl Core {
                 Owned {
                     table,
                     position: next,
+                    resume: next,
                     moved: Movement::new(next.unwrap_or(0), Instant::now()),
                     stuck_logged: false,
                     erasures_applied: 0,
@@ -249,7 +250,12 @@ impl Core {
 
     /// Reads a partition's stored states into a table.
     pub(super) fn load(&self, (stream, partition): Part) -> Result<Table, ProcessorError> {
-        let mut table = Table::new(stream, self.settings.presence, self.settings.imports);
+        let mut table = Table::coalescing(
+            stream,
+            self.settings.presence,
+            self.settings.imports,
+            self.settings.activity_resolution,
+        );
         self.store
             .for_each_state(&tree(stream, partition), &mut |bytes| {
                 table

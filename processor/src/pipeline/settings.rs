@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sessionfold_fold::{ImportConfig, PresenceConfig};
-use sessionfold_schemas::Topics;
+use sessionfold_schemas::{Millis, Topics};
 
 /// How the loop runs.
 #[derive(Debug, Clone)]
@@ -20,6 +20,9 @@ pub struct LoopSettings {
     pub presence: PresenceConfig,
     /// Import rules.
     pub imports: ImportConfig,
+    /// Longest a change that only refreshes an active session's last
+    /// activity is held back before it is stored and published (0: never).
+    pub activity_resolution: Millis,
     /// Interval of the wall-clock expiry tick.
     pub tick: Duration,
     /// Most records folded per batch.
