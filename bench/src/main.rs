@@ -17,6 +17,7 @@ mod live;
 mod pipeline;
 mod report;
 mod services;
+mod steady;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -86,6 +87,28 @@ pub struct Args {
     /// freshness, sizes); all when empty. Handy under `perf record`.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Run only the steady-state bench, at these numbers of online users
+    /// (on `--brokers` and, when given, `--kafka-brokers`, alternated).
+    #[arg(long, value_delimiter = ',')]
+    steady: Vec<usize>,
+    /// Each online user's heartbeat interval in the steady-state bench.
+    #[arg(long, default_value = "30s", value_parser = sessionfold_edge::parse_duration)]
+    steady_interval: Duration,
+    /// Length of one measured round of the steady-state bench.
+    #[arg(long, default_value = "60s", value_parser = sessionfold_edge::parse_duration)]
+    steady_window: Duration,
+    /// Measured rounds of the steady-state bench.
+    #[arg(long, default_value_t = 3)]
+    steady_rounds: usize,
+    /// Extra processor flags for the steady-state bench, space-separated.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    steady_processor_args: String,
+    /// Process id of the `--brokers` broker, for its CPU.
+    #[arg(long, env = "SESSIONFOLD_BENCH_BROKER_PID")]
+    broker_pid: Option<u32>,
+    /// Process id of the `--kafka-brokers` broker, for its CPU.
+    #[arg(long, env = "SESSIONFOLD_BENCH_KAFKA_PID")]
+    kafka_pid: Option<u32>,
     /// The command line to print in the report.
     #[arg(
         long,
@@ -98,6 +121,9 @@ pub struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if !args.steady.is_empty() {
+        return run_steady(&args).await;
+    }
     let mut r = report::Results::new(&args);
     let now = chrono::Utc::now().timestamp_millis();
     if let Some(stage) = &args.stage {
@@ -285,6 +311,54 @@ async fn run_services(
     }
 
     r.write(args)?;
+    eprintln!(
+        "wrote {} and {}",
+        args.markdown.display(),
+        args.json.display()
+    );
+    Ok(())
+}
+
+/// The steady-state bench alone; its section and keys replace the ones in
+/// the report files, and the rest of them stays.
+async fn run_steady(args: &Args) -> anyhow::Result<()> {
+    let mut brokers = vec![(args.brokers.as_str(), "tansu", args.broker_pid)];
+    if let Some(k) = &args.kafka_brokers {
+        brokers.push((k.as_str(), "Apache Kafka", args.kafka_pid));
+    }
+    let mut runs = Vec::new();
+    for (i, users) in args.steady.iter().enumerate() {
+        let plan = steady::Plan {
+            users: *users,
+            interval: args.steady_interval,
+            window: args.steady_window,
+            rounds: args.steady_rounds,
+            processor_args: args
+                .steady_processor_args
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+            seed: args.seed,
+        };
+        // Alternated: the broker that went first goes second next time.
+        let mut order = brokers.clone();
+        if i % 2 == 1 {
+            order.reverse();
+        }
+        for (b, name, pid) in order {
+            runs.push(steady::run(b, name, pid, &plan).await?);
+        }
+    }
+    let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let section = steady::report::section(&runs, &args.command, &date);
+    let markdown = std::fs::read_to_string(&args.markdown).unwrap_or_default();
+    std::fs::write(&args.markdown, steady::report::splice(&markdown, &section))?;
+    let mut json: serde_json::Value = std::fs::read_to_string(&args.json)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    steady::report::into_json(&mut json, &runs);
+    std::fs::write(&args.json, serde_json::to_string_pretty(&json)? + "\n")?;
     eprintln!(
         "wrote {} and {}",
         args.markdown.display(),

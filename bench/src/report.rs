@@ -196,10 +196,27 @@ impl Results {
         }
     }
 
-    /// Writes both files.
+    /// Writes both files, keeping the steady-state figures of the files
+    /// before (a run of their own).
     pub fn write(&self, args: &Args) -> anyhow::Result<()> {
-        std::fs::write(&args.json, serde_json::to_string_pretty(self)? + "\n")?;
-        std::fs::write(&args.markdown, self.markdown())?;
+        let mut json = serde_json::to_value(self)?;
+        let before: Option<serde_json::Value> = std::fs::read_to_string(&args.json)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        for key in ["steady", "steady_runs"] {
+            if let Some(v) = before.as_ref().and_then(|b| b.get(key)) {
+                json[key] = v.clone();
+            }
+        }
+        std::fs::write(&args.json, serde_json::to_string_pretty(&json)? + "\n")?;
+        let mut markdown = self.markdown();
+        let kept = std::fs::read_to_string(&args.markdown)
+            .ok()
+            .and_then(|m| crate::steady::report::kept(&m));
+        if let Some(section) = kept {
+            markdown = crate::steady::report::splice(&markdown, &section);
+        }
+        std::fs::write(&args.markdown, markdown)?;
         Ok(())
     }
 

@@ -136,6 +136,11 @@ impl Service {
         Ok(())
     }
 
+    /// The service's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// CPU time the service has used so far (user and system, all its threads).
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
         cpu_seconds(&format!("/proc/{}/stat", self.child.id()))

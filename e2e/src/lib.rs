@@ -285,9 +285,13 @@ impl Service {
         if with_secret && name != "sessionfold-processor" {
             cmd.args(["--jwt-secret", TEST_SECRET]);
         }
-        if name == "sessionfold-processor" && !args.contains(&"--activity-resolution") {
+        if name == "sessionfold-processor"
+            && !args.contains(&"--activity-resolution")
+            && !args.contains(&"--idle-timeout")
+        {
             // Refreshes are coalesced in every test, as they are by default,
-            // for a short time, so that what a test waits for comes soon.
+            // for a short time, so that what a test waits for comes soon (a
+            // test's own idle timeout gets the default: a fifth of it).
             cmd.args(["--activity-resolution", TEST_ACTIVITY_RESOLUTION]);
         }
         cmd.args(args).args(["--partitions", "3"]);

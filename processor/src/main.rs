@@ -22,6 +22,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const ABOUT: &str =
     "Folds activity and import events into per-user state and publishes changelogs.";
 
+/// The activity resolution when the idle timeout allows it, in ms.
+const DEFAULT_ACTIVITY_RESOLUTION: i64 = 60_000;
+
 /// The binary that replays and exports, installed beside this one.
 const REPLAY_BIN: &str = "sessionfold-replay";
 
@@ -104,9 +107,10 @@ struct RunArgs {
     /// views' "last active" may be this far behind, while going online or
     /// offline, pages, rooms and session ends are published at once. Must
     /// be shorter than the idle timeout and the dedup window; 0 publishes
-    /// every change.
-    #[arg(long, env = "SESSIONFOLD_ACTIVITY_RESOLUTION", default_value = "60s", value_parser = parse_duration)]
-    activity_resolution: Duration,
+    /// every change. Default: 60 s, or a fifth of the idle timeout when
+    /// that is less.
+    #[arg(long, env = "SESSIONFOLD_ACTIVITY_RESOLUTION", value_parser = parse_duration)]
+    activity_resolution: Option<Duration>,
     /// Interval of the wall-clock expiry tick.
     #[arg(long, env = "SESSIONFOLD_TICK_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     tick_interval: Duration,
@@ -183,7 +187,12 @@ async fn main() -> anyhow::Result<()> {
     };
     args.common.init()?;
     let presence = args.rules.presence();
-    let activity_resolution = millis(args.activity_resolution);
+    let activity_resolution = args.activity_resolution.map_or(
+        DEFAULT_ACTIVITY_RESOLUTION
+            .min(presence.idle_timeout / 5)
+            .min(presence.dedup_window / 5),
+        millis,
+    );
     anyhow::ensure!(
         activity_resolution < presence.idle_timeout && activity_resolution < presence.dedup_window,
         "--activity-resolution ({} ms) must be shorter than --idle-timeout ({} ms) and --dedup-window ({} ms)",

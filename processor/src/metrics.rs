@@ -255,7 +255,7 @@ impl Metrics {
             &registry,
             prometheus::IntCounter::new(
                 "committed_records_total",
-                "Input records whose batch is durable (output acknowledged, state and offsets stored)",
+                "Input records whose batch is durable (output acknowledged, state and offsets stored; a heartbeat held back is read again after a restart)",
             ),
         )?;
         let folded = sessionfold_edge::registered(

@@ -20,7 +20,16 @@ struct Published {
     topic: String,
     partition: Option<i32>,
     key: String,
-    headers: Vec<String>,
+    headers: Vec<(String, String)>,
+}
+
+impl Published {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// A changelog in memory whose broker acknowledges, or refuses, everything.
@@ -38,7 +47,14 @@ impl ChangelogSink for MemorySink {
                 topic: o.topic.to_owned(),
                 partition: o.partition,
                 key: String::from_utf8_lossy(&o.key).into_owned(),
-                headers: o.headers.iter().map(|h| h.key.to_owned()).collect(),
+                headers: o
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                        (h.key.to_owned(), value.into_owned())
+                    })
+                    .collect(),
             });
         }
         Ok(())
@@ -79,8 +95,22 @@ fn settings() -> LoopSettings {
 
 /// A core owning partition 0 of the activity topic from offset 0.
 fn core(store: &MemoryStore, sink: &MemorySink, metrics: &Metrics) -> Core {
+    coalescing(store, sink, metrics, 0)
+}
+
+/// Like [`core`], holding back refreshes for up to `resolution`.
+fn coalescing(
+    store: &MemoryStore,
+    sink: &MemorySink,
+    metrics: &Metrics,
+    resolution: Millis,
+) -> Core {
+    let settings = LoopSettings {
+        activity_resolution: resolution,
+        ..settings()
+    };
     let mut core = Core::new(
-        settings(),
+        settings,
         Contract::load().expect("the schemas load"),
         Arc::new(store.clone()),
         metrics.clone(),
@@ -92,10 +122,11 @@ fn core(store: &MemoryStore, sink: &MemorySink, metrics: &Metrics) -> Core {
     core.parts.insert(
         P0,
         Owned {
-            table: Table::new(
+            table: Table::coalescing(
                 Stream::Activity,
                 PresenceConfig::default(),
                 ImportConfig::default(),
+                resolution,
             ),
             position: Some(0),
             resume: Some(0),
@@ -162,7 +193,7 @@ fn a_batch_is_stored_and_its_position_moves_once_its_output_is_acknowledged() {
             headers::BATCH_END,
             headers::IDLE_TIMEOUT_MS,
         ] {
-            assert!(p.headers.iter().any(|k| k == h), "{h} missing from {p:?}");
+            assert!(p.header(h).is_some(), "{h} missing from {p:?}");
         }
     }
     assert_eq!(store.next_offset("presence/0").expect("reads"), Some(3));
@@ -202,4 +233,56 @@ fn a_refused_batch_stores_nothing_and_moves_no_position() {
     assert_eq!(sessionfold_edge::lock(&sink.published).len(), 1);
     assert_eq!(store.next_offset("presence/0").expect("reads"), None);
     assert_eq!(core.parts[&P0].position, Some(0));
+}
+
+#[test]
+fn a_held_refresh_keeps_the_restart_offset_back_until_it_is_published() {
+    let (store, sink) = (MemoryStore::new(), MemorySink::default());
+    let metrics = Metrics::new().expect("metrics");
+    let mut core = coalescing(&store, &sink, &metrics, 60_000);
+    let now = now_millis();
+    let mut start = heartbeat("ann", now);
+    start.event_id = "ann-0".into();
+    start.body = ActivityBody::SessionStarted(Box::new(sessionfold_schemas::SessionStarted {
+        email: "ann@example.com".into(),
+        page: Some("/a".into()),
+        ..Default::default()
+    }));
+    fold(&mut core, 0, &[start], &metrics);
+    core.commit().expect("published");
+    core.finish().expect("stored");
+    core.settle().expect("settled");
+    assert_eq!(sessionfold_edge::lock(&sink.published).len(), 1);
+    // Three heartbeats on the page held: folded, neither published nor
+    // stored, and the offset a restart reads from stays at the first.
+    let beats: Vec<_> = (1..=3)
+        .map(|i| {
+            let mut b = heartbeat("ann", now + i);
+            b.event_id = format!("ann-{i}");
+            b
+        })
+        .collect();
+    fold(&mut core, 1, &beats, &metrics);
+    core.commit().expect("published");
+    core.finish().expect("stored");
+    core.settle().expect("settled");
+    assert_eq!(sessionfold_edge::lock(&sink.published).len(), 1);
+    assert_eq!(store.next_offset("presence/0").expect("reads"), Some(1));
+    assert_eq!(core.parts[&P0].position, Some(4));
+    // Before a handover or a stop, what is held is published; its batch
+    // starts where a restart would have read from.
+    core.commit_all().expect("committed");
+    let published = sessionfold_edge::lock(&sink.published).clone();
+    assert_eq!(published.len(), 2);
+    let last = &published[1];
+    assert_eq!(
+        (
+            last.header(headers::BATCH_START),
+            last.header(headers::BATCH_END),
+            last.header(headers::SOURCE_OFFSET),
+            last.header(headers::ACTIVITY_RESOLUTION_MS),
+        ),
+        (Some("1"), Some("4"), Some("3"), Some("60000"))
+    );
+    assert_eq!(store.next_offset("presence/0").expect("reads"), Some(4));
 }
