@@ -322,7 +322,11 @@ async fn run_services(
 /// The steady-state bench alone; its section and keys replace the ones in
 /// the report files, and the rest of them stays.
 async fn run_steady(args: &Args) -> anyhow::Result<()> {
-    let mut brokers = vec![(args.brokers.as_str(), "tansu", args.broker_pid)];
+    let mut brokers = vec![(
+        args.brokers.as_str(),
+        "tansu (memory store)",
+        args.broker_pid,
+    )];
     if let Some(k) = &args.kafka_brokers {
         brokers.push((k.as_str(), "Apache Kafka", args.kafka_pid));
     }

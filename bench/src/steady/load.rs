@@ -53,11 +53,18 @@ impl Sent {
     }
 }
 
+/// Users come online over this many intervals, so that their cycles of
+/// held and published refreshes are spread as arrivals spread them, not
+/// in step.
+pub const ARRIVAL_INTERVALS: u64 = 3;
+
 /// One user's session as the load knows it.
 #[derive(Clone)]
 struct User {
     session: u32,
     page: u8,
+    /// Turns before the user comes online.
+    arrives_in: u8,
 }
 
 fn session_id(user: usize, session: u32) -> String {
@@ -72,21 +79,6 @@ fn start(user: usize, u: &User) -> Value {
         "page": format!("/p/{}", u.page)})
 }
 
-/// The session starts of users `0..n`, to bring them online first.
-pub fn starts(n: usize) -> Vec<Value> {
-    (0..n)
-        .map(|i| {
-            start(
-                i,
-                &User {
-                    session: 0,
-                    page: 0,
-                },
-            )
-        })
-        .collect()
-}
-
 /// The users' states and the next events they send.
 pub struct Load {
     users: Vec<User>,
@@ -95,17 +87,20 @@ pub struct Load {
 }
 
 impl Load {
-    /// `n` users online on page 0, heartbeating every `interval`.
+    /// `n` users heartbeating every `interval` on page 0, each coming
+    /// online at its turn in one of the first [`ARRIVAL_INTERVALS`].
     pub fn new(n: usize, interval: Duration, seed: u64) -> Load {
+        let mut rng = Rng::new(seed);
+        let users = (0..n)
+            .map(|_| User {
+                session: 0,
+                page: 0,
+                arrives_in: rng.below(ARRIVAL_INTERVALS) as u8 + 1,
+            })
+            .collect();
         Load {
-            users: vec![
-                User {
-                    session: 0,
-                    page: 0
-                };
-                n
-            ],
-            rng: Rng::new(seed),
+            users,
+            rng,
             interval,
         }
     }
@@ -124,6 +119,13 @@ impl Load {
             let roll = self.rng.below(1000);
             let u = &mut self.users[i];
             let user = format!("st{i}");
+            if u.arrives_in > 0 {
+                u.arrives_in -= 1;
+                if u.arrives_in == 0 {
+                    events.push(start(i, u));
+                }
+                continue;
+            }
             if roll < PAGE_CHANGES_PER_MILLE {
                 u.page = (u.page + 1) % 8;
                 events.push(json!({"kind": "page_viewed", "user_id": user,
@@ -222,17 +224,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_user_is_due_once_per_interval() {
+    fn every_user_arrives_once_and_is_then_due_once_per_interval() {
         let mut load = Load::new(1000, Duration::from_secs(30), 7);
-        let mut events = 0;
-        let mut t = Duration::ZERO;
-        while t < Duration::from_secs(30) {
-            let next = t + Duration::from_millis(100);
-            let (e, _) = load.due(t, next);
-            // A close adds the new session's start.
-            events += e.iter().filter(|v| v["kind"] != "session_started").count();
-            t = next;
+        // (session starts, heartbeats and page views) in interval k.
+        let interval = |load: &mut Load, k: u32| {
+            let (mut starts, mut others) = (0, 0);
+            let mut t = Duration::from_secs(30) * k;
+            while t < Duration::from_secs(30) * (k + 1) {
+                let next = t + Duration::from_millis(100);
+                for e in load.due(t, next).0 {
+                    match e["kind"].as_str() {
+                        Some("session_started") => starts += 1,
+                        // A close is followed by the new session's start.
+                        Some("session_ended") => {
+                            starts -= 1;
+                            others += 1;
+                        }
+                        _ => others += 1,
+                    }
+                }
+                t = next;
+            }
+            (starts, others)
+        };
+        let mut online = 0;
+        for k in 0..ARRIVAL_INTERVALS as u32 {
+            let (starts, others) = interval(&mut load, k);
+            assert_eq!(
+                others, online,
+                "interval {k}: only those online before send"
+            );
+            online += starts;
         }
-        assert_eq!(events, 1000);
+        assert_eq!(online, 1000);
+        assert_eq!(interval(&mut load, ARRIVAL_INTERVALS as u32), (0, 1000));
     }
 }

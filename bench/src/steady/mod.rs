@@ -193,7 +193,8 @@ pub async fn run(
     broker_pid: Option<u32>,
     plan: &Plan,
 ) -> anyhow::Result<SteadyRun> {
-    let prefix = format!("steady{}-{}-{}", std::process::id(), broker, plan.users);
+    let tag: String = broker.chars().filter(char::is_ascii_alphanumeric).collect();
+    let prefix = format!("steady{}-{tag}-{}", std::process::id(), plan.users);
     let topics = Topics::new(&prefix);
     sessionfold_edge::ensure_topics(brokers, &topics, 6, Duration::from_secs(60)).await?;
     let processor_args: Vec<&str> = plan.processor_args.iter().map(String::as_str).collect();
@@ -214,17 +215,11 @@ pub async fn run(
     let token = admin_token("bench-gateway")?;
     let url = format!("{}/v1/activity", ingest.url);
     let sent = Arc::new(Sent::default());
-    eprintln!("steady {broker}: bringing {} users online", plan.users);
-    load::post(
-        &reqwest::Client::new(),
-        &url,
-        &token,
-        load::starts(plan.users),
-        Path::Batched,
-        4,
-        &sent,
-    )
-    .await?;
+    eprintln!(
+        "steady {broker}: {} users coming online over {} intervals",
+        plan.users,
+        load::ARRIVAL_INTERVALS
+    );
     let path = Arc::new(std::sync::Mutex::new(Path::Batched));
     let stop = Arc::new(AtomicBool::new(false));
     let generator = tokio::spawn(load::run(
