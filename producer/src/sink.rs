@@ -266,7 +266,8 @@ pub struct Sink {
     current: Arc<RwLock<Arc<Client>>>,
     shared: Arc<Shared>,
     config: Arc<ClientConfig>,
-    stop: Arc<AtomicBool>,
+    /// Ends the watcher once the sink is flushed for the last time.
+    stop: sessionfold_edge::Stop,
 }
 
 impl Sink {
@@ -302,7 +303,7 @@ impl Sink {
             current: Arc::new(RwLock::new(Arc::new(first))),
             shared,
             config: Arc::new(config),
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: sessionfold_edge::Stop::new(),
         };
         let watcher = sink.clone();
         std::thread::Builder::new()
@@ -314,7 +315,7 @@ impl Sink {
 
     /// Replaces the producer whenever it has failed for good, until stopped.
     fn watch(&self) {
-        while !self.stop.load(Ordering::SeqCst) {
+        while !self.stop.is_stopping() {
             std::thread::sleep(Duration::from_millis(100));
             let failed = sessionfold_edge::read(&self.current)
                 .context()
@@ -414,7 +415,7 @@ impl Sink {
     pub fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
         let current = sessionfold_edge::read(&self.current).clone();
         let r = current.flush(timeout).map_err(SinkError::from);
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.stop();
         r
     }
 }

@@ -45,6 +45,8 @@ mod settings;
 pub mod sizing;
 mod storing;
 #[cfg(test)]
+mod simulation;
+#[cfg(test)]
 mod tests;
 mod worker;
 

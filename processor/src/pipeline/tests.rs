@@ -12,15 +12,17 @@ use sessionfold_schemas::{ActivityBody, ActivityEvent, Interaction};
 use super::*;
 use crate::store::{MemoryStore, StateStore};
 
-const P0: Part = (Stream::Activity, 0);
+pub(super) const P0: Part = (Stream::Activity, 0);
 
 /// One record handed to the changelog.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Published {
-    topic: String,
+pub(super) struct Published {
+    pub(super) topic: String,
     partition: Option<i32>,
-    key: String,
+    pub(super) key: String,
     headers: Vec<(String, String)>,
+    /// The state, `None` for a deletion.
+    pub(super) payload: Option<Vec<u8>>,
 }
 
 impl Published {
@@ -34,9 +36,9 @@ impl Published {
 
 /// A changelog in memory whose broker acknowledges, or refuses, everything.
 #[derive(Clone, Default)]
-struct MemorySink {
-    published: Arc<Mutex<Vec<Published>>>,
-    refuse: Arc<AtomicBool>,
+pub(super) struct MemorySink {
+    pub(super) published: Arc<Mutex<Vec<Published>>>,
+    pub(super) refuse: Arc<AtomicBool>,
 }
 
 impl ChangelogSink for MemorySink {
@@ -47,6 +49,7 @@ impl ChangelogSink for MemorySink {
                 topic: o.topic.to_owned(),
                 partition: o.partition,
                 key: String::from_utf8_lossy(&o.key).into_owned(),
+                payload: o.payload.clone(),
                 headers: o
                     .headers
                     .iter()
@@ -71,7 +74,7 @@ impl ChangelogSink for MemorySink {
     }
 }
 
-fn settings() -> LoopSettings {
+pub(super) fn settings() -> LoopSettings {
     LoopSettings {
         brokers: "unused".into(),
         topics: Topics::new("t"),
@@ -99,7 +102,7 @@ fn core(store: &MemoryStore, sink: &MemorySink, metrics: &Metrics) -> Core {
 }
 
 /// Like [`core`], holding back refreshes for up to `resolution`.
-fn coalescing(
+pub(super) fn coalescing(
     store: &MemoryStore,
     sink: &MemorySink,
     metrics: &Metrics,
@@ -154,6 +157,17 @@ fn heartbeat(user: &str, at: Millis) -> ActivityEvent {
 
 /// Folds `events` as partition 0's records from `first` on.
 fn fold(core: &mut Core, first: i64, events: &[ActivityEvent], metrics: &Metrics) {
+    fold_at(core, first, events, metrics, now_millis());
+}
+
+/// Like [`fold`], at time `now`.
+pub(super) fn fold_at(
+    core: &mut Core,
+    first: i64,
+    events: &[ActivityEvent],
+    metrics: &Metrics,
+    now: Millis,
+) {
     let handoff = Handoff::default();
     handoff.own(P0, Some(first));
     for (i, e) in events.iter().enumerate() {
@@ -168,7 +182,7 @@ fn fold(core: &mut Core, first: i64, events: &[ActivityEvent], metrics: &Metrics
     }
     assert!(handoff.hand_over(false));
     let polled = handoff.take_ready().expect("a batch");
-    core.fold(polled, now_millis());
+    core.fold(polled, now);
 }
 
 #[test]

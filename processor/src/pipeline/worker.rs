@@ -99,7 +99,8 @@ impl Processor {
 }
 
 impl Core {
-    fn tick(&mut self, now: Millis) {
+    /// Expires what is due at `now` in every owned partition.
+    pub(super) fn tick(&mut self, now: Millis) {
         for ((stream, _), owned) in self.parts.iter_mut() {
             let n = owned.table.tick(now);
             let what = match stream {
