@@ -185,6 +185,27 @@ async fn round(
     })
 }
 
+/// CPU nanoseconds per second of each tier with the services up and no
+/// load (scraped as a round scrapes them): their fixed cost.
+async fn idle(t: &Tiers<'_>, window: Duration) -> anyhow::Result<[f64; 5]> {
+    let cpu0 = t.cpu()?;
+    let began = Instant::now();
+    while began.elapsed() < window {
+        metric_sum(
+            &t.processor.metrics().await?,
+            "sessionfold_processor_consumer_lag",
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let seconds = began.elapsed().as_secs_f64();
+    let cpu1 = t.cpu()?;
+    let mut per_second = [0.0; 5];
+    for (i, v) in per_second.iter_mut().enumerate() {
+        *v = cpu1[i].saturating_sub(cpu0[i]) as f64 / seconds;
+    }
+    Ok(per_second)
+}
+
 /// Runs the plan on `brokers` (the broker's process id, when known, for
 /// its CPU); `broker` names it in the report.
 pub async fn run(
@@ -212,6 +233,8 @@ pub async fn run(
         projections: &projections,
         broker: broker_pid,
     };
+    eprintln!("steady {broker}: the services idle");
+    let idle_ns = idle(&tiers, plan.window.min(Duration::from_secs(30))).await?;
     let token = admin_token("bench-gateway")?;
     let url = format!("{}/v1/activity", ingest.url);
     let sent = Arc::new(Sent::default());
@@ -256,6 +279,7 @@ pub async fn run(
     Ok(SteadyRun::of(
         plan,
         broker,
+        idle_ns,
         rounds,
         single,
         (per_user(memory.0, empty.0), per_user(memory.1, empty.1)),

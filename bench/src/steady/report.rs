@@ -109,15 +109,23 @@ impl SteadyRun {
     pub fn of(
         plan: &Plan,
         broker: &str,
+        idle_ns: [f64; 5],
         rounds: Vec<Round>,
         single: Round,
         (processor_bytes, projections_bytes): (f64, f64),
     ) -> SteadyRun {
         let users = plan.users as f64;
         let over = |f: &dyn Fn(&Round) -> f64| spread(rounds.iter().map(f).collect());
+        // A tier's cost is what it takes idle (one instance) and what each
+        // event adds; a million users send (1e6 / users) times the events.
+        let marginal = |r: &Round, t: usize| {
+            (r.cpu_ns[t] - idle_ns[t] * r.seconds).max(0.0) / 1000.0 / r.events.max(1.0)
+        };
         let cores = |r: &Round, tiers: &[usize]| {
-            let ns: f64 = tiers.iter().map(|&t| r.cpu_ns[t]).sum();
-            ns / 1e9 / r.seconds.max(1e-9) * 1e6 / users
+            tiers
+                .iter()
+                .map(|&t| marginal(r, t) / 1e6 * r.rate() * 1e6 / users + idle_ns[t] / 1e9)
+                .sum::<f64>()
         };
         let lag_ms = |r: &Round| p99(r.lag_records.clone()) / r.rate().max(1e-9) * 1000.0;
         let mut figures: Vec<(String, Spread)> = vec![
@@ -159,6 +167,11 @@ impl SteadyRun {
             ),
         ];
         for (i, tier) in TIERS.iter().enumerate().take(4) {
+            figures.push((
+                format!("{tier}_marginal_cpu_us_per_event"),
+                over(&|r| marginal(r, i)),
+            ));
+            figures.push((format!("{tier}_idle_cores"), spread(vec![idle_ns[i] / 1e9])));
             figures.push((
                 format!("{tier}_cores_per_million_online"),
                 over(&|r| cores(r, &[i])),
@@ -239,7 +252,7 @@ const END: &str = "<!-- steady: end -->";
 /// The steady-state section, between markers so that other runs keep it.
 pub fn section(runs: &[SteadyRun], command: &str, date: &str) -> String {
     let mut md = format!(
-        "{BEGIN}\n## Steady state\n\nMeasured {date} with `{command}`. Every online user heartbeats once per interval through the ingest (a gateway posting its users' events in batches of up to 1000); per thousand events, {} are page changes and {} closed tabs, each followed at once by a new session; the rest are heartbeats on the page held. CPU is each process's run time from `/proc/PID/task/*/schedstat` (nanoseconds) over the round; the load generator and the probes run in the benchmark's own process, counted apart. Freshness is a probe user's page change or closed tab, posted with `ack=broker`, until the projections show it. Cores per million online users scale the tiers' CPU linearly from the users measured.\n",
+        "{BEGIN}\n## Steady state\n\nMeasured {date} with `{command}`. Every online user heartbeats once per interval through the ingest (a gateway posting its users' events in batches of up to 1000); per thousand events, {} are page changes and {} closed tabs, each followed at once by a new session; the rest are heartbeats on the page held. CPU is each process's run time from `/proc/PID/task/*/schedstat` (nanoseconds) over the round; the load generator and the probes run in the benchmark's own process, counted apart. Freshness is a probe user's page change or closed tab, posted with `ack=broker`, until the projections show it. A tier's idle cost is its CPU with the services up and no load (scraped as in a round); its marginal cost per event is its CPU in a round less that, per event; cores per million online users are the idle cost of one instance of each tier plus the marginal cost at a million users' event rate, scaled linearly from the users measured.\n",
         super::load::PAGE_CHANGES_PER_MILLE,
         super::load::CLOSES_PER_MILLE,
     );

@@ -42,10 +42,10 @@ mod intake;
 mod poll;
 mod rebalance;
 mod settings;
-pub mod sizing;
-mod storing;
 #[cfg(test)]
 mod simulation;
+pub mod sizing;
+mod storing;
 #[cfg(test)]
 mod tests;
 mod worker;
