@@ -29,7 +29,8 @@ pub struct SessionJson {
     pub current_page: Option<String>,
     /// When it started.
     pub started_at: Option<String>,
-    /// Latest activity.
+    /// Latest activity; an active session's may be up to the processor's
+    /// activity resolution (60 s by default) behind.
     pub last_activity: String,
     /// Active now.
     pub active: bool,
@@ -37,7 +38,8 @@ pub struct SessionJson {
     pub ended_reason: Option<&'static str>,
     /// page_viewed events applied.
     pub page_views: i64,
-    /// heartbeat events applied.
+    /// heartbeat events applied (for an active session, as of its
+    /// `last_activity`).
     pub heartbeats: i64,
 }
 
