@@ -476,11 +476,6 @@ impl PresenceTable {
         })
     }
 
-    /// Refreshes held back now (some perhaps already published).
-    pub fn held_len(&self) -> usize {
-        self.refreshes.len()
-    }
-
     /// Expires and purges what is due at `now` for one user (whose hash in
     /// `users` is `hash`); returns 1 when the user changed.
     fn expire(&mut self, id: &str, hash: u64, now: Millis) -> usize {

@@ -118,6 +118,7 @@ impl Refreshes {
     }
 
     /// Number of entries, stale ones included.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.queue.len()
     }
