@@ -153,6 +153,30 @@ impl PrivateBroker {
         }
     }
 
+    /// Freezes it (SIGSTOP): connections stay open and nothing answers, as
+    /// when a machine stalls or a network partitions.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a paused broker go on (SIGCONT).
+    pub fn unpause(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, which: &str) -> anyhow::Result<()> {
+        let Some(child) = self.child.as_ref() else {
+            bail!("the broker is not running");
+        };
+        let status = Command::new("kill")
+            .args([which, &child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill {which} failed: {status}");
+        }
+        Ok(())
+    }
+
     /// Stops it with SIGTERM, as an operator would, and waits for it to exit.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {

@@ -799,6 +799,10 @@ pub struct SseEvent {
 pub struct SseClient {
     response: reqwest::Response,
     buffer: String,
+    /// The data of the last `freshness` event, which [`SseClient::next`]
+    /// keeps here instead of returning: it comes every few seconds and is
+    /// not a change.
+    pub freshness: Option<serde_json::Value>,
 }
 
 impl SseClient {
@@ -822,10 +826,11 @@ impl SseClient {
         Ok(SseClient {
             response,
             buffer: String::new(),
+            freshness: None,
         })
     }
 
-    /// The next event, or `None` when none comes within `within`.
+    /// The next event but `freshness`, or `None` when none comes within `within`.
     pub async fn next(&mut self, within: Duration) -> anyhow::Result<Option<SseEvent>> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
@@ -850,6 +855,10 @@ impl SseClient {
                     continue; // a keep-alive comment
                 }
                 e.data = serde_json::from_str(&data).unwrap_or(serde_json::Value::Null);
+                if e.event == "freshness" {
+                    self.freshness = Some(e.data);
+                    continue;
+                }
                 return Ok(Some(e));
             }
             match tokio::time::timeout_at(deadline, self.response.chunk()).await {

@@ -1,7 +1,8 @@
 //! Follows the changelog topics from the beginning into the in-memory views.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -15,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::stream::{Audience, Hub};
 use crate::view::{PresenceView, Update};
 use sessionfold_views::changes::{ImportChange, PresenceBefore};
+use sessionfold_views::freshness::{Freshness, Partition};
 
 /// Why following stopped.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,32 @@ struct Raw {
     idle_timeout: Option<Millis>,
     /// How far behind the record's active sessions' last activity may be.
     activity_resolution: Option<Millis>,
+    /// When the processor wrote the record.
+    time: Option<Millis>,
+}
+
+/// How often the follower asks the broker for the changelogs' ends.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// The ends of `parts`, asked now; `None` when the broker does not answer
+/// (the views' staleness then grows until it does).
+fn probe(
+    consumer: &BaseConsumer<sessionfold_edge::QuietLogs>,
+    parts: &[Partition],
+) -> Option<BTreeMap<Partition, i64>> {
+    let mut ends = BTreeMap::new();
+    for (topic, p) in parts {
+        match consumer.fetch_watermarks(topic, *p, Duration::from_secs(1)) {
+            Ok((_, high)) => {
+                ends.insert((topic.clone(), *p), high);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, topic, partition = p, "asking a changelog's end");
+                return None;
+            }
+        }
+    }
+    Some(ends)
 }
 
 /// The milliseconds a record's header `name` holds, if any.
@@ -82,6 +110,7 @@ pub fn follow(
     views: Views,
     hub: Arc<Hub>,
     ready: Arc<AtomicBool>,
+    freshness: Arc<Mutex<Freshness>>,
     metrics: Metrics,
     stop: sessionfold_edge::Stop,
 ) -> Result<(), FollowError> {
@@ -99,6 +128,7 @@ pub fn follow(
             .create_with_context(sessionfold_edge::QuietLogs::default())?;
     let mut ends = Ends::new();
     let mut tpl = TopicPartitionList::new();
+    let mut parts = Vec::new();
     for changelog in Stream::ALL {
         let topic = changelog.changelog(topics);
         let partitions = catch_up::partitions(&consumer, topic)?;
@@ -109,6 +139,9 @@ pub fn follow(
             let (low, high) = sessionfold_edge::watermarks(&consumer, topic, p)?;
             ends.expect(topic, p, low, high);
             tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+            // A partition emptied by retention has no record to say it was read.
+            sessionfold_edge::lock(&freshness).applied((topic.to_owned(), p), low, None);
+            parts.push((topic.to_owned(), p));
         }
     }
     consumer.assign(&tpl)?;
@@ -121,7 +154,15 @@ pub fn follow(
         ready.store(true, Ordering::SeqCst);
     }
     let mut batch: Vec<Raw> = Vec::with_capacity(1024);
+    let mut probed: Option<std::time::Instant> = None;
     while !stop.is_stopping() {
+        if probed.is_none_or(|p| p.elapsed() >= PROBE_EVERY) {
+            probed = Some(std::time::Instant::now());
+            let at = sessionfold_edge::now_millis();
+            if let Some(ends) = probe(&consumer, &parts) {
+                sessionfold_edge::lock(&freshness).probed(at, ends);
+            }
+        }
         let mut wait = Duration::from_millis(100);
         while batch.len() < 5000 {
             match consumer.poll(wait) {
@@ -142,6 +183,7 @@ pub fn follow(
                         payload: m.payload().map(<[u8]>::to_vec),
                         idle_timeout: header_millis(&m, headers::IDLE_TIMEOUT_MS),
                         activity_resolution: header_millis(&m, headers::ACTIVITY_RESOLUTION_MS),
+                        time: m.timestamp().to_millis(),
                     });
                 }
             }
@@ -159,6 +201,12 @@ pub fn follow(
         // Changes are streamed once caught up: what came before is history,
         // which subscribers read from the views themselves.
         let hub = ready.load(Ordering::SeqCst).then_some(&*hub);
+        let mut read: BTreeMap<(Stream, i32), (i64, Option<Millis>)> = BTreeMap::new();
+        for r in &batch {
+            let (next, time) = read.entry((r.changelog, r.partition)).or_default();
+            *next = (*next).max(r.offset + 1);
+            *time = (*time).max(r.time);
+        }
         apply_batch(
             &contract,
             &views,
@@ -167,6 +215,14 @@ pub fn follow(
             fixed_idle_timeout,
             batch.drain(..),
         )?;
+        let mut fresh = sessionfold_edge::lock(&freshness);
+        for ((changelog, partition), (next, time)) in read {
+            fresh.applied(
+                (changelog.changelog(topics).to_owned(), partition),
+                next,
+                time,
+            );
+        }
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ mod api;
 pub use sessionfold_views::{counts, imports, view};
 mod dashboard;
 pub mod follow;
+pub mod freshness;
 pub mod metrics;
 mod routes;
 pub mod stream;
@@ -28,6 +29,7 @@ use sessionfold_schemas::{Millis, Topics};
 
 pub use crate::api::ApiError;
 use crate::follow::Views;
+use crate::freshness::{Fresh, StaleReads};
 use crate::imports::ImportView;
 use crate::metrics::Metrics;
 use crate::stream::Hub;
@@ -48,6 +50,27 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Online users a minute, over the last hour.
     pub online: Arc<RwLock<sessionfold_views::history::OnlineHistory>>,
+    /// How fresh the views are, and the bound on it.
+    pub fresh: Fresh,
+}
+
+impl AppState {
+    /// Caught up at start and within the staleness bound.
+    pub fn is_ready(&self) -> Result<(), String> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return Err("catching up with the changelogs".to_owned());
+        }
+        match self.fresh.too_stale(&self.fresh.report()) {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }
+}
+
+impl FromRef<AppState> for Fresh {
+    fn from_ref(s: &AppState) -> Fresh {
+        s.fresh.clone()
+    }
 }
 
 impl FromRef<AppState> for Authenticator {
@@ -80,6 +103,7 @@ impl AppState {
             online: Arc::new(RwLock::new(sessionfold_views::history::OnlineHistory::new(
                 60,
             ))),
+            fresh: Fresh::new(settings.max_staleness, settings.stale_reads),
         }
     }
 
@@ -114,6 +138,10 @@ pub struct Settings {
     /// Changes kept for `Last-Event-ID` resumption, and the most a live
     /// subscriber may fall behind before it is dropped.
     pub stream_buffer: usize,
+    /// Views staler than this make the service not ready.
+    pub max_staleness: Millis,
+    /// Whether reads are answered while the views are staler than `max_staleness`.
+    pub stale_reads: StaleReads,
 }
 
 /// How long after the topics are ensured a changelog missing from the
@@ -133,12 +161,13 @@ pub async fn run(
     let refused = Arc::new(tokio::sync::Notify::new());
     // Serve at once (readyz answers 503 until caught up); follow once the broker answers.
     let follower = {
-        let (views, hub, ready, metrics, stop) = (
+        let (views, hub, ready, metrics, stop, freshness) = (
             state.views.clone(),
             state.hub.clone(),
             state.ready.clone(),
             state.metrics.clone(),
             stop.clone(),
+            state.fresh.freshness.clone(),
         );
         let refused = refused.clone();
         tokio::spawn(async move {
@@ -156,16 +185,17 @@ pub async fn run(
             let mut delay = Duration::from_millis(200);
             let started = std::time::Instant::now();
             loop {
-                let (views, hub, ready, metrics, stopping, settings) = (
+                let (views, hub, ready, metrics, stopping, settings, freshness) = (
                     views.clone(),
                     hub.clone(),
                     ready.clone(),
                     metrics.clone(),
                     stop.clone(),
                     settings.clone(),
+                    freshness.clone(),
                 );
                 let outcome = tokio::task::spawn_blocking(move || {
-                    follow::follow(&settings, views, hub, ready, metrics, stopping)
+                    follow::follow(&settings, views, hub, ready, freshness, metrics, stopping)
                 })
                 .await?;
                 match outcome {

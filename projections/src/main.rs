@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Subcommand;
 use sessionfold_edge::{CommonArgs, ServiceCli, parse_duration};
+use sessionfold_projections::freshness::StaleReads;
 use sessionfold_projections::{Settings, run};
 
 /// What `--help` says this binary does.
@@ -69,6 +70,19 @@ struct ServeArgs {
     /// client further behind than this is disconnected.
     #[arg(long, env = "SESSIONFOLD_STREAM_BUFFER", default_value_t = 10_000)]
     stream_buffer: usize,
+    /// Staler than this (the views missing changes the broker held this
+    /// long ago), the service is not ready.
+    #[arg(long, env = "SESSIONFOLD_MAX_STALENESS", default_value = "10s", value_parser = parse_duration)]
+    max_staleness: Duration,
+    /// While staler than --max-staleness: `serve` answers with the staleness
+    /// in the headers, `refuse` answers 503 with Retry-After.
+    #[arg(
+        long,
+        env = "SESSIONFOLD_STALE_READS",
+        value_enum,
+        default_value = "serve"
+    )]
+    stale_reads: StaleReads,
 }
 
 use sessionfold_edge::millis;
@@ -104,6 +118,8 @@ async fn main() -> anyhow::Result<()> {
         stale_after: millis(a.stale_after),
         auth,
         stream_buffer: a.stream_buffer,
+        max_staleness: millis(a.max_staleness),
+        stale_reads: a.stale_reads,
     };
     run(listener, settings, sessionfold_edge::shutdown_signal())
         .await

@@ -1,7 +1,8 @@
 //! Prometheus metrics of the projections.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Gauge, IntCounterVec, IntGauge, Opts, Registry};
 use sessionfold_edge::HttpMetrics;
+use sessionfold_views::freshness::Report;
 
 /// Every metric the projections export.
 #[derive(Clone)]
@@ -20,6 +21,12 @@ pub struct Metrics {
     pub subscribers: IntGauge,
     /// Readiness and the process's own figures.
     pub gauges: sessionfold_edge::ServiceGauges,
+    /// When the views last held everything the broker held (0: never).
+    pub fresh_as_of: Gauge,
+    /// The time of the newest change applied (0: none).
+    pub newest_change: Gauge,
+    /// Changelog records not yet applied, by the last look at the broker.
+    pub lag: IntGauge,
 }
 
 impl Metrics {
@@ -48,6 +55,27 @@ impl Metrics {
             &registry,
             IntGauge::new("stream_subscribers", "Open /v1/stream subscriptions"),
         )?;
+        let fresh_as_of = sessionfold_edge::registered(
+            &registry,
+            Gauge::new(
+                "view_fresh_as_of_timestamp_seconds",
+                "The views hold every change the broker held at this time (0: not yet)",
+            ),
+        )?;
+        let newest_change = sessionfold_edge::registered(
+            &registry,
+            Gauge::new(
+                "view_newest_change_timestamp_seconds",
+                "Time of the newest changelog record applied (0: none)",
+            ),
+        )?;
+        let lag = sessionfold_edge::registered(
+            &registry,
+            IntGauge::new(
+                "changelog_lag_records",
+                "Changelog records not yet applied, by the last look at the broker",
+            ),
+        )?;
         let http = HttpMetrics::register(&registry)?;
         let gauges = sessionfold_edge::ServiceGauges::register(&registry)?;
         Ok(Metrics {
@@ -58,6 +86,21 @@ impl Metrics {
             http,
             subscribers,
             gauges,
+            fresh_as_of,
+            newest_change,
+            lag,
         })
+    }
+
+    /// Sets the freshness gauges from `report`.
+    pub fn freshness(&self, report: &Report) {
+        let seconds = |ms: Option<i64>| ms.map_or(0.0, |ms| ms as f64 / 1000.0);
+        self.fresh_as_of.set(seconds(report.fresh_as_of));
+        self.newest_change.set(seconds(report.newest_change));
+        self.lag.set(
+            report
+                .changelog_lag
+                .map_or(0, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+        );
     }
 }

@@ -1,8 +1,6 @@
 //! The projections' routes and their OpenAPI document, built from the same
 //! handler list so the document cannot name a route that is not served.
 
-use std::sync::atomic::Ordering;
-
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -13,7 +11,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{AppState, api, dashboard, stream};
+use crate::{AppState, api, dashboard, freshness, stream};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,20 +29,17 @@ use crate::{AppState, api, dashboard, stream};
 )]
 struct ApiDoc;
 
-/// The changelogs have been read to their ends as seen at start.
+/// The changelogs have been read to their ends as seen at start, and the
+/// views are within the staleness bound (`--max-staleness`).
 #[utoipa::path(get, path = "/readyz", tag = "service",
     responses(
         (status = 200, description = "Ready", body = String, content_type = "text/plain"),
-        (status = 503, description = "Still catching up with the changelogs", body = String, content_type = "text/plain"),
+        (status = 503, description = "Still catching up with the changelogs, or staler than the bound", body = String, content_type = "text/plain"),
     ))]
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    if s.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "catching up with the changelogs",
-        )
+    match s.is_ready() {
+        Ok(()) => (StatusCode::OK, "ready".to_owned()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }
 
@@ -52,8 +47,10 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 #[utoipa::path(get, path = "/metrics", tag = "service",
     responses((status = 200, description = "The metrics", body = String, content_type = "text/plain")))]
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    let ready = s.ready.load(Ordering::SeqCst);
-    s.metrics.gauges.response(&s.metrics.registry, ready)
+    s.metrics.freshness(&s.fresh.report());
+    s.metrics
+        .gauges
+        .response(&s.metrics.registry, s.is_ready().is_ok())
 }
 
 /// This document.
@@ -64,7 +61,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 }
 
 fn split() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(api::presence::active))
         .routes(routes!(api::presence::summary))
         .routes(routes!(api::presence::user))
@@ -80,7 +77,10 @@ fn split() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(readyz))
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))
-        .split_for_parts()
+        .split_for_parts();
+    let mut api = api;
+    freshness::document(&mut api);
+    (router, api)
 }
 
 /// The OpenAPI document of every route but the dashboard's page and assets.
@@ -91,9 +91,14 @@ pub fn document() -> utoipa::openapi::OpenApi {
 /// The projections' routes.
 pub fn app(state: AppState) -> Router {
     let http = state.metrics.http.clone();
+    let fresh = state.fresh.clone();
     split()
         .0
         .merge(dashboard::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            fresh,
+            freshness::stamp,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             http,
             sessionfold_edge::track_http,

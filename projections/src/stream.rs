@@ -416,8 +416,8 @@ impl Drop for Subscribed {
 }
 
 /// Server-Sent Events of every change the caller may see, as it is applied:
-/// `presence`, `import` and `room` events, `resync` when a resumption is no
-/// longer possible, `dropped` before a subscriber that fell behind is
+/// `presence`, `import` and `room` events, `freshness` on opening and every
+/// 5 s, `resync` when a resumption is no longer possible, `dropped` before a subscriber that fell behind is
 /// disconnected, `closing` when the service stops.
 #[utoipa::path(
     get, path = "/v1/stream", tag = "stream",
@@ -439,11 +439,40 @@ pub(crate) async fn handler(
         .map(str::to_owned);
     // Counted while the response streams; the count drops with the stream.
     let open = Subscribed::new(s.metrics.subscribers.clone());
-    let stream = futures::StreamExt::map(events(s.hub.clone(), caller, last), move |e| {
-        let _ = &open;
-        e
-    });
+    let stream = futures::StreamExt::map(
+        with_freshness(events(s.hub.clone(), caller, last), s.fresh.clone()),
+        move |e| {
+            let _ = &open;
+            e
+        },
+    );
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// How often a subscriber is told how fresh the views are.
+const FRESHNESS_EVERY: Duration = Duration::from_secs(5);
+
+/// `changes` with a `freshness` event (no id, so resumption is unchanged)
+/// when the stream opens and every [`FRESHNESS_EVERY`]; ends with `changes`.
+fn with_freshness(
+    changes: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+    fresh: crate::freshness::Fresh,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let every = tokio::time::interval(FRESHNESS_EVERY);
+    futures::stream::unfold(
+        (Box::pin(changes), every, fresh),
+        |(mut changes, mut every, fresh)| async move {
+            let next = tokio::select! {
+                biased;
+                e = futures::StreamExt::next(&mut changes) => e?,
+                _ = every.tick() => {
+                    let data = crate::freshness::json(&fresh.report());
+                    Ok(Event::default().event("freshness").data(data.to_string()))
+                }
+            };
+            Some((next, (changes, every, fresh)))
+        },
+    )
 }
 
 #[cfg(test)]

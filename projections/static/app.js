@@ -221,6 +221,17 @@ function setConnected(up) {
   c.hidden = !state.token;
   c.className = `conn ${up ? "up" : "down"}`;
   c.textContent = up ? "● live" : "● disconnected";
+  c.title = "";
+}
+
+// The stream says how fresh the views are; past 10 s the page says so.
+function showFreshness(f) {
+  const c = $("#conn");
+  if (c.className !== "conn up") return;
+  const behind = f.staleness_ms == null ? null : Math.round(f.staleness_ms / 1000);
+  const stale = behind == null || behind > 10;
+  c.textContent = stale ? `● live, ${behind == null ? "not yet caught up" : `${behind} s behind`}` : "● live";
+  c.title = f.fresh_as_of ? `holds every change up to ${f.fresh_as_of}` : "";
 }
 
 function onEvent(ev) {
@@ -239,6 +250,8 @@ function onEvent(ev) {
     soon("monitor", loadMonitor);
   } else if (ev.event === "resync") {
     reloadAll();
+  } else if (ev.event === "freshness") {
+    showFreshness(JSON.parse(ev.data));
   }
 }
 

@@ -2,13 +2,15 @@
 //! filled by hand: every route, who may read what, the answer shapes and
 //! the error answers.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
-use axum::http::{Request, StatusCode};
+use axum::http::{Request, Response, StatusCode};
 use serde_json::Value;
 use sessionfold_auth::{Authenticator, Claims, mint_hs256};
 use sessionfold_edge::now_millis;
+use sessionfold_projections::freshness::{self, StaleReads};
 use sessionfold_projections::metrics::Metrics;
 use sessionfold_projections::{AppState, Settings, app};
 use sessionfold_schemas::{ImportState, ImportStatus, SessionState, Topics, UserPresence};
@@ -62,6 +64,15 @@ fn state() -> AppState {
 }
 
 fn state_ready(ready: bool) -> AppState {
+    let state = state_with(StaleReads::Serve);
+    state
+        .ready
+        .store(ready, std::sync::atomic::Ordering::SeqCst);
+    state
+}
+
+/// Views caught up with a broker that answered just now.
+fn state_with(stale_reads: StaleReads) -> AppState {
     let settings = Settings {
         brokers: "127.0.0.1:1".into(),
         topics: Topics::new("routes"),
@@ -71,6 +82,8 @@ fn state_ready(ready: bool) -> AppState {
         stale_after: 86_400_000,
         auth: Authenticator::hs256(SECRET),
         stream_buffer: 16,
+        max_staleness: 10_000,
+        stale_reads,
     };
     let state = AppState::new(&settings, Metrics::new().expect("metrics register"));
     let now = now_millis();
@@ -84,9 +97,9 @@ fn state_ready(ready: bool) -> AppState {
         view.apply("imp-a", Some(import("imp-a", "alice", now)));
         view.apply("imp-b", Some(import("imp-b", "bob", now)));
     }
-    state
-        .ready
-        .store(ready, std::sync::atomic::Ordering::SeqCst);
+    sessionfold_edge::lock(&state.fresh.freshness)
+        .probed(now, BTreeMap::from([(("routes.presence".into(), 0), 0)]));
+    state.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     state
 }
 
@@ -108,20 +121,25 @@ async fn get(path: &str, token: Option<&str>) -> (StatusCode, Value) {
     )
 }
 
+/// The router's answer to a GET.
+async fn send(state: AppState, path: &str, token: Option<&str>) -> Response<Body> {
+    let mut req = Request::get(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    app(state)
+        .oneshot(req.body(Body::empty()).expect("request"))
+        .await
+        .expect("the router answers")
+}
+
 /// Status, content type and body of a GET.
 async fn get_raw(
     state: AppState,
     path: &str,
     token: Option<&str>,
 ) -> (StatusCode, String, Vec<u8>) {
-    let mut req = Request::get(path);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = app(state)
-        .oneshot(req.body(Body::empty()).expect("request"))
-        .await
-        .expect("the router answers");
+    let resp = send(state, path, token).await;
     let status = resp.status();
     let kind = resp
         .headers()
@@ -321,4 +339,106 @@ async fn the_service_routes_answer_for_probes_scrapers_and_tools() {
         get_raw(state(), "/v1/stream", None).await.0,
         StatusCode::UNAUTHORIZED
     );
+}
+
+fn header<'a>(resp: &'a Response<Body>, name: &str) -> Option<&'a str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Views 2 records behind a probe sent 60 s ago, the last change applied at `newest`.
+fn stale(state: &AppState, newest: i64) {
+    let mut f = sessionfold_edge::lock(&state.fresh.freshness);
+    *f = sessionfold_views::freshness::Freshness::new();
+    f.applied(("routes.presence".into(), 0), 3, Some(newest));
+    f.probed(
+        now_millis() - 60_000,
+        BTreeMap::from([(("routes.presence".into(), 0), 5)]),
+    );
+}
+
+#[tokio::test]
+async fn every_view_answer_says_how_fresh_it_is() {
+    let viewer = token("viewer", &[], &["USER_VIEW_ACTIVE_SESSIONS"]);
+    let state = state();
+    let probed = state.fresh.report().fresh_as_of.expect("probed");
+    let resp = send(state.clone(), "/v1/presence/active", Some(&viewer)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        header(&resp, freshness::FRESH_AS_OF),
+        Some(sessionfold_schemas::rfc3339(probed).as_str())
+    );
+    assert_eq!(header(&resp, freshness::CHANGELOG_LAG), Some("0"));
+    // No change applied yet: no time to name.
+    assert_eq!(header(&resp, freshness::NEWEST_CHANGE), None);
+    let staleness: i64 = header(&resp, freshness::STALENESS_MS)
+        .and_then(|s| s.parse().ok())
+        .expect("a staleness");
+    assert!((0..10_000).contains(&staleness), "{staleness}");
+    // Service routes carry none.
+    let resp = send(state, "/readyz", None).await;
+    assert_eq!(header(&resp, freshness::FRESH_AS_OF), None);
+}
+
+#[tokio::test]
+async fn stale_views_are_not_ready_and_reads_are_served_or_refused_as_configured() {
+    let viewer = token("viewer", &[], &["USER_VIEW_ACTIVE_SESSIONS"]);
+    let served = state_with(StaleReads::Serve);
+    stale(&served, 1_700_000_000_000);
+    let resp = send(served.clone(), "/v1/presence/active", Some(&viewer)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(header(&resp, freshness::CHANGELOG_LAG), Some("2"));
+    assert_eq!(header(&resp, freshness::FRESH_AS_OF), None);
+    assert_eq!(
+        header(&resp, freshness::NEWEST_CHANGE),
+        Some("2023-11-14T22:13:20.000Z")
+    );
+    let (status, _, body) = get_raw(served.clone(), "/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        body,
+        b"the views have not yet caught up with the changelogs"
+    );
+    let (_, _, metrics) = get_raw(served, "/metrics", None).await;
+    let text = String::from_utf8(metrics).expect("text");
+    assert!(text.contains("sessionfold_projections_ready 0"), "{text}");
+    assert!(
+        text.contains("sessionfold_projections_changelog_lag_records 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sessionfold_projections_view_newest_change_timestamp_seconds 1700000000"),
+        "{text}"
+    );
+
+    let refused = state_with(StaleReads::Refuse);
+    stale(&refused, 1_700_000_000_000);
+    let resp = send(refused.clone(), "/v1/presence/active", Some(&viewer)).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&resp, "retry-after"), Some("1"));
+    assert_eq!(header(&resp, freshness::CHANGELOG_LAG), Some("2"));
+    // Once the views reach the probe, they are fresh as of its time, 60 s
+    // ago: past the 10 s bound, still refused, now with the staleness named.
+    sessionfold_edge::lock(&refused.fresh.freshness).applied(
+        ("routes.presence".into(), 0),
+        5,
+        None,
+    );
+    let (status, _, body) = get_raw(refused.clone(), "/v1/presence/active", Some(&viewer)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = serde_json::from_slice(&body).expect("json");
+    let why = body["error"].as_str().expect("an error");
+    assert!(
+        why.starts_with("the views are 60")
+            && why.ends_with("ms behind the changelogs (the bound is 10000 ms)"),
+        "{why}"
+    );
+    // A probe answered now: fresh again, and served.
+    sessionfold_edge::lock(&refused.fresh.freshness).probed(now_millis(), BTreeMap::new());
+    assert_eq!(
+        send(refused.clone(), "/v1/presence/active", Some(&viewer))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(get_raw(refused, "/readyz", None).await.0, StatusCode::OK);
 }

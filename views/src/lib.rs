@@ -8,6 +8,7 @@
 
 pub mod changes;
 pub mod counts;
+pub mod freshness;
 pub mod history;
 pub mod imports;
 pub mod rooms;
