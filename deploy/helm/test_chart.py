@@ -110,6 +110,9 @@ def check(path, managed):
             ref = env["SESSIONFOLD_JWT_SECRET"]["valueFrom"]["secretKeyRef"]
             assert ref == {"name": "sessionfold-jwt", "key": "jwt-secret"}, ref
         assert ("prometheus.io/scrape" in annotations) == (not managed), service
+        if service == "projections":
+            # The snapshot is written on the scratch volume, not the read-only root.
+            assert env["SESSIONFOLD_SNAPSHOT_DIR"]["value"].startswith(mounts["tmp"]["mountPath"])
     producer = one(by, "Deployment", "-sessionfold-producer")
     penv = env_of(producer["spec"]["template"]["spec"]["containers"][0])
     hpa = one(by, "HorizontalPodAutoscaler", "-sessionfold-producer")

@@ -294,6 +294,14 @@ impl Service {
             // test's own idle timeout gets the default: a fifth of it).
             cmd.args(["--activity-resolution", TEST_ACTIVITY_RESOLUTION]);
         }
+        if name == "sessionfold-projections"
+            && !args.contains(&"--snapshot-dir")
+            && !args.contains(&"--no-snapshot")
+        {
+            // The test's own directory, not the working directory's `.local`.
+            cmd.arg("--snapshot-dir")
+                .arg(logs.join("projections-snapshot"));
+        }
         cmd.args(args).args(["--partitions", "3"]);
         let child = spawn_service(
             cmd,
@@ -762,6 +770,11 @@ impl Stack {
             processor_args,
             _dir: dir,
         })
+    }
+
+    /// The test's scratch directory (state, logs, the views' snapshot).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     /// Starts the processor again on the same state directory and group,

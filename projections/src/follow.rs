@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -13,6 +13,7 @@ use sessionfold_schemas::{Contract, Millis, SchemaError, Stream, headers};
 
 use crate::imports::ImportView;
 use crate::metrics::Metrics;
+use crate::snapshot::{self, Identity};
 use crate::stream::{Audience, Hub};
 use crate::view::{PresenceView, Update};
 use sessionfold_views::changes::{ImportChange, PresenceBefore};
@@ -102,18 +103,40 @@ fn header_millis(m: &impl Message, name: &str) -> Option<Millis> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Reads every partition of both changelogs from the start, applying records
-/// to `views` in batches; sets `ready` once the ends seen at start are
-/// reached. Runs until a stop is asked; call from a blocking thread.
+/// What the follower keeps up to date, shared with the service.
+#[derive(Clone)]
+pub struct Following {
+    /// The views.
+    pub views: Views,
+    /// Where applied changes are streamed once caught up.
+    pub hub: Arc<Hub>,
+    /// Set once the ends seen at start are reached.
+    pub ready: Arc<AtomicBool>,
+    /// How fresh the views are.
+    pub freshness: Arc<Mutex<Freshness>>,
+    /// The projections' metrics.
+    pub metrics: Metrics,
+    /// Which changelogs the views are of, once the broker has said.
+    pub identity: Arc<OnceLock<Identity>>,
+}
+
+/// Reads every partition of both changelogs into the views in batches, from
+/// the local snapshot's positions when there is a usable one, else from the
+/// start; sets `ready` once the ends seen at start are reached. Runs until a
+/// stop is asked; call from a blocking thread.
 pub fn follow(
     settings: &crate::Settings,
-    views: Views,
-    hub: Arc<Hub>,
-    ready: Arc<AtomicBool>,
-    freshness: Arc<Mutex<Freshness>>,
-    metrics: Metrics,
+    f: Following,
     stop: sessionfold_edge::Stop,
 ) -> Result<(), FollowError> {
+    let Following {
+        views,
+        hub,
+        ready,
+        freshness,
+        metrics,
+        identity,
+    } = f;
     let (brokers, topics) = (settings.brokers.as_str(), &settings.topics);
     let fixed_idle_timeout = settings.idle_timeout_set.then_some(settings.idle_timeout);
     let contract = Contract::load()?;
@@ -126,9 +149,7 @@ pub fn follow(
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .create_with_context(sessionfold_edge::QuietLogs::default())?;
-    let mut ends = Ends::new();
-    let mut tpl = TopicPartitionList::new();
-    let mut parts = Vec::new();
+    let mut marks = BTreeMap::new();
     for changelog in Stream::ALL {
         let topic = changelog.changelog(topics);
         let partitions = catch_up::partitions(&consumer, topic)?;
@@ -137,12 +158,37 @@ pub fn follow(
         }
         for p in partitions {
             let (low, high) = sessionfold_edge::watermarks(&consumer, topic, p)?;
-            ends.expect(topic, p, low, high);
-            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-            // A partition emptied by retention has no record to say it was read.
-            sessionfold_edge::lock(&freshness).applied((topic.to_owned(), p), low, None);
-            parts.push((topic.to_owned(), p));
+            marks.insert((topic.to_owned(), p), (low, high));
         }
+    }
+    let cluster_id = consumer.client().fetch_cluster_id(Duration::from_secs(5));
+    let ours = identity
+        .get_or_init(|| Identity::of(topics, cluster_id))
+        .clone();
+    // Only a first read starts from the snapshot: after a follower restart
+    // the views already hold more than it does.
+    let restored = match &settings.snapshot_dir {
+        Some(dir) if sessionfold_edge::read(&views.presence).is_empty() => {
+            snapshot::restore(dir, &ours, &contract, &views, &marks)
+        }
+        _ => None,
+    };
+    let mut ends = Ends::new();
+    let mut tpl = TopicPartitionList::new();
+    let parts: Vec<Partition> = marks.keys().cloned().collect();
+    for ((topic, p), (low, high)) in &marks {
+        let from = restored
+            .as_ref()
+            .and_then(|r| r.positions.get(&(topic.clone(), *p)).copied());
+        ends.expect(topic, *p, from.unwrap_or(*low), *high);
+        tpl.add_partition_offset(topic, *p, from.map_or(Offset::Beginning, Offset::Offset))?;
+        // A partition emptied by retention has no record to say it was read.
+        let newest = restored.as_ref().and_then(|r| r.newest_change);
+        sessionfold_edge::lock(&freshness).applied(
+            (topic.clone(), *p),
+            from.unwrap_or(*low),
+            newest,
+        );
     }
     consumer.assign(&tpl)?;
     tracing::info!(

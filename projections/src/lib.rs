@@ -4,9 +4,10 @@
 //! import-ownership changelogs from the beginning into memory, drops replayed
 //! records by their input position, and answers "who is active in the last
 //! W", per-device summaries, single-user lookups and "whose import is this"
-//! over HTTP, each answer scoped to the caller's token. It holds no state of
-//! its own on disk: the changelogs are its store, so any number of instances
-//! can serve.
+//! over HTTP, each answer scoped to the caller's token, each saying how
+//! fresh it is. The changelogs are its store, so any number of instances
+//! can serve; a local snapshot of the views (`snapshot`) only spares a
+//! restart from reading them all again.
 
 mod api;
 pub use sessionfold_views::{counts, imports, view};
@@ -15,6 +16,7 @@ pub mod follow;
 pub mod freshness;
 pub mod metrics;
 mod routes;
+pub mod snapshot;
 pub mod stream;
 
 pub use crate::routes::{app, document};
@@ -142,6 +144,11 @@ pub struct Settings {
     pub max_staleness: Millis,
     /// Whether reads are answered while the views are staler than `max_staleness`.
     pub stale_reads: StaleReads,
+    /// Where the views' snapshot is kept; `None`: no snapshot, every start
+    /// reads the changelogs from the beginning.
+    pub snapshot_dir: Option<std::path::PathBuf>,
+    /// How often the snapshot is written while the views are caught up.
+    pub snapshot_interval: Duration,
 }
 
 /// How long after the topics are ensured a changelog missing from the
@@ -159,16 +166,31 @@ pub async fn run(
     let mut tasks = sessionfold_edge::Tasks::new(stop.clone());
     // Set when the follower finds the service must not go on serving.
     let refused = Arc::new(tokio::sync::Notify::new());
+    let following = follow::Following {
+        views: state.views.clone(),
+        hub: state.hub.clone(),
+        ready: state.ready.clone(),
+        freshness: state.fresh.freshness.clone(),
+        metrics: state.metrics.clone(),
+        identity: Arc::new(std::sync::OnceLock::new()),
+    };
+    let snapshot_dir = settings.snapshot_dir.clone();
+    if let Some(dir) = snapshot_dir.clone() {
+        let (following, every) = (following.clone(), settings.snapshot_interval);
+        tasks.spawn("views snapshot", async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                snapshot_now(&dir, &following).await;
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), std::convert::Infallible>(())
+        });
+    }
     // Serve at once (readyz answers 503 until caught up); follow once the broker answers.
     let follower = {
-        let (views, hub, ready, metrics, stop, freshness) = (
-            state.views.clone(),
-            state.hub.clone(),
-            state.ready.clone(),
-            state.metrics.clone(),
-            stop.clone(),
-            state.fresh.freshness.clone(),
-        );
+        let (following, stop) = (following.clone(), stop.clone());
         let refused = refused.clone();
         tokio::spawn(async move {
             sessionfold_edge::ensure_topics(
@@ -185,17 +207,10 @@ pub async fn run(
             let mut delay = Duration::from_millis(200);
             let started = std::time::Instant::now();
             loop {
-                let (views, hub, ready, metrics, stopping, settings, freshness) = (
-                    views.clone(),
-                    hub.clone(),
-                    ready.clone(),
-                    metrics.clone(),
-                    stop.clone(),
-                    settings.clone(),
-                    freshness.clone(),
-                );
+                let (following, stopping, settings) =
+                    (following.clone(), stop.clone(), settings.clone());
                 let outcome = tokio::task::spawn_blocking(move || {
-                    follow::follow(&settings, views, hub, ready, freshness, metrics, stopping)
+                    follow::follow(&settings, following, stopping)
                 })
                 .await?;
                 match outcome {
@@ -261,10 +276,42 @@ pub async fn run(
     };
     let served = sessionfold_edge::http::serve(listener, app(state), shutdown).await;
     tasks.stop_within(Duration::from_secs(1)).await;
+    // A stop leaves a fresh snapshot, so the next start reads little.
+    if let Some(dir) = snapshot_dir {
+        snapshot_now(&dir, &following).await;
+    }
     served?;
     match tokio::time::timeout(Duration::from_secs(5), follower).await {
         Ok(joined) => joined??,
         Err(_) => tracing::warn!("changelog follower still waiting for the broker; leaving it"),
     }
     Ok(())
+}
+
+/// Writes the views' snapshot into `dir` when they are caught up, off the
+/// async threads; a failure is logged and the last snapshot stays.
+async fn snapshot_now(dir: &std::path::Path, f: &follow::Following) {
+    let Some(identity) = f.identity.get().cloned() else {
+        return;
+    };
+    if !f.ready.load(Ordering::SeqCst) {
+        return;
+    }
+    let (dir, views, freshness) = (dir.to_owned(), f.views.clone(), f.freshness.clone());
+    let started = std::time::Instant::now();
+    let written = tokio::task::spawn_blocking(move || {
+        let contract = sessionfold_schemas::Contract::load()?;
+        snapshot::write(&dir, &identity, &contract, &views, &freshness)
+    })
+    .await;
+    match written {
+        Ok(Ok(t)) => tracing::debug!(
+            presence = t.presence,
+            imports = t.imports,
+            took_ms = started.elapsed().as_millis() as u64,
+            "views snapshot written"
+        ),
+        Ok(Err(e)) => tracing::warn!(error = %e, "writing the views' snapshot; the last one stays"),
+        Err(e) => tracing::warn!(error = %e, "writing the views' snapshot; the last one stays"),
+    }
 }

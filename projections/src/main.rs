@@ -83,6 +83,21 @@ struct ServeArgs {
         default_value = "serve"
     )]
     stale_reads: StaleReads,
+    /// Where the views' snapshot is kept: a restart reads only the
+    /// changelogs' tail after it.
+    #[arg(
+        long,
+        env = "SESSIONFOLD_SNAPSHOT_DIR",
+        default_value = ".local/projections"
+    )]
+    snapshot_dir: std::path::PathBuf,
+    /// How often the snapshot is written while the views are caught up
+    /// (and once more on stop).
+    #[arg(long, env = "SESSIONFOLD_SNAPSHOT_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    snapshot_interval: Duration,
+    /// Keep no snapshot: every start reads the changelogs from the beginning.
+    #[arg(long, env = "SESSIONFOLD_NO_SNAPSHOT")]
+    no_snapshot: bool,
 }
 
 use sessionfold_edge::millis;
@@ -120,6 +135,8 @@ async fn main() -> anyhow::Result<()> {
         stream_buffer: a.stream_buffer,
         max_staleness: millis(a.max_staleness),
         stale_reads: a.stale_reads,
+        snapshot_dir: (!a.no_snapshot).then_some(a.snapshot_dir),
+        snapshot_interval: a.snapshot_interval.max(Duration::from_secs(1)),
     };
     run(listener, settings, sessionfold_edge::shutdown_signal())
         .await

@@ -84,6 +84,8 @@ fn state_with(stale_reads: StaleReads) -> AppState {
         stream_buffer: 16,
         max_staleness: 10_000,
         stale_reads,
+        snapshot_dir: None,
+        snapshot_interval: Duration::from_secs(60),
     };
     let state = AppState::new(&settings, Metrics::new().expect("metrics register"));
     let now = now_millis();

@@ -88,6 +88,11 @@ impl Freshness {
         self.settle();
     }
 
+    /// Next offset to apply per partition, as far as applied.
+    pub fn positions(&self) -> &BTreeMap<Partition, i64> {
+        &self.positions
+    }
+
     /// The freshness as of `now`.
     pub fn report(&self, now: Millis) -> Report {
         let lag = (!self.ends.is_empty()).then(|| {

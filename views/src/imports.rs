@@ -73,6 +73,17 @@ impl ImportView {
         self.imports.len()
     }
 
+    /// Drops every state.
+    pub fn clear(&mut self) {
+        self.imports.clear();
+        self.by_owner.clear();
+    }
+
+    /// Every state held, in no order (for a snapshot of the view).
+    pub fn states(&self) -> impl Iterator<Item = &ImportState> {
+        self.imports.values()
+    }
+
     /// True when no import is held.
     pub fn is_empty(&self) -> bool {
         self.imports.is_empty()

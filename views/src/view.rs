@@ -205,6 +205,20 @@ impl PresenceView {
         self.users.len()
     }
 
+    /// Drops every state, keeping the settings.
+    pub fn clear(&mut self) {
+        *self = PresenceView {
+            idle_timeout: self.idle_timeout,
+            resolution: self.resolution,
+            ..PresenceView::default()
+        };
+    }
+
+    /// Every state held, in no order (for a snapshot of the view).
+    pub fn states(&self) -> impl Iterator<Item = &UserPresence> {
+        self.users.values()
+    }
+
     /// True when no user is held.
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
