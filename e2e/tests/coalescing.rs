@@ -107,6 +107,10 @@ async fn refreshes_are_held_published_with_the_next_change_and_never_lost() -> a
     let again =
         r#"sessionfold_processor_events_in_total{kind="heartbeat",outcome="already_applied"}"#;
     assert_eq!(s.processor.metric(again).await?, 0.0);
+    // It took every partition (3 of each input) back from its own store.
+    let kind = |k: &str| format!(r#"sessionfold_processor_takeovers_total{{kind="{k}"}}"#);
+    assert_eq!(s.processor.metric(&kind("own_store")).await?, 6.0);
+    assert_eq!(s.processor.metric(&kind("full_restore")).await?, 0.0);
 
     // Three more, then a stop: it publishes everything held.
     beats(&s, 3, None).await?;

@@ -400,6 +400,19 @@ async fn a_joining_member_takes_partitions_with_their_state() -> anyhow::Result<
     assert!(processor_metric(&c, OWNED).await? >= 1.0);
     let restored = processor_metric(&c, "sessionfold_processor_restored_records_total").await?;
     assert!(restored >= 1.0, "restored {restored} records");
+    // Its store was empty: what it took with state came from the changelog,
+    // and each partition taken on is counted once, by kind.
+    let kind = |k: &str| format!(r#"sessionfold_processor_takeovers_total{{kind="{k}"}}"#);
+    let full = processor_metric(&c, &kind("full_restore")).await?;
+    let own = processor_metric(&c, &kind("own_store")).await?;
+    assert!(full >= 1.0, "{full} full restores");
+    let timed = processor_metric(
+        &c,
+        "sessionfold_processor_takeover_seconds_count{kind=\"full_restore\"}",
+    )
+    .await?;
+    assert_eq!(timed, full);
+    assert!(own + full >= processor_metric(&c, OWNED).await?);
     // Consumer lag (from librdkafka's statistics every 5 s) reaches 0 on every owned partition.
     let url = format!("{}/metrics", c.url);
     eventually(

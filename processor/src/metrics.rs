@@ -1,6 +1,8 @@
 //! Prometheus metrics of the processor.
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Every metric the processor exports.
 #[derive(Clone)]
@@ -37,6 +39,13 @@ pub struct Metrics {
     pub restore_skipped: IntCounterVec,
     /// Local stores found damaged and rebuilt from the changelog.
     pub store_rebuilt: prometheus::IntCounter,
+    /// Partitions taken on, by how their state came: `own_store` (the local
+    /// store was current) or `full_restore` (rebuilt from the changelog).
+    pub takeovers: IntCounterVec,
+    /// Seconds from taking a partition on to folding it, by kind.
+    pub takeover_seconds: HistogramVec,
+    /// Changelog records read per partition taken on, by kind.
+    pub takeover_records: HistogramVec,
     /// Seeks back over records the broker skipped inside a fetched batch (a
     /// tansu 0.6.0 defence; it never fires on Apache Kafka).
     pub input_gap_seeks: prometheus::IntCounter,
@@ -227,6 +236,40 @@ impl Metrics {
                 "Local state found damaged and rebuilt from the changelog",
             ),
         )?;
+        let takeovers = sessionfold_edge::registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "takeovers_total",
+                    "Input partitions taken on, by how their state came (own_store, full_restore)",
+                ),
+                &["kind"],
+            ),
+        )?;
+        let takeover_seconds = sessionfold_edge::registered(
+            &registry,
+            HistogramVec::new(
+                prometheus::HistogramOpts::new(
+                    "takeover_seconds",
+                    "Time from taking a partition on to folding it (restore and load), by kind",
+                )
+                .buckets(vec![
+                    0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                ]),
+                &["kind"],
+            ),
+        )?;
+        let takeover_records = sessionfold_edge::registered(
+            &registry,
+            HistogramVec::new(
+                prometheus::HistogramOpts::new(
+                    "takeover_restored_records",
+                    "Changelog records read per partition taken on, by kind",
+                )
+                .buckets(prometheus::exponential_buckets(1.0, 10.0, 8)?),
+                &["kind"],
+            ),
+        )?;
         let input_gap_seeks = sessionfold_edge::registered(
             &registry,
             prometheus::IntCounter::new(
@@ -324,6 +367,9 @@ impl Metrics {
             restored,
             restore_skipped,
             store_rebuilt,
+            takeovers,
+            takeover_seconds,
+            takeover_records,
             stuck,
             input_gap_seeks,
             lag,

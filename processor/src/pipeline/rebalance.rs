@@ -199,6 +199,7 @@ impl Core {
         self.settle()?;
         self.status.restoring.fetch_add(1, Ordering::SeqCst);
         self.status.running.store(false, Ordering::SeqCst);
+        let started = Instant::now();
         let result = (|| {
             let how = self.restore(p)?;
             let table = match self.load(p) {
@@ -227,6 +228,19 @@ impl Core {
                 },
             );
             self.metrics.partitions.set(self.parts.len() as i64);
+            let (kind, records) = match how {
+                Restore::LocalCurrent => ("own_store", 0),
+                Restore::FromChangelog { records } => ("full_restore", records),
+            };
+            self.metrics.takeovers.with_label_values(&[kind]).inc();
+            self.metrics
+                .takeover_seconds
+                .with_label_values(&[kind])
+                .observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .takeover_records
+                .with_label_values(&[kind])
+                .observe(records as f64);
             Ok(next)
         })();
         self.status.restoring.fetch_sub(1, Ordering::SeqCst);
