@@ -16,6 +16,8 @@ mod history;
 mod live;
 mod pipeline;
 mod report;
+mod restart;
+mod sections;
 mod services;
 mod steady;
 
@@ -103,6 +105,18 @@ pub struct Args {
     /// Extra processor flags for the steady-state bench, space-separated.
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     steady_processor_args: String,
+    /// Run only the projections restart bench, with this many users (on
+    /// `--kafka-brokers`, else `--brokers`).
+    #[arg(long)]
+    restart: Option<usize>,
+    /// Rounds of the restart bench (each one start from the snapshot and
+    /// one full read).
+    #[arg(long, default_value_t = 5)]
+    restart_rounds: usize,
+    /// Changes per user in the restart bench's changelog (a session start,
+    /// then new pages).
+    #[arg(long, default_value_t = 5)]
+    restart_updates: usize,
     /// Process id of the `--brokers` broker, for its CPU.
     #[arg(long, env = "SESSIONFOLD_BENCH_BROKER_PID")]
     broker_pid: Option<u32>,
@@ -121,6 +135,9 @@ pub struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(users) = args.restart {
+        return run_restart(&args, users).await;
+    }
     if !args.steady.is_empty() {
         return run_steady(&args).await;
     }
@@ -356,12 +373,40 @@ async fn run_steady(args: &Args) -> anyhow::Result<()> {
     let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let section = steady::report::section(&runs, &args.command, &date);
     let markdown = std::fs::read_to_string(&args.markdown).unwrap_or_default();
-    std::fs::write(&args.markdown, steady::report::splice(&markdown, &section))?;
+    std::fs::write(
+        &args.markdown,
+        sections::splice(&markdown, "steady", &section),
+    )?;
     let mut json: serde_json::Value = std::fs::read_to_string(&args.json)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_else(|| serde_json::json!({}));
     steady::report::into_json(&mut json, &runs);
+    std::fs::write(&args.json, serde_json::to_string_pretty(&json)? + "\n")?;
+    eprintln!(
+        "wrote {} and {}",
+        args.markdown.display(),
+        args.json.display()
+    );
+    Ok(())
+}
+
+/// The projections restart bench alone; its section and key replace the
+/// ones in the report files, and the rest of them stays.
+async fn run_restart(args: &Args, users: usize) -> anyhow::Result<()> {
+    let brokers = args.kafka_brokers.as_deref().unwrap_or(&args.brokers);
+    let run = restart::run(brokers, users, args.restart_updates, args.restart_rounds).await?;
+    let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let markdown = std::fs::read_to_string(&args.markdown).unwrap_or_default();
+    std::fs::write(
+        &args.markdown,
+        sections::splice(&markdown, "restart", &run.markdown(&args.command, &date)),
+    )?;
+    let mut json: serde_json::Value = std::fs::read_to_string(&args.json)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    json["projections"] = run.keys();
     std::fs::write(&args.json, serde_json::to_string_pretty(&json)? + "\n")?;
     eprintln!(
         "wrote {} and {}",

@@ -196,26 +196,26 @@ impl Results {
         }
     }
 
-    /// Writes both files, keeping the steady-state figures of the files
-    /// before (a run of their own).
+    /// Writes both files, keeping the figures of runs of their own
+    /// (steady state, restarts) from the files before.
     pub fn write(&self, args: &Args) -> anyhow::Result<()> {
         let mut json = serde_json::to_value(self)?;
         let before: Option<serde_json::Value> = std::fs::read_to_string(&args.json)
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
-        for key in ["steady", "steady_runs"] {
-            if let Some(v) = before.as_ref().and_then(|b| b.get(key)) {
-                json[key] = v.clone();
+        let before_md = std::fs::read_to_string(&args.markdown).unwrap_or_default();
+        let mut markdown = self.markdown();
+        for (name, keys) in crate::sections::OWN_RUNS {
+            for key in keys {
+                if let Some(v) = before.as_ref().and_then(|b| b.get(key)) {
+                    json[key] = v.clone();
+                }
+            }
+            if let Some(section) = crate::sections::kept(&before_md, name) {
+                markdown = crate::sections::splice(&markdown, name, &section);
             }
         }
         std::fs::write(&args.json, serde_json::to_string_pretty(&json)? + "\n")?;
-        let mut markdown = self.markdown();
-        let kept = std::fs::read_to_string(&args.markdown)
-            .ok()
-            .and_then(|m| crate::steady::report::kept(&m));
-        if let Some(section) = kept {
-            markdown = crate::steady::report::splice(&markdown, &section);
-        }
         std::fs::write(&args.markdown, markdown)?;
         Ok(())
     }

@@ -136,6 +136,23 @@ impl Service {
         Ok(())
     }
 
+    /// Stops it with SIGTERM, as an operator would, and waits at most
+    /// `within` for it to exit.
+    pub async fn stop(mut self, within: Duration) -> anyhow::Result<()> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        let deadline = std::time::Instant::now() + within;
+        while self.child.try_wait()?.is_none() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "it did not stop within {within:?} of SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
     /// The service's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -173,6 +173,14 @@ pub fn follow(
         }
         _ => None,
     };
+    if restored.is_some() {
+        metrics
+            .users
+            .set(sessionfold_edge::read(&views.presence).len() as i64);
+        metrics
+            .imports
+            .set(sessionfold_edge::read(&views.imports).len() as i64);
+    }
     let mut ends = Ends::new();
     let mut tpl = TopicPartitionList::new();
     let parts: Vec<Partition> = marks.keys().cloned().collect();

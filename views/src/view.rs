@@ -214,9 +214,13 @@ impl PresenceView {
         };
     }
 
-    /// Every state held, in no order (for a snapshot of the view).
+    /// Every state held, most recent first: the order of the view's own
+    /// index, so that loading a snapshot written in it inserts in order
+    /// (a random order took twice as long at a million users).
     pub fn states(&self) -> impl Iterator<Item = &UserPresence> {
-        self.users.values()
+        self.by_recency
+            .iter()
+            .filter_map(|(_, id)| self.users.get(id))
     }
 
     /// True when no user is held.

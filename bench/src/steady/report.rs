@@ -63,7 +63,8 @@ pub struct Spread {
     pub max: f64,
 }
 
-fn spread(mut v: Vec<f64>) -> Spread {
+/// Min, median and max of `v`.
+pub fn spread(mut v: Vec<f64>) -> Spread {
     v.sort_by(f64::total_cmp);
     let at = |i: usize| v.get(i).copied().unwrap_or(f64::NAN);
     Spread {
@@ -246,43 +247,17 @@ impl SteadyRun {
     }
 }
 
-const BEGIN: &str = "<!-- steady: begin -->";
-const END: &str = "<!-- steady: end -->";
-
 /// The steady-state section, between markers so that other runs keep it.
 pub fn section(runs: &[SteadyRun], command: &str, date: &str) -> String {
     let mut md = format!(
-        "{BEGIN}\n## Steady state\n\nMeasured {date} with `{command}`. Every online user heartbeats once per interval through the ingest (a gateway posting its users' events in batches of up to 1000); per thousand events, {} are page changes and {} closed tabs, each followed at once by a new session; the rest are heartbeats on the page held. CPU is each process's run time from `/proc/PID/task/*/schedstat` (nanoseconds) over the round; the load generator and the probes run in the benchmark's own process, counted apart. Freshness is a probe user's page change or closed tab, posted with `ack=broker`, until the projections show it. A tier's idle cost is its CPU with the services up and no load (scraped as in a round); its marginal cost per event is its CPU in a round less that, per event; cores per million online users are the idle cost of one instance of each tier plus the marginal cost at a million users' event rate, scaled linearly from the users measured.\n",
+        "## Steady state\n\nMeasured {date} with `{command}`. Every online user heartbeats once per interval through the ingest (a gateway posting its users' events in batches of up to 1000); per thousand events, {} are page changes and {} closed tabs, each followed at once by a new session; the rest are heartbeats on the page held. CPU is each process's run time from `/proc/PID/task/*/schedstat` (nanoseconds) over the round; the load generator and the probes run in the benchmark's own process, counted apart. Freshness is a probe user's page change or closed tab, posted with `ack=broker`, until the projections show it. A tier's idle cost is its CPU with the services up and no load (scraped as in a round); its marginal cost per event is its CPU in a round less that, per event; cores per million online users are the idle cost of one instance of each tier plus the marginal cost at a million users' event rate, scaled linearly from the users measured.\n",
         super::load::PAGE_CHANGES_PER_MILLE,
         super::load::CLOSES_PER_MILLE,
     );
     for r in runs {
         md.push_str(&r.markdown());
     }
-    md.push_str(&format!("\n{END}\n"));
-    md
-}
-
-/// Puts the steady-state section into `markdown` (in place of the one
-/// there, or at the end).
-pub fn splice(markdown: &str, section: &str) -> String {
-    match (markdown.find(BEGIN), markdown.find(END)) {
-        (Some(a), Some(b)) if a < b => {
-            let end = b + END.len();
-            let rest = markdown[end..]
-                .strip_prefix('\n')
-                .unwrap_or(&markdown[end..]);
-            format!("{}{section}{rest}", &markdown[..a])
-        }
-        _ => format!("{}\n{section}", markdown.trim_end()),
-    }
-}
-
-/// The steady-state section of `markdown`, if it has one.
-pub fn kept(markdown: &str) -> Option<String> {
-    let a = markdown.find(BEGIN)?;
-    let b = markdown.find(END)?;
-    (a < b).then(|| format!("{}\n", &markdown[a..b + END.len()]))
+    crate::sections::wrap("steady", &md)
 }
 
 /// `steady` (the largest run on Apache Kafka, else the largest) and
@@ -301,27 +276,6 @@ pub fn into_json(json: &mut Value, runs: &[SteadyRun]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_section_replaces_the_one_before_and_is_kept_by_others() {
-        let first = splice(
-            "# Report\n\nbody\n",
-            "<!-- steady: begin -->\nA\n<!-- steady: end -->\n",
-        );
-        assert_eq!(
-            first,
-            "# Report\n\nbody\n<!-- steady: begin -->\nA\n<!-- steady: end -->\n"
-        );
-        let second = splice(&first, "<!-- steady: begin -->\nB\n<!-- steady: end -->\n");
-        assert_eq!(
-            second,
-            "# Report\n\nbody\n<!-- steady: begin -->\nB\n<!-- steady: end -->\n"
-        );
-        assert_eq!(
-            kept(&second).as_deref(),
-            Some("<!-- steady: begin -->\nB\n<!-- steady: end -->\n")
-        );
-    }
 
     #[test]
     fn spreads_and_percentiles_are_taken_by_rank() {

@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -29,6 +29,9 @@ use sessionfold_schemas::{Contract, Millis, Topics};
 use sessionfold_views::freshness::{Freshness, Partition};
 
 use crate::follow::Views;
+
+mod read;
+pub use read::{Verified, verify};
 
 const MAGIC: &[u8; 8] = b"SFVIEWS1";
 const PRESENCE: u8 = 1;
@@ -215,148 +218,6 @@ pub fn write(
     // The rename is durable once the directory is.
     File::open(dir)?.sync_all()?;
     Ok(trailer)
-}
-
-fn damaged(why: impl Into<String>) -> SnapshotError {
-    SnapshotError::Damaged(why.into())
-}
-
-/// A snapshot whose checksum holds, of the changelogs `identity` names.
-pub struct Verified {
-    file: File,
-    /// What it covers.
-    pub trailer: Trailer,
-    records_end: u64,
-}
-
-/// Checks the snapshot at `file`: whole, and of `identity`'s changelogs.
-pub fn verify(file: &Path, identity: &Identity) -> Result<Verified, SnapshotError> {
-    let mut f = File::open(file)?;
-    let len = f.metadata()?.len();
-    if len < 8 + 4 + 1 + 4 + 4 {
-        return Err(damaged(format!("{len} bytes is too short")));
-    }
-    let mut crc = crc32fast::Hasher::new();
-    let mut reader = BufReader::with_capacity(1 << 20, (&mut f).take(len - 4));
-    let mut buf = vec![0; 1 << 20];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        crc.update(&buf[..n]);
-    }
-    let mut stored = [0; 4];
-    f.read_exact(&mut stored)?;
-    if crc.finalize() != u32::from_le_bytes(stored) {
-        return Err(damaged(
-            "the checksum does not match (cut short or overwritten)",
-        ));
-    }
-    f.seek(SeekFrom::Start(0))?;
-    let mut magic = [0; 8];
-    f.read_exact(&mut magic)?;
-    if &magic != MAGIC {
-        return Err(damaged(
-            "not a snapshot of the views (or of another version)",
-        ));
-    }
-    let theirs: Identity =
-        serde_json::from_slice(&get(&mut f)?).map_err(|e| damaged(format!("identity: {e}")))?;
-    if theirs != *identity {
-        return Err(SnapshotError::Foreign(format!(
-            "taken of {theirs}; this instance reads {identity}"
-        )));
-    }
-    f.seek(SeekFrom::Start(len - 8))?;
-    let mut n = [0; 4];
-    f.read_exact(&mut n)?;
-    let n = u64::from(u32::from_le_bytes(n));
-    let records_end = (len - 8)
-        .checked_sub(n)
-        .ok_or_else(|| damaged("the trailer's length is past the start"))?;
-    f.seek(SeekFrom::Start(records_end))?;
-    let mut json = vec![0; usize::try_from(n).map_err(std::io::Error::other)?];
-    f.read_exact(&mut json)?;
-    let trailer: Trailer =
-        serde_json::from_slice(&json).map_err(|e| damaged(format!("trailer: {e}")))?;
-    Ok(Verified {
-        file: f,
-        trailer,
-        records_end,
-    })
-}
-
-fn get(r: &mut impl Read) -> Result<Vec<u8>, SnapshotError> {
-    let mut n = [0; 4];
-    r.read_exact(&mut n)?;
-    let mut bytes = vec![0; u32::from_le_bytes(n) as usize];
-    r.read_exact(&mut bytes)?;
-    Ok(bytes)
-}
-
-impl Verified {
-    /// The positions it covers.
-    pub fn positions(&self) -> BTreeMap<Partition, i64> {
-        self.trailer
-            .positions
-            .iter()
-            .map(|(t, p, at)| ((t.clone(), *p), *at))
-            .collect()
-    }
-
-    /// Applies every state to `views`; returns how many.
-    pub fn load(self, contract: &Contract, views: &Views) -> Result<u64, SnapshotError> {
-        let Verified {
-            mut file,
-            trailer,
-            records_end,
-        } = self;
-        file.seek(SeekFrom::Start(0))?;
-        let mut r = BufReader::with_capacity(1 << 20, file.take(records_end));
-        let mut magic = [0; 8];
-        r.read_exact(&mut magic)?;
-        get(&mut r)?;
-        let mut presence = sessionfold_edge::write(&views.presence);
-        presence.set_idle_timeout(trailer.idle_timeout);
-        presence.set_activity_resolution(trailer.activity_resolution);
-        let mut imports = sessionfold_edge::write(&views.imports);
-        let mut loaded = 0;
-        loop {
-            let mut kind = [0; 1];
-            r.read_exact(&mut kind)?;
-            if kind[0] == END {
-                break;
-            }
-            let key = String::from_utf8(get(&mut r)?).map_err(|e| damaged(e.to_string()))?;
-            let value = get(&mut r)?;
-            match kind[0] {
-                PRESENCE => {
-                    let s = contract
-                        .decode_presence(&value)
-                        .map_err(|e| damaged(format!("presence of {key}: {e}")))?;
-                    presence.apply(&key, Some(s));
-                }
-                IMPORT => {
-                    let s = contract
-                        .decode_import_state(&value)
-                        .map_err(|e| damaged(format!("import {key}: {e}")))?;
-                    imports.apply(&key, Some(s));
-                }
-                other => return Err(damaged(format!("unknown record kind {other}"))),
-            }
-            loaded += 1;
-        }
-        // Room moves of a load are history, not news for the stream.
-        presence.take_room_changes();
-        if loaded != trailer.presence + trailer.imports {
-            return Err(damaged(format!(
-                "{loaded} states, the trailer says {}",
-                trailer.presence + trailer.imports
-            )));
-        }
-        Ok(loaded)
-    }
 }
 
 /// What a usable snapshot gave the follower.
