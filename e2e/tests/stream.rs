@@ -219,3 +219,77 @@ async fn a_stream_closes_when_its_token_expires() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A burst of 20,000 users against a buffer of 100: a subscriber that keeps
+/// reading is never cut off; what went by too fast is announced in
+/// `resync` events, and what it received plus what they say it missed is
+/// every change, exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_resyncs_a_reading_subscriber_and_never_drops_it() -> anyhow::Result<()> {
+    const USERS: usize = 20_000;
+    let s = Stack::start("burst", &[], &["--stream-buffer", "100"]).await?;
+    let mut stream = SseClient::connect(
+        &format!("{}/v1/stream", s.projections.url),
+        &sessionfold_e2e::root_token(),
+        None,
+    )
+    .await?;
+    let feeder = sessionfold_e2e::Feeder::new(&s.prefix)?;
+    let at = sessionfold_e2e::now_millis();
+    let burst: Vec<_> = (0..USERS)
+        .map(|n| sessionfold_e2e::session_started(format!("b{n}"), &format!("b{n}"), at))
+        .collect();
+    feeder.send(&burst).await?;
+    // The subscriber reads nothing until the views hold the whole burst:
+    // its socket fills and the burst outruns it.
+    eventually(
+        Duration::from_secs(60),
+        "the burst in the views",
+        || async {
+            let held = s
+                .projections
+                .metric("sessionfold_projections_presence_users")
+                .await?;
+            Ok((held == USERS as f64).then_some(()))
+        },
+    )
+    .await?;
+    let (mut received, mut missed, mut resyncs) = (0u64, 0u64, 0u64);
+    while received + missed < USERS as u64 {
+        let Some(e) = stream.next(Duration::from_secs(30)).await? else {
+            anyhow::bail!(
+                "the stream ended or went quiet after {received} changes and {missed} missed"
+            );
+        };
+        match e.event.as_str() {
+            "presence" => received += 1,
+            "resync" => {
+                resyncs += 1;
+                missed += e.data["missed"].as_u64().unwrap_or_default();
+            }
+            other => anyhow::bail!("unexpected {other}: {}", e.data),
+        }
+    }
+    assert_eq!(received + missed, USERS as u64, "{resyncs} resyncs");
+    assert!(
+        resyncs >= 1 && missed >= 1,
+        "the burst never outran the subscriber"
+    );
+    // Still open: the next change arrives.
+    feeder
+        .send(&[sessionfold_e2e::session_started(
+            "after".into(),
+            "after",
+            at,
+        )])
+        .await?;
+    let next = stream
+        .next(Duration::from_secs(30))
+        .await?
+        .map(|e| summary(&e));
+    assert_eq!(
+        next,
+        Some(("presence".into(), "after".into(), "online".into()))
+    );
+    Ok(())
+}

@@ -138,7 +138,7 @@ pub struct Settings {
     /// Verifies the callers' tokens.
     pub auth: Authenticator,
     /// Changes kept for `Last-Event-ID` resumption, and the most a live
-    /// subscriber may fall behind before it is dropped.
+    /// subscriber may fall behind before it is sent a resync.
     pub stream_buffer: usize,
     /// Views staler than this make the service not ready.
     pub max_staleness: Millis,

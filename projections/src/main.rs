@@ -67,7 +67,7 @@ struct ServeArgs {
     #[arg(long, env = "SESSIONFOLD_STALE_AFTER", default_value = "24h", value_parser = parse_duration)]
     stale_after: Duration,
     /// Changes kept for stream clients resuming with Last-Event-ID; a live
-    /// client further behind than this is disconnected.
+    /// client further behind than this is sent a resync.
     #[arg(long, env = "SESSIONFOLD_STREAM_BUFFER", default_value_t = 10_000)]
     stream_buffer: usize,
     /// Staler than this (the views missing changes the broker held this
