@@ -247,6 +247,12 @@ pub fn restore(
             tracing::info!(file = %file.display(), "no snapshot of the views yet; reading the changelogs from the beginning");
             return None;
         }
+        // Another cluster's or other topics' snapshot is expected after a
+        // broker is reset; a damaged one is not.
+        Err(e @ SnapshotError::Foreign(_)) => {
+            tracing::info!(file = %file.display(), error = %e, "snapshot of the views ignored; reading the changelogs from the beginning");
+            return None;
+        }
         Err(e) => {
             tracing::warn!(file = %file.display(), error = %e, "snapshot of the views ignored; reading the changelogs from the beginning");
             return None;
@@ -260,7 +266,7 @@ pub fn restore(
                 .is_some_and(|at| (*low..=*high).contains(at))
         });
     if !fits {
-        tracing::warn!(file = %file.display(), snapshot = ?positions, changelogs = ?marks,
+        tracing::info!(file = %file.display(), snapshot = ?positions, changelogs = ?marks,
             "snapshot of the views ignored: its positions are not in the changelogs (recreated, truncated or repartitioned); reading them from the beginning");
         return None;
     }
