@@ -93,6 +93,11 @@ impl Freshness {
         &self.positions
     }
 
+    /// The time of the newest change applied.
+    pub fn newest_change(&self) -> Option<Millis> {
+        self.newest_change
+    }
+
     /// The freshness as of `now`.
     pub fn report(&self, now: Millis) -> Report {
         let lag = (!self.ends.is_empty()).then(|| {

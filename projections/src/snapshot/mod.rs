@@ -31,7 +31,7 @@ use sessionfold_views::freshness::{Freshness, Partition};
 use crate::follow::Views;
 
 mod read;
-pub use read::{Verified, verify};
+pub use read::{Verified, identity_in, verify};
 
 const MAGIC: &[u8; 8] = b"SFVIEWS1";
 const PRESENCE: u8 = 1;
@@ -171,7 +171,7 @@ pub fn write(
         positions: Vec::new(),
         idle_timeout: 0,
         activity_resolution: 0,
-        newest_change: sessionfold_edge::lock(fresh).report(0).newest_change,
+        newest_change: sessionfold_edge::lock(fresh).newest_change(),
         presence: 0,
         imports: 0,
     };

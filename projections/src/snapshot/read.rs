@@ -49,15 +49,7 @@ pub fn verify(file: &Path, identity: &Identity) -> Result<Verified, SnapshotErro
         ));
     }
     f.seek(SeekFrom::Start(0))?;
-    let mut magic = [0; 8];
-    f.read_exact(&mut magic)?;
-    if &magic != MAGIC {
-        return Err(damaged(
-            "not a snapshot of the views (or of another version)",
-        ));
-    }
-    let theirs: Identity =
-        serde_json::from_slice(&get(&mut f)?).map_err(|e| damaged(format!("identity: {e}")))?;
+    let theirs = read_identity(&mut f)?;
     if theirs != *identity {
         return Err(SnapshotError::Foreign(format!(
             "taken of {theirs}; this instance reads {identity}"
@@ -197,4 +189,22 @@ fn decode_all(
         let _ = tx.send(chunk);
     }
     Ok(())
+}
+
+/// The identity at the start of a snapshot, after its magic.
+fn read_identity(f: &mut impl Read) -> Result<Identity, SnapshotError> {
+    let mut magic = [0; 8];
+    f.read_exact(&mut magic)?;
+    if &magic != MAGIC {
+        return Err(damaged(
+            "not a snapshot of the views (or of another version)",
+        ));
+    }
+    serde_json::from_slice(&get(f)?).map_err(|e| damaged(format!("identity: {e}")))
+}
+
+/// Which changelogs the snapshot at `file` says it is of, without checking
+/// the rest of it.
+pub fn identity_in(file: &Path) -> Result<Identity, SnapshotError> {
+    read_identity(&mut File::open(file)?)
 }
