@@ -12,6 +12,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod baselines;
+mod failover;
 mod history;
 mod live;
 mod pipeline;
@@ -117,6 +118,13 @@ pub struct Args {
     /// then new pages).
     #[arg(long, default_value_t = 5)]
     restart_updates: usize,
+    /// Run only the failover bench, with this many users (on
+    /// `--kafka-brokers`, else `--brokers`).
+    #[arg(long)]
+    failover: Option<usize>,
+    /// Kills of the failover bench, with standbys and as many without.
+    #[arg(long, default_value_t = 10)]
+    failover_kills: usize,
     /// Process id of the `--brokers` broker, for its CPU.
     #[arg(long, env = "SESSIONFOLD_BENCH_BROKER_PID")]
     broker_pid: Option<u32>,
@@ -137,6 +145,18 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(users) = args.restart {
         return run_restart(&args, users).await;
+    }
+    if let Some(users) = args.failover {
+        let brokers = args.kafka_brokers.as_deref().unwrap_or(&args.brokers);
+        let run = failover::run(brokers, users, args.failover_kills).await?;
+        let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        return own_run(
+            &args,
+            "failover",
+            &run.markdown(&args.command, &date),
+            "failover",
+            run.keys(),
+        );
     }
     if !args.steady.is_empty() {
         return run_steady(&args).await;
@@ -391,22 +411,39 @@ async fn run_steady(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The projections restart bench alone; its section and key replace the
-/// ones in the report files, and the rest of them stays.
+/// The projections restart bench alone.
 async fn run_restart(args: &Args, users: usize) -> anyhow::Result<()> {
     let brokers = args.kafka_brokers.as_deref().unwrap_or(&args.brokers);
     let run = restart::run(brokers, users, args.restart_updates, args.restart_rounds).await?;
     let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    own_run(
+        args,
+        "restart",
+        &run.markdown(&args.command, &date),
+        "projections",
+        run.keys(),
+    )
+}
+
+/// A run of its own: its section and key replace the ones in the report
+/// files, and the rest of them stays.
+fn own_run(
+    args: &Args,
+    section: &str,
+    markdown_section: &str,
+    key: &str,
+    keys: serde_json::Value,
+) -> anyhow::Result<()> {
     let markdown = std::fs::read_to_string(&args.markdown).unwrap_or_default();
     std::fs::write(
         &args.markdown,
-        sections::splice(&markdown, "restart", &run.markdown(&args.command, &date)),
+        sections::splice(&markdown, section, markdown_section),
     )?;
     let mut json: serde_json::Value = std::fs::read_to_string(&args.json)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_else(|| serde_json::json!({}));
-    json["projections"] = run.keys();
+    json[key] = keys;
     std::fs::write(&args.json, serde_json::to_string_pretty(&json)? + "\n")?;
     eprintln!(
         "wrote {} and {}",

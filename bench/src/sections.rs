@@ -41,9 +41,10 @@ pub fn kept(markdown: &str, name: &str) -> Option<String> {
 
 /// The sections written by runs of their own, and their keys in
 /// bench-results.json.
-pub const OWN_RUNS: [(&str, &[&str]); 2] = [
+pub const OWN_RUNS: [(&str, &[&str]); 3] = [
     ("steady", &["steady", "steady_runs"]),
     ("restart", &["projections"]),
+    ("failover", &["failover"]),
 ];
 
 #[cfg(test)]

@@ -79,7 +79,10 @@ impl Service {
             _ => Command::new(binary(name)?),
         };
         if name == "sessionfold-processor" {
-            cmd.arg("--state-dir").arg(dir.path().join("state"));
+            // A store of the caller's outlives the process (a restart on it).
+            if !args.contains(&"--state-dir") {
+                cmd.arg("--state-dir").arg(dir.path().join("state"));
+            }
             if !args.contains(&"--group-id") {
                 cmd.args(["--group-id", prefix]);
             }

@@ -505,6 +505,10 @@ pub struct Record {
     pub headers: std::collections::BTreeMap<String, String>,
     /// The record's timestamp (ms since the epoch), if any.
     pub timestamp: Option<i64>,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
 }
 
 /// Reads every partition of `topic` from the beginning until `want` records
@@ -546,6 +550,8 @@ pub async fn consume_all(
             payload: m.payload().map(<[u8]>::to_vec),
             headers,
             timestamp: m.timestamp().to_millis(),
+            partition: m.partition(),
+            offset: m.offset(),
         });
     }
     Ok(out)

@@ -16,6 +16,7 @@ mod output;
 pub mod pipeline;
 pub mod restore;
 pub mod rules;
+pub mod standby;
 pub mod store;
 pub mod tables;
 

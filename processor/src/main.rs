@@ -165,6 +165,19 @@ struct RunArgs {
     /// partition), where the processor has a core to spare for sled.
     #[arg(long, env = "SESSIONFOLD_STORE_CACHE_MIB", default_value_t = sessionfold_processor::store::CACHE_BYTES >> 20)]
     store_cache_mib: u64,
+    /// Warm standby copies: with 1 or more, this instance keeps a copy of
+    /// every partition it does not own current in its local store by
+    /// tailing the changelogs, so that a partition it takes on after its
+    /// owner is gone needs only the changelog's tail. The group's assignor
+    /// cannot be told where the copies are, so an instance with standbys
+    /// keeps every partition it does not own: with K instances, each
+    /// partition has K - 1 copies, whatever the number (0: none).
+    #[arg(long, env = "SESSIONFOLD_STANDBY_REPLICAS", default_value_t = 0)]
+    standby_replicas: u32,
+    /// Longest the warm copies of an instance that owns no partition may be
+    /// behind their changelogs for /readyz to say ready.
+    #[arg(long, env = "SESSIONFOLD_STANDBY_READY_WITHIN", default_value = "10s", value_parser = parse_duration)]
+    standby_ready_within: Duration,
 }
 
 /// The answer to a damaged local store.
@@ -222,6 +235,8 @@ async fn main() -> anyhow::Result<()> {
                 n => n,
             },
             fold_parallel_from: args.fold_parallel_from,
+            standby: args.standby_replicas > 0,
+            standby_ready_within: args.standby_ready_within,
         },
         state_dir: args.state_dir,
         partitions: args.common.partitions,

@@ -40,7 +40,9 @@ pub struct Metrics {
     /// Local stores found damaged and rebuilt from the changelog.
     pub store_rebuilt: prometheus::IntCounter,
     /// Partitions taken on, by how their state came: `own_store` (the local
-    /// store was current) or `full_restore` (rebuilt from the changelog).
+    /// store was current, or needed only the changelog's tail), `standby`
+    /// (a warm copy and the changelog's tail) or `full_restore` (rebuilt
+    /// from the whole changelog).
     pub takeovers: IntCounterVec,
     /// Seconds from taking a partition on to folding it, by kind.
     pub takeover_seconds: HistogramVec,
@@ -64,6 +66,8 @@ pub struct Metrics {
     pub store_bytes: prometheus::IntCounter,
     /// Seconds the loop spent in each stage (see [`Stage`]).
     pub stage_seconds: prometheus::CounterVec,
+    /// The warm standby copies' lag and work.
+    pub standby: crate::standby::StandbyMetrics,
 }
 
 /// The stages of the loop whose time is counted, so that a slow processor
@@ -241,7 +245,7 @@ impl Metrics {
             IntCounterVec::new(
                 Opts::new(
                     "takeovers_total",
-                    "Input partitions taken on, by how their state came (own_store, full_restore)",
+                    "Input partitions taken on, by how their state came (own_store, standby, full_restore)",
                 ),
                 &["kind"],
             ),
@@ -350,6 +354,7 @@ impl Metrics {
             ),
         )?;
         let gauges = sessionfold_edge::ServiceGauges::register(&registry)?;
+        let standby = crate::standby::StandbyMetrics::register(&registry)?;
         Ok(Metrics {
             gauges,
             registry,
@@ -378,6 +383,7 @@ impl Metrics {
             store_writes,
             store_bytes,
             stage_seconds,
+            standby,
         })
     }
 }

@@ -123,9 +123,15 @@ pub(crate) struct Acks {
     settled: Condvar,
 }
 
+/// The next offset after the last record of a batch acknowledged on each
+/// (topic, partition): where a copy of the states stands in the changelog.
+pub(crate) type Reached = Vec<(String, i32, i64)>;
+
 /// The deliveries of the batch being published.
 #[derive(Default)]
 struct Tally {
+    /// Per partition written, the offset after its last acknowledged record.
+    reached: Reached,
     /// Which batch the count is for; a report of an earlier one (after a
     /// refusal stopped the wait for it) is not counted.
     batch: usize,
@@ -152,10 +158,23 @@ impl ProducerContext for Acks {
             return;
         }
         tally.outstanding = tally.outstanding.saturating_sub(1);
-        if let Err((e, m)) = result
-            && tally.refused.is_none()
-        {
-            tally.refused = Some((m.topic().to_owned(), e.to_string()));
+        match result {
+            Ok(m) => {
+                let (topic, partition, next) = (m.topic(), m.partition(), m.offset() + 1);
+                // A batch writes a handful of partitions: a scan beats a map.
+                match tally
+                    .reached
+                    .iter_mut()
+                    .find(|(t, p, _)| *p == partition && t == topic)
+                {
+                    Some((_, _, at)) => *at = (*at).max(next),
+                    None => tally.reached.push((topic.to_owned(), partition, next)),
+                }
+            }
+            Err((e, m)) if tally.refused.is_none() => {
+                tally.refused = Some((m.topic().to_owned(), e.to_string()));
+            }
+            Err(_) => {}
         }
         if tally.outstanding == 0 || tally.refused.is_some() {
             self.settled.notify_all();
@@ -170,8 +189,9 @@ pub(crate) trait ChangelogSink: Send {
     /// Each record's headers are moved out (left empty) rather than copied.
     fn publish(&self, records: &mut [Outgoing<'_>]) -> Result<(), ProcessorError>;
     /// Waits until every record of the batch published last is
-    /// acknowledged, or one of them is refused.
-    fn acknowledged(&self) -> Result<(), ProcessorError>;
+    /// acknowledged, or one of them is refused; says where its records
+    /// ended on each partition.
+    fn acknowledged(&self) -> Result<Reached, ProcessorError>;
 }
 
 impl ChangelogSink for ChangelogProducer {
@@ -179,7 +199,7 @@ impl ChangelogSink for ChangelogProducer {
         publish(self, records)
     }
 
-    fn acknowledged(&self) -> Result<(), ProcessorError> {
+    fn acknowledged(&self) -> Result<Reached, ProcessorError> {
         acknowledged(self)
     }
 }
@@ -197,6 +217,7 @@ fn publish(
         tally.batch = tally.batch.wrapping_add(1);
         tally.outstanding = total;
         tally.refused = None;
+        tally.reached.clear();
         tally.batch
     };
     for (i, o) in records.iter_mut().enumerate() {
@@ -236,7 +257,7 @@ fn publish(
 
 /// Waits until the broker has acknowledged every record of the batch
 /// published last, or has refused one of them.
-fn acknowledged(producer: &ChangelogProducer) -> Result<(), ProcessorError> {
+fn acknowledged(producer: &ChangelogProducer) -> Result<Reached, ProcessorError> {
     let acks = producer.context();
     let mut tally = sessionfold_edge::lock(&acks.tally);
     while tally.outstanding > 0 && tally.refused.is_none() {
@@ -247,6 +268,6 @@ fn acknowledged(producer: &ChangelogProducer) -> Result<(), ProcessorError> {
     }
     match tally.refused.take() {
         Some((topic, reason)) => Err(ProcessorError::Delivery { topic, reason }),
-        None => Ok(()),
+        None => Ok(std::mem::take(&mut tally.reached)),
     }
 }

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use crate::error::ProcessorError;
 
 const OFFSET_KEY: &[u8] = b"~next_offset";
+const CHANGELOG_KEY: &[u8] = b"~changelog_next";
+const STANDBY_KEY: &[u8] = b"~standby_copy";
 const ENTITY_PREFIX: &[u8] = b"e/";
 
 /// Renames a damaged store directory to `<dir>.damaged-<millis>` so that a
@@ -36,6 +38,13 @@ pub fn move_aside(dir: &Path) -> Result<std::path::PathBuf, ProcessorError> {
 pub trait StateStore: Send + Sync {
     /// The stored next offset of a partition's tree, if it was ever committed.
     fn next_offset(&self, tree: &str) -> Result<Option<i64>, ProcessorError>;
+    /// The next changelog offset a tree's states were read up to, when they
+    /// were last brought up to date from the changelog (a restore or a
+    /// standby's tailing); `None` when they never were.
+    fn changelog_position(&self, tree: &str) -> Result<Option<i64>, ProcessorError>;
+    /// True when a tree's states were last written by a warm standby's
+    /// tailing, not by an owner.
+    fn standby_copy(&self, tree: &str) -> Result<bool, ProcessorError>;
     /// Hands every encoded state in a partition's tree to `each`.
     fn for_each_state(
         &self,
@@ -66,6 +75,12 @@ pub struct PartitionWrite {
     pub entities: Vec<(String, Option<Vec<u8>>)>,
     /// The offset to resume reading from.
     pub next_offset: Option<i64>,
+    /// The next changelog offset the states now cover, when they were read
+    /// from the changelog.
+    pub changelog_next: Option<i64>,
+    /// Who keeps the tree from now on: `Some(true)` a warm standby,
+    /// `Some(false)` an owner (`None`: unchanged).
+    pub standby_copy: Option<bool>,
 }
 
 fn entity_key(id: &str) -> Vec<u8> {
@@ -120,6 +135,22 @@ impl StateStore for Store {
         Ok(v.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok().map(i64::from_be_bytes)))
     }
 
+    fn changelog_position(&self, tree: &str) -> Result<Option<i64>, ProcessorError> {
+        let v = self
+            .tree(tree)?
+            .get(CHANGELOG_KEY)
+            .map_err(|e| ProcessorError::store("reading changelog position", e))?;
+        Ok(v.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok().map(i64::from_be_bytes)))
+    }
+
+    fn standby_copy(&self, tree: &str) -> Result<bool, ProcessorError> {
+        let v = self
+            .tree(tree)?
+            .get(STANDBY_KEY)
+            .map_err(|e| ProcessorError::store("reading who keeps a partition", e))?;
+        Ok(v.is_some_and(|b| b.as_ref() == [1]))
+    }
+
     fn for_each_state(
         &self,
         tree: &str,
@@ -149,6 +180,12 @@ impl StateStore for Store {
         }
         if let Some(o) = write.next_offset {
             batch.insert(OFFSET_KEY, &o.to_be_bytes());
+        }
+        if let Some(o) = write.changelog_next {
+            batch.insert(CHANGELOG_KEY, &o.to_be_bytes());
+        }
+        if let Some(copy) = write.standby_copy {
+            batch.insert(STANDBY_KEY, &[u8::from(copy)]);
         }
         t.apply_batch(batch)
             .map_err(|e| ProcessorError::store("writing batch", e))?;
@@ -194,6 +231,8 @@ pub struct MemoryStore {
 struct MemoryTree {
     states: BTreeMap<String, Vec<u8>>,
     next_offset: Option<i64>,
+    changelog_next: Option<i64>,
+    standby_copy: bool,
 }
 
 impl MemoryStore {
@@ -208,6 +247,18 @@ impl StateStore for MemoryStore {
         Ok(sessionfold_edge::lock(&self.trees)
             .get(tree)
             .and_then(|t| t.next_offset))
+    }
+
+    fn changelog_position(&self, tree: &str) -> Result<Option<i64>, ProcessorError> {
+        Ok(sessionfold_edge::lock(&self.trees)
+            .get(tree)
+            .and_then(|t| t.changelog_next))
+    }
+
+    fn standby_copy(&self, tree: &str) -> Result<bool, ProcessorError> {
+        Ok(sessionfold_edge::lock(&self.trees)
+            .get(tree)
+            .is_some_and(|t| t.standby_copy))
     }
 
     fn for_each_state(
@@ -233,6 +284,12 @@ impl StateStore for MemoryStore {
         }
         if let Some(o) = write.next_offset {
             t.next_offset = Some(o);
+        }
+        if let Some(o) = write.changelog_next {
+            t.changelog_next = Some(o);
+        }
+        if let Some(copy) = write.standby_copy {
+            t.standby_copy = copy;
         }
         Ok(())
     }

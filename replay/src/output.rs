@@ -36,6 +36,8 @@ pub(crate) fn write_store(f: &Folded, contract: &Contract, dir: &Path) -> Result
         let write = PartitionWrite {
             entities,
             next_offset: offset(Stream::Activity, p),
+            changelog_next: None,
+            standby_copy: None,
         };
         store.replace(&tree(Stream::Activity, p), write)?;
     }
@@ -47,6 +49,8 @@ pub(crate) fn write_store(f: &Folded, contract: &Contract, dir: &Path) -> Result
         let write = PartitionWrite {
             entities,
             next_offset: offset(Stream::Imports, p),
+            changelog_next: None,
+            standby_copy: None,
         };
         store.replace(&tree(Stream::Imports, p), write)?;
     }

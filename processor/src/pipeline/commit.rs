@@ -239,11 +239,20 @@ impl Core {
     /// it is settled).
     pub(super) fn finish(&mut self) -> Result<(), ProcessorError> {
         self.settle()?;
-        let Some(f) = self.in_flight.take() else {
+        let Some(mut f) = self.in_flight.take() else {
             return Ok(());
         };
         let waiting = Instant::now();
-        self.producer.acknowledged()?;
+        let reached = self.producer.acknowledged()?;
+        // The stored states equal the changelog up to here: a copy that
+        // starts from this tree later reads only what others wrote after.
+        for (topic, p, next) in reached {
+            if let Some(stream) = Stream::of_changelog(&self.settings.topics, &topic)
+                && let Some(write) = f.writes.get_mut(&(stream, p))
+            {
+                write.changelog_next = Some(next);
+            }
+        }
         self.clock.add(Stage::AckWait, waiting);
         for (topic, n) in &f.outgoing {
             self.metrics

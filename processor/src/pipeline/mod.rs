@@ -52,7 +52,8 @@ mod worker;
 
 pub use settings::{LoopSettings, Status};
 
-use crate::restore::{Restore, restore_partition};
+use crate::restore::{Restore, Target, changelog_reader, restore_partition};
+use crate::standby::{Standby, Tailer};
 use crate::store::{PartitionWrite, SharedStore};
 use crate::tables::{Part, Stream, Table, tree};
 use group::{GROUP_CHECK, GROUP_CHECK_SLOW, UNDESCRIBED_LIMIT};
@@ -188,6 +189,7 @@ pub struct Processor {
     consumer: BaseConsumer<Ctx>,
     core: Shared,
     handoff: Arc<Handoff>,
+    standby: Arc<Standby>,
 }
 
 impl Processor {
@@ -220,6 +222,20 @@ impl Processor {
         )?));
         let settings = lock(&core).settings.clone();
         let handoff = Arc::new(Handoff::default());
+        let standby = Arc::new(if settings.standby {
+            let c = lock(&core);
+            Standby::start(Tailer::new(
+                &settings.brokers,
+                topics.clone(),
+                c.contract.clone(),
+                c.store.clone(),
+                c.metrics.clone(),
+                c.status.clone(),
+                settings.standby_ready_within,
+            ))?
+        } else {
+            Standby::none()
+        });
         let mut config = sessionfold_edge::consumer_config(&settings.brokers);
         if let Some(id) = &settings.instance_id {
             config.set("group.instance.id", id);
@@ -242,6 +258,7 @@ impl Processor {
             .create_with_context(Ctx {
                 core: core.clone(),
                 handoff: handoff.clone(),
+                standby: standby.clone(),
                 topics: topics.clone(),
                 logs: sessionfold_edge::QuietLogs::default(),
             })?;
@@ -258,6 +275,7 @@ impl Processor {
             consumer,
             core,
             handoff,
+            standby,
         })
     }
 
@@ -291,6 +309,7 @@ impl Processor {
             core.commit_group(&self.consumer, None, CommitMode::Async);
             drop(core);
             self.consumer.unsubscribe();
+            self.standby.stop();
             Ok(())
         })
     }

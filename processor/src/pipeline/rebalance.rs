@@ -9,6 +9,7 @@ use super::*;
 pub(super) struct Ctx {
     pub(super) core: Shared,
     pub(super) handoff: Arc<Handoff>,
+    pub(super) standby: Arc<Standby>,
     pub(super) topics: Topics,
     pub(super) logs: sessionfold_edge::QuietLogs,
 }
@@ -99,8 +100,21 @@ impl ConsumerContext for Ctx {
                 core.status.joined.store(true, Ordering::SeqCst);
                 let counts = partition_counts(consumer, &self.topics);
                 core.partition_counts.extend(counts);
+                // Copies are taken from the standby tailer first, and the
+                // trees read only once no write of the store writer is left.
                 for p in &partitions {
-                    let offset = match core.take_partition(*p) {
+                    self.standby.release(*p);
+                }
+                let started = Instant::now();
+                let restored = match core.settle() {
+                    Ok(()) => core.restore_all(&partitions),
+                    Err(e) => {
+                        self.handoff.fail(e);
+                        Vec::new()
+                    }
+                };
+                for (p, restored) in partitions.iter().zip(restored) {
+                    let offset = match core.take_partition(*p, restored, started) {
                         Ok(next) => {
                             self.handoff.own(*p, next);
                             // The statistics tell the high watermark only
@@ -151,6 +165,7 @@ impl ConsumerContext for Ctx {
                 core.commit_group(consumer, Some(&partitions), CommitMode::Async);
                 for p in &partitions {
                     core.parts.remove(p);
+                    self.standby.stand_by(*p);
                     // A partition that left has no lag here: drop its series
                     // rather than leave a stale figure behind.
                     let label = [p.0.input(&self.topics), &p.1.to_string()];
@@ -193,15 +208,57 @@ pub(super) fn partition_counts<C: ConsumerContext>(
 }
 
 impl Core {
-    /// Restores (if needed) and loads one assigned partition; returns where to read from.
-    pub(super) fn take_partition(&mut self, p: Part) -> Result<Option<i64>, ProcessorError> {
-        // The partition's tree is read below: no write may still be on its way.
-        self.settle()?;
-        self.status.restoring.fetch_add(1, Ordering::SeqCst);
+    /// Restores the assigned partitions side by side, each with its own
+    /// reader: a takeover waits for the slowest, not for their sum (every
+    /// read ends with a quiet wait for records a lagging broker reports
+    /// late). The store writer must be settled.
+    pub(super) fn restore_all(&self, parts: &[Part]) -> Vec<Result<Restore, ProcessorError>> {
+        self.status
+            .restoring
+            .fetch_add(parts.len(), Ordering::SeqCst);
         self.status.running.store(false, Ordering::SeqCst);
-        let started = Instant::now();
+        let (settings, contract, store, metrics) = (
+            &self.settings,
+            &self.contract,
+            self.store.as_ref(),
+            &self.metrics,
+        );
+        let results = std::thread::scope(|s| {
+            let handles: Vec<_> = parts
+                .iter()
+                .map(|p| {
+                    std::thread::Builder::new()
+                        .name("sessionfold-restore".into())
+                        .spawn_scoped(s, move || restore(settings, contract, store, metrics, *p))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| match h {
+                    Ok(h) => h.join().unwrap_or_else(|_| {
+                        Err(ProcessorError::Thread("a restore thread panicked".into()))
+                    }),
+                    Err(e) => Err(ProcessorError::Thread(e.to_string())),
+                })
+                .collect()
+        });
+        self.status
+            .restoring
+            .fetch_sub(parts.len(), Ordering::SeqCst);
+        results
+    }
+
+    /// Loads one assigned partition restored by [`Core::restore_all`];
+    /// returns where to read from. `started`: when the takeover began.
+    pub(super) fn take_partition(
+        &mut self,
+        p: Part,
+        restored: Result<Restore, ProcessorError>,
+        started: Instant,
+    ) -> Result<Option<i64>, ProcessorError> {
+        self.status.restoring.fetch_add(1, Ordering::SeqCst);
         let result = (|| {
-            let how = self.restore(p)?;
+            let how = restored?;
             let table = match self.load(p) {
                 Ok(t) => t,
                 Err(e) if self.settings.rebuild_damaged => {
@@ -209,7 +266,13 @@ impl Core {
                     self.metrics.store_rebuilt.inc();
                     self.store
                         .replace(&tree(p.0, p.1), PartitionWrite::default())?;
-                    self.restore(p)?;
+                    restore(
+                        &self.settings,
+                        &self.contract,
+                        self.store.as_ref(),
+                        &self.metrics,
+                        p,
+                    )?;
                     self.load(p)?
                 }
                 Err(e) => return Err(e),
@@ -230,6 +293,11 @@ impl Core {
             self.metrics.partitions.set(self.parts.len() as i64);
             let (kind, records) = match how {
                 Restore::LocalCurrent => ("own_store", 0),
+                Restore::FromTail {
+                    records,
+                    standby: true,
+                } => ("standby", records),
+                Restore::FromTail { records, .. } => ("own_store", records),
                 Restore::FromChangelog { records } => ("full_restore", records),
             };
             self.metrics.takeovers.with_label_values(&[kind]).inc();
@@ -245,21 +313,6 @@ impl Core {
         })();
         self.status.restoring.fetch_sub(1, Ordering::SeqCst);
         result
-    }
-
-    pub(super) fn restore(&self, (stream, partition): Part) -> Result<Restore, ProcessorError> {
-        let contract = &self.contract;
-        let valid = |key: &str, bytes: &[u8]| Table::check(stream, contract, key, bytes);
-        restore_partition(
-            &self.settings.brokers,
-            stream.input(&self.settings.topics),
-            stream.changelog(&self.settings.topics),
-            partition,
-            &tree(stream, partition),
-            self.store.as_ref(),
-            &self.metrics,
-            &valid,
-        )
     }
 
     /// Reads a partition's stored states into a table.
@@ -281,4 +334,24 @@ impl Core {
             })?;
         Ok(table)
     }
+}
+
+/// Restores one partition's tree from its changelog, unless it is current.
+fn restore(
+    settings: &LoopSettings,
+    contract: &Contract,
+    store: &dyn crate::store::StateStore,
+    metrics: &Metrics,
+    (stream, partition): Part,
+) -> Result<Restore, ProcessorError> {
+    let valid = |key: &str, bytes: &[u8]| Table::check(stream, contract, key, bytes);
+    let consumer = changelog_reader(&settings.brokers)?;
+    let name = tree(stream, partition);
+    let target = Target {
+        input: stream.input(&settings.topics),
+        changelog: stream.changelog(&settings.topics),
+        partition,
+        tree: &name,
+    };
+    restore_partition(&consumer, &target, store, metrics, &valid)
 }

@@ -48,6 +48,11 @@ pub struct LoopSettings {
     pub fold_threads: usize,
     /// Fewest queued records for which a batch is folded on several threads.
     pub fold_parallel_from: usize,
+    /// Whether warm copies of the partitions owned elsewhere are kept here.
+    pub standby: bool,
+    /// Longest the warm copies of an instance that owns nothing may be
+    /// behind for it to be ready.
+    pub standby_ready_within: Duration,
 }
 
 /// What the HTTP surface reports about the loop.
@@ -64,6 +69,9 @@ pub struct Status {
     pub unowned_secs: AtomicU64,
     /// Owned partitions with records waiting that do not move.
     pub stuck: AtomicUsize,
+    /// Seconds the warm copies of an instance that owns nothing are behind,
+    /// past the bound (0: within it, or the instance owns partitions).
+    pub standby_behind_secs: AtomicU64,
 }
 
 impl Status {
@@ -76,6 +84,12 @@ impl Status {
         if unowned > 0 {
             return Some(format!(
                 "input partitions without an owner in the group for {unowned} s; rejoining"
+            ));
+        }
+        let behind = self.standby_behind_secs.load(Ordering::SeqCst);
+        if behind > 0 {
+            return Some(format!(
+                "owning no partition, and the warm copies of the others are {behind} s behind their changelogs"
             ));
         }
         let stuck = self.stuck.load(Ordering::SeqCst);

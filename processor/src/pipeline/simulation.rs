@@ -6,7 +6,9 @@
 //! from the store. Whatever the schedule, once the input is drained the
 //! changelog's last state of every user and the store equal a sequential
 //! fold of the input: every effect once, none lost. A revoked partition
-//! publishes nothing more.
+//! publishes nothing more. The changelog position stored with the states
+//! (where a warm copy starts) is never past the changelog, and the
+//! changelog up to it holds exactly the stored states.
 //!
 //! `SESSIONFOLD_SIM_SEEDS=N` runs N seeds (default 300); a failure names
 //! its seed, and `SESSIONFOLD_SIM_SEED=S` replays that one alone.
@@ -124,10 +126,18 @@ fn expected(events: &[ActivityEvent], end: Millis) -> BTreeMap<String, UserPrese
         .collect()
 }
 
-/// The last state of every user on the changelog.
-fn last_published(sink: &MemorySink, contract: &Contract) -> BTreeMap<String, UserPresence> {
+/// The last state of every user on the changelog, in its first `upto`
+/// records (all when `None`).
+fn last_published(
+    sink: &MemorySink,
+    contract: &Contract,
+    upto: Option<i64>,
+) -> BTreeMap<String, UserPresence> {
     let mut last = BTreeMap::new();
-    for p in sessionfold_edge::lock(&sink.published).iter() {
+    let published = sessionfold_edge::lock(&sink.published);
+    let changelog = published.iter().filter(|p| p.topic == "t.presence");
+    let limit = upto.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(0));
+    for p in changelog.take(limit) {
         match &p.payload {
             Some(v) => {
                 let u = contract.decode_presence(v).expect("a state");
@@ -257,7 +267,7 @@ fn run(seed: u64) -> Result<(), String> {
     }
     let contract = core.contract.clone();
     let want = expected(&events, now);
-    let changelog = last_published(&sink, &contract);
+    let changelog = last_published(&sink, &contract, None);
     if changelog != want {
         return Err(format!(
             "after {restarts} restarts (resolution {resolution} ms) the changelog differs from the fold:\n{:#?}\nwant\n{:#?}",
@@ -267,6 +277,25 @@ fn run(seed: u64) -> Result<(), String> {
     if stored(&store, &contract) != want {
         return Err(format!(
             "after {restarts} restarts the store differs from the fold"
+        ));
+    }
+    // What a warm copy starts from: the store's states are the changelog's
+    // up to the position stored with them.
+    let position = store
+        .changelog_position(&tree(P0.0, P0.1))
+        .map_err(|e| e.to_string())?;
+    let on_changelog = sessionfold_edge::lock(&sink.published)
+        .iter()
+        .filter(|p| p.topic == "t.presence")
+        .count();
+    if position.is_some_and(|n| usize::try_from(n).unwrap_or(usize::MAX) > on_changelog) {
+        return Err(format!(
+            "the stored changelog position {position:?} is past the changelog's {on_changelog} records"
+        ));
+    }
+    if position.is_some() && last_published(&sink, &contract, position) != want {
+        return Err(format!(
+            "after {restarts} restarts the changelog up to the stored position {position:?} differs from the store"
         ));
     }
     Ok(())

@@ -141,6 +141,8 @@ mod tests {
         PartitionWrite {
             entities: vec![(id.to_owned(), Some(id.as_bytes().to_vec()))],
             next_offset: Some(next),
+            changelog_next: None,
+            standby_copy: None,
         }
     }
 

@@ -10,6 +10,7 @@ use sessionfold_fold::{ImportConfig, PresenceConfig};
 use sessionfold_schemas::{ActivityBody, ActivityEvent, Interaction};
 
 use super::*;
+use crate::output::Reached;
 use crate::store::{MemoryStore, StateStore};
 
 pub(super) const P0: Part = (Stream::Activity, 0);
@@ -63,14 +64,26 @@ impl ChangelogSink for MemorySink {
         Ok(())
     }
 
-    fn acknowledged(&self) -> Result<(), ProcessorError> {
+    fn acknowledged(&self) -> Result<Reached, ProcessorError> {
         if self.refuse.load(Ordering::SeqCst) {
             return Err(ProcessorError::Delivery {
                 topic: "t.presence".into(),
                 reason: "refused".into(),
             });
         }
-        Ok(())
+        // Offsets as a broker gives them: one per record, per partition.
+        let mut reached: Reached = Vec::new();
+        for p in sessionfold_edge::lock(&self.published).iter() {
+            let partition = p.partition.unwrap_or(0);
+            match reached
+                .iter_mut()
+                .find(|(t, q, _)| *q == partition && *t == p.topic)
+            {
+                Some((_, _, n)) => *n += 1,
+                None => reached.push((p.topic.clone(), partition, 1)),
+            }
+        }
+        Ok(reached)
     }
 }
 
@@ -93,6 +106,8 @@ pub(super) fn settings() -> LoopSettings {
         describe_group: false,
         fold_threads: 1,
         fold_parallel_from: 1000,
+        standby: false,
+        standby_ready_within: Duration::from_secs(10),
     }
 }
 
