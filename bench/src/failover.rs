@@ -19,7 +19,7 @@ use sessionfold_schemas::{ActivityBody, Contract, Topics};
 use crate::services::{Service, metric_sum};
 use crate::steady::report::{Spread, spread};
 
-/// The group's session timeout the members run with (their default).
+/// The group's session timeout the members run with (the default).
 const SESSION_TIMEOUT_MS: f64 = 6_000.0;
 /// Page views a second during the kills: each a new page, so each is a
 /// changelog record at once and the changelog shows when folding stops.
@@ -161,11 +161,31 @@ async fn member(
     standby: bool,
 ) -> anyhow::Result<Service> {
     let state = state.to_string_lossy().into_owned();
-    let mut args = vec!["--state-dir", state.as_str(), "--idle-timeout", "2h"];
+    // Heartbeats twice a second: the survivor learns of the loss at its
+    // next heartbeat after the session timeout, so they bound the gap.
+    let mut args = vec![
+        "--state-dir",
+        state.as_str(),
+        "--idle-timeout",
+        "2h",
+        "--heartbeat-interval",
+        "500ms",
+    ];
     if standby {
         args.extend(["--standby-replicas", "1"]);
     }
     Service::start("sessionfold-processor", brokers, prefix, &args).await
+}
+
+/// The largest value of a labelled series family (0 when absent).
+fn metric_max(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, f64::max)
 }
 
 fn kind_sum(text: &str, series: &str, kind: &str) -> f64 {
@@ -258,10 +278,12 @@ async fn mode(brokers: &str, users: usize, kills: usize, standby: bool) -> anyho
                 Duration::from_secs(1800),
                 async || {
                     let text = newer.metrics().await?;
+                    // Under traffic a copy is rarely at the very end when
+                    // asked; current means it was within the last second.
                     Ok(
                         metric_sum(&text, "sessionfold_processor_standby_partitions") > 0.0
-                            && metric_sum(&text, "sessionfold_processor_standby_lag_records")
-                                == 0.0,
+                            && metric_max(&text, "sessionfold_processor_standby_lag_seconds")
+                                <= 1.5,
                     )
                 },
             )
@@ -366,7 +388,7 @@ impl FailoverRun {
             )
         };
         let mut md = format!(
-            "## Failover\n\nMeasured {date} with `{command}` on Apache Kafka: {} users with a session each in 6 activity partitions, two processor members (default session timeout 6 s, heartbeats every 1 s) and page views at {RATE}/s throughout. Each round starts a member on an empty store (a pod on a new node), waits until both own partitions (and, with standbys, the new member's copies are current), then kills the older member with SIGKILL. The gap is, over the dead member's activity partitions, the longest time between their last changelog record before the kill and their first after it, less the session timeout: the time the group took to act on the loss plus the takeover. {} kills each way.\n\n| gap beyond the session timeout, ms | min | median | p99 | max |\n|---|---|---|---|---|\n",
+            "## Failover\n\nMeasured {date} with `{command}` on Apache Kafka: {} users with a session each in 6 activity partitions, two processor members (default session timeout 6 s, `--heartbeat-interval 500ms`) and page views at {RATE}/s throughout. Each round starts a member on an empty store (a pod on a new node), waits until both own partitions (and, with standbys, the new member's copies are current), then kills the older member with SIGKILL. The gap is, over the dead member's activity partitions, the longest time between their last changelog record before the kill and their first after it, less the session timeout: the time the group took to act on the loss plus the takeover (below zero when the group, which counts the timeout from the dead member's last heartbeat, acted sooner). {} kills each way.\n\n| gap beyond the session timeout, ms | min | median | p99 | max |\n|---|---|---|---|---|\n",
             self.users,
             self.standby.gaps.len()
         );

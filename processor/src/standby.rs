@@ -44,7 +44,8 @@ const METADATA_EVERY: Duration = Duration::from_secs(30);
 pub struct StandbyMetrics {
     /// Changelog records a copy is behind, per input partition.
     pub lag_records: IntGaugeVec,
-    /// Seconds since a copy last held every changelog record, per input partition.
+    /// Seconds since the latest look at a changelog partition's end that a
+    /// copy has reached, per input partition.
     pub lag_seconds: GaugeVec,
     /// Partitions kept warm here.
     pub partitions: IntGauge,
@@ -72,7 +73,7 @@ impl StandbyMetrics {
                 GaugeVec::new(
                     Opts::new(
                         "standby_lag_seconds",
-                        "Seconds since a warm copy last held every record of its changelog partition (0 while it does)",
+                        "Age of the latest look at its changelog partition's end that a warm copy has reached (a look every second; 0 at the end)",
                     ),
                     labels,
                 ),
@@ -165,9 +166,11 @@ struct Copy {
     next: i64,
     /// Records read and not yet written.
     gathered: Gathered,
-    /// When the copy last held every record of its changelog partition, or
-    /// began, if it never did.
+    /// The copy holds every record the changelog partition held at this
+    /// time (when it began, if it never caught up with a look at the end).
     current_at: Instant,
+    /// Looks at the partition's end not yet reached: when, and the end.
+    probes: std::collections::VecDeque<(Instant, i64)>,
 }
 
 /// The thread that tails the changelogs of the partitions not owned here.
@@ -329,6 +332,7 @@ impl Tailer {
                     next,
                     gathered: Gathered::default(),
                     current_at: Instant::now(),
+                    probes: std::collections::VecDeque::new(),
                 },
             );
         }
@@ -386,8 +390,18 @@ impl Tailer {
                 }
             };
             let behind = (high - copy.next).max(0);
-            if behind == 0 {
-                copy.current_at = now;
+            // Under steady traffic a copy is seldom at the very end when
+            // asked: it is as fresh as the latest end it has since reached.
+            copy.probes.push_back((now, high));
+            if copy.probes.len() > 600 {
+                // A copy this far behind keeps its older freshness.
+                copy.probes.pop_back();
+            }
+            while let Some(&(at, end)) = copy.probes.front()
+                && copy.next >= end
+            {
+                copy.current_at = at;
+                copy.probes.pop_front();
             }
             let late = now - copy.current_at;
             worst = worst.max(late);
