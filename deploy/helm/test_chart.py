@@ -93,6 +93,10 @@ def check(path, managed):
     # Static membership from the pod name: a restarted pod takes its
     # partitions back without waiting out the session timeout.
     assert env["SESSIONFOLD_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # Warm copies on every pod: a lost node's partitions are taken from
+    # them within a second of the session timeout.
+    assert env["SESSIONFOLD_STANDBY_REPLICAS"]["value"] == "1"
+    assert env["SESSIONFOLD_HEARTBEAT_INTERVAL"]["value"] == "500ms"
     assert processor["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 25
     assert "SESSIONFOLD_JWT_SECRET" not in env, "the processor serves no tokens"
 

@@ -101,6 +101,8 @@ struct Core {
     status: Arc<Status>,
     /// The owned partitions, each with its state and where it stands.
     parts: BTreeMap<Part, Owned>,
+    /// Partitions revoked in the rebalance under way, until it assigns.
+    kept: BTreeMap<Part, Owned>,
     batch: Batch,
     /// The batch published and not yet stored.
     in_flight: Option<commit::InFlight>,
@@ -164,6 +166,7 @@ impl Core {
             producer,
             status,
             parts: BTreeMap::new(),
+            kept: BTreeMap::new(),
             batch: Batch::default(),
             in_flight: None,
             dead_log: sessionfold_edge::LogThrottle::new(Duration::from_secs(30)),

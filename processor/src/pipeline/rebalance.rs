@@ -107,7 +107,7 @@ impl ConsumerContext for Ctx {
                 }
                 let started = Instant::now();
                 let restored = match core.settle() {
-                    Ok(()) => core.restore_all(&partitions),
+                    Ok(()) => core.prepare_all(&partitions),
                     Err(e) => {
                         self.handoff.fail(e);
                         Vec::new()
@@ -138,6 +138,8 @@ impl ConsumerContext for Ctx {
                         tracing::error!(partition = ?p, error = %e, "setting start offset");
                     }
                 }
+                // What was revoked and not given back belongs elsewhere now.
+                core.kept.clear();
                 if let Err(e) = consumer.assign(tpl) {
                     tracing::error!(error = %e, "assigning partitions");
                 }
@@ -164,7 +166,11 @@ impl ConsumerContext for Ctx {
                 // rebalance) must not hold the rebalance, and sled is the truth.
                 core.commit_group(consumer, Some(&partitions), CommitMode::Async);
                 for p in &partitions {
-                    core.parts.remove(p);
+                    // Kept through the rebalance: an eager rebalance revokes
+                    // every partition and gives most of them back at once.
+                    if let Some(owned) = core.parts.remove(p) {
+                        core.kept.insert(*p, owned);
+                    }
                     self.standby.stand_by(*p);
                     // A partition that left has no lag here: drop its series
                     // rather than leave a stale figure behind.
@@ -208,20 +214,23 @@ pub(super) fn partition_counts<C: ConsumerContext>(
 }
 
 impl Core {
-    /// Restores the assigned partitions side by side, each with its own
-    /// reader: a takeover waits for the slowest, not for their sum (every
-    /// read ends with a quiet wait for records a lagging broker reports
-    /// late). The store writer must be settled.
-    pub(super) fn restore_all(&self, parts: &[Part]) -> Vec<Result<Restore, ProcessorError>> {
+    /// Restores and loads the assigned partitions side by side, each with
+    /// its own reader: a takeover waits for the slowest, not for their sum
+    /// (every read ends with a quiet wait for records a lagging broker
+    /// reports late, and a million states take seconds to decode). A
+    /// partition revoked in this rebalance whose store nobody changed since
+    /// keeps its table (`None`). The store writer must be settled.
+    pub(super) fn prepare_all(&self, parts: &[Part]) -> Vec<Result<Prepared, ProcessorError>> {
         self.status
             .restoring
             .fetch_add(parts.len(), Ordering::SeqCst);
         self.status.running.store(false, Ordering::SeqCst);
-        let (settings, contract, store, metrics) = (
+        let (settings, contract, store, metrics, kept) = (
             &self.settings,
             &self.contract,
             self.store.as_ref(),
             &self.metrics,
+            &self.kept,
         );
         let results = std::thread::scope(|s| {
             let handles: Vec<_> = parts
@@ -229,7 +238,15 @@ impl Core {
                 .map(|p| {
                     std::thread::Builder::new()
                         .name("sessionfold-restore".into())
-                        .spawn_scoped(s, move || restore(settings, contract, store, metrics, *p))
+                        .spawn_scoped(s, move || {
+                            let how = restore(settings, contract, store, metrics, *p)?;
+                            let next = store.next_offset(&tree(p.0, p.1))?;
+                            let unchanged = how == Restore::LocalCurrent
+                                && kept.get(p).is_some_and(|o| o.resume == next);
+                            let table =
+                                (!unchanged).then(|| load_table(settings, contract, store, *p));
+                            Ok((how, table))
+                        })
                 })
                 .collect();
             handles
@@ -248,18 +265,29 @@ impl Core {
         results
     }
 
-    /// Loads one assigned partition restored by [`Core::restore_all`];
+    /// Takes on one assigned partition prepared by [`Core::prepare_all`];
     /// returns where to read from. `started`: when the takeover began.
     pub(super) fn take_partition(
         &mut self,
         p: Part,
-        restored: Result<Restore, ProcessorError>,
+        prepared: Result<Prepared, ProcessorError>,
         started: Instant,
     ) -> Result<Option<i64>, ProcessorError> {
         self.status.restoring.fetch_add(1, Ordering::SeqCst);
         let result = (|| {
-            let how = restored?;
-            let table = match self.load(p) {
+            let (how, loaded) = prepared?;
+            let mut erasures_applied = 0;
+            let loaded = match loaded {
+                Some(loaded) => loaded,
+                None => match self.kept.remove(&p) {
+                    Some(owned) => {
+                        erasures_applied = owned.erasures_applied;
+                        Ok(owned.table)
+                    }
+                    None => self.load(p),
+                },
+            };
+            let table = match loaded {
                 Ok(t) => t,
                 Err(e) if self.settings.rebuild_damaged => {
                     tracing::error!(partition = ?p, error = %e, "local state of this partition is damaged; rebuilding it from the changelog");
@@ -287,7 +315,7 @@ impl Core {
                     resume: next,
                     moved: Movement::new(next.unwrap_or(0), Instant::now()),
                     stuck_logged: false,
-                    erasures_applied: 0,
+                    erasures_applied,
                 },
             );
             self.metrics.partitions.set(self.parts.len() as i64);
@@ -316,24 +344,38 @@ impl Core {
     }
 
     /// Reads a partition's stored states into a table.
-    pub(super) fn load(&self, (stream, partition): Part) -> Result<Table, ProcessorError> {
-        let mut table = Table::coalescing(
-            stream,
-            self.settings.presence,
-            self.settings.imports,
-            self.settings.activity_resolution,
-        );
-        self.store
-            .for_each_state(&tree(stream, partition), &mut |bytes| {
-                table
-                    .restore(&self.contract, bytes)
-                    .map_err(|e| ProcessorError::CorruptState {
-                        partition,
-                        reason: e.to_string(),
-                    })
-            })?;
-        Ok(table)
+    pub(super) fn load(&self, p: Part) -> Result<Table, ProcessorError> {
+        load_table(&self.settings, &self.contract, self.store.as_ref(), p)
     }
+}
+
+/// What a partition taken on needs: how its store was brought up to date,
+/// and its table read from the store (`None`: the table kept from its
+/// revocation is current).
+pub(super) type Prepared = (Restore, Option<Result<Table, ProcessorError>>);
+
+/// Reads a partition's stored states into a table.
+fn load_table(
+    settings: &LoopSettings,
+    contract: &Contract,
+    store: &dyn crate::store::StateStore,
+    (stream, partition): Part,
+) -> Result<Table, ProcessorError> {
+    let mut table = Table::coalescing(
+        stream,
+        settings.presence,
+        settings.imports,
+        settings.activity_resolution,
+    );
+    store.for_each_state(&tree(stream, partition), &mut |bytes| {
+        table
+            .restore(contract, bytes)
+            .map_err(|e| ProcessorError::CorruptState {
+                partition,
+                reason: e.to_string(),
+            })
+    })?;
+    Ok(table)
 }
 
 /// Restores one partition's tree from its changelog, unless it is current.

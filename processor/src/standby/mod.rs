@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use prometheus::{GaugeVec, IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use sessionfold_edge::QuietLogs;
@@ -32,66 +31,15 @@ use crate::restore::{Gathered, changelog_reader};
 use crate::store::{PartitionWrite, SharedStore};
 use crate::tables::{Part, Stream, Table, tree};
 
+mod metrics;
+pub use metrics::StandbyMetrics;
+
 /// Most records read before the copies are written.
 const READ_MAX: usize = 5_000;
 /// How often the changelogs' ends are asked for, to tell each copy's lag.
 const LAG_EVERY: Duration = Duration::from_secs(1);
 /// How often the changelogs' partition counts are read again.
 const METADATA_EVERY: Duration = Duration::from_secs(30);
-
-/// The standby metrics, beside the processor's own.
-#[derive(Clone)]
-pub struct StandbyMetrics {
-    /// Changelog records a copy is behind, per input partition.
-    pub lag_records: IntGaugeVec,
-    /// Seconds since the latest look at a changelog partition's end that a
-    /// copy has reached, per input partition.
-    pub lag_seconds: GaugeVec,
-    /// Partitions kept warm here.
-    pub partitions: IntGauge,
-    /// Changelog records applied to copies.
-    pub records: IntCounter,
-}
-
-impl StandbyMetrics {
-    /// Registers the standby metrics in `registry`.
-    pub fn register(registry: &Registry) -> Result<StandbyMetrics, prometheus::Error> {
-        let labels = &["topic", "partition"];
-        Ok(StandbyMetrics {
-            lag_records: sessionfold_edge::registered(
-                registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "standby_lag_records",
-                        "Changelog records a warm copy of a partition not owned here is behind",
-                    ),
-                    labels,
-                ),
-            )?,
-            lag_seconds: sessionfold_edge::registered(
-                registry,
-                GaugeVec::new(
-                    Opts::new(
-                        "standby_lag_seconds",
-                        "Age of the latest look at its changelog partition's end that a warm copy has reached (a look every second; 0 at the end)",
-                    ),
-                    labels,
-                ),
-            )?,
-            partitions: sessionfold_edge::registered(
-                registry,
-                IntGauge::new("standby_partitions", "Input partitions kept warm here"),
-            )?,
-            records: sessionfold_edge::registered(
-                registry,
-                IntCounter::new(
-                    "standby_records_total",
-                    "Changelog records applied to warm copies",
-                ),
-            )?,
-        })
-    }
-}
 
 /// What the rebalance callback and the tailer share.
 #[derive(Default)]
