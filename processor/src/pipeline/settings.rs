@@ -101,3 +101,24 @@ impl Status {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_owning_nothing_is_ready_only_while_its_copies_are_fresh() {
+        let status = Status::default();
+        status.running.store(true, Ordering::SeqCst);
+        assert_eq!(status.not_ready(), None);
+        status.standby_behind_secs.store(12, Ordering::SeqCst);
+        assert_eq!(
+            status.not_ready().as_deref(),
+            Some(
+                "owning no partition, and the warm copies of the others are 12 s behind their changelogs"
+            )
+        );
+        status.standby_behind_secs.store(0, Ordering::SeqCst);
+        assert_eq!(status.not_ready(), None);
+    }
+}
