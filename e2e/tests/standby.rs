@@ -272,8 +272,11 @@ async fn a_dead_owner_s_partitions_are_taken_from_warm_copies() -> anyhow::Resul
         cold.full
     );
     if on_tansu() {
-        // The survivor finds the orphaned partitions itself, late.
-        return Ok(());
+        // The kinds above hold on tansu; the gap bound cannot, and says so.
+        return sessionfold_e2e::skip(
+            "standby takeover gap under 1 s beyond the session timeout",
+            "tansu 0.6.0 does not rebalance when a member's session times out; the survivor finds the orphaned partitions itself after twice the timeout",
+        );
     }
     assert!(
         warm.gap_ms - SESSION_TIMEOUT_MS < 1_000,

@@ -327,27 +327,31 @@ pub fn restore_partition(
         .filter(|c| (low..=until).contains(c));
     metrics.restoring.inc();
     let mut gathered = Gathered::default();
-    let read = match tail_from {
-        Some(from) if from == until => Ok(()),
-        Some(from) => {
-            assign(Offset::Offset(from))?;
-            read_to(consumer, changelog, partition, (from, until), |m| {
-                metrics.restored.inc();
-                gathered.take(m, valid);
-            })
-        }
+    let from = match tail_from {
+        Some(from) => Offset::Offset(from),
         None => {
             tracing::info!(
                 partition,
                 resume_at = start,
                 "restoring partition from the changelog"
             );
-            assign(Offset::Beginning)?;
-            read_to(consumer, changelog, partition, (low, until), |m| {
+            Offset::Beginning
+        }
+    };
+    let read = if tail_from == Some(until) {
+        Ok(())
+    } else {
+        assign(from)?;
+        read_to(
+            consumer,
+            changelog,
+            partition,
+            (tail_from.unwrap_or(low), until),
+            |m| {
                 metrics.restored.inc();
                 gathered.take(m, valid);
-            })
-        }
+            },
+        )
     };
     metrics.restoring.dec();
     read?;
