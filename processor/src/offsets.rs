@@ -4,8 +4,10 @@
 //! A record below the expected offset is a re-delivery. A record beyond it
 //! means records were skipped (tansu 0.6.0 does this when a fetch starts
 //! inside a record batch): the reader seeks back, twice as far each time,
-//! until the expected record comes; only when even that cannot reach it (the
-//! records were deleted) is the gap accepted. Pure bookkeeping, no I/O.
+//! until the expected record comes. The gap is accepted only when the
+//! records are not there: the broker, read from before them, went straight
+//! past (deleted, or compacted away on a changelog), or even a read from
+//! offset 0 did not bring them. Pure bookkeeping, no I/O.
 
 /// What to do with a record at an offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +30,9 @@ pub enum Verdict {
 pub struct OffsetTracker {
     expected: Option<i64>,
     rewind: Option<i64>,
+    /// A record before the expected one came since the last seek back:
+    /// the broker reads on from there without skipping.
+    before: bool,
 }
 
 /// The first seek back goes this far.
@@ -39,6 +44,7 @@ impl OffsetTracker {
         OffsetTracker {
             expected: next,
             rewind: None,
+            before: false,
         }
     }
 
@@ -51,19 +57,27 @@ impl OffsetTracker {
     pub fn observe(&mut self, offset: i64) -> Verdict {
         let verdict = match self.expected {
             None => Verdict::Next,
-            Some(want) if offset < want => return Verdict::Repeat,
+            Some(want) if offset < want => {
+                self.before |= self.rewind.is_some();
+                return Verdict::Repeat;
+            }
             Some(want) if offset == want => Verdict::Next,
             Some(want) => {
-                let back = self.rewind.map_or(FIRST_REWIND, |b| b * 2);
-                if back <= 2 * want.max(1) {
+                // Sought back far enough to read from before the gap, or
+                // already from the very start: the records are not there.
+                let from_start = self.rewind.is_some_and(|b| want - b <= 0);
+                if self.before || from_start {
+                    Verdict::GapAccepted { expected: want }
+                } else {
+                    let back = self.rewind.map_or(FIRST_REWIND, |b| b * 2);
                     self.rewind = Some(back);
                     return Verdict::SeekBack((want - back).max(0));
                 }
-                Verdict::GapAccepted { expected: want }
             }
         };
         self.expected = Some(offset + 1);
         self.rewind = None;
+        self.before = false;
         verdict
     }
 }
@@ -95,8 +109,34 @@ mod tests {
     }
 
     #[test]
+    fn a_skip_near_the_start_seeks_back_to_it() {
+        // A restart at a held-back heartbeat early in a partition, inside
+        // the batch of records tansu skips: the records come from offset 0.
+        let mut t = OffsetTracker::at(Some(11));
+        assert_eq!(t.observe(14), Verdict::SeekBack(0));
+        for o in 0..11 {
+            assert_eq!(t.observe(o), Verdict::Repeat);
+        }
+        assert_eq!(t.observe(11), Verdict::Next);
+    }
+
+    #[test]
+    fn a_gap_read_across_from_before_it_is_accepted() {
+        // Compacted away: read from before, the broker goes straight past.
+        let mut t = OffsetTracker::at(Some(500));
+        assert_eq!(t.observe(520), Verdict::SeekBack(436));
+        assert_eq!(t.observe(440), Verdict::Repeat);
+        assert_eq!(t.observe(499), Verdict::Repeat);
+        assert_eq!(t.observe(520), Verdict::GapAccepted { expected: 500 });
+        assert_eq!(t.observe(521), Verdict::Next);
+        // A later skip seeks back again.
+        assert_eq!(t.observe(530), Verdict::SeekBack(458));
+    }
+
+    #[test]
     fn a_gap_that_no_seek_can_reach_is_accepted() {
         let mut t = OffsetTracker::at(Some(10));
+        assert_eq!(t.observe(50), Verdict::SeekBack(0));
         assert_eq!(t.observe(50), Verdict::GapAccepted { expected: 10 });
         assert_eq!(t.observe(51), Verdict::Next);
         let mut t = OffsetTracker::at(Some(100));

@@ -26,6 +26,7 @@ use sessionfold_schemas::headers::{BATCH_END, BATCH_START};
 
 use crate::error::ProcessorError;
 use crate::metrics::Metrics;
+use crate::offsets::{OffsetTracker, Verdict};
 use crate::store::{PartitionWrite, StateStore};
 
 /// What restoring found.
@@ -79,6 +80,58 @@ fn read_to(
         f(m);
         Ok::<(), ProcessorError>(())
     })
+}
+
+/// Reads partition `partition` of `changelog` from `from` to `until` (and
+/// on while records come), handing each record at or past `from` to `f`
+/// once. A broker that starts a read inside a record batch past `from`
+/// (tansu 0.6.0 skips the rest of that batch) is read again from further
+/// back, as the input is.
+fn read_from(
+    consumer: &BaseConsumer<QuietLogs>,
+    (changelog, partition): (&str, i32),
+    from: Offset,
+    until: i64,
+    mut f: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<(), ProcessorError> {
+    let mut tracker = OffsetTracker::at(match from {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    });
+    let mut start = from;
+    loop {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(changelog, partition, start)?;
+        consumer.assign(&tpl)?;
+        let mut seek = None;
+        let first = match start {
+            Offset::Offset(o) => o,
+            _ => 0,
+        };
+        read_to(consumer, changelog, partition, (first, until), |m| {
+            if seek.is_some() {
+                return;
+            }
+            match tracker.observe(m.offset()) {
+                Verdict::Repeat => {}
+                Verdict::Next => f(m),
+                Verdict::GapAccepted { .. } => f(m),
+                Verdict::SeekBack(to) => seek = Some(to),
+            }
+        })?;
+        match seek {
+            Some(to) => {
+                tracing::info!(
+                    partition,
+                    changelog,
+                    seek_to = to,
+                    "changelog read skipped records; reading again from further back"
+                );
+                start = Offset::Offset(to);
+            }
+            None => return Ok(()),
+        }
+    }
 }
 
 /// The input offsets of the last batch a changelog partition records.
@@ -341,17 +394,10 @@ pub fn restore_partition(
     let read = if tail_from == Some(until) {
         Ok(())
     } else {
-        assign(from)?;
-        read_to(
-            consumer,
-            changelog,
-            partition,
-            (tail_from.unwrap_or(low), until),
-            |m| {
-                metrics.restored.inc();
-                gathered.take(m, valid);
-            },
-        )
+        read_from(consumer, (changelog, partition), from, until, |m| {
+            metrics.restored.inc();
+            gathered.take(m, valid);
+        })
     };
     metrics.restoring.dec();
     read?;

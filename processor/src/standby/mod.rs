@@ -26,6 +26,7 @@ use sessionfold_schemas::{Contract, Topics};
 
 use crate::error::ProcessorError;
 use crate::metrics::Metrics;
+use crate::offsets::{OffsetTracker, Verdict};
 use crate::pipeline::Status;
 use crate::restore::{Gathered, changelog_reader};
 use crate::store::{PartitionWrite, SharedStore};
@@ -40,6 +41,8 @@ const READ_MAX: usize = 5_000;
 const LAG_EVERY: Duration = Duration::from_secs(1);
 /// How often the changelogs' partition counts are read again.
 const METADATA_EVERY: Duration = Duration::from_secs(30);
+/// How long a seek back on a changelog may wait for the consumer.
+const SEEK_WITHIN: Duration = Duration::from_secs(1);
 
 /// What the rebalance callback and the tailer share.
 #[derive(Default)]
@@ -112,6 +115,8 @@ impl Drop for Standby {
 struct Copy {
     /// Next changelog offset to read.
     next: i64,
+    /// Tells records read before from news, and a broker that skipped some.
+    offsets: OffsetTracker,
     /// Records read and not yet written.
     gathered: Gathered,
     /// The copy holds every record the changelog partition held at this
@@ -208,6 +213,20 @@ impl Tailer {
                 let Some(copy) = copies.get_mut(&part) else {
                     continue;
                 };
+                match copy.offsets.observe(m.offset()) {
+                    Verdict::Repeat => continue,
+                    Verdict::SeekBack(to) => {
+                        // tansu 0.6.0 skips the rest of a record batch a read
+                        // starts inside (a copy's position can be one).
+                        let topic = m.topic().to_owned();
+                        let seek = consumer.seek(&topic, part.1, Offset::Offset(to), SEEK_WITHIN);
+                        if let Err(e) = seek {
+                            tracing::debug!(error = %e, partition = part.1, topic, "seeking back on a changelog");
+                        }
+                        continue;
+                    }
+                    Verdict::Next | Verdict::GapAccepted { .. } => {}
+                }
                 read += 1;
                 let contract = &self.contract;
                 let valid = |key: &str, bytes: &[u8]| Table::check(stream, contract, key, bytes);
@@ -278,6 +297,7 @@ impl Tailer {
                 *part,
                 Copy {
                     next,
+                    offsets: OffsetTracker::at(Some(next)),
                     gathered: Gathered::default(),
                     current_at: Instant::now(),
                     probes: std::collections::VecDeque::new(),
