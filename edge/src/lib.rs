@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod follow;
 pub mod http;
 pub mod jwks;
+pub mod offsets;
 pub mod openapi;
 pub mod registry;
 pub mod shutdown;

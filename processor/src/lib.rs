@@ -11,7 +11,7 @@ pub mod dead_letter;
 mod error;
 pub mod liveness;
 pub mod metrics;
-pub mod offsets;
+pub use sessionfold_edge::offsets;
 mod output;
 pub mod pipeline;
 pub mod restore;

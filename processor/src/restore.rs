@@ -94,7 +94,7 @@ fn read_from(
     until: i64,
     mut f: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<(), ProcessorError> {
-    let mut tracker = OffsetTracker::at(match from {
+    let mut tracker = OffsetTracker::first_at(match from {
         Offset::Offset(o) => Some(o),
         _ => None,
     });

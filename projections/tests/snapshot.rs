@@ -97,6 +97,11 @@ fn filled() -> (Views, Mutex<Freshness>) {
     (views, Mutex::new(f))
 }
 
+/// A broker whose reported ends are where its records end.
+fn reported(_: &(String, i32), (_, high): (i64, i64)) -> i64 {
+    high
+}
+
 fn marks(high: i64) -> BTreeMap<(String, i32), (i64, i64)> {
     let mut m: BTreeMap<_, _> = (0..3)
         .map(|p| ((topics().presence, p), (0, high)))
@@ -124,8 +129,15 @@ fn a_snapshot_loads_back_into_views_that_answer_alike() -> anyhow::Result<()> {
     let written = snapshot::write(dir.path(), &identity(), &contract, &views, &fresh)?;
     assert_eq!((written.presence, written.imports), (500, 40));
     let back = empty();
-    let restored = snapshot::restore(dir.path(), &identity(), &contract, &back, &marks(600))
-        .expect("the snapshot is used");
+    let restored = snapshot::restore(
+        dir.path(),
+        &identity(),
+        &contract,
+        &back,
+        &marks(600),
+        &reported,
+    )
+    .expect("the snapshot is used");
     assert_eq!(restored.newest_change, Some(NOW));
     assert_eq!(restored.positions.len(), 4);
     assert_eq!(restored.positions[&(topics().presence, 1)], 500);
@@ -152,12 +164,41 @@ fn damaged_foreign_and_outdated_snapshots_are_refused() -> anyhow::Result<()> {
         Err(SnapshotError::Foreign(_))
     ));
     let back = empty();
-    assert!(snapshot::restore(dir.path(), &other, &contract, &back, &marks(600)).is_none());
+    assert!(
+        snapshot::restore(dir.path(), &other, &contract, &back, &marks(600), &reported).is_none()
+    );
     assert!(back.presence.read().expect("lock").is_empty());
 
     // Positions the changelogs do not hold (recreated topics): not used.
-    assert!(snapshot::restore(dir.path(), &identity(), &contract, &back, &marks(100)).is_none());
+    assert!(
+        snapshot::restore(
+            dir.path(),
+            &identity(),
+            &contract,
+            &back,
+            &marks(100),
+            &reported
+        )
+        .is_none()
+    );
     assert!(back.presence.read().expect("lock").is_empty());
+
+    // A broker whose reported end lags its records (tansu 0.6.0): the
+    // positions past it are checked against where the records really end.
+    let lagging = empty();
+    let really = |_: &(String, i32), _: (i64, i64)| 600;
+    assert!(
+        snapshot::restore(
+            dir.path(),
+            &identity(),
+            &contract,
+            &lagging,
+            &marks(100),
+            &really
+        )
+        .is_some()
+    );
+    assert_eq!(lagging.presence.read().expect("lock").len(), 500);
 
     // Cut short, or one byte changed: damaged.
     std::fs::write(&file, &whole[..whole.len() / 2])?;
@@ -172,12 +213,32 @@ fn damaged_foreign_and_outdated_snapshots_are_refused() -> anyhow::Result<()> {
         snapshot::verify(&file, &identity()),
         Err(SnapshotError::Damaged(_))
     ));
-    assert!(snapshot::restore(dir.path(), &identity(), &contract, &back, &marks(600)).is_none());
+    assert!(
+        snapshot::restore(
+            dir.path(),
+            &identity(),
+            &contract,
+            &back,
+            &marks(600),
+            &reported
+        )
+        .is_none()
+    );
     assert!(back.presence.read().expect("lock").is_empty());
 
     // The whole file again: used.
     std::fs::write(&file, &whole)?;
-    assert!(snapshot::restore(dir.path(), &identity(), &contract, &back, &marks(600)).is_some());
+    assert!(
+        snapshot::restore(
+            dir.path(),
+            &identity(),
+            &contract,
+            &back,
+            &marks(600),
+            &reported
+        )
+        .is_some()
+    );
     assert_eq!(back.presence.read().expect("lock").len(), 500);
     Ok(())
 }

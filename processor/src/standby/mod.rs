@@ -297,7 +297,7 @@ impl Tailer {
                 *part,
                 Copy {
                     next,
-                    offsets: OffsetTracker::at(Some(next)),
+                    offsets: OffsetTracker::first_at(Some(next)),
                     gathered: Gathered::default(),
                     current_at: Instant::now(),
                     probes: std::collections::VecDeque::new(),
@@ -305,7 +305,9 @@ impl Tailer {
             );
         }
         let mut tpl = TopicPartitionList::new();
-        for (part, copy) in copies.iter() {
+        for (part, copy) in copies.iter_mut() {
+            // Every copy's read starts again at its position.
+            copy.offsets = OffsetTracker::first_at(Some(copy.next));
             tpl.add_partition_offset(self.changelog(*part), part.1, Offset::Offset(copy.next))?;
         }
         consumer.assign(&tpl)?;

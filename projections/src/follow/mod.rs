@@ -10,6 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use sessionfold_edge::catch_up::{self, Ends};
+use sessionfold_edge::offsets::{OffsetTracker, Verdict};
 use sessionfold_schemas::{Contract, Millis, SchemaError, Stream, headers};
 
 mod apply;
@@ -170,7 +171,10 @@ pub fn follow(
     // the views already hold more than it does.
     let restored = match &settings.snapshot_dir {
         Some(dir) if sessionfold_edge::read(&views.presence).is_empty() => {
-            snapshot::restore(dir, &ours, &contract, &views, &marks)
+            let real_end = |(topic, p): &Partition, marks: (i64, i64)| {
+                catch_up::real_end(&consumer, topic, *p, marks).unwrap_or(marks.1)
+            };
+            snapshot::restore(dir, &ours, &contract, &views, &marks, &real_end)
         }
         _ => None,
     };
@@ -189,6 +193,9 @@ pub fn follow(
             .set(sessionfold_edge::read(&views.imports).len() as i64);
     }
     let mut ends = Ends::new();
+    // A read that starts inside a record batch (a snapshot's position can
+    // be one) is read again from further back where tansu 0.6.0 skips it.
+    let mut starts: BTreeMap<(Stream, i32), OffsetTracker> = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     let parts: Vec<Partition> = marks.keys().cloned().collect();
     for ((topic, p), (low, high)) in &marks {
@@ -196,6 +203,9 @@ pub fn follow(
             .as_ref()
             .and_then(|r| r.positions.get(&(topic.clone(), *p)).copied());
         ends.expect(topic, *p, from.unwrap_or(*low), *high);
+        if let Some(changelog) = Stream::of_changelog(topics, topic) {
+            starts.insert((changelog, *p), OffsetTracker::first_at(from));
+        }
         tpl.add_partition_offset(topic, *p, from.map_or(Offset::Beginning, Offset::Offset))?;
         // A partition emptied by retention has no record to say it was read.
         let newest = restored.as_ref().and_then(|r| r.newest_change);
@@ -236,6 +246,29 @@ pub fn follow(
                     let Some(changelog) = Stream::of_changelog(topics, m.topic()) else {
                         continue;
                     };
+                    let judged = starts
+                        .get_mut(&(changelog, m.partition()))
+                        .map(|t| t.observe(m.offset()));
+                    match judged {
+                        Some(Verdict::Repeat) => continue,
+                        Some(Verdict::SeekBack(to)) => {
+                            tracing::info!(
+                                topic = m.topic(),
+                                partition = m.partition(),
+                                got = m.offset(),
+                                seek_to = to,
+                                "changelog read skipped records; reading again from further back"
+                            );
+                            let (topic, p) = (m.topic().to_owned(), m.partition());
+                            if let Err(e) =
+                                consumer.seek(&topic, p, Offset::Offset(to), Duration::from_secs(1))
+                            {
+                                tracing::warn!(topic, partition = p, error = %e, "seeking back on a changelog");
+                            }
+                            continue;
+                        }
+                        _ => {}
+                    }
                     batch.push(Raw {
                         changelog,
                         partition: m.partition(),

@@ -232,12 +232,16 @@ pub struct Restored {
 /// of `identity`'s changelogs, and within each partition's `marks` (low and
 /// high watermarks); otherwise says why in the log, leaves the views empty
 /// and returns `None`, so the changelogs are read from the beginning.
+/// `real_end` reads where a partition really ends when a position lies past
+/// its reported high watermark (tansu 0.6.0 reports the last record batch's
+/// first offset).
 pub fn restore(
     dir: &Path,
     identity: &Identity,
     contract: &Contract,
     views: &Views,
     marks: &BTreeMap<Partition, (i64, i64)>,
+    real_end: &dyn Fn(&Partition, (i64, i64)) -> i64,
 ) -> Option<Restored> {
     let file = path(dir);
     let started = std::time::Instant::now();
@@ -261,9 +265,9 @@ pub fn restore(
     let positions = verified.positions();
     let fits = positions.len() == marks.len()
         && marks.iter().all(|(p, (low, high))| {
-            positions
-                .get(p)
-                .is_some_and(|at| (*low..=*high).contains(at))
+            positions.get(p).is_some_and(|at| {
+                (*low..=*high).contains(at) || (*at > *high && *at <= real_end(p, (*low, *high)))
+            })
         });
     if !fits {
         tracing::info!(file = %file.display(), snapshot = ?positions, changelogs = ?marks,
@@ -275,7 +279,8 @@ pub fn restore(
         Ok(states) => {
             let tail: i64 = marks
                 .iter()
-                .map(|(p, (_, high))| high - positions.get(p).copied().unwrap_or(0))
+                // A reported end that lags (tansu) counts no tail.
+                .map(|(p, (_, high))| (high - positions.get(p).copied().unwrap_or(0)).max(0))
                 .sum();
             tracing::info!(
                 states,

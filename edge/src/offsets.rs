@@ -8,6 +8,10 @@
 //! records are not there: the broker, read from before them, went straight
 //! past (deleted, or compacted away on a changelog), or even a read from
 //! offset 0 did not bring them. Pure bookkeeping, no I/O.
+//!
+//! On a compacted changelog records are missing anywhere by design; only a
+//! read's first records are judged there ([`OffsetTracker::first_at`]),
+//! because a broker skips only where a fetch starts.
 
 /// What to do with a record at an offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +37,8 @@ pub struct OffsetTracker {
     /// A record before the expected one came since the last seek back:
     /// the broker reads on from there without skipping.
     before: bool,
+    /// Judge only until the first record is taken (a compacted log).
+    first_only: bool,
 }
 
 /// The first seek back goes this far.
@@ -45,6 +51,17 @@ impl OffsetTracker {
             expected: next,
             rewind: None,
             before: false,
+            first_only: false,
+        }
+    }
+
+    /// A read of a compacted log starting at `next` (`None`: at its
+    /// beginning, which no broker skips into): judges the records until the
+    /// first one to take, and takes every record after it.
+    pub fn first_at(next: Option<i64>) -> OffsetTracker {
+        OffsetTracker {
+            first_only: true,
+            ..OffsetTracker::at(next)
         }
     }
 
@@ -75,7 +92,7 @@ impl OffsetTracker {
                 }
             }
         };
-        self.expected = Some(offset + 1);
+        self.expected = (!self.first_only).then_some(offset + 1);
         self.rewind = None;
         self.before = false;
         verdict
@@ -131,6 +148,20 @@ mod tests {
         assert_eq!(t.observe(521), Verdict::Next);
         // A later skip seeks back again.
         assert_eq!(t.observe(530), Verdict::SeekBack(458));
+    }
+
+    #[test]
+    fn a_compacted_read_judges_only_its_start() {
+        let mut t = OffsetTracker::first_at(Some(100));
+        assert_eq!(t.observe(107), Verdict::SeekBack(36));
+        assert_eq!(t.observe(98), Verdict::Repeat);
+        assert_eq!(t.observe(100), Verdict::Next);
+        // Compaction's gaps after the start are taken as they come.
+        assert_eq!(t.observe(140), Verdict::Next);
+        assert_eq!(t.observe(141), Verdict::Next);
+        let mut fresh = OffsetTracker::first_at(None);
+        assert_eq!(fresh.observe(5), Verdict::Next);
+        assert_eq!(fresh.observe(90), Verdict::Next);
     }
 
     #[test]
