@@ -17,6 +17,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 
 use crate::EdgeError;
+use crate::offsets::{OffsetTracker, Verdict};
 
 /// The partitions still short of the end they had when reading began.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -130,16 +131,33 @@ where
     C: ConsumerContext,
     E: From<EdgeError>,
 {
+    read_while(consumer, ends, patience, |m| f(m).map(|()| true)).map(|_| ())
+}
+
+/// [`read_to_end`], stopping early when `f` answers `false`; says whether
+/// the read went to the end.
+fn read_while<C, E>(
+    consumer: &BaseConsumer<C>,
+    ends: &mut Ends,
+    patience: Patience,
+    mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<bool, E>,
+) -> Result<bool, E>
+where
+    C: ConsumerContext,
+    E: From<EdgeError>,
+{
     let mut last_record = Instant::now();
     loop {
         match consumer.poll(patience.quiet) {
             Some(Ok(m)) => {
                 last_record = Instant::now();
                 ends.seen(m.topic(), m.partition(), m.offset());
-                f(&m)?;
+                if !f(&m)? {
+                    return Ok(false);
+                }
             }
             Some(Err(e)) => return Err(EdgeError::Kafka(e).into()),
-            None if ends.reached() => return Ok(()),
+            None if ends.reached() => return Ok(true),
             None if last_record.elapsed() > patience.stall => {
                 return Err(EdgeError::Stalled {
                     waited: patience.stall,
@@ -148,6 +166,63 @@ where
                 .into());
             }
             None => {}
+        }
+    }
+}
+
+/// Reads one partition from `start` (`None`: its beginning) to `end` (and
+/// on while records come), handing `f` each record at or past `start` once.
+/// A broker that starts the read inside a record batch past `start` (tansu
+/// 0.6.0 skips the rest of that batch) is read again from further back
+/// ([`OffsetTracker`]); only the read's start is judged, so a compacted
+/// log's gaps pass.
+pub fn read_partition_from<C, E>(
+    consumer: &BaseConsumer<C>,
+    (topic, partition): (&str, i32),
+    (start, end): (Option<i64>, i64),
+    patience: Patience,
+    mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<(), E>,
+) -> Result<(), E>
+where
+    C: ConsumerContext,
+    E: From<EdgeError>,
+{
+    let mut tracker = OffsetTracker::first_at(start);
+    let mut from = start.map_or(rdkafka::Offset::Beginning, rdkafka::Offset::Offset);
+    loop {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, from)
+            .map_err(EdgeError::Kafka)?;
+        consumer.assign(&tpl).map_err(EdgeError::Kafka)?;
+        let mut ends = Ends::new();
+        ends.expect(topic, partition, from.to_raw().unwrap_or(0).max(0), end);
+        let mut seek = None;
+        read_while(consumer, &mut ends, patience, |m| {
+            // A fetch of what was assigned before must not slip in.
+            if m.partition() != partition || m.topic() != topic {
+                return Ok(true);
+            }
+            match tracker.observe(m.offset()) {
+                Verdict::Repeat => Ok(true),
+                Verdict::SeekBack(to) => {
+                    seek = Some(to);
+                    Ok(false)
+                }
+                Verdict::Next | Verdict::GapAccepted { .. } => f(m).map(|()| true),
+            }
+        })?;
+        match seek {
+            Some(to) => {
+                tracing::info!(
+                    topic,
+                    partition,
+                    ?start,
+                    seek_to = to,
+                    "the broker skipped records where the read started; reading again from further back"
+                );
+                from = rdkafka::Offset::Offset(to);
+            }
+            None => return Ok(()),
         }
     }
 }

@@ -21,12 +21,11 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use sessionfold_edge::QuietLogs;
-use sessionfold_edge::catch_up::{Ends, Patience, read_to_end};
+use sessionfold_edge::catch_up::{Ends, Patience, read_partition_from, read_to_end};
 use sessionfold_schemas::headers::{BATCH_END, BATCH_START};
 
 use crate::error::ProcessorError;
 use crate::metrics::Metrics;
-use crate::offsets::{OffsetTracker, Verdict};
 use crate::store::{PartitionWrite, StateStore};
 
 /// What restoring found.
@@ -80,58 +79,6 @@ fn read_to(
         f(m);
         Ok::<(), ProcessorError>(())
     })
-}
-
-/// Reads partition `partition` of `changelog` from `from` to `until` (and
-/// on while records come), handing each record at or past `from` to `f`
-/// once. A broker that starts a read inside a record batch past `from`
-/// (tansu 0.6.0 skips the rest of that batch) is read again from further
-/// back, as the input is.
-fn read_from(
-    consumer: &BaseConsumer<QuietLogs>,
-    (changelog, partition): (&str, i32),
-    from: Offset,
-    until: i64,
-    mut f: impl FnMut(&BorrowedMessage<'_>),
-) -> Result<(), ProcessorError> {
-    let mut tracker = OffsetTracker::first_at(match from {
-        Offset::Offset(o) => Some(o),
-        _ => None,
-    });
-    let mut start = from;
-    loop {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(changelog, partition, start)?;
-        consumer.assign(&tpl)?;
-        let mut seek = None;
-        let first = match start {
-            Offset::Offset(o) => o,
-            _ => 0,
-        };
-        read_to(consumer, changelog, partition, (first, until), |m| {
-            if seek.is_some() {
-                return;
-            }
-            match tracker.observe(m.offset()) {
-                Verdict::Repeat => {}
-                Verdict::Next => f(m),
-                Verdict::GapAccepted { .. } => f(m),
-                Verdict::SeekBack(to) => seek = Some(to),
-            }
-        })?;
-        match seek {
-            Some(to) => {
-                tracing::info!(
-                    partition,
-                    changelog,
-                    seek_to = to,
-                    "changelog read skipped records; reading again from further back"
-                );
-                start = Offset::Offset(to);
-            }
-            None => return Ok(()),
-        }
-    }
 }
 
 /// The input offsets of the last batch a changelog partition records.
@@ -380,24 +327,31 @@ pub fn restore_partition(
         .filter(|c| (low..=until).contains(c));
     metrics.restoring.inc();
     let mut gathered = Gathered::default();
-    let from = match tail_from {
-        Some(from) => Offset::Offset(from),
-        None => {
-            tracing::info!(
-                partition,
-                resume_at = start,
-                "restoring partition from the changelog"
-            );
-            Offset::Beginning
-        }
-    };
+    if tail_from.is_none() {
+        tracing::info!(
+            partition,
+            resume_at = start,
+            "restoring partition from the changelog"
+        );
+    }
     let read = if tail_from == Some(until) {
         Ok(())
     } else {
-        read_from(consumer, (changelog, partition), from, until, |m| {
-            metrics.restored.inc();
-            gathered.take(m, valid);
-        })
+        let patience = Patience {
+            quiet: Duration::from_millis(100),
+            ..Patience::default()
+        };
+        read_partition_from(
+            consumer,
+            (changelog, partition),
+            (tail_from, until),
+            patience,
+            |m| {
+                metrics.restored.inc();
+                gathered.take(m, valid);
+                Ok::<(), ProcessorError>(())
+            },
+        )
     };
     metrics.restoring.dec();
     read?;
