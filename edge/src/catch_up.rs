@@ -131,55 +131,47 @@ where
     C: ConsumerContext,
     E: From<EdgeError>,
 {
-    read_while(consumer, ends, patience, |m| f(m).map(|()| true)).map(|_| ())
-}
-
-/// [`read_to_end`], stopping early when `f` answers `false`; says whether
-/// the read went to the end.
-fn read_while<C, E>(
-    consumer: &BaseConsumer<C>,
-    ends: &mut Ends,
-    patience: Patience,
-    mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<bool, E>,
-) -> Result<bool, E>
-where
-    C: ConsumerContext,
-    E: From<EdgeError>,
-{
     let mut last_record = Instant::now();
     loop {
         match consumer.poll(patience.quiet) {
             Some(Ok(m)) => {
                 last_record = Instant::now();
                 ends.seen(m.topic(), m.partition(), m.offset());
-                if !f(&m)? {
-                    return Ok(false);
-                }
+                f(&m)?;
             }
             Some(Err(e)) => return Err(EdgeError::Kafka(e).into()),
-            None if ends.reached() => return Ok(true),
+            None if ends.reached() => return Ok(()),
             None if last_record.elapsed() > patience.stall => {
-                return Err(EdgeError::Stalled {
-                    waited: patience.stall,
-                    short: ends.describe(),
-                }
-                .into());
+                return Err(stalled(patience, ends).into());
             }
             None => {}
         }
     }
 }
 
-/// Reads one partition from `start` (`None`: its beginning) to `end` (and
-/// on while records come), handing `f` each record at or past `start` once.
-/// A broker that starts the read inside a record batch past `start` (tansu
-/// 0.6.0 skips the rest of that batch) is read again from further back
-/// ([`OffsetTracker`]); only the read's start is judged, so a compacted
-/// log's gaps pass.
+fn stalled(patience: Patience, ends: &Ends) -> EdgeError {
+    EdgeError::Stalled {
+        waited: patience.stall,
+        short: ends.describe(),
+    }
+}
+
+/// How long a read from a position may bring nothing at all before the
+/// position is taken to lie inside the partition's last record batch, which
+/// tansu 0.6.0 skips whole.
+const NOTHING_AFTER: Duration = Duration::from_secs(1);
+
+/// Reads one partition from `start` to `end` (and on while records come),
+/// handing `f` each record at or past `start` once; `low` is where the
+/// partition begins, which no broker skips into. A broker that starts the
+/// read inside a record batch past `start` (tansu 0.6.0 skips the rest of
+/// that batch, and brings nothing when it is the last) is read again from
+/// further back ([`OffsetTracker`]); only the read's start is judged, so a
+/// compacted log's gaps pass.
 pub fn read_partition_from<C, E>(
     consumer: &BaseConsumer<C>,
     (topic, partition): (&str, i32),
-    (start, end): (Option<i64>, i64),
+    (low, start, end): (i64, i64, i64),
     patience: Patience,
     mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<(), E>,
 ) -> Result<(), E>
@@ -187,42 +179,77 @@ where
     C: ConsumerContext,
     E: From<EdgeError>,
 {
-    let mut tracker = OffsetTracker::first_at(start);
-    let mut from = start.map_or(rdkafka::Offset::Beginning, rdkafka::Offset::Offset);
+    if start >= end {
+        return Ok(());
+    }
+    let mut tracker = OffsetTracker::first_at((start > low).then_some(start));
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(start))
+        .map_err(EdgeError::Kafka)?;
+    consumer.assign(&tpl).map_err(EdgeError::Kafka)?;
+    let mut ends = Ends::new();
+    ends.expect(topic, partition, start, end);
+    let mut last_record = Instant::now();
+    let mut delivered = false;
+    // A seek, not a new assignment: what was fetched before it is dropped.
+    let seek = |to: i64| -> Result<(), EdgeError> {
+        tracing::info!(
+            topic,
+            partition,
+            start,
+            seek_to = to,
+            "the broker skipped records where the read started; reading again from further back"
+        );
+        consumer
+            .seek(
+                topic,
+                partition,
+                rdkafka::Offset::Offset(to),
+                patience.stall,
+            )
+            .map_err(EdgeError::Kafka)
+    };
     loop {
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, from)
-            .map_err(EdgeError::Kafka)?;
-        consumer.assign(&tpl).map_err(EdgeError::Kafka)?;
-        let mut ends = Ends::new();
-        ends.expect(topic, partition, from.to_raw().unwrap_or(0).max(0), end);
-        let mut seek = None;
-        read_while(consumer, &mut ends, patience, |m| {
-            // A fetch of what was assigned before must not slip in.
-            if m.partition() != partition || m.topic() != topic {
-                return Ok(true);
-            }
-            match tracker.observe(m.offset()) {
-                Verdict::Repeat => Ok(true),
-                Verdict::SeekBack(to) => {
-                    seek = Some(to);
-                    Ok(false)
+        match consumer.poll(patience.quiet) {
+            Some(Ok(m)) => {
+                // A fetch of what was assigned before must not slip in.
+                if m.partition() != partition || m.topic() != topic {
+                    continue;
                 }
-                Verdict::Next | Verdict::GapAccepted { .. } => f(m).map(|()| true),
+                last_record = Instant::now();
+                delivered = true;
+                match tracker.observe(m.offset()) {
+                    Verdict::Repeat => {}
+                    Verdict::SeekBack(to) => {
+                        seek(to)?;
+                        delivered = false;
+                    }
+                    Verdict::Next | Verdict::GapAccepted { .. } => {
+                        ends.seen(topic, partition, m.offset());
+                        f(&m)?;
+                    }
+                }
             }
-        })?;
-        match seek {
-            Some(to) => {
-                tracing::info!(
-                    topic,
-                    partition,
-                    ?start,
-                    seek_to = to,
-                    "the broker skipped records where the read started; reading again from further back"
-                );
-                from = rdkafka::Offset::Offset(to);
+            Some(Err(e)) => return Err(EdgeError::Kafka(e).into()),
+            None if ends.reached() => return Ok(()),
+            None if !delivered && last_record.elapsed() >= NOTHING_AFTER => {
+                // Nothing at all although records lie ahead: as if the next
+                // record were past the end. Only a seek back is taken from it.
+                let mut probe = tracker;
+                match probe.observe(end) {
+                    Verdict::SeekBack(to) => {
+                        tracker = probe;
+                        seek(to)?;
+                    }
+                    // Read from the start already: wait for the records.
+                    _ => delivered = true,
+                }
+                last_record = Instant::now();
             }
-            None => return Ok(()),
+            None if last_record.elapsed() > patience.stall => {
+                return Err(stalled(patience, &ends).into());
+            }
+            None => {}
         }
     }
 }

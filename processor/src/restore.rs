@@ -344,7 +344,7 @@ pub fn restore_partition(
         read_partition_from(
             consumer,
             (changelog, partition),
-            (tail_from, until),
+            (low, tail_from.unwrap_or(low), until),
             patience,
             |m| {
                 metrics.restored.inc();

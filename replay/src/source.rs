@@ -106,11 +106,11 @@ pub fn read_topics(
         let partitions = counts.get(&stream).copied().unwrap_or(0);
         // A start time lands on any record, which may lie inside a record
         // batch a broker skips (tansu 0.6.0): the read is checked at its start.
-        let at = (start > low).then_some(start);
+        let range = (low, start, high);
         read_partition_from(
             &consumer,
             (&topic, partition),
-            (at, high),
+            range,
             Patience::default(),
             |m| {
                 each(RawRecord {
