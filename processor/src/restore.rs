@@ -71,15 +71,17 @@ fn read_to(
 ) -> Result<(), ProcessorError> {
     let mut ends = Ends::new();
     ends.expect(changelog, partition, from, end);
-    let patience = Patience {
-        quiet: Duration::from_millis(100),
-        ..Patience::default()
-    };
-    read_to_end(consumer, &mut ends, patience, |m| {
+    read_to_end(consumer, &mut ends, QUIET, |m| {
         f(m);
         Ok::<(), ProcessorError>(())
     })
 }
+
+/// A changelog read ends once the log is quiet this long past its end.
+const QUIET: Patience = Patience {
+    quiet: Duration::from_millis(100),
+    stall: Duration::from_secs(30),
+};
 
 /// The input offsets of the last batch a changelog partition records.
 struct LastBatch {
@@ -334,25 +336,18 @@ pub fn restore_partition(
             "restoring partition from the changelog"
         );
     }
-    let read = if tail_from == Some(until) {
-        Ok(())
-    } else {
-        let patience = Patience {
-            quiet: Duration::from_millis(100),
-            ..Patience::default()
-        };
-        read_partition_from(
-            consumer,
-            (changelog, partition),
-            (low, tail_from.unwrap_or(low), until),
-            patience,
-            |m| {
-                metrics.restored.inc();
-                gathered.take(m, valid);
-                Ok::<(), ProcessorError>(())
-            },
-        )
-    };
+    // A copy already at the end reads nothing.
+    let read = read_partition_from(
+        consumer,
+        (changelog, partition),
+        (low, tail_from.unwrap_or(low), until),
+        QUIET,
+        |m| {
+            metrics.restored.inc();
+            gathered.take(m, valid);
+            Ok::<(), ProcessorError>(())
+        },
+    );
     metrics.restoring.dec();
     read?;
     gathered.report(partition, changelog, metrics);
